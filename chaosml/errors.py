@@ -1,0 +1,59 @@
+"""chaosml's exceptions.
+
+Every error chaosml raises on purpose derives from ``ChaosmlError`` and carries the exit code the CLI
+maps it to::
+
+    ChaosmlError                    exit 2 unless a subclass says otherwise
+    ├── InputError                  a user's file, argument or data is wrong (exit 2)
+    │   ├── ConfigError             project config (chaosml.yaml / [tool.chaosml])
+    │   ├── SpecError               a YAML spec (slice suite, later scenarios) failed validation
+    │   ├── PredicateError          a predicate does not parse, uses a forbidden construct, ...
+    │   ├── DataError               a data file is missing, unreadable, or lacks a column
+    │   └── VersionError            a model version cannot be loaded or its predictions do not fit
+    └── UnreachableError            the target or a component cannot be reached (exit 3)
+
+The message of an ``InputError`` is one line that names the file, the line, the field and what was
+expected, so the CLI can print it as it is.
+"""
+
+from __future__ import annotations
+
+
+class ChaosmlError(Exception):
+    """Base of every error chaosml raises on purpose."""
+
+    exit_code: int = 2
+
+
+class InputError(ChaosmlError):
+    """A user's file, argument or data is not what chaosml expects."""
+
+
+class ConfigError(InputError):
+    """The project config is invalid."""
+
+
+class SpecError(InputError):
+    """A YAML spec failed validation; ``problems`` holds every problem found, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class PredicateError(InputError):
+    """A predicate does not parse or uses something outside the predicate language."""
+
+
+class DataError(InputError):
+    """A data file is missing, unreadable, or does not have the expected columns or values."""
+
+
+class VersionError(InputError):
+    """A model version cannot be loaded, or its predictions do not match the data."""
+
+
+class UnreachableError(ChaosmlError):
+    """The target or a component could not be reached."""
+
+    exit_code = 3

@@ -1,0 +1,196 @@
+"""``slices test``: per-slice metrics of one version and the suite's threshold and fairness tests."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from chaosml.config import ProjectConfig
+from chaosml.data import DEFAULT_CHUNK_ROWS
+from chaosml.slices.collect import Evaluation, Progress, evaluate
+from chaosml.slices.engine import SliceInfo
+from chaosml.slices.metrics import METRICS
+from chaosml.slices.suite import SliceSuite, SliceTest
+from chaosml.versions import Version
+
+Status = Literal["passed", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    """One test applied to one slice (or, for a ``by`` test, to one group)."""
+
+    test: str
+    slice: str
+    metric: str
+    value: float | None
+    status: Status
+    detail: str
+    location: str
+
+    __test__ = False  # not a pytest class
+
+
+@dataclass(frozen=True)
+class SliceTestReport:
+    """Metrics of one version per slice, and the outcome of every test.
+
+    ``overall`` and ``by_slice`` read like fairlearn's ``MetricFrame``.
+    """
+
+    version: str
+    suite: str
+    data: str
+    label: str
+    metrics: list[str]
+    slices: list[SliceInfo]
+    table: pd.DataFrame  # index: slice name (first row "overall"); columns: n, metrics
+    outcomes: list[TestOutcome]
+
+    @property
+    def overall(self) -> pd.Series:
+        return self.table.iloc[0]
+
+    @property
+    def by_slice(self) -> pd.DataFrame:
+        return self.table.iloc[1:]
+
+    @property
+    def passed(self) -> bool:
+        return all(outcome.status != "failed" for outcome in self.outcomes)
+
+    @property
+    def failed(self) -> list[TestOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.status == "failed"]
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = []
+        for info, (_, row) in zip(self.slices, self.table.iterrows(), strict=True):
+            rows.append({"name": info.name, "where": info.where, "n": int(row["n"]),
+                         "too_small": bool(row["n"] < info.min_size),
+                         "metrics": {m: _number(row[m]) for m in self.metrics}})
+        return {
+            "schema": "chaosml.slices.test/1",
+            "suite": self.suite, "data": self.data, "label": self.label, "version": self.version,
+            "passed": self.passed,
+            "overall": rows[0], "slices": rows[1:],
+            "tests": [outcome.__dict__ for outcome in self.outcomes],
+        }
+
+
+def run_slice_tests(
+    suite: SliceSuite,
+    version: Version,
+    data: str | Path | pd.DataFrame,
+    *,
+    config: ProjectConfig | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: Progress | None = None,
+) -> SliceTestReport:
+    """Evaluate ``version`` on every slice of ``suite`` and run the suite's tests."""
+    evaluation = evaluate(suite, data, [version], config=config, chunk_rows=chunk_rows,
+                          progress=progress)
+    metrics = suite.all_metrics
+    table = evaluation.frame(0, metrics)
+    outcomes = [
+        outcome
+        for index, test in enumerate(suite.tests)
+        for outcome in _run_test(test, suite.test_line(index), evaluation, table)
+    ]
+    return SliceTestReport(version.name, str(suite.path or "<suite>"), evaluation.data,
+                           evaluation.label, metrics, evaluation.stats.slices, table, outcomes)
+
+
+def _run_test(test: SliceTest, location: str, evaluation: Evaluation,
+              table: pd.DataFrame) -> list[TestOutcome]:
+    if test.by is not None:
+        return [_group_test(test, location, evaluation, table)]
+    overall = float(table[test.metric].iloc[0])
+    outcomes = []
+    for info, value, n in zip(evaluation.stats.slices[1:], table[test.metric].iloc[1:],
+                              table["n"].iloc[1:], strict=True):
+        if not test.matches(info.name):
+            continue
+        outcomes.append(_slice_test(test, location, info, float(value), int(n), overall))
+    if not outcomes:
+        outcomes.append(TestOutcome(_describe(test), test.slice or "", test.metric, None,
+                                    "failed", f"no slice matches {test.slice!r}", location))
+    return outcomes
+
+
+def _slice_test(test: SliceTest, location: str, info: SliceInfo, value: float, n: int,
+                overall: float) -> TestOutcome:
+    def outcome(status: Status, detail: str) -> TestOutcome:
+        return TestOutcome(_describe(test), info.name, test.metric,
+                           None if math.isnan(value) else value, status, detail, location)
+
+    if n < info.min_size:
+        return outcome("skipped", f"too small: n={n} < min_size={info.min_size}")
+    if math.isnan(value):
+        return outcome("skipped", f"{test.metric} is undefined on this slice (n={n})")
+    problems = []
+    if test.min is not None and value < test.min:
+        problems.append(f"{test.metric}={value:.4f} < min {test.min}")
+    if test.max is not None and value > test.max:
+        problems.append(f"{test.metric}={value:.4f} > max {test.max}")
+    if test.max_gap_to_overall is not None and not math.isnan(overall):
+        gap = _gap(test.metric, value, overall)
+        if gap > test.max_gap_to_overall:
+            problems.append(f"{test.metric}={value:.4f} is {gap:.4f} worse than overall "
+                            f"{overall:.4f} (max gap {test.max_gap_to_overall})")
+    if problems:
+        return outcome("failed", "; ".join(problems))
+    return outcome("passed", f"{test.metric}={value:.4f} (n={n})")
+
+
+def _gap(metric: str, value: float, overall: float) -> float:
+    """How much worse the slice is than overall (both sides for metrics with no better direction)."""
+    direction = METRICS[metric].direction
+    return abs(value - overall) if direction == 0 else direction * (overall - value)
+
+
+def _group_test(test: SliceTest, location: str, evaluation: Evaluation,
+                table: pd.DataFrame) -> TestOutcome:
+    """fairlearn's between-groups difference (max - min) and ratio (min / max) over the group's
+    slices that are at least ``min_size`` rows."""
+    columns = tuple(test.by or [])
+    name = f"by {', '.join(columns)}"
+    picked = [i + 1 for i, info in enumerate(evaluation.stats.slices[1:]) if info.group == columns]
+    values = table[test.metric].to_numpy()[picked]
+    sizes = table["n"].to_numpy()[picked]
+    mins = np.array([evaluation.stats.slices[i].min_size for i in picked])
+    usable = values[(sizes >= mins) & np.isfinite(values)]
+    if len(usable) < 2:
+        return TestOutcome(_describe(test), name, test.metric, None, "skipped",
+                           "fewer than two groups large enough to compare", location)
+    difference, high = float(usable.max() - usable.min()), float(usable.max())
+    ratio = float(usable.min() / high) if high > 0 else float("nan")
+    problems = []
+    if test.max_difference is not None and difference > test.max_difference:
+        problems.append(f"{test.metric} difference {difference:.4f} > {test.max_difference}")
+    if test.min_ratio is not None and not ratio >= test.min_ratio:
+        problems.append(f"{test.metric} ratio {ratio:.4f} < {test.min_ratio}")
+    value = difference if test.max_difference is not None else ratio
+    detail = "; ".join(problems) or f"difference {difference:.4f}, ratio {ratio:.4f}"
+    return TestOutcome(_describe(test), name, test.metric, value,
+                       "failed" if problems else "passed", detail, location)
+
+
+def _describe(test: SliceTest) -> str:
+    parts = []
+    for key in ("min", "max", "max_gap_to_overall", "max_difference", "min_ratio"):
+        bound = getattr(test, key)
+        if bound is not None:
+            parts.append(f"{key}={bound}")
+    target = f"slice {test.slice}" if test.slice is not None else f"by {', '.join(test.by or [])}"
+    return f"{test.metric} {' '.join(parts)} on {target}"
+
+
+def _number(value: Any) -> float | None:
+    number = float(value)
+    return None if math.isnan(number) else number

@@ -1,0 +1,185 @@
+"""Slice suites: the YAML files under ``slices/`` (format in DESIGN.md), validated on load."""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from chaosml.errors import PredicateError, SpecError
+from chaosml.predicate import Predicate, parse_predicate
+from chaosml.slices.metrics import get_metric
+from chaosml.spec import Loc, line_of, read_yaml, validate_spec
+
+Scalar = str | int | float | bool
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SliceSpec(_Spec):
+    """One ``slices:`` entry: a named predicate, or ``by:`` columns expanded per value."""
+
+    name: str | None = None
+    where: str | None = None
+    by: list[str] | None = None
+    min_size: int | None = Field(default=None, ge=1)
+
+    @field_validator("by", mode="before")
+    @classmethod
+    def _one_column(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _where_or_by(self) -> SliceSpec:
+        if (self.where is None) == (self.by is None):
+            raise ValueError("a slice needs exactly one of `where` (with `name`) or `by`")
+        if self.where is not None:
+            if not self.name:
+                raise ValueError("a `where` slice needs a `name`")
+            try:
+                parse_predicate(self.where)
+            except PredicateError as exc:
+                raise ValueError(str(exc)) from exc
+        if self.by is not None and (not self.by or len(set(self.by)) != len(self.by)):
+            raise ValueError("`by` needs one or more distinct column names")
+        return self
+
+    @property
+    def predicate(self) -> Predicate:
+        assert self.where is not None
+        return parse_predicate(self.where)
+
+
+class SliceTest(_Spec):
+    """A threshold test on slices (``slice:``) or a fairness test across a ``by:`` group."""
+
+    metric: str
+    slice: str | None = None
+    by: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
+    max_gap_to_overall: float | None = Field(default=None, ge=0)
+    max_difference: float | None = Field(default=None, ge=0)
+    min_ratio: float | None = Field(default=None, ge=0, le=1)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        get_metric(value)
+        return value
+
+    @field_validator("by", mode="before")
+    @classmethod
+    def _one_column(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SliceTest:
+        slice_bounds = (self.min, self.max, self.max_gap_to_overall)
+        group_bounds = (self.max_difference, self.min_ratio)
+        if (self.slice is None) == (self.by is None):
+            raise ValueError("a test needs exactly one of `slice` (a name or pattern) or `by`")
+        if self.slice is not None and (
+            all(b is None for b in slice_bounds) or any(b is not None for b in group_bounds)
+        ):
+            raise ValueError("a `slice` test takes `min`, `max` and/or `max_gap_to_overall`")
+        if self.by is not None and (
+            all(b is None for b in group_bounds) or any(b is not None for b in slice_bounds)
+        ):
+            raise ValueError("a `by` test takes `max_difference` and/or `min_ratio`")
+        return self
+
+    def matches(self, slice_name: str) -> bool:
+        return self.slice is not None and fnmatch.fnmatchcase(slice_name, self.slice)
+
+
+class ComparePolicy(_Spec):
+    """How ``slices compare`` decides a slice regressed."""
+
+    metric: str = "accuracy"
+    max_drop: float = Field(default=0.0, ge=0)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    correction: Literal["holm", "bh"] = "holm"
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+
+    @field_validator("metric")
+    @classmethod
+    def _comparable(cls, value: str) -> str:
+        metric = get_metric(value)
+        if metric.direction == 0 or metric.confusion is None:
+            raise ValueError(f"metric {value!r} cannot be compared: it has no better direction "
+                             "or no paired test (use accuracy, recall, precision, f1, ...)")
+        return value
+
+
+class SliceSuite(_Spec):
+    """A slice suite file."""
+
+    label: str | None = None
+    positive: Scalar | None = None
+    slices: list[SliceSpec] = Field(default_factory=list)
+    min_size: int = Field(default=30, ge=1)
+    metrics: list[str] = Field(
+        default_factory=lambda: ["accuracy", "precision", "recall", "f1", "false_positive_rate",
+                                 "selection_rate"]
+    )
+    tests: list[SliceTest] = Field(default_factory=list)
+    compare: ComparePolicy = Field(default_factory=ComparePolicy)
+
+    _path: Path | None = PrivateAttr(default=None)
+    _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        for name in value:
+            get_metric(name)
+        if len(set(value)) != len(value):
+            raise ValueError("metrics are listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SliceSuite:
+        names = [spec.name for spec in self.slices if spec.where is not None]
+        seen: set[str | None] = set()
+        for name in names:
+            if name in seen:
+                raise ValueError(f"slice name {name!r} is used twice")
+            seen.add(name)
+        return self
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def where_line(self, index: int, field: str = "where") -> str:
+        """``file:line`` of a slice entry, for messages about it found later (e.g. in the data)."""
+        return f"{self._path or '<suite>'}:{line_of(self._lines, ('slices', index, field))}"
+
+    def test_line(self, index: int) -> str:
+        return f"{self._path or '<suite>'}:{line_of(self._lines, ('tests', index))}"
+
+    @property
+    def all_metrics(self) -> list[str]:
+        """The suite's metrics plus those its tests and comparison need, in a stable order."""
+        names = list(self.metrics)
+        for extra in [test.metric for test in self.tests] + [self.compare.metric]:
+            if extra not in names:
+                names.append(extra)
+        return names
+
+
+def load_suite(path: str | Path) -> SliceSuite:
+    """Load and validate a slice suite; raise ``SpecError`` listing every problem."""
+    path = Path(path)
+    data, lines = read_yaml(path)
+    if not isinstance(data, dict):
+        raise SpecError([f"{path}:1: expected a mapping with `slices:` at the top level"])
+    suite = validate_spec(data, SliceSuite, path=path, lines=lines)
+    suite._path = path
+    suite._lines = lines
+    return suite

@@ -1,0 +1,131 @@
+"""Loading YAML specs into pydantic models with every problem reported by file, line and field.
+
+``load_spec(path, Model)`` parses the file, keeps the line of every key and list item, validates the
+result against ``Model`` and raises one ``SpecError`` listing each problem as
+``file:line: field.path: what was expected``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from chaosml.errors import SpecError
+
+M = TypeVar("M", bound=BaseModel)
+Loc = tuple[str | int, ...]
+
+
+def load_spec(path: Path, model: type[M], *, context: dict[str, Any] | None = None) -> M:
+    """Load ``path`` and validate it as ``model``."""
+    data, lines = read_yaml(path)
+    if not isinstance(data, dict):
+        raise SpecError([f"{path}:1: expected a mapping at the top level, got {_kind(data)}"])
+    return validate_spec(data, model, path=path, lines=lines, context=context)
+
+
+def validate_spec(
+    data: dict[str, Any],
+    model: type[M],
+    *,
+    path: Path,
+    lines: dict[Loc, int],
+    context: dict[str, Any] | None = None,
+) -> M:
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        problems = [_problem(path, lines, error) for error in exc.errors()]
+        raise SpecError(sorted(set(problems), key=_line_of)) from exc
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
+    """Parse a YAML file; return the data and the 1-based line of every key and item by path."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise SpecError([f"{path}: file not found"]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([f"{path}: cannot read: {exc}"]) from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError([f"{path}{line}: invalid YAML: {problem}"]) from exc
+    lines: dict[Loc, int] = {}
+    duplicates: list[str] = []
+    if node is not None:
+        _index(node, (), lines, duplicates, path)
+    if duplicates:
+        raise SpecError(duplicates)
+    return data, lines
+
+
+def _index(
+    node: yaml.Node, loc: Loc, lines: dict[Loc, int], duplicates: list[str], path: Path
+) -> None:
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = str(key.value)
+            if name in seen:
+                duplicates.append(f"{path}:{key.start_mark.line + 1}: {_dotted((*loc, name))}: "
+                                  "duplicate key")
+            seen.add(name)
+            _index(value, (*loc, name), lines, duplicates, path)
+            lines[(*loc, name)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index(item, (*loc, index), lines, duplicates, path)
+
+
+def line_of(lines: dict[Loc, int], loc: Sequence[str | int]) -> int:
+    """The line of the longest prefix of ``loc`` that the file has (pydantic adds union tags)."""
+    known = tuple(part for part in loc if isinstance(part, int) or not _is_tag(part))
+    for end in range(len(known), -1, -1):
+        if known[:end] in lines:
+            return lines[known[:end]]
+    return 1
+
+
+def _problem(path: Path, lines: dict[Loc, int], error: Any) -> str:
+    loc = tuple(part for part in error["loc"] if isinstance(part, int) or not _is_tag(part))
+    field = _dotted(loc) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "missing":
+        message = "required key is missing"
+    else:
+        message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if error.get("input") is not None and kind not in ("value_error", "assertion_error"):
+            message = f"{message}, got {error['input']!r}"
+    return f"{path}:{line_of(lines, loc)}: {field}: {message}"
+
+
+def _is_tag(part: str) -> bool:
+    return "[" in part or part in {"str", "int", "float", "bool", "list[str]", "function-after"}
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(problem: str) -> tuple[int, str]:
+    parts = problem.split(":")
+    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0, problem)
+
+
+def _kind(value: object) -> str:
+    return "nothing" if value is None else type(value).__name__

@@ -1,0 +1,311 @@
+"""Model versions and their predictions.
+
+A ``Version`` yields, chunk by chunk and row-aligned with the data, a boolean "predicted positive"
+array and, when the model has them, scores (probability of the positive class). Kinds:
+
+- ``ArtifactVersion``: a scikit-learn compatible model saved with joblib or skops; its predictions
+  are cached per (artifact content, data content) so later runs read them instead of re-predicting;
+- ``PredictionsFile``: a Parquet/CSV file with a ``prediction`` column and an optional ``score``
+  column, one row per data row, for models that are not Python objects;
+- ``InMemory``: arrays already in memory (library use).
+
+``resolve_version`` turns a CLI argument (a version name from the config, or a path) into one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from chaosml.config import ProjectConfig
+from chaosml.data import RowReader, Table, open_table
+from chaosml.errors import DataError, VersionError
+
+Scalar = str | int | float | bool
+BoolArray = npt.NDArray[np.bool_]
+FloatArray = npt.NDArray[np.float64]
+
+PREDICTION_COLUMN = "prediction"
+SCORE_COLUMN = "score"
+LENGTH_MISMATCH = "{path}: {count} prediction rows for {rows} data rows (they must be row-aligned)"
+NOT_BINARY = "{where}: expected two classes, found {values}"
+# skops checks what a functools.partial wraps separately, so trusting partial itself is safe.
+TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.", "functools.partial")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    positive: BoolArray
+    score: FloatArray | None
+
+
+Predictor = Callable[[pd.DataFrame], Predictions]
+
+
+class Version(Protocol):
+    name: str
+
+    def feature_columns(self, table: Table, label: str, positive: Scalar) -> list[str]:
+        """Columns of the data this version needs to predict (none for precomputed predictions)."""
+        ...
+
+    @contextmanager
+    def predictor(self, table: Table, label: str, positive: Scalar) -> Iterator[Predictor]:
+        """A function from a data chunk to its predictions; checks alignment when the block ends."""
+        ...
+
+
+def as_binary(values: pd.Series | npt.NDArray[Any], positive: Scalar, where: str) -> BoolArray:
+    """Map a column of two classes to "is positive"; refuse missing values and a third class."""
+    series = pd.Series(values)
+    if series.isna().any():
+        raise DataError(f"{where}: has missing values (expected a class for every row)")
+    uniques = pd.unique(series)
+    if len(uniques) > 2 or (positive in (1, True) and not set(uniques) <= {0, 1}):
+        shown = ", ".join(repr(_plain(v)) for v in uniques[:5])
+        hint = "" if len(uniques) > 2 else f" (set `positive:` to the positive class, not {positive!r})"
+        raise DataError(NOT_BINARY.format(where=where, values=shown) + hint)
+    return np.asarray(series == positive, dtype=bool)
+
+
+def _plain(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _scores(values: pd.Series, where: str) -> FloatArray:
+    scores = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
+    if bad.any():
+        raise DataError(f"{where}: row {int(np.argmax(bad))}: expected a probability in [0, 1], "
+                        f"got {values.iloc[int(np.argmax(bad))]!r}")
+    return scores
+
+
+@dataclass
+class InMemory:
+    """Predictions held in memory: ``prediction`` (classes) and optional ``score`` arrays."""
+
+    name: str
+    prediction: npt.ArrayLike
+    score: npt.ArrayLike | None = None
+
+    def feature_columns(self, table: Table, label: str, positive: Scalar) -> list[str]:
+        return []
+
+    @contextmanager
+    def predictor(self, table: Table, label: str, positive: Scalar) -> Iterator[Predictor]:
+        prediction = np.asarray(self.prediction)
+        where = f"version {self.name!r}"
+        if table.num_rows is not None and len(prediction) != table.num_rows:
+            raise VersionError(LENGTH_MISMATCH.format(path=where, count=len(prediction),
+                                                      rows=table.num_rows))
+        positives = as_binary(prediction, positive, f"{where} predictions")
+        scores = None if self.score is None else _scores(pd.Series(self.score), f"{where} scores")
+        offset = 0
+
+        def predict(chunk: pd.DataFrame) -> Predictions:
+            nonlocal offset
+            rows = slice(offset, offset + len(chunk))
+            offset += len(chunk)
+            return Predictions(positives[rows], None if scores is None else scores[rows])
+
+        yield predict
+
+
+@dataclass
+class PredictionsFile:
+    """A file of precomputed predictions, row-aligned with the data."""
+
+    name: str
+    path: Path
+
+    def feature_columns(self, table: Table, label: str, positive: Scalar) -> list[str]:
+        return []
+
+    @contextmanager
+    def predictor(self, table: Table, label: str, positive: Scalar) -> Iterator[Predictor]:
+        try:
+            source = open_table(self.path)
+        except DataError as exc:
+            raise VersionError(f"version {self.name!r}: {exc}") from exc
+        if PREDICTION_COLUMN not in source.columns:
+            raise VersionError(f"{self.path}: no {PREDICTION_COLUMN!r} column "
+                               f"(a predictions file needs `prediction` and optionally `score`)")
+        if None not in (source.num_rows, table.num_rows) and source.num_rows != table.num_rows:
+            raise VersionError(LENGTH_MISMATCH.format(path=self.path, count=source.num_rows,
+                                                      rows=table.num_rows))
+        has_score = SCORE_COLUMN in source.columns
+        reader = RowReader(source, [PREDICTION_COLUMN] + ([SCORE_COLUMN] if has_score else []))
+
+        def predict(chunk: pd.DataFrame) -> Predictions:
+            rows = reader.take(len(chunk))
+            if rows is None:
+                raise VersionError(LENGTH_MISMATCH.format(
+                    path=self.path, count=f"fewer than {reader.rows_read + len(chunk)}",
+                    rows=table.num_rows or "more"))
+            positives = as_binary(rows[PREDICTION_COLUMN], positive, f"{self.path}: prediction")
+            score = _scores(rows[SCORE_COLUMN], f"{self.path}: score") if has_score else None
+            return Predictions(positives, score)
+
+        yield predict
+        extra = reader.remaining()
+        if extra:
+            raise VersionError(LENGTH_MISMATCH.format(path=self.path, count=reader.rows_read + extra,
+                                                      rows=reader.rows_read))
+
+
+@dataclass
+class ArtifactVersion:
+    """A model artifact (``.joblib``/``.pkl`` or ``.skops``); predictions cached under ``cache_dir``."""
+
+    name: str
+    path: Path
+    cache_dir: Path | None = None
+    _model: Any = field(default=None, repr=False)
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = load_model(self.path)
+        return self._model
+
+    def feature_columns(self, table: Table, label: str, positive: Scalar) -> list[str]:
+        cache = self._cache_path(table, positive)
+        if cache is not None and cache.is_file():
+            return []
+        names = getattr(self.model, "feature_names_in_", None)
+        if names is None:
+            return [column for column in table.columns if column != label]
+        columns = [str(name) for name in names]
+        try:
+            table.require(columns, f"a feature of model {self.name!r}")
+        except DataError as exc:
+            raise VersionError(str(exc)) from exc
+        return columns
+
+    @contextmanager
+    def predictor(self, table: Table, label: str, positive: Scalar) -> Iterator[Predictor]:
+        cache = self._cache_path(table, positive)
+        if cache is not None and cache.is_file():
+            with PredictionsFile(self.name, cache).predictor(table, label, True) as cached:
+                yield cached
+            return
+        model, columns = self.model, self.feature_columns(table, label, positive)
+        classes = list(getattr(model, "classes_", []))
+        if classes and positive not in classes:
+            raise VersionError(f"{self.path}: the model's classes are {classes}, "
+                               f"not including the positive class {positive!r}")
+        parts: list[pd.DataFrame] = []
+
+        def predict(chunk: pd.DataFrame) -> Predictions:
+            predictions = _predict(model, chunk[columns], positive, classes, self.path)
+            if cache is not None:
+                part = {PREDICTION_COLUMN: predictions.positive.astype(np.int8)}
+                if predictions.score is not None:
+                    part[SCORE_COLUMN] = predictions.score
+                parts.append(pd.DataFrame(part))
+            return predictions
+
+        yield predict
+        if cache is not None and parts:
+            _write_atomically(pd.concat(parts, ignore_index=True), cache)
+
+    def _cache_path(self, table: Table, positive: Scalar) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        key = hashlib.blake2b(digest_size=16)
+        key.update(_file_digest(self.path).encode())
+        key.update(table.fingerprint.encode())
+        key.update(repr(positive).encode())
+        return self.cache_dir / "predictions" / f"{key.hexdigest()}.parquet"
+
+
+def _predict(model: Any, features: pd.DataFrame, positive: Scalar, classes: list[Any],
+             path: Path) -> Predictions:
+    try:
+        labels = np.asarray(model.predict(features))
+        score = None
+        if hasattr(model, "predict_proba") and classes:
+            score = np.asarray(model.predict_proba(features))[:, classes.index(positive)]
+        elif hasattr(model, "decision_function"):
+            margin = np.asarray(model.decision_function(features), dtype=np.float64)
+            score = 1.0 / (1.0 + np.exp(-margin))  # monotone: AUC is unchanged
+    except Exception as exc:  # a user's model can raise anything
+        raise VersionError(f"{path}: the model failed to predict: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    return Predictions(np.asarray(labels == positive, dtype=bool),
+                       None if score is None else np.asarray(score, dtype=np.float64))
+
+
+def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    frame.to_parquet(partial, index=False)
+    partial.replace(path)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 23):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model(path: Path) -> Any:
+    """Load a joblib or skops artifact; skops files may only hold scikit-learn/numpy/scipy types."""
+    if not path.is_file():
+        raise VersionError(f"{path}: model file not found")
+    try:
+        if path.suffix.lower() == ".skops":
+            import skops.io as sio
+
+            untrusted = sio.get_untrusted_types(file=path)
+            refused = [t for t in untrusted if not t.startswith(TRUSTED_MODULES)]
+            if refused:
+                raise VersionError(f"{path}: refusing to load untrusted types: {', '.join(refused)}")
+            model = sio.load(path, trusted=untrusted)
+        else:
+            import joblib
+
+            model = joblib.load(path)
+    except VersionError:
+        raise
+    except Exception as exc:  # unpickling raises anything
+        raise VersionError(f"{path}: cannot load the model: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if not hasattr(model, "predict"):
+        raise VersionError(f"{path}: loaded a {type(model).__name__}, expected a model with predict()")
+    return model
+
+
+def resolve_version(spec: str | Version, config: ProjectConfig) -> Version:
+    """A version from a config name, an artifact path or a predictions-file path."""
+    if not isinstance(spec, str):
+        return spec
+    entry = config.version(spec)
+    if entry is not None:
+        path = config.resolve(entry.path)
+        if entry.predictions is not None:
+            return PredictionsFile(spec, path)
+        return ArtifactVersion(spec, path, _cache_dir(config))
+    path = Path(spec)
+    if not path.exists():
+        known = ", ".join(config.versions) or "none configured"
+        raise VersionError(f"{spec}: not a version name ({known}) nor an existing file")
+    if path.suffix.lower() in (".parquet", ".pq", ".csv", ".tsv"):
+        return PredictionsFile(path.stem, path)
+    return ArtifactVersion(path.stem, path, _cache_dir(config))
+
+
+def _cache_dir(config: ProjectConfig) -> Path | None:
+    return None if config.cache_dir is None else config.resolve(config.cache_dir)
