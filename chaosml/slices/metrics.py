@@ -98,21 +98,22 @@ class Metric:
     direction: Literal[-1, 0, 1]
     paired_test: PairedTest
     confusion: ConfusionMetric | None = None  # None: needs score histograms (roc_auc)
+    short: str = ""  # column header in terminal tables
 
 
 METRICS: dict[str, Metric] = {
     metric.name: metric
     for metric in (
-        Metric("accuracy", 1, "mcnemar_all", accuracy),
-        Metric("precision", 1, "bootstrap", precision),
-        Metric("recall", 1, "mcnemar_positives", recall),
-        Metric("f1", 1, "bootstrap", f1),
-        Metric("false_positive_rate", -1, "mcnemar_negatives", false_positive_rate),
-        Metric("false_negative_rate", -1, "mcnemar_positives", false_negative_rate),
-        Metric("true_negative_rate", 1, "mcnemar_negatives", true_negative_rate),
-        Metric("balanced_accuracy", 1, "bootstrap", balanced_accuracy),
-        Metric("selection_rate", 0, "mcnemar_selection", selection_rate),
-        Metric("roc_auc", 1, "bootstrap", None),
+        Metric("accuracy", 1, "mcnemar_all", accuracy, "acc"),
+        Metric("precision", 1, "bootstrap", precision, "prec"),
+        Metric("recall", 1, "mcnemar_positives", recall, "recall"),
+        Metric("f1", 1, "bootstrap", f1, "f1"),
+        Metric("false_positive_rate", -1, "mcnemar_negatives", false_positive_rate, "fpr"),
+        Metric("false_negative_rate", -1, "mcnemar_positives", false_negative_rate, "fnr"),
+        Metric("true_negative_rate", 1, "mcnemar_negatives", true_negative_rate, "tnr"),
+        Metric("balanced_accuracy", 1, "bootstrap", balanced_accuracy, "bal_acc"),
+        Metric("selection_rate", 0, "mcnemar_selection", selection_rate, "sel_rate"),
+        Metric("roc_auc", 1, "bootstrap", None, "auc"),
     )
 }
 DEFAULT_METRICS = ("accuracy", "precision", "recall", "f1", "false_positive_rate", "selection_rate")

@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy import special
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -56,7 +56,7 @@ def mcnemar_exact(only_first: IntArray, only_second: IntArray) -> FloatArray:
     """McNemar's exact test from discordant counts; p = 1 where there are none."""
     b = np.asarray(only_first, dtype=np.int64)
     c = np.asarray(only_second, dtype=np.int64)
-    p = 2 * stats.binom.cdf(np.minimum(b, c), b + c, 0.5)
+    p = 2 * special.bdtr(np.minimum(b, c), b + c, 0.5)
     return np.where(b + c > 0, np.minimum(p, 1.0), 1.0)
 
 

@@ -1,0 +1,3 @@
+from chaosml.cli import main
+
+main()

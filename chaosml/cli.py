@@ -1,0 +1,236 @@
+"""The ``chaosml`` command: parses options, calls one library function, renders its result.
+
+Exit codes: 0 every check holds, 1 a check failed (a slice test, a regression), 2 bad input or
+configuration, 3 a target or component was unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from chaosml.errors import ChaosmlError, InputError, SpecError
+
+app = typer.Typer(
+    name="chaosml",
+    help="Chaos game days and slice-based model tests for ML services.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+slices_app = typer.Typer(
+    help="Slice-based model tests: per-slice thresholds and paired version comparisons.",
+    no_args_is_help=True,
+)
+demo_app = typer.Typer(
+    help="The built-in demo: synthetic credit data, two model versions, a slice suite.",
+    invoke_without_command=True,
+)
+app.add_typer(slices_app, name="slices")
+app.add_typer(demo_app, name="demo")
+
+# Piped output keeps whole rows rather than wrapping at 80 columns.
+stdout = Console(width=None if sys.stdout.isatty() else 160)
+stderr = Console(stderr=True)
+
+
+class Correction(str, Enum):
+    holm = "holm"
+    bh = "bh"
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Project config (default: ./chaosml.yaml or "
+                 "[tool.chaosml] in ./pyproject.toml)."),
+]
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", "-d", help="Evaluation data, Parquet or CSV (default: `data` from the "
+                 "project config)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
+JunitOption = Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML here.")]
+HtmlOption = Annotated[Path | None, typer.Option("--html", help="Also write an HTML report here.")]
+
+
+def fail(error: ChaosmlError) -> NoReturn:
+    lines = error.problems if isinstance(error, SpecError) else str(error).splitlines() or [""]
+    for line in lines:
+        stderr.print(f"chaosml: error: {line}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(error.exit_code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except ChaosmlError as error:
+        fail(error)
+    except KeyboardInterrupt:
+        stderr.print("chaosml: interrupted")
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A progress bar on stderr for long passes over the data (only on a terminal)."""
+    if not enabled or not stderr.is_terminal:
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=stderr, transient=True) as bar:
+        task = bar.add_task("reading rows", total=None)
+
+        def update(rows: int, total: int | None) -> None:
+            bar.update(task, completed=rows, total=total)
+
+        yield update
+
+
+def _write(path: Path | None, writer: Callable[[Any, Path], None], result: Any) -> None:
+    if path is None:
+        return
+    try:
+        writer(result, path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+
+
+def _data(data: Path | None, config: Any) -> Path:
+    if data is not None:
+        return data
+    if config.data is None:
+        raise InputError("no data: pass --data FILE or set `data:` in chaosml.yaml")
+    return Path(config.resolve(config.data))
+
+
+@slices_app.command("test")
+def slices_test(
+    suite: Annotated[Path, typer.Argument(help="Slice suite YAML, e.g. slices/credit.yaml.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Version name from the config, a "
+                                       "model artifact (.joblib/.skops) or a predictions file.")],
+    data: DataOption = None,
+    as_json: JsonOption = False,
+    junit: JunitOption = None,
+    html: HtmlOption = None,
+    config_path: ConfigOption = None,
+) -> None:
+    """Evaluate one model version per slice and run the suite's tests.
+
+    Exits 1 if a test fails, 2 on bad input.
+    """
+    from chaosml.config import load_config
+    from chaosml.report.console import render_test_report
+    from chaosml.report.html import write_test_html
+    from chaosml.report.junit import write_test_junit
+    from chaosml.slices.checks import run_slice_tests
+    from chaosml.slices.suite import load_suite
+    from chaosml.versions import resolve_version
+
+    with _errors():
+        config = load_config(config_path)
+        loaded = load_suite(suite)
+        version = resolve_version(model, config)
+        with _progress(not as_json) as progress:
+            report = run_slice_tests(loaded, version, _data(data, config), config=config,
+                                     progress=progress)
+        _write(junit, write_test_junit, report)
+        _write(html, write_test_html, report)
+    if as_json:
+        stdout.out(json.dumps(report.to_dict(), indent=2), highlight=False)
+    else:
+        render_test_report(report, stdout)
+    raise typer.Exit(0 if report.passed else 1)
+
+
+@slices_app.command("compare")
+def slices_compare(
+    v1: Annotated[str, typer.Argument(help="Baseline version: a config name, an artifact or a "
+                                      "predictions file.")],
+    v2: Annotated[str, typer.Argument(help="Candidate version, likewise.")],
+    suite: Annotated[Path, typer.Option("--suite", "-s", help="Slice suite YAML.")],
+    data: DataOption = None,
+    as_json: JsonOption = False,
+    junit: JunitOption = None,
+    html: HtmlOption = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", min=0, help="Bootstrap replicates for the "
+                                        "confidence intervals (0: none).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    correction: Annotated[Correction | None, typer.Option(
+        help="Multiple-testing correction across slices (default: the suite's, else holm).")] = None,
+    config_path: ConfigOption = None,
+) -> None:
+    """Compare V2 against V1 per slice, paired on the same rows.
+
+    Exits 1 if any slice regressed (significant after correction and worse by more than the suite's
+    max_drop), 2 on bad input.
+    """
+    from chaosml.config import load_config
+    from chaosml.report.console import render_comparison
+    from chaosml.report.html import write_compare_html
+    from chaosml.report.junit import write_compare_junit
+    from chaosml.slices.compare import compare_versions
+    from chaosml.slices.suite import load_suite
+    from chaosml.versions import resolve_version
+
+    with _errors():
+        config = load_config(config_path)
+        loaded = load_suite(suite)
+        first, second = resolve_version(v1, config), resolve_version(v2, config)
+        with _progress(not as_json) as progress:
+            comparison = compare_versions(
+                loaded, first, second, _data(data, config), n_boot=n_boot, seed=seed,
+                correction=correction.value if correction else None, config=config,
+                progress=progress,
+            )
+        _write(junit, write_compare_junit, comparison)
+        _write(html, write_compare_html, comparison)
+    if as_json:
+        stdout.out(json.dumps(comparison.to_dict(), indent=2), highlight=False)
+    else:
+        render_comparison(comparison, stdout)
+    raise typer.Exit(0 if comparison.passed else 1)
+
+
+DemoFolder = Annotated[Path, typer.Option("--out", "-o", help="Where the demo data, models and "
+                                          "config are written.")]
+
+
+@demo_app.callback()
+def demo(ctx: typer.Context, out: DemoFolder = Path(".chaosml/demo")) -> None:
+    """Run the demo end to end: train v1 and v2 on synthetic credit data, then compare them per
+    slice with the built-in suite. Exits 0 when the demo ran, whatever it found."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from chaosml.demo.run import run_demo
+
+    with _errors():
+        run_demo(out, stdout, stderr)
+
+
+@demo_app.command("train")
+def demo_train(out: DemoFolder = Path(".chaosml/demo")) -> None:
+    """Generate the demo data and fit the two demo model versions (v1, v2)."""
+    from chaosml.demo.train import train_demo
+
+    with _errors():
+        artifacts = train_demo(out)
+    stderr.print(f"wrote {artifacts.v1}, {artifacts.v2}, {artifacts.data} and {artifacts.config}")
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:  # e.g. `chaosml ... --json | head`
+        sys.stderr.close()
+        sys.exit(0)

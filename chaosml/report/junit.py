@@ -1,0 +1,50 @@
+"""JUnit XML, for CI systems: one testcase per slice test (``slices test``) or per slice
+(``slices compare``: "no regression")."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from chaosml.slices.checks import SliceTestReport
+from chaosml.slices.compare import Comparison
+
+
+def _suite(name: str, cases: list[ET.Element]) -> ET.ElementTree[ET.Element]:
+    root = ET.Element("testsuites")
+    suite = ET.SubElement(root, "testsuite", name=name, tests=str(len(cases)),
+                          failures=str(sum(c.find("failure") is not None for c in cases)),
+                          skipped=str(sum(c.find("skipped") is not None for c in cases)))
+    suite.extend(cases)
+    ET.indent(root)
+    return ET.ElementTree(root)
+
+
+def _case(classname: str, name: str, status: str, detail: str) -> ET.Element:
+    case = ET.Element("testcase", classname=classname, name=name)
+    if status == "failed":
+        ET.SubElement(case, "failure", message=detail).text = detail
+    elif status == "skipped":
+        ET.SubElement(case, "skipped", message=detail)
+    else:
+        ET.SubElement(case, "system-out").text = detail
+    return case
+
+
+def write_test_junit(report: SliceTestReport, path: Path) -> None:
+    cases = [_case(f"chaosml.slices.{outcome.test}", outcome.slice, outcome.status,
+                   f"{outcome.detail} ({outcome.location})") for outcome in report.outcomes]
+    _suite(f"chaosml slices test {report.version}", cases).write(
+        path, encoding="utf-8", xml_declaration=True)
+
+
+def write_compare_junit(comparison: Comparison, path: Path) -> None:
+    c = comparison
+    cases = []
+    for row in [c.overall, *c.slices]:
+        status = {"regressed": "failed", "too_small": "skipped"}.get(row.verdict, "passed")
+        detail = (f"{row.verdict}: {c.metric} {row.v1} -> {row.v2} (delta {row.delta}, "
+                  f"ci {row.ci}, p_adjusted {row.p_adjusted}, n {row.n})")
+        cases.append(_case(f"chaosml.slices.compare.{c.metric}", row.name, status, detail))
+    _suite(f"chaosml slices compare {c.v1_name} {c.v2_name}", cases).write(
+        path, encoding="utf-8", xml_declaration=True)
