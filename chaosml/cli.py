@@ -97,6 +97,13 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int | None], None] | Non
         yield update
 
 
+def _check_outputs(*paths: Path | None) -> None:
+    """Refuse unwritable output paths before the work starts, so no result is computed and lost."""
+    for path in paths:
+        if path is not None and not path.parent.is_dir():
+            raise InputError(f"{path}: cannot write: folder {path.parent} does not exist")
+
+
 def _write(path: Path | None, writer: Callable[[Any, Path], None], result: Any) -> None:
     if path is None:
         return
@@ -138,18 +145,20 @@ def slices_test(
     from chaosml.versions import resolve_version
 
     with _errors():
+        _check_outputs(junit, html)
         config = load_config(config_path)
         loaded = load_suite(suite)
         version = resolve_version(model, config)
         with _progress(not as_json) as progress:
             report = run_slice_tests(loaded, version, _data(data, config), config=config,
                                      progress=progress)
-        _write(junit, write_test_junit, report)
-        _write(html, write_test_html, report)
     if as_json:
         stdout.out(json.dumps(report.to_dict(), indent=2), highlight=False)
     else:
         render_test_report(report, stdout)
+    with _errors():
+        _write(junit, write_test_junit, report)
+        _write(html, write_test_html, report)
     raise typer.Exit(0 if report.passed else 1)
 
 
@@ -184,6 +193,7 @@ def slices_compare(
     from chaosml.versions import resolve_version
 
     with _errors():
+        _check_outputs(junit, html)
         config = load_config(config_path)
         loaded = load_suite(suite)
         first, second = resolve_version(v1, config), resolve_version(v2, config)
@@ -193,12 +203,13 @@ def slices_compare(
                 correction=correction.value if correction else None, config=config,
                 progress=progress,
             )
-        _write(junit, write_compare_junit, comparison)
-        _write(html, write_compare_html, comparison)
     if as_json:
         stdout.out(json.dumps(comparison.to_dict(), indent=2), highlight=False)
     else:
         render_comparison(comparison, stdout)
+    with _errors():
+        _write(junit, write_compare_junit, comparison)
+        _write(html, write_compare_html, comparison)
     raise typer.Exit(0 if comparison.passed else 1)
 
 

@@ -140,6 +140,11 @@ class RowReader:
         self.rows_read += n
         return head.reset_index(drop=True)
 
+    @property
+    def available(self) -> int:
+        """Rows handed out plus rows read ahead: all the table had, once ``take`` returned None."""
+        return self.rows_read + self._buffered
+
     def remaining(self) -> int:
         """Count (and consume) the rows left."""
         return self._buffered + sum(len(chunk) for chunk in self._chunks)

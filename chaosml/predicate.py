@@ -123,8 +123,7 @@ def parse_predicate(text: str) -> Predicate:
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
-        where = f" at column {exc.offset}" if exc.offset else ""
-        raise PredicateError(f"predicate does not parse{where}: {text!r}") from exc
+        raise PredicateError(f"predicate does not parse: {text!r}") from exc
     except (ValueError, MemoryError, RecursionError) as exc:
         raise PredicateError(f"predicate does not parse: {text!r}") from exc
     try:

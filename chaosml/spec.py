@@ -20,6 +20,14 @@ M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]
 
 
+class FieldError(ValueError):
+    """Raised by a validator to point at a field below the one it validates."""
+
+    def __init__(self, loc: Loc, message: str) -> None:
+        self.loc = loc
+        super().__init__(message)
+
+
 def load_spec(path: Path, model: type[M], *, context: dict[str, Any] | None = None) -> M:
     """Load ``path`` and validate it as ``model``."""
     data, lines = read_yaml(path)
@@ -58,6 +66,9 @@ def read_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None:
+            problem = f"{problem} ({context} on line {context_mark.line + 1})"
         raise SpecError([f"{path}{line}: invalid YAML: {problem}"]) from exc
     lines: dict[Loc, int] = {}
     duplicates: list[str] = []
@@ -98,6 +109,9 @@ def line_of(lines: dict[Loc, int], loc: Sequence[str | int]) -> int:
 
 def _problem(path: Path, lines: dict[Loc, int], error: Any) -> str:
     loc = tuple(part for part in error["loc"] if isinstance(part, int) or not _is_tag(part))
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, FieldError):
+        loc = (*loc, *cause.loc)
     field = _dotted(loc) or "(top level)"
     kind = error["type"]
     if kind == "extra_forbidden":

@@ -86,7 +86,7 @@ def _scores(values: pd.Series, where: str) -> FloatArray:
     bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
     if bad.any():
         raise DataError(f"{where}: row {int(np.argmax(bad))}: expected a probability in [0, 1], "
-                        f"got {values.iloc[int(np.argmax(bad))]!r}")
+                        f"got {_plain(values.iloc[int(np.argmax(bad))])!r}")
     return scores
 
 
@@ -150,8 +150,8 @@ class PredictionsFile:
             rows = reader.take(len(chunk))
             if rows is None:
                 raise VersionError(LENGTH_MISMATCH.format(
-                    path=self.path, count=f"fewer than {reader.rows_read + len(chunk)}",
-                    rows=table.num_rows or "more"))
+                    path=self.path, count=reader.available,
+                    rows=table.num_rows or f"at least {reader.rows_read + len(chunk)}"))
             positives = as_binary(rows[PREDICTION_COLUMN], positive, f"{self.path}: prediction")
             score = _scores(rows[SCORE_COLUMN], f"{self.path}: score") if has_score else None
             return Predictions(positives, score)

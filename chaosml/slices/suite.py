@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from chaosml.errors import PredicateError, SpecError
 from chaosml.predicate import Predicate, parse_predicate
 from chaosml.slices.metrics import get_metric
-from chaosml.spec import Loc, line_of, read_yaml, validate_spec
+from chaosml.spec import FieldError, Loc, line_of, read_yaml, validate_spec
 
 Scalar = str | int | float | bool
 
@@ -43,7 +43,7 @@ class SliceSpec(_Spec):
             try:
                 parse_predicate(self.where)
             except PredicateError as exc:
-                raise ValueError(str(exc)) from exc
+                raise FieldError(("where",), str(exc)) from exc
         if self.by is not None and (not self.by or len(set(self.by)) != len(self.by)):
             raise ValueError("`by` needs one or more distinct column names")
         return self
@@ -144,12 +144,12 @@ class SliceSuite(_Spec):
 
     @model_validator(mode="after")
     def _unique_names(self) -> SliceSuite:
-        names = [spec.name for spec in self.slices if spec.where is not None]
-        seen: set[str | None] = set()
-        for name in names:
-            if name in seen:
-                raise ValueError(f"slice name {name!r} is used twice")
-            seen.add(name)
+        seen: set[str] = set()
+        for index, spec in enumerate(self.slices):
+            if spec.name is not None and spec.name in seen:
+                raise FieldError(("slices", index, "name"),
+                                 f"slice name {spec.name!r} is used twice")
+            seen.add(spec.name or "")
         return self
 
     @property

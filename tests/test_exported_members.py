@@ -1,0 +1,16 @@
+import chaosml
+
+
+def test_all_exports_exist_once() -> None:
+    exported = chaosml.__all__
+    assert len(set(exported)) == len(exported)
+    for name in exported:
+        assert hasattr(chaosml, name), name
+
+
+def test_public_names_are_exported() -> None:
+    public = {name for name in vars(chaosml) if not name.startswith("_")} - {
+        "config", "data", "errors", "predicate", "slices", "spec", "versions", "cli", "report",
+        "demo",
+    }
+    assert public <= set(chaosml.__all__)
