@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -42,22 +42,30 @@ stdout = Console(width=None if sys.stdout.isatty() else 160)
 stderr = Console(stderr=True)
 
 
-class Correction(str, Enum):
+class Correction(StrEnum):
     holm = "holm"
     bh = "bh"
 
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Project config (default: ./chaosml.yaml or "
-                 "[tool.chaosml] in ./pyproject.toml)."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="Project config (default: ./chaosml.yaml or \\[tool.chaosml] in ./pyproject.toml).",
+    ),
 ]
 DataOption = Annotated[
     Path | None,
-    typer.Option("--data", "-d", help="Evaluation data, Parquet or CSV (default: `data` from the "
-                 "project config)."),
+    typer.Option(
+        "--data",
+        "-d",
+        help="Evaluation data, Parquet or CSV (default: `data` from the project config).",
+    ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")
+]
 JunitOption = Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML here.")]
 HtmlOption = Annotated[Path | None, typer.Option("--html", help="Also write an HTML report here.")]
 
@@ -124,8 +132,15 @@ def _data(data: Path | None, config: Any) -> Path:
 @slices_app.command("test")
 def slices_test(
     suite: Annotated[Path, typer.Argument(help="Slice suite YAML, e.g. slices/credit.yaml.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Version name from the config, a "
-                                       "model artifact (.joblib/.skops) or a predictions file.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Version name from the config, a "
+            "model artifact (.joblib/.skops) or a predictions file.",
+        ),
+    ],
     data: DataOption = None,
     as_json: JsonOption = False,
     junit: JunitOption = None,
@@ -150,8 +165,9 @@ def slices_test(
         loaded = load_suite(suite)
         version = resolve_version(model, config)
         with _progress(not as_json) as progress:
-            report = run_slice_tests(loaded, version, _data(data, config), config=config,
-                                     progress=progress)
+            report = run_slice_tests(
+                loaded, version, _data(data, config), config=config, progress=progress
+            )
     if as_json:
         stdout.out(json.dumps(report.to_dict(), indent=2), highlight=False)
     else:
@@ -164,25 +180,36 @@ def slices_test(
 
 @slices_app.command("compare")
 def slices_compare(
-    v1: Annotated[str, typer.Argument(help="Baseline version: a config name, an artifact or a "
-                                      "predictions file.")],
+    v1: Annotated[
+        str,
+        typer.Argument(help="Baseline version: a config name, an artifact or a predictions file."),
+    ],
     v2: Annotated[str, typer.Argument(help="Candidate version, likewise.")],
     suite: Annotated[Path, typer.Option("--suite", "-s", help="Slice suite YAML.")],
     data: DataOption = None,
     as_json: JsonOption = False,
     junit: JunitOption = None,
     html: HtmlOption = None,
-    n_boot: Annotated[int, typer.Option("--n-boot", min=0, help="Bootstrap replicates for the "
-                                        "confidence intervals (0: none).")] = 1000,
+    n_boot: Annotated[
+        int,
+        typer.Option(
+            "--n-boot", min=0, help="Bootstrap replicates for the confidence intervals (0: none)."
+        ),
+    ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
-    correction: Annotated[Correction | None, typer.Option(
-        help="Multiple-testing correction across slices (default: the suite's, else holm).")] = None,
+    correction: Annotated[
+        Correction | None,
+        typer.Option(
+            help="Multiple-testing correction across slices (default: the suite's, else holm)."
+        ),
+    ] = None,
     config_path: ConfigOption = None,
 ) -> None:
     """Compare V2 against V1 per slice, paired on the same rows.
 
-    Exits 1 if any slice regressed (significant after correction and worse by more than the suite's
-    max_drop), 2 on bad input.
+    A slice regressed when significant after correction and worse by more than max_drop.
+
+    Exits 1 if any slice regressed, 2 on bad input.
     """
     from chaosml.config import load_config
     from chaosml.report.console import render_comparison
@@ -199,8 +226,14 @@ def slices_compare(
         first, second = resolve_version(v1, config), resolve_version(v2, config)
         with _progress(not as_json) as progress:
             comparison = compare_versions(
-                loaded, first, second, _data(data, config), n_boot=n_boot, seed=seed,
-                correction=correction.value if correction else None, config=config,
+                loaded,
+                first,
+                second,
+                _data(data, config),
+                n_boot=n_boot,
+                seed=seed,
+                correction=correction.value if correction else None,
+                config=config,
                 progress=progress,
             )
     if as_json:
@@ -213,14 +246,18 @@ def slices_compare(
     raise typer.Exit(0 if comparison.passed else 1)
 
 
-DemoFolder = Annotated[Path, typer.Option("--out", "-o", help="Where the demo data, models and "
-                                          "config are written.")]
+DemoFolder = Annotated[
+    Path, typer.Option("--out", "-o", help="Where the demo data, models and config are written.")
+]
 
 
 @demo_app.callback()
 def demo(ctx: typer.Context, out: DemoFolder = Path(".chaosml/demo")) -> None:
-    """Run the demo end to end: train v1 and v2 on synthetic credit data, then compare them per
-    slice with the built-in suite. Exits 0 when the demo ran, whatever it found."""
+    """Run the demo end to end: train v1 and v2, test v2 per slice, compare v1 and v2.
+
+    Uses synthetic credit data and the built-in suite (slices/credit.yaml).
+    Exits 0 when the demo ran, whatever it found.
+    """
     if ctx.invoked_subcommand is not None:
         return
     from chaosml.demo.run import run_demo

@@ -63,8 +63,10 @@ class ProjectConfig(BaseModel):
         if entry is None:
             return None
         if isinstance(entry, Path):
-            return VersionEntry(artifact=entry) if _is_artifact(entry) else VersionEntry(
-                predictions=entry
+            return (
+                VersionEntry(artifact=entry)
+                if _is_artifact(entry)
+                else VersionEntry(predictions=entry)
             )
         return entry
 

@@ -42,7 +42,9 @@ class Table:
     def require(self, columns: Sequence[str], what: str = "") -> None:
         for column in columns:
             if column not in self.columns:
-                available = ", ".join(self.columns[:20]) + (" ..." if len(self.columns) > 20 else "")
+                available = ", ".join(self.columns[:20]) + (
+                    " ..." if len(self.columns) > 20 else ""
+                )
                 message = MISSING_COLUMN.format(path=self.name, column=column, available=available)
                 raise DataError(f"{message}{f' ({what})' if what else ''}")
 
@@ -106,7 +108,8 @@ def open_table(source: str | Path | pd.DataFrame) -> Table:
             schema = pq.read_schema(path)
             metadata = pq.read_metadata(path)
             categorical = frozenset(
-                field.name for field in schema
+                field.name
+                for field in schema
                 if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
             )
             return Table(path, tuple(schema.names), metadata.num_rows, categorical)

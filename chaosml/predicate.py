@@ -108,7 +108,9 @@ class Predicate:
         missing = sorted(self.columns - set(table.columns))
         if missing:
             raise PredicateError(
-                UNKNOWN_COLUMN.format(column=missing[0], available=", ".join(map(str, table.columns)))
+                UNKNOWN_COLUMN.format(
+                    column=missing[0], available=", ".join(map(str, table.columns))
+                )
             )
         return _evaluate(self.node, table)
 

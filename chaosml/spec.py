@@ -88,8 +88,9 @@ def _index(
         for key, value in node.value:
             name = str(key.value)
             if name in seen:
-                duplicates.append(f"{path}:{key.start_mark.line + 1}: {_dotted((*loc, name))}: "
-                                  "duplicate key")
+                duplicates.append(
+                    f"{path}:{key.start_mark.line + 1}: {_dotted((*loc, name))}: duplicate key"
+                )
             seen.add(name)
             _index(value, (*loc, name), lines, duplicates, path)
             lines[(*loc, name)] = key.start_mark.line + 1

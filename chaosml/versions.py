@@ -72,7 +72,11 @@ def as_binary(values: pd.Series | npt.NDArray[Any], positive: Scalar, where: str
     uniques = pd.unique(series)
     if len(uniques) > 2 or (positive in (1, True) and not set(uniques) <= {0, 1}):
         shown = ", ".join(repr(_plain(v)) for v in uniques[:5])
-        hint = "" if len(uniques) > 2 else f" (set `positive:` to the positive class, not {positive!r})"
+        hint = (
+            ""
+            if len(uniques) > 2
+            else f" (set `positive:` to the positive class, not {positive!r})"
+        )
         raise DataError(NOT_BINARY.format(where=where, values=shown) + hint)
     return np.asarray(series == positive, dtype=bool)
 
@@ -85,8 +89,10 @@ def _scores(values: pd.Series, where: str) -> FloatArray:
     scores = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
     if bad.any():
-        raise DataError(f"{where}: row {int(np.argmax(bad))}: expected a probability in [0, 1], "
-                        f"got {_plain(values.iloc[int(np.argmax(bad))])!r}")
+        raise DataError(
+            f"{where}: row {int(np.argmax(bad))}: expected a probability in [0, 1], "
+            f"got {_plain(values.iloc[int(np.argmax(bad))])!r}"
+        )
     return scores
 
 
@@ -106,8 +112,9 @@ class InMemory:
         prediction = np.asarray(self.prediction)
         where = f"version {self.name!r}"
         if table.num_rows is not None and len(prediction) != table.num_rows:
-            raise VersionError(LENGTH_MISMATCH.format(path=where, count=len(prediction),
-                                                      rows=table.num_rows))
+            raise VersionError(
+                LENGTH_MISMATCH.format(path=where, count=len(prediction), rows=table.num_rows)
+            )
         positives = as_binary(prediction, positive, f"{where} predictions")
         scores = None if self.score is None else _scores(pd.Series(self.score), f"{where} scores")
         offset = 0
@@ -138,20 +145,27 @@ class PredictionsFile:
         except DataError as exc:
             raise VersionError(f"version {self.name!r}: {exc}") from exc
         if PREDICTION_COLUMN not in source.columns:
-            raise VersionError(f"{self.path}: no {PREDICTION_COLUMN!r} column "
-                               f"(a predictions file needs `prediction` and optionally `score`)")
+            raise VersionError(
+                f"{self.path}: no {PREDICTION_COLUMN!r} column "
+                f"(a predictions file needs `prediction` and optionally `score`)"
+            )
         if None not in (source.num_rows, table.num_rows) and source.num_rows != table.num_rows:
-            raise VersionError(LENGTH_MISMATCH.format(path=self.path, count=source.num_rows,
-                                                      rows=table.num_rows))
+            raise VersionError(
+                LENGTH_MISMATCH.format(path=self.path, count=source.num_rows, rows=table.num_rows)
+            )
         has_score = SCORE_COLUMN in source.columns
         reader = RowReader(source, [PREDICTION_COLUMN] + ([SCORE_COLUMN] if has_score else []))
 
         def predict(chunk: pd.DataFrame) -> Predictions:
             rows = reader.take(len(chunk))
             if rows is None:
-                raise VersionError(LENGTH_MISMATCH.format(
-                    path=self.path, count=reader.available,
-                    rows=table.num_rows or f"at least {reader.rows_read + len(chunk)}"))
+                raise VersionError(
+                    LENGTH_MISMATCH.format(
+                        path=self.path,
+                        count=reader.available,
+                        rows=table.num_rows or f"at least {reader.rows_read + len(chunk)}",
+                    )
+                )
             positives = as_binary(rows[PREDICTION_COLUMN], positive, f"{self.path}: prediction")
             score = _scores(rows[SCORE_COLUMN], f"{self.path}: score") if has_score else None
             return Predictions(positives, score)
@@ -159,8 +173,11 @@ class PredictionsFile:
         yield predict
         extra = reader.remaining()
         if extra:
-            raise VersionError(LENGTH_MISMATCH.format(path=self.path, count=reader.rows_read + extra,
-                                                      rows=reader.rows_read))
+            raise VersionError(
+                LENGTH_MISMATCH.format(
+                    path=self.path, count=reader.rows_read + extra, rows=reader.rows_read
+                )
+            )
 
 
 @dataclass
@@ -202,14 +219,18 @@ class ArtifactVersion:
         model, columns = self.model, self.feature_columns(table, label, positive)
         classes = list(getattr(model, "classes_", []))
         if classes and positive not in classes:
-            raise VersionError(f"{self.path}: the model's classes are {classes}, "
-                               f"not including the positive class {positive!r}")
+            raise VersionError(
+                f"{self.path}: the model's classes are {classes}, "
+                f"not including the positive class {positive!r}"
+            )
         parts: list[pd.DataFrame] = []
 
         def predict(chunk: pd.DataFrame) -> Predictions:
             predictions = _predict(model, chunk[columns], positive, classes, self.path)
             if cache is not None:
-                part = {PREDICTION_COLUMN: predictions.positive.astype(np.int8)}
+                part: dict[str, npt.NDArray[Any]] = {
+                    PREDICTION_COLUMN: predictions.positive.astype(np.int8)
+                }
                 if predictions.score is not None:
                     part[SCORE_COLUMN] = predictions.score
                 parts.append(pd.DataFrame(part))
@@ -229,8 +250,9 @@ class ArtifactVersion:
         return self.cache_dir / "predictions" / f"{key.hexdigest()}.parquet"
 
 
-def _predict(model: Any, features: pd.DataFrame, positive: Scalar, classes: list[Any],
-             path: Path) -> Predictions:
+def _predict(
+    model: Any, features: pd.DataFrame, positive: Scalar, classes: list[Any], path: Path
+) -> Predictions:
     try:
         labels = np.asarray(model.predict(features))
         score = None
@@ -240,10 +262,14 @@ def _predict(model: Any, features: pd.DataFrame, positive: Scalar, classes: list
             margin = np.asarray(model.decision_function(features), dtype=np.float64)
             score = 1.0 / (1.0 + np.exp(-margin))  # monotone: AUC is unchanged
     except Exception as exc:  # a user's model can raise anything
-        raise VersionError(f"{path}: the model failed to predict: {type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    return Predictions(np.asarray(labels == positive, dtype=bool),
-                       None if score is None else np.asarray(score, dtype=np.float64))
+        raise VersionError(
+            f"{path}: the model failed to predict: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
+    return Predictions(
+        np.asarray(labels == positive, dtype=bool),
+        None if score is None else np.asarray(score, dtype=np.float64),
+    )
 
 
 def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
@@ -272,7 +298,9 @@ def load_model(path: Path) -> Any:
             untrusted = sio.get_untrusted_types(file=path)
             refused = [t for t in untrusted if not t.startswith(TRUSTED_MODULES)]
             if refused:
-                raise VersionError(f"{path}: refusing to load untrusted types: {', '.join(refused)}")
+                raise VersionError(
+                    f"{path}: refusing to load untrusted types: {', '.join(refused)}"
+                )
             model = sio.load(path, trusted=untrusted)
         else:
             import joblib
@@ -281,10 +309,14 @@ def load_model(path: Path) -> Any:
     except VersionError:
         raise
     except Exception as exc:  # unpickling raises anything
-        raise VersionError(f"{path}: cannot load the model: {type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise VersionError(
+            f"{path}: cannot load the model: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
     if not hasattr(model, "predict"):
-        raise VersionError(f"{path}: loaded a {type(model).__name__}, expected a model with predict()")
+        raise VersionError(
+            f"{path}: loaded a {type(model).__name__}, expected a model with predict()"
+        )
     return model
 
 

@@ -10,7 +10,15 @@ def test_all_exports_exist_once() -> None:
 
 def test_public_names_are_exported() -> None:
     public = {name for name in vars(chaosml) if not name.startswith("_")} - {
-        "config", "data", "errors", "predicate", "slices", "spec", "versions", "cli", "report",
+        "config",
+        "data",
+        "errors",
+        "predicate",
+        "slices",
+        "spec",
+        "versions",
+        "cli",
+        "report",
         "demo",
     }
     assert public <= set(chaosml.__all__)

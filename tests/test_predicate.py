@@ -27,11 +27,13 @@ from chaosml.predicate import (
 )
 
 NUMERIC, TEXT = ["age", "income"], ["region"]
-FRAME = pd.DataFrame({
-    "age": [18, 25, 40, np.nan, 70, 25],
-    "income": [1e4, np.nan, 5e4, 3e4, 9e4, 2e4],
-    "region": ["EU", "US", None, "EU", "APAC", "US"],
-})
+FRAME = pd.DataFrame(
+    {
+        "age": [18, 25, 40, np.nan, 70, 25],
+        "income": [1e4, np.nan, 5e4, 3e4, 9e4, 2e4],
+        "region": ["EU", "US", None, "EU", "APAC", "US"],
+    }
+)
 
 numbers = st.integers(-100, 100) | st.floats(-1e5, 1e5, allow_nan=False, allow_infinity=False)
 strings = st.sampled_from(["EU", "US", "APAC", "it's", 'say "hi"', ""])
@@ -39,22 +41,36 @@ ops = st.sampled_from(["==", "!=", "<", "<=", ">", ">="])
 
 
 def compares() -> st.SearchStrategy[Node]:
-    numeric = st.builds(lambda c, op, v: Compare(Column(c), op, Value(v)),
-                        st.sampled_from(NUMERIC), ops, numbers)
-    text = st.builds(lambda c, op, v: Compare(Column(c), op, Value(v)),
-                     st.sampled_from(TEXT), st.sampled_from(["==", "!="]), strings)
-    isin = st.builds(lambda v, neg: IsIn(Column("region"), tuple(v), neg),
-                     st.lists(strings, max_size=3), st.booleans())
-    isna = st.builds(lambda c, neg: IsNa(Column(c), neg), st.sampled_from(NUMERIC + TEXT),
-                     st.booleans())
+    numeric = st.builds(
+        lambda c, op, v: Compare(Column(c), op, Value(v)), st.sampled_from(NUMERIC), ops, numbers
+    )
+    text = st.builds(
+        lambda c, op, v: Compare(Column(c), op, Value(v)),
+        st.sampled_from(TEXT),
+        st.sampled_from(["==", "!="]),
+        strings,
+    )
+    isin = st.builds(
+        lambda v, neg: IsIn(Column("region"), tuple(v), neg),
+        st.lists(strings, max_size=3),
+        st.booleans(),
+    )
+    isna = st.builds(
+        lambda c, neg: IsNa(Column(c), neg), st.sampled_from(NUMERIC + TEXT), st.booleans()
+    )
     return numeric | text | isin | isna
 
 
 nodes = st.recursive(
     compares(),
-    lambda children: st.builds(Not, children)
-    | st.builds(lambda op, xs: BoolOp(op, tuple(xs)), st.sampled_from(["and", "or"]),
-                st.lists(children, min_size=2, max_size=3)),
+    lambda children: (
+        st.builds(Not, children)
+        | st.builds(
+            lambda op, xs: BoolOp(op, tuple(xs)),
+            st.sampled_from(["and", "or"]),
+            st.lists(children, min_size=2, max_size=3),
+        )
+    ),
     max_leaves=8,
 )
 
@@ -66,8 +82,14 @@ def reference(node: Node, row: dict[str, Any]) -> bool:
         right = row[node.right.name] if isinstance(node.right, Column) else node.right.value
         if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (left, right)):
             return node.op == "!="
-        table = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-                 ">": operator.gt, ">=": operator.ge}
+        table = {
+            "==": operator.eq,
+            "!=": operator.ne,
+            "<": operator.lt,
+            "<=": operator.le,
+            ">": operator.gt,
+            ">=": operator.ge,
+        }
         return bool(table[node.op](left, right))
     if isinstance(node, IsIn):
         found = row[node.column.name] in node.values

@@ -18,8 +18,15 @@ import pandas as pd
 
 REGIONS = ("EU", "US", "APAC", "LATAM")
 EMPLOYMENT = ("salaried", "self_employed", "unemployed", "student")
-FEATURES = ("age", "income", "region", "employment", "credit_history_years", "debt_ratio",
-            "n_accounts")
+FEATURES = (
+    "age",
+    "income",
+    "region",
+    "employment",
+    "credit_history_years",
+    "debt_ratio",
+    "n_accounts",
+)
 NUMERIC = ("age", "income", "credit_history_years", "debt_ratio", "n_accounts")
 CATEGORICAL = ("region", "employment")
 LABEL = "approved"
@@ -50,15 +57,17 @@ def make_credit(n: int = 20_000, *, seed: int = 0) -> pd.DataFrame:
     approved = np.where(noisy, ~approved, approved)
 
     missing = rng.random(n) < np.where(self_employed, 0.15, 0.03)
-    frame = pd.DataFrame({
-        "age": age,
-        "income": np.where(missing, np.nan, income),
-        "region": region,
-        "employment": employment,
-        "credit_history_years": history,
-        "debt_ratio": np.round(debt, 3),
-        "n_accounts": accounts,
-        "sex": sex,
-        "approved": approved.astype(np.int8),
-    })
+    frame = pd.DataFrame(
+        {
+            "age": age,
+            "income": np.where(missing, np.nan, income),
+            "region": region,
+            "employment": employment,
+            "credit_history_years": history,
+            "debt_ratio": np.round(debt, 3),
+            "n_accounts": accounts,
+            "sex": sex,
+            "approved": approved.astype(np.int8),
+        }
+    )
     return frame

@@ -19,7 +19,9 @@ SUITE = Path(__file__).with_name("credit.yaml")
 
 def run_demo(folder: Path, out: Console, err: Console) -> None:
     """Train the demo versions into ``folder``, test v2 per slice, then compare v2 with v1."""
-    err.print(f"training demo models v1 (logistic regression) and v2 (gradient boosting) in {folder}")
+    err.print(
+        f"training demo models v1 (logistic regression) and v2 (gradient boosting) in {folder}"
+    )
     artifacts = train_demo(folder)
     config = load_config(artifacts.config)
     suite = load_suite(SUITE)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import yaml
 
 from chaosml.demo.data import CATEGORICAL, FEATURES, LABEL, NUMERIC, make_credit
@@ -38,11 +37,16 @@ def build_v1() -> object:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    features = ColumnTransformer([
-        ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
-         list(NUMERIC)),
-        ("categorical", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL)),
-    ])
+    features = ColumnTransformer(
+        [
+            (
+                "numeric",
+                make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                list(NUMERIC),
+            ),
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL)),
+        ]
+    )
     return make_pipeline(features, LogisticRegression(max_iter=1000))
 
 
@@ -53,13 +57,19 @@ def build_v2() -> object:
     from sklearn.preprocessing import OrdinalEncoder
 
     features = ColumnTransformer(
-        [("categorical", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
-          list(CATEGORICAL))],
+        [
+            (
+                "categorical",
+                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+                list(CATEGORICAL),
+            )
+        ],
         remainder="passthrough",
         verbose_feature_names_out=False,
     )
-    model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, random_state=0,
-                                           categorical_features=[0, 1])
+    model = HistGradientBoostingClassifier(
+        max_iter=200, learning_rate=0.1, random_state=0, categorical_features=[0, 1]
+    )
     return make_pipeline(features, model)
 
 
@@ -79,12 +89,20 @@ def train_demo(folder: str | Path, *, seed: int = 0) -> DemoArtifacts:
     v1.fit(train[list(FEATURES)], train[LABEL])  # type: ignore[attr-defined]
     v2.fit(snapshot[list(FEATURES)], snapshot[LABEL])  # type: ignore[attr-defined]
 
-    artifacts = DemoArtifacts(folder, folder / "v1.skops", folder / "v2.skops",
-                              folder / "eval.parquet", folder / "chaosml.yaml")
+    artifacts = DemoArtifacts(
+        folder,
+        folder / "v1.skops",
+        folder / "v2.skops",
+        folder / "eval.parquet",
+        folder / "chaosml.yaml",
+    )
     sio.dump(v1, artifacts.v1)
     sio.dump(v2, artifacts.v2)
     evaluation.to_parquet(artifacts.data, index=False)
-    config = {"versions": {"v1": "v1.skops", "v2": "v2.skops"}, "data": "eval.parquet",
-              "label": LABEL}
+    config = {
+        "versions": {"v1": "v1.skops", "v2": "v2.skops"},
+        "data": "eval.parquet",
+        "label": LABEL,
+    }
     artifacts.config.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return artifacts

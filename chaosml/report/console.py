@@ -12,8 +12,12 @@ from chaosml.slices.checks import SliceTestReport
 from chaosml.slices.compare import Comparison, SliceComparison
 from chaosml.slices.metrics import METRICS
 
-VERDICT_STYLE = {"regressed": "bold red", "improved": "green", "unchanged": "dim",
-                 "too_small": "yellow"}
+VERDICT_STYLE = {
+    "regressed": "bold red",
+    "improved": "green",
+    "unchanged": "dim",
+    "too_small": "yellow",
+}
 STATUS_STYLE = {"failed": "bold red", "passed": "green", "skipped": "yellow"}
 
 
@@ -41,19 +45,36 @@ def worst_first(comparison: Comparison) -> list[SliceComparison]:
 
 def render_comparison(comparison: Comparison, console: Console) -> None:
     c = comparison
-    title = (f"{c.metric}: {c.v2_name} vs {c.v1_name} on {c.data} "
-             f"({c.correction} α={c.alpha}, max_drop={c.max_drop}, {c.n_boot} bootstrap)")
+    title = (
+        f"{c.metric}: {c.v2_name} vs {c.v1_name} on {c.data} "
+        f"({c.correction} α={c.alpha}, max_drop={c.max_drop}, {c.n_boot} bootstrap)"
+    )
     table = Table(title=title, title_justify="left", header_style="bold")
-    for name in ("slice", "n", c.v1_name, c.v2_name, "Δ", f"{c.confidence:.0%} CI", "p",
-                 "p adj", "verdict"):
-        table.add_column(name, justify="left" if name in ("slice", "verdict") else "right",
-                         no_wrap=True)
+    for name in (
+        "slice",
+        "n",
+        c.v1_name,
+        c.v2_name,
+        "Δ",
+        f"{c.confidence:.0%} CI",
+        "p",
+        "p adj",
+        "verdict",
+    ):
+        table.add_column(
+            name, justify="left" if name in ("slice", "verdict") else "right", no_wrap=True
+        )
     for index, row in enumerate([c.overall, *worst_first(c)]):
         ci = f"[{row.ci[0]:+.3f}, {row.ci[1]:+.3f}]" if row.ci else "–"
         table.add_row(
-            row.name, f"{row.n:,}", _fmt(row.v1), _fmt(row.v2),
-            _fmt(row.delta, 4) if row.delta is None else f"{row.delta:+.4f}", ci,
-            _p(row.p_value), _p(row.p_adjusted),
+            row.name,
+            f"{row.n:,}",
+            _fmt(row.v1),
+            _fmt(row.v2),
+            _fmt(row.delta, 4) if row.delta is None else f"{row.delta:+.4f}",
+            ci,
+            _p(row.p_value),
+            _p(row.p_adjusted),
             Text(row.verdict, style=VERDICT_STYLE[row.verdict]),
             end_section=index == 0,
         )
@@ -66,25 +87,30 @@ def render_comparison(comparison: Comparison, console: Console) -> None:
 
 
 def render_test_report(report: SliceTestReport, console: Console) -> None:
-    table = Table(title=f"{report.version} on {report.data}", title_justify="left",
-                  header_style="bold")
+    table = Table(
+        title=f"{report.version} on {report.data}", title_justify="left", header_style="bold"
+    )
     table.add_column("slice", no_wrap=True)
     table.add_column("n", justify="right")
     for metric in report.metrics:
         table.add_column(METRICS[metric].short or metric, justify="right")
     failing = {outcome.slice for outcome in report.failed}
-    for index, (info, (_, row)) in enumerate(zip(report.slices, report.table.iterrows(),
-                                                 strict=True)):
+    for index, (info, (_, row)) in enumerate(
+        zip(report.slices, report.table.iterrows(), strict=True)
+    ):
         name = Text(info.name, style="bold red" if info.name in failing else "")
         size = f"{int(row['n']):,}" + (" (small)" if row["n"] < info.min_size else "")
         table.add_row(name, size, *[_fmt(row[m]) for m in report.metrics], end_section=index == 0)
     console.print(table)
-    counts = {status: sum(o.status == status for o in report.outcomes)
-              for status in ("passed", "failed", "skipped")}
+    counts = {
+        status: sum(o.status == status for o in report.outcomes)
+        for status in ("passed", "failed", "skipped")
+    }
     for outcome in report.outcomes:
         if outcome.status != "passed":
-            console.print(Text(f"{outcome.status.upper():7} ", style=STATUS_STYLE[outcome.status])
-                          + Text(f"{outcome.test} [{outcome.slice}]: {outcome.detail} "
-                                 f"({outcome.location})"))
+            console.print(
+                Text(f"{outcome.status.upper():7} ", style=STATUS_STYLE[outcome.status])
+                + Text(f"{outcome.test} [{outcome.slice}]: {outcome.detail} ({outcome.location})")
+            )
     summary = ", ".join(f"{count} {status}" for status, count in counts.items())
     console.print(Text(f"tests: {summary}", style="bold red" if counts["failed"] else "green"))

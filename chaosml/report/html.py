@@ -31,7 +31,7 @@ def _svg(figure: object) -> str:
     figure.savefig(buffer, format="svg", bbox_inches="tight")  # type: ignore[attr-defined]
     plt.close(figure)  # type: ignore[arg-type]
     text = buffer.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def forest_plot(comparison: Comparison) -> str:
@@ -43,8 +43,12 @@ def forest_plot(comparison: Comparison) -> str:
 
     rows: list[SliceComparison] = [comparison.overall, *worst_first(comparison)]
     rows = [row for row in rows if row.delta is not None]
-    colors = {"regressed": "#b00020", "improved": "#1b7f3b", "unchanged": "#555",
-              "too_small": "#c8a000"}
+    colors = {
+        "regressed": "#b00020",
+        "improved": "#1b7f3b",
+        "unchanged": "#555",
+        "too_small": "#c8a000",
+    }
     figure, axes = plt.subplots(figsize=(7, 0.28 * len(rows) + 1.2))
     for y, row in enumerate(reversed(rows)):
         assert row.delta is not None
@@ -55,14 +59,18 @@ def forest_plot(comparison: Comparison) -> str:
     if comparison.max_drop:
         axes.axvline(-comparison.max_drop, color="#b00020", linewidth=0.6, linestyle="--")
     axes.set_yticks(range(len(rows)), [row.name for row in reversed(rows)], fontsize=8)
-    axes.set_xlabel(f"Δ {comparison.metric} ({comparison.v2_name} − {comparison.v1_name}), "
-                    f"{comparison.confidence:.0%} bootstrap CI")
+    axes.set_xlabel(
+        f"Δ {comparison.metric} ({comparison.v2_name} − {comparison.v1_name}), "
+        f"{comparison.confidence:.0%} bootstrap CI"
+    )
     return _svg(figure)
 
 
 def _page(title: str, body: str) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -81,15 +89,28 @@ def write_compare_html(comparison: Comparison, path: Path) -> None:
     rows = []
     for row in [c.overall, *worst_first(c)]:
         ci = f"[{_fmt(row.ci[0])}, {_fmt(row.ci[1])}]" if row.ci else "–"
-        rows.append([_td(row.name), _td(row.where), _td(f"{row.n:,}", True), _td(_fmt(row.v1), True),
-                     _td(_fmt(row.v2), True), _td(_fmt(row.delta), True), _td(ci, True),
-                     _td(_fmt(row.p_value), True), _td(_fmt(row.p_adjusted), True),
-                     _td(row.verdict, css=row.verdict)])
-    summary = (f"<p>{len(c.regressed)} regressed, {len(c.improved)} improved. Test: {c.test}, "
-               f"correction: {c.correction}, α={c.alpha}, max_drop={c.max_drop}, "
-               f"{c.n_boot} bootstrap replicates (seed {c.seed}). Data: {html.escape(c.data)}.</p>")
-    table = _table(["slice", "where", "n", c.v1_name, c.v2_name, "Δ", "CI", "p", "p adj",
-                    "verdict"], rows)
+        rows.append(
+            [
+                _td(row.name),
+                _td(row.where),
+                _td(f"{row.n:,}", True),
+                _td(_fmt(row.v1), True),
+                _td(_fmt(row.v2), True),
+                _td(_fmt(row.delta), True),
+                _td(ci, True),
+                _td(_fmt(row.p_value), True),
+                _td(_fmt(row.p_adjusted), True),
+                _td(row.verdict, css=row.verdict),
+            ]
+        )
+    summary = (
+        f"<p>{len(c.regressed)} regressed, {len(c.improved)} improved. Test: {c.test}, "
+        f"correction: {c.correction}, α={c.alpha}, max_drop={c.max_drop}, "
+        f"{c.n_boot} bootstrap replicates (seed {c.seed}). Data: {html.escape(c.data)}.</p>"
+    )
+    table = _table(
+        ["slice", "where", "n", c.v1_name, c.v2_name, "Δ", "CI", "p", "p adj", "verdict"], rows
+    )
     body = summary + forest_plot(c) + table
     path.write_text(_page(f"{c.metric}: {c.v2_name} vs {c.v1_name}", body), encoding="utf-8")
 
@@ -103,8 +124,10 @@ def write_test_html(report: SliceTestReport, path: Path) -> None:
     metrics = _table(["slice", "where", "n", *report.metrics], rows)
     tests = _table(
         ["status", "test", "slice", "detail", "where in the suite"],
-        [[_td(o.status, css=o.status), _td(o.test), _td(o.slice), _td(o.detail), _td(o.location)]
-         for o in report.outcomes],
+        [
+            [_td(o.status, css=o.status), _td(o.test), _td(o.slice), _td(o.detail), _td(o.location)]
+            for o in report.outcomes
+        ],
     )
     body = f"<h2>Tests</h2>{tests}<h2>Metrics per slice</h2>{metrics}"
     path.write_text(_page(f"{report.version} on {report.data}", body), encoding="utf-8")

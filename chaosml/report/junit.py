@@ -12,9 +12,14 @@ from chaosml.slices.compare import Comparison
 
 def _suite(name: str, cases: list[ET.Element]) -> ET.ElementTree[ET.Element]:
     root = ET.Element("testsuites")
-    suite = ET.SubElement(root, "testsuite", name=name, tests=str(len(cases)),
-                          failures=str(sum(c.find("failure") is not None for c in cases)),
-                          skipped=str(sum(c.find("skipped") is not None for c in cases)))
+    suite = ET.SubElement(
+        root,
+        "testsuite",
+        name=name,
+        tests=str(len(cases)),
+        failures=str(sum(c.find("failure") is not None for c in cases)),
+        skipped=str(sum(c.find("skipped") is not None for c in cases)),
+    )
     suite.extend(cases)
     ET.indent(root)
     return ET.ElementTree(root)
@@ -32,10 +37,18 @@ def _case(classname: str, name: str, status: str, detail: str) -> ET.Element:
 
 
 def write_test_junit(report: SliceTestReport, path: Path) -> None:
-    cases = [_case(f"chaosml.slices.{outcome.test}", outcome.slice, outcome.status,
-                   f"{outcome.detail} ({outcome.location})") for outcome in report.outcomes]
+    cases = [
+        _case(
+            f"chaosml.slices.{outcome.test}",
+            outcome.slice,
+            outcome.status,
+            f"{outcome.detail} ({outcome.location})",
+        )
+        for outcome in report.outcomes
+    ]
     _suite(f"chaosml slices test {report.version}", cases).write(
-        path, encoding="utf-8", xml_declaration=True)
+        path, encoding="utf-8", xml_declaration=True
+    )
 
 
 def write_compare_junit(comparison: Comparison, path: Path) -> None:
@@ -43,8 +56,11 @@ def write_compare_junit(comparison: Comparison, path: Path) -> None:
     cases = []
     for row in [c.overall, *c.slices]:
         status = {"regressed": "failed", "too_small": "skipped"}.get(row.verdict, "passed")
-        detail = (f"{row.verdict}: {c.metric} {row.v1} -> {row.v2} (delta {row.delta}, "
-                  f"ci {row.ci}, p_adjusted {row.p_adjusted}, n {row.n})")
+        detail = (
+            f"{row.verdict}: {c.metric} {row.v1} -> {row.v2} (delta {row.delta}, "
+            f"ci {row.ci}, p_adjusted {row.p_adjusted}, n {row.n})"
+        )
         cases.append(_case(f"chaosml.slices.compare.{c.metric}", row.name, status, detail))
     _suite(f"chaosml slices compare {c.v1_name} {c.v2_name}", cases).write(
-        path, encoding="utf-8", xml_declaration=True)
+        path, encoding="utf-8", xml_declaration=True
+    )

@@ -71,14 +71,24 @@ class SliceTestReport:
     def to_dict(self) -> dict[str, Any]:
         rows = []
         for info, (_, row) in zip(self.slices, self.table.iterrows(), strict=True):
-            rows.append({"name": info.name, "where": info.where, "n": int(row["n"]),
-                         "too_small": bool(row["n"] < info.min_size),
-                         "metrics": {m: _number(row[m]) for m in self.metrics}})
+            rows.append(
+                {
+                    "name": info.name,
+                    "where": info.where,
+                    "n": int(row["n"]),
+                    "too_small": bool(row["n"] < info.min_size),
+                    "metrics": {m: _number(row[m]) for m in self.metrics},
+                }
+            )
         return {
             "schema": "chaosml.slices.test/1",
-            "suite": self.suite, "data": self.data, "label": self.label, "version": self.version,
+            "suite": self.suite,
+            "data": self.data,
+            "label": self.label,
+            "version": self.version,
             "passed": self.passed,
-            "overall": rows[0], "slices": rows[1:],
+            "overall": rows[0],
+            "slices": rows[1:],
             "tests": [outcome.__dict__ for outcome in self.outcomes],
         }
 
@@ -93,8 +103,9 @@ def run_slice_tests(
     progress: Progress | None = None,
 ) -> SliceTestReport:
     """Evaluate ``version`` on every slice of ``suite`` and run the suite's tests."""
-    evaluation = evaluate(suite, data, [version], config=config, chunk_rows=chunk_rows,
-                          progress=progress)
+    evaluation = evaluate(
+        suite, data, [version], config=config, chunk_rows=chunk_rows, progress=progress
+    )
     metrics = suite.all_metrics
     table = evaluation.frame(0, metrics)
     outcomes = [
@@ -102,32 +113,59 @@ def run_slice_tests(
         for index, test in enumerate(suite.tests)
         for outcome in _run_test(test, suite.test_line(index), evaluation, table)
     ]
-    return SliceTestReport(version.name, str(suite.path or "<suite>"), evaluation.data,
-                           evaluation.label, metrics, evaluation.stats.slices, table, outcomes)
+    return SliceTestReport(
+        version.name,
+        str(suite.path or "<suite>"),
+        evaluation.data,
+        evaluation.label,
+        metrics,
+        evaluation.stats.slices,
+        table,
+        outcomes,
+    )
 
 
-def _run_test(test: SliceTest, location: str, evaluation: Evaluation,
-              table: pd.DataFrame) -> list[TestOutcome]:
+def _run_test(
+    test: SliceTest, location: str, evaluation: Evaluation, table: pd.DataFrame
+) -> list[TestOutcome]:
     if test.by is not None:
         return [_group_test(test, location, evaluation, table)]
     overall = float(table[test.metric].iloc[0])
     outcomes = []
-    for info, value, n in zip(evaluation.stats.slices[1:], table[test.metric].iloc[1:],
-                              table["n"].iloc[1:], strict=True):
+    for info, value, n in zip(
+        evaluation.stats.slices[1:], table[test.metric].iloc[1:], table["n"].iloc[1:], strict=True
+    ):
         if not test.matches(info.name):
             continue
         outcomes.append(_slice_test(test, location, info, float(value), int(n), overall))
     if not outcomes:
-        outcomes.append(TestOutcome(_describe(test), test.slice or "", test.metric, None,
-                                    "failed", f"no slice matches {test.slice!r}", location))
+        outcomes.append(
+            TestOutcome(
+                _describe(test),
+                test.slice or "",
+                test.metric,
+                None,
+                "failed",
+                f"no slice matches {test.slice!r}",
+                location,
+            )
+        )
     return outcomes
 
 
-def _slice_test(test: SliceTest, location: str, info: SliceInfo, value: float, n: int,
-                overall: float) -> TestOutcome:
+def _slice_test(
+    test: SliceTest, location: str, info: SliceInfo, value: float, n: int, overall: float
+) -> TestOutcome:
     def outcome(status: Status, detail: str) -> TestOutcome:
-        return TestOutcome(_describe(test), info.name, test.metric,
-                           None if math.isnan(value) else value, status, detail, location)
+        return TestOutcome(
+            _describe(test),
+            info.name,
+            test.metric,
+            None if math.isnan(value) else value,
+            status,
+            detail,
+            location,
+        )
 
     if n < info.min_size:
         return outcome("skipped", f"too small: n={n} < min_size={info.min_size}")
@@ -141,8 +179,10 @@ def _slice_test(test: SliceTest, location: str, info: SliceInfo, value: float, n
     if test.max_gap_to_overall is not None and not math.isnan(overall):
         gap = _gap(test.metric, value, overall)
         if gap > test.max_gap_to_overall:
-            problems.append(f"{test.metric}={value:.4f} is {gap:.4f} worse than overall "
-                            f"{overall:.4f} (max gap {test.max_gap_to_overall})")
+            problems.append(
+                f"{test.metric}={value:.4f} is {gap:.4f} worse than overall "
+                f"{overall:.4f} (max gap {test.max_gap_to_overall})"
+            )
     if problems:
         return outcome("failed", "; ".join(problems))
     return outcome("passed", f"{test.metric}={value:.4f} (n={n})")
@@ -154,8 +194,9 @@ def _gap(metric: str, value: float, overall: float) -> float:
     return abs(value - overall) if direction == 0 else direction * (overall - value)
 
 
-def _group_test(test: SliceTest, location: str, evaluation: Evaluation,
-                table: pd.DataFrame) -> TestOutcome:
+def _group_test(
+    test: SliceTest, location: str, evaluation: Evaluation, table: pd.DataFrame
+) -> TestOutcome:
     """fairlearn's between-groups difference (max - min) and ratio (min / max) over the group's
     slices that are at least ``min_size`` rows."""
     columns = tuple(test.by or [])
@@ -166,8 +207,15 @@ def _group_test(test: SliceTest, location: str, evaluation: Evaluation,
     mins = np.array([evaluation.stats.slices[i].min_size for i in picked])
     usable = values[(sizes >= mins) & np.isfinite(values)]
     if len(usable) < 2:
-        return TestOutcome(_describe(test), name, test.metric, None, "skipped",
-                           "fewer than two groups large enough to compare", location)
+        return TestOutcome(
+            _describe(test),
+            name,
+            test.metric,
+            None,
+            "skipped",
+            "fewer than two groups large enough to compare",
+            location,
+        )
     difference, high = float(usable.max() - usable.min()), float(usable.max())
     ratio = float(usable.min() / high) if high > 0 else float("nan")
     problems = []
@@ -177,8 +225,15 @@ def _group_test(test: SliceTest, location: str, evaluation: Evaluation,
         problems.append(f"{test.metric} ratio {ratio:.4f} < {test.min_ratio}")
     value = difference if test.max_difference is not None else ratio
     detail = "; ".join(problems) or f"difference {difference:.4f}, ratio {ratio:.4f}"
-    return TestOutcome(_describe(test), name, test.metric, value,
-                       "failed" if problems else "passed", detail, location)
+    return TestOutcome(
+        _describe(test),
+        name,
+        test.metric,
+        value,
+        "failed" if problems else "passed",
+        detail,
+        location,
+    )
 
 
 def _describe(test: SliceTest) -> str:

@@ -78,8 +78,12 @@ def evaluate(
     _check_columns(suite, table)
     positive = suite.positive if suite.positive is not None else 1
     where = [
-        (SliceInfo(spec.name or "", spec.where or "", spec.min_size or suite.min_size), spec.predicate)
-        for spec in suite.slices if spec.where is not None
+        (
+            SliceInfo(spec.name or "", spec.where or "", spec.min_size or suite.min_size),
+            spec.predicate,
+        )
+        for spec in suite.slices
+        if spec.where is not None
     ]
     accumulator = Accumulator(
         where=where,
@@ -89,17 +93,22 @@ def evaluate(
         on_error=lambda i, exc: _slice_error(suite, i, exc),
     )
     features = [c for version in versions for c in version.feature_columns(table, label, positive)]
-    columns = [label, *sorted({c for _, p in where for c in p.columns}),
-               *[c for spec in suite.slices for c in spec.by or []],
-               *[c for test in suite.tests for c in test.by or []], *features]
+    columns = [
+        label,
+        *sorted({c for _, p in where for c in p.columns}),
+        *[c for spec in suite.slices for c in spec.by or []],
+        *[c for test in suite.tests for c in test.by or []],
+        *features,
+    ]
     rows = 0
     with ExitStack() as stack:
         predictors = [stack.enter_context(v.predictor(table, label, positive)) for v in versions]
         for frame in table.chunks(columns, chunk_rows):
             y = as_binary(frame[label], positive, f"{table.name}: label {label!r}")
             outputs = [predict(frame) for predict in predictors]
-            accumulator.add(ChunkData(frame, y, [o.positive for o in outputs],
-                                      [o.score for o in outputs]))
+            accumulator.add(
+                ChunkData(frame, y, [o.positive for o in outputs], [o.score for o in outputs])
+            )
             rows += len(frame)
             if progress is not None:
                 progress(rows, table.num_rows)
@@ -108,8 +117,11 @@ def evaluate(
     stats = accumulator.result(suite.min_size)
     for i, (info, _) in enumerate(where):
         if stats.n[i + 1] == 0:
-            raise DataError(EMPTY_SLICE.format(where=_where_line(suite, info.name), name=info.name,
-                                               data=table.name))
+            raise DataError(
+                EMPTY_SLICE.format(
+                    where=_where_line(suite, info.name), name=info.name, data=table.name
+                )
+            )
     return Evaluation(stats, [v.name for v in versions], label, table.name)
 
 
@@ -133,13 +145,17 @@ def _check_columns(suite: SliceSuite, table: Table) -> None:
         field = "where" if spec.where is not None else "by"
         for name in names:
             if name not in table.columns:
-                raise DataError(f"{suite.where_line(index, field)}: slices[{index}].{field}: "
-                                f"unknown column {name!r} in {table.name}")
+                raise DataError(
+                    f"{suite.where_line(index, field)}: slices[{index}].{field}: "
+                    f"unknown column {name!r} in {table.name}"
+                )
     for index, test in enumerate(suite.tests):
         for name in test.by or []:
             if name not in table.columns:
-                raise DataError(f"{suite.test_line(index)}: tests[{index}].by: "
-                                f"unknown column {name!r} in {table.name}")
+                raise DataError(
+                    f"{suite.test_line(index)}: tests[{index}].by: "
+                    f"unknown column {name!r} in {table.name}"
+                )
 
 
 def _where_line(suite: SliceSuite, name: str) -> str:

@@ -116,11 +116,19 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": "chaosml.slices.compare/1",
-            "suite": self.suite, "data": self.data, "label": self.label,
-            "v1": self.v1_name, "v2": self.v2_name,
-            "metric": self.metric, "test": self.test, "alpha": self.alpha,
-            "max_drop": self.max_drop, "correction": self.correction,
-            "confidence": self.confidence, "n_boot": self.n_boot, "seed": self.seed,
+            "suite": self.suite,
+            "data": self.data,
+            "label": self.label,
+            "v1": self.v1_name,
+            "v2": self.v2_name,
+            "metric": self.metric,
+            "test": self.test,
+            "alpha": self.alpha,
+            "max_drop": self.max_drop,
+            "correction": self.correction,
+            "confidence": self.confidence,
+            "n_boot": self.n_boot,
+            "seed": self.seed,
             "passed": self.passed,
             "regressed": [s.name for s in self.regressed],
             "overall": self.overall.to_dict(),
@@ -146,8 +154,9 @@ def compare_versions(
         raise ValueError("n_boot must be >= 0")
     policy = suite.compare
     correction = correction or policy.correction
-    evaluation = evaluate(suite, data, [v1, v2], config=config, chunk_rows=chunk_rows,
-                          progress=progress)
+    evaluation = evaluate(
+        suite, data, [v1, v2], config=config, chunk_rows=chunk_rows, progress=progress
+    )
     stats = evaluation.stats
     metric = METRICS[policy.metric]
     first, second = evaluation.metric(metric.name, 0), evaluation.metric(metric.name, 1)
@@ -168,28 +177,53 @@ def compare_versions(
     p_adjusted = adjust(family, correction)
     p_adjusted[0] = p_values[0] if eligible[0] else np.nan
 
-    verdicts = verdict(delta, p_adjusted, eligible=stats.n >= min_sizes, direction=metric.direction,
-                       alpha=policy.alpha, max_drop=policy.max_drop)
+    verdicts = verdict(
+        delta,
+        p_adjusted,
+        eligible=stats.n >= min_sizes,
+        direction=metric.direction,
+        alpha=policy.alpha,
+        max_drop=policy.max_drop,
+    )
     per_version = {
         key: {name: evaluation.metric(name, v) for name in suite.all_metrics}
         for v, key in enumerate(("v1", "v2"))
     }
     rows = [
         SliceComparison(
-            name=info.name, where=info.where, n=int(stats.n[i]),
-            v1=_num(first[i]), v2=_num(second[i]), delta=_num(delta[i]),
+            name=info.name,
+            where=info.where,
+            n=int(stats.n[i]),
+            v1=_num(first[i]),
+            v2=_num(second[i]),
+            delta=_num(delta[i]),
             ci=None if math.isnan(ci_low[i]) else (float(ci_low[i]), float(ci_high[i])),
-            p_value=_num(p_values[i]), p_adjusted=_num(p_adjusted[i]), verdict=verdicts[i],
-            metrics={key: {name: _num(values[i]) for name, values in by_metric.items()}
-                     for key, by_metric in per_version.items()},
+            p_value=_num(p_values[i]),
+            p_adjusted=_num(p_adjusted[i]),
+            verdict=verdicts[i],
+            metrics={
+                key: {name: _num(values[i]) for name, values in by_metric.items()}
+                for key, by_metric in per_version.items()
+            },
         )
         for i, info in enumerate(stats.slices)
     ]
     return Comparison(
-        suite=str(suite.path or "<suite>"), data=evaluation.data, label=evaluation.label,
-        v1_name=v1.name, v2_name=v2.name, metric=metric.name, test=metric.paired_test,
-        alpha=policy.alpha, max_drop=policy.max_drop, correction=correction,
-        confidence=policy.confidence, n_boot=n_boot, seed=seed, overall=rows[0], slices=rows[1:],
+        suite=str(suite.path or "<suite>"),
+        data=evaluation.data,
+        label=evaluation.label,
+        v1_name=v1.name,
+        v2_name=v2.name,
+        metric=metric.name,
+        test=metric.paired_test,
+        alpha=policy.alpha,
+        max_drop=policy.max_drop,
+        correction=correction,
+        confidence=policy.confidence,
+        n_boot=n_boot,
+        seed=seed,
+        overall=rows[0],
+        slices=rows[1:],
     )
 
 
@@ -209,15 +243,25 @@ def paired_p_values(metric: Metric, cells: IntArray, replicates: FloatArray | No
     if metric.paired_test == "mcnemar_selection":
         only_first, only_second = (first == 1) & (second == 0), (first == 0) & (second == 1)
     else:
-        rows = {"mcnemar_all": label >= 0, "mcnemar_positives": label == 1,
-                "mcnemar_negatives": label == 0}[metric.paired_test]
+        rows = {
+            "mcnemar_all": label >= 0,
+            "mcnemar_positives": label == 1,
+            "mcnemar_negatives": label == 0,
+        }[metric.paired_test]
         right1, right2 = first == label, second == label
         only_first, only_second = rows & right1 & ~right2, rows & ~right1 & right2
     return mcnemar_exact(cells[:, only_first].sum(axis=1), cells[:, only_second].sum(axis=1))
 
 
-def verdict(delta: FloatArray, p_adjusted: FloatArray, *, eligible: npt.NDArray[np.bool_],
-            direction: int, alpha: float, max_drop: float) -> list[Verdict]:
+def verdict(
+    delta: FloatArray,
+    p_adjusted: FloatArray,
+    *,
+    eligible: npt.NDArray[np.bool_],
+    direction: int,
+    alpha: float,
+    max_drop: float,
+) -> list[Verdict]:
     """Regressed/improved need significance and a change beyond ``max_drop`` in that direction."""
     out: list[Verdict] = []
     for d, p, ok in zip(delta, p_adjusted, eligible, strict=True):

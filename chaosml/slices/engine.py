@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from chaosml.predicate import Column, Compare, IsNa, Node, Predicate, Value, render
 from chaosml.predicate import BoolOp as And
+from chaosml.predicate import Column, Compare, IsNa, Node, Predicate, Value, render
 
 SCORE_BINS = 2048
 IntArray = npt.NDArray[np.int64]
@@ -83,7 +84,7 @@ class _ByGroup:
         local, combos = pd.factorize(combined)
         lut = np.empty(len(combos), dtype=np.int64)
         for i, combo in enumerate(np.asarray(combos)):
-            key = _decode(int(combo), uniques_per_column)
+            key = _decode(int(combo), [np.asarray(u) for u in uniques_per_column])
             lut[i] = self.ids.setdefault(key, len(self.ids))
         return lut[local]
 
@@ -110,11 +111,11 @@ def _grow(array: IntArray | None, rows: int, width: int) -> IntArray:
     return grown
 
 
-def _decode(combo: int, uniques_per_column: list[npt.ArrayLike]) -> tuple[object, ...]:
+def _decode(combo: int, uniques_per_column: list[npt.NDArray[Any]]) -> tuple[object, ...]:
     values: list[object] = []
     for uniques in reversed(uniques_per_column):
-        size = len(uniques)  # type: ignore[arg-type]
-        values.append(_plain(np.asarray(uniques)[combo % size]))
+        size = len(uniques)
+        values.append(_plain(uniques[combo % size]))
         combo //= size
     return tuple(reversed(values))
 
@@ -161,7 +162,7 @@ class SliceStats:
 
     @property
     def n(self) -> IntArray:
-        return self.cells.sum(axis=1)
+        return np.asarray(self.cells.sum(axis=1), dtype=np.int64)
 
     def index(self, name: str) -> int:
         return [info.name for info in self.slices].index(name)
@@ -172,8 +173,9 @@ def confusion(cells: IntArray, n_versions: int, version: int) -> tuple[IntArray,
     bits = np.arange(cells.shape[-1])
     label = (bits >> n_versions) & 1
     pred = (bits >> (n_versions - 1 - version)) & 1
-    pick = np.stack([label & pred, (1 - label) & pred, label & (1 - pred),
-                     (1 - label) & (1 - pred)], axis=1)
+    pick = np.stack(
+        [label & pred, (1 - label) & pred, label & (1 - pred), (1 - label) & (1 - pred)], axis=1
+    )
     counts = cells @ pick
     return tuple(counts[..., k] for k in range(4))
 
@@ -181,9 +183,15 @@ def confusion(cells: IntArray, n_versions: int, version: int) -> tuple[IntArray,
 class Accumulator:
     """Accumulates ``SliceStats`` chunk by chunk."""
 
-    def __init__(self, *, where: Sequence[tuple[SliceInfo, Predicate]],
-                 groups: Sequence[tuple[tuple[str, ...], int]], n_versions: int,
-                 scores: bool, on_error: Callable[[int, Exception], Exception]):
+    def __init__(
+        self,
+        *,
+        where: Sequence[tuple[SliceInfo, Predicate]],
+        groups: Sequence[tuple[tuple[str, ...], int]],
+        n_versions: int,
+        scores: bool,
+        on_error: Callable[[int, Exception], Exception],
+    ):
         self.where = list(where)
         self.groups = [_ByGroup(columns, min_size) for columns, min_size in groups]
         self.n_versions = n_versions
@@ -193,15 +201,18 @@ class Accumulator:
         self.on_error = on_error
         rows = 1 + len(self.where)
         self.cells = np.zeros((rows, self.n_cells), dtype=np.int64)
-        self.hist = np.zeros((rows, n_versions * 2 * SCORE_BINS), dtype=np.int64) if scores else None
+        self.hist = (
+            np.zeros((rows, n_versions * 2 * SCORE_BINS), dtype=np.int64) if scores else None
+        )
 
     def add(self, chunk: ChunkData) -> None:
         cell = chunk.label.astype(np.int64) << self.n_versions
         for v, pred in enumerate(chunk.predictions):
             cell |= pred.astype(np.int64) << (self.n_versions - 1 - v)
         keys = self._score_keys(chunk)
-        masks = [None] + [self._mask(i, predicate, chunk) for i, (_, predicate) in
-                          enumerate(self.where)]
+        masks = [None] + [
+            self._mask(i, predicate, chunk) for i, (_, predicate) in enumerate(self.where)
+        ]
         for row, mask in enumerate(masks):
             picked = cell if mask is None else cell[mask]
             self.cells[row] += np.bincount(picked, minlength=self.n_cells)
@@ -210,7 +221,8 @@ class Accumulator:
                 for v, key in enumerate(keys):
                     picked_key = key if mask is None else key[mask]
                     self.hist[row, v * width : (v + 1) * width] += np.bincount(
-                        picked_key, minlength=width)
+                        picked_key, minlength=width
+                    )
         for group in self.groups:
             group.add(chunk, cell, self.n_cells, keys)
 
@@ -242,9 +254,12 @@ class Accumulator:
             infos += group_infos
             cells.append(group.cells[order] if len(order) else group.cells[:0])
             if self.hist is not None:
-                hist = group.hist if group.hist is not None else np.zeros((0, self.hist.shape[1]),
-                                                                          dtype=np.int64)
-                hists.append(hist[order] if len(order) else hist[:0])
+                group_hist = (
+                    group.hist
+                    if group.hist is not None
+                    else np.zeros((0, self.hist.shape[1]), dtype=np.int64)
+                )
+                hists.append(group_hist[order] if len(order) else group_hist[:0])
         hist = None
         if hists:
             hist = np.concatenate(hists).reshape(len(infos), self.n_versions, 2, SCORE_BINS)

@@ -20,8 +20,9 @@ import numpy.typing as npt
 
 Counts: TypeAlias = npt.NDArray[np.float64] | npt.NDArray[np.int64]
 FloatArray: TypeAlias = npt.NDArray[np.float64]
-PairedTest: TypeAlias = Literal["mcnemar_all", "mcnemar_positives", "mcnemar_negatives",
-                                "mcnemar_selection", "bootstrap"]
+PairedTest: TypeAlias = Literal[
+    "mcnemar_all", "mcnemar_positives", "mcnemar_negatives", "mcnemar_selection", "bootstrap"
+]
 
 UNKNOWN_METRIC = "unknown metric {name!r} (expected one of: {known})"
 

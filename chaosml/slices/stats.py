@@ -28,14 +28,12 @@ def bootstrap_cells(cells: IntArray, n_boot: int, rng: np.random.Generator) -> I
     return np.where(n[None, :, None] > 0, draws, 0).astype(np.int64)
 
 
-def percentile_interval(
-    replicates: FloatArray, confidence: float
-) -> tuple[FloatArray, FloatArray]:
+def percentile_interval(replicates: FloatArray, confidence: float) -> tuple[FloatArray, FloatArray]:
     """Percentile interval over axis 0, ignoring undefined (NaN) replicates."""
     tail = (1 - confidence) / 2 * 100
     with np.errstate(all="ignore"):
-        defined = np.isfinite(replicates).any(axis=0)
-        filled = np.where(defined[None, ...], replicates, 0.0)
+        defined = np.asarray(np.isfinite(replicates).any(axis=0))
+        filled = np.where(defined[np.newaxis], replicates, 0.0)
         low = np.nanpercentile(filled, tail, axis=0)
         high = np.nanpercentile(filled, 100 - tail, axis=0)
     return np.where(defined, low, np.nan), np.where(defined, high, np.nan)

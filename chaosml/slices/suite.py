@@ -111,8 +111,10 @@ class ComparePolicy(_Spec):
     def _comparable(cls, value: str) -> str:
         metric = get_metric(value)
         if metric.direction == 0 or metric.confusion is None:
-            raise ValueError(f"metric {value!r} cannot be compared: it has no better direction "
-                             "or no paired test (use accuracy, recall, precision, f1, ...)")
+            raise ValueError(
+                f"metric {value!r} cannot be compared: it has no better direction "
+                "or no paired test (use accuracy, recall, precision, f1, ...)"
+            )
         return value
 
 
@@ -124,8 +126,14 @@ class SliceSuite(_Spec):
     slices: list[SliceSpec] = Field(default_factory=list)
     min_size: int = Field(default=30, ge=1)
     metrics: list[str] = Field(
-        default_factory=lambda: ["accuracy", "precision", "recall", "f1", "false_positive_rate",
-                                 "selection_rate"]
+        default_factory=lambda: [
+            "accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "false_positive_rate",
+            "selection_rate",
+        ]
     )
     tests: list[SliceTest] = Field(default_factory=list)
     compare: ComparePolicy = Field(default_factory=ComparePolicy)
@@ -147,8 +155,9 @@ class SliceSuite(_Spec):
         seen: set[str] = set()
         for index, spec in enumerate(self.slices):
             if spec.name is not None and spec.name in seen:
-                raise FieldError(("slices", index, "name"),
-                                 f"slice name {spec.name!r} is used twice")
+                raise FieldError(
+                    ("slices", index, "name"), f"slice name {spec.name!r} is used twice"
+                )
             seen.add(spec.name or "")
         return self
 

@@ -30,21 +30,27 @@ ORACLES = {
 def make_rows(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     y = rng.random(n) < 0.4
-    return pd.DataFrame({
-        "g": rng.choice(["a", "b", "c", "d"], size=n, p=[0.5, 0.3, 0.15, 0.05]),
-        "h": rng.integers(0, 3, size=n),
-        "x": np.where(rng.random(n) < 0.1, np.nan, rng.random(n)),
-        "y": y.astype(int),
-        "p1": (y ^ (rng.random(n) < 0.25)).astype(int),
-        "s1": np.clip(0.5 * y + rng.normal(0.25, 0.2, size=n), 0, 1),
-    })
+    return pd.DataFrame(
+        {
+            "g": rng.choice(["a", "b", "c", "d"], size=n, p=[0.5, 0.3, 0.15, 0.05]),
+            "h": rng.integers(0, 3, size=n),
+            "x": np.where(rng.random(n) < 0.1, np.nan, rng.random(n)),
+            "y": y.astype(int),
+            "p1": (y ^ (rng.random(n) < 0.25)).astype(int),
+            "s1": np.clip(0.5 * y + rng.normal(0.25, 0.2, size=n), 0, 1),
+        }
+    )
 
 
 SUITE = SliceSuite(
     label="y",
     min_size=1,
-    slices=[SliceSpec(name="low_x", where="x < 0.3"), SliceSpec(name="x_missing", where="isna(x)"),
-            SliceSpec(by=["g"]), SliceSpec(by=["g", "h"])],
+    slices=[
+        SliceSpec(name="low_x", where="x < 0.3"),
+        SliceSpec(name="x_missing", where="isna(x)"),
+        SliceSpec(by=["g"]),
+        SliceSpec(by=["g", "h"]),
+    ],
     metrics=[*ORACLES, "roc_auc"],
 )
 
@@ -55,8 +61,11 @@ def run(frame: pd.DataFrame, chunk_rows: int = 1_000_000) -> Evaluation:
 
 
 def masks(frame: pd.DataFrame, evaluation: Evaluation) -> dict[str, np.ndarray]:
-    out = {"overall": np.ones(len(frame), dtype=bool), "low_x": (frame["x"] < 0.3).to_numpy(),
-           "x_missing": frame["x"].isna().to_numpy()}
+    out = {
+        "overall": np.ones(len(frame), dtype=bool),
+        "low_x": (frame["x"] < 0.3).to_numpy(),
+        "x_missing": frame["x"].isna().to_numpy(),
+    }
     for info in evaluation.stats.slices:
         if info.group is not None and info.value is not None:
             mask = np.ones(len(frame), dtype=bool)
@@ -91,10 +100,12 @@ def test_by_slices_match_metricframe(columns: list[str]) -> None:
     frame = make_rows(5000, 7)
     evaluation = run(frame)
     table = evaluation.frame(0, list(ORACLES))
-    mf = MetricFrame(metrics=ORACLES, y_true=frame["y"], y_pred=frame["p1"],
-                     sensitive_features=frame[columns])
-    group = [(i, info) for i, info in enumerate(evaluation.stats.slices)
-             if info.group == tuple(columns)]
+    mf = MetricFrame(
+        metrics=ORACLES, y_true=frame["y"], y_pred=frame["p1"], sensitive_features=frame[columns]
+    )
+    group = [
+        (i, info) for i, info in enumerate(evaluation.stats.slices) if info.group == tuple(columns)
+    ]
     assert len(group) == len(mf.by_group)
     for _, info in group:
         assert info.value is not None
@@ -129,8 +140,11 @@ def test_by_slice_names_and_predicates() -> None:
     suite = SliceSuite(label="y", min_size=1, slices=[SliceSpec(by=["g", "h"])])
     evaluation = evaluate(suite, frame, [InMemory("v", frame["y"].to_numpy())])
     slices = {info.name: info.where for info in evaluation.stats.slices[1:]}
-    assert slices == {"g=a & h=1": "g == 'a' and h == 1", "g=b & h=1": "g == 'b' and h == 1",
-                      "g=<missing> & h=2": "isna(g) and h == 2"}
+    assert slices == {
+        "g=a & h=1": "g == 'a' and h == 1",
+        "g=b & h=1": "g == 'b' and h == 1",
+        "g=<missing> & h=2": "isna(g) and h == 2",
+    }
     assert list(evaluation.stats.n) == [4, 2, 1, 1]
 
 
@@ -139,6 +153,7 @@ def test_by_slice_where_selects_the_same_rows() -> None:
 
     frame = make_rows(1000, 5)
     evaluation = run(frame)
-    for info, mask in zip(evaluation.stats.slices[1:], list(masks(frame, evaluation).values())[1:],
-                          strict=True):
+    for info, mask in zip(
+        evaluation.stats.slices[1:], list(masks(frame, evaluation).values())[1:], strict=True
+    ):
         assert parse_predicate(info.where).evaluate(frame).sum() == mask.sum(), info.name

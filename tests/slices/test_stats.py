@@ -51,7 +51,7 @@ def test_cell_bootstrap_agrees_with_row_bootstrap() -> None:
     fast = (accuracy(*confusion(boot, 2, 1)) - accuracy(*confusion(boot, 2, 0)))[:, 0]
 
     index = np.random.default_rng(3).integers(0, n, size=(20_000, n))
-    slow = ((p2[index] == y[index]).mean(axis=1) - (p1[index] == y[index]).mean(axis=1))
+    slow = (p2[index] == y[index]).mean(axis=1) - (p1[index] == y[index]).mean(axis=1)
 
     assert fast.mean() == pytest.approx(slow.mean(), abs=0.002)
     assert fast.std() == pytest.approx(slow.std(), rel=0.03)
@@ -76,8 +76,12 @@ def test_no_true_difference_flags_at_most_alpha(correction: str) -> None:
     called regressed stays within alpha (Holm controls it family-wise; BH controls the false
     discovery rate, which equals the family-wise rate when nothing is truly different)."""
     alpha, runs, n, groups = 0.1, 300, 2000, 10
-    suite = SliceSuite(label="y", min_size=30, slices=[SliceSpec(by=["g"])],
-                       compare=ComparePolicy(alpha=alpha, correction=correction))  # type: ignore[arg-type]
+    suite = SliceSuite(
+        label="y",
+        min_size=30,
+        slices=[SliceSpec(by=["g"])],
+        compare=ComparePolicy(alpha=alpha, correction=correction),
+    )  # type: ignore[arg-type]
     rng = np.random.default_rng(11)
     flagged = 0
     for _ in range(runs):
@@ -86,8 +90,9 @@ def test_no_true_difference_flags_at_most_alpha(correction: str) -> None:
         error_rate = 0.1 + 0.02 * frame["g"].to_numpy()  # slices differ, versions do not
         p1 = y ^ (rng.random(n) < error_rate)
         p2 = y ^ (rng.random(n) < error_rate)
-        result = compare_versions(suite, InMemory("v1", p1.astype(int)),
-                                  InMemory("v2", p2.astype(int)), frame, n_boot=0)
+        result = compare_versions(
+            suite, InMemory("v1", p1.astype(int)), InMemory("v2", p2.astype(int)), frame, n_boot=0
+        )
         flagged += any(s.verdict == "regressed" for s in result.slices)
     rate = flagged / runs
     # one-sided: only drops count, so the expected rate is about alpha / 2
@@ -102,10 +107,12 @@ def test_a_real_drop_in_one_slice_is_flagged_there_only() -> None:
     worse = np.where(frame["g"] == 3, 0.25, 0.1)
     p1 = y ^ (rng.random(n) < 0.1)
     p2 = y ^ (rng.random(n) < worse)
-    suite = SliceSuite(label="y", slices=[SliceSpec(by=["g"])],
-                       compare=ComparePolicy(max_drop=0.05))
-    result = compare_versions(suite, InMemory("v1", p1.astype(int)), InMemory("v2", p2.astype(int)),
-                              frame, n_boot=200)
+    suite = SliceSuite(
+        label="y", slices=[SliceSpec(by=["g"])], compare=ComparePolicy(max_drop=0.05)
+    )
+    result = compare_versions(
+        suite, InMemory("v1", p1.astype(int)), InMemory("v2", p2.astype(int)), frame, n_boot=200
+    )
     assert [s.name for s in result.slices if s.verdict == "regressed"] == ["g=3"]
     assert not result.passed
     regressed = next(s for s in result.slices if s.name == "g=3")

@@ -1,0 +1,283 @@
+"""The CLI end to end on the demo models and data: outputs, exit codes, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from chaosml.cli import app
+from chaosml.demo.train import DemoArtifacts
+from chaosml.versions import load_model
+
+runner = CliRunner()
+SUITE = Path(__file__).parents[1] / "slices" / "credit.yaml"
+SLICE_KEYS = {
+    "name",
+    "where",
+    "n",
+    "v1",
+    "v2",
+    "delta",
+    "ci",
+    "p_value",
+    "p_adjusted",
+    "verdict",
+    "metrics",
+}
+
+
+def invoke(*args: str | Path) -> tuple[int, str, str]:
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_compare_outputs(demo: DemoArtifacts, in_tmp: Path) -> None:
+    code, out, err = invoke(
+        "slices",
+        "compare",
+        "v1",
+        "v2",
+        "--suite",
+        SUITE,
+        "--config",
+        demo.config,
+        "--json",
+        "--junit",
+        "c.xml",
+        "--html",
+        "c.html",
+        "--n-boot",
+        "200",
+        "--seed",
+        "3",
+    )
+    assert code == 1, err  # the demo's v2 regresses in APAC
+    report = json.loads(out)
+    assert report["schema"] == "chaosml.slices.compare/1"
+    assert "region=APAC" in report["regressed"]
+    assert set(report["overall"]) >= SLICE_KEYS
+    for entry in report["slices"]:
+        assert set(entry) >= SLICE_KEYS
+        assert set(entry["metrics"]) == {"v1", "v2"}
+        assert "roc_auc" in entry["metrics"]["v2"]
+    apac = next(s for s in report["slices"] if s["name"] == "region=APAC")
+    assert apac["where"] == "region == 'APAC'"
+    assert apac["verdict"] == "regressed" and apac["ci"][1] < 0 and apac["p_adjusted"] < 0.05
+
+    cases = ET.parse("c.xml").getroot().findall(".//testcase")
+    assert len(cases) == 1 + len(report["slices"])
+    failed = [c.get("name") for c in cases if c.find("failure") is not None]
+    assert sorted(failed) == sorted(report["regressed"])
+    page = Path("c.html").read_text(encoding="utf-8")
+    assert "<svg" in page and "region=APAC" in page and "<script" not in page
+
+
+def test_compare_is_reproducible_and_table_lists_worst_first(
+    demo: DemoArtifacts, in_tmp: Path
+) -> None:
+    args = (
+        "slices",
+        "compare",
+        "v1",
+        "v2",
+        "--suite",
+        SUITE,
+        "--config",
+        demo.config,
+        "--n-boot",
+        "100",
+    )
+    first, second = invoke(*args, "--json"), invoke(*args, "--json")
+    assert first[1] == second[1]
+    code, table, _ = invoke(*args)
+    assert code == 1
+    lines = [line for line in table.splitlines() if "│" in line]
+    assert "overall" in lines[0] and "regressed" in lines[1]
+    assert "slice(s) regressed" in table
+
+
+def test_identical_versions_do_not_regress(demo: DemoArtifacts, in_tmp: Path) -> None:
+    code, out, err = invoke(
+        "slices",
+        "compare",
+        "v2",
+        "v2",
+        "--suite",
+        SUITE,
+        "--config",
+        demo.config,
+        "--json",
+        "--n-boot",
+        "50",
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert {s["verdict"] for s in report["slices"]} <= {"unchanged", "too_small"}
+    assert all(s["delta"] == 0 for s in report["slices"])
+
+
+def test_slices_test_outputs(demo: DemoArtifacts, in_tmp: Path) -> None:
+    code, out, _ = invoke(
+        "slices",
+        "test",
+        SUITE,
+        "--model",
+        "v2",
+        "--config",
+        demo.config,
+        "--json",
+        "--junit",
+        "t.xml",
+        "--html",
+        "t.html",
+    )
+    assert code == 1  # the demo suite's recall floor on `young` fails
+    report = json.loads(out)
+    failed = {(t["slice"], t["metric"]) for t in report["tests"] if t["status"] == "failed"}
+    assert ("young", "recall") in failed
+    cases = ET.parse("t.xml").getroot().findall(".//testcase")
+    assert len(cases) == len(report["tests"])
+    assert "young" in Path("t.html").read_text(encoding="utf-8")
+
+
+def test_slices_test_passes_with_loose_thresholds(demo: DemoArtifacts, in_tmp: Path) -> None:
+    Path("loose.yaml").write_text(
+        "label: approved\nslices:\n  - {by: [region]}\n"
+        "tests:\n  - {slice: 'region=*', metric: accuracy, min: 0.5}\n"
+        "  - {by: [sex], metric: selection_rate, min_ratio: 0.8}\n",
+        encoding="utf-8",
+    )
+    code, out, err = invoke(
+        "slices", "test", "loose.yaml", "--model", "v1", "--config", demo.config
+    )
+    assert code == 0, out + err
+    assert "5 passed, 0 failed" in out
+
+
+def test_predictions_files_and_csv_give_the_same_comparison(
+    demo: DemoArtifacts, in_tmp: Path
+) -> None:
+    """A user's CSV and precomputed predictions: the same numbers as artifacts on Parquet."""
+    data = pd.read_parquet(demo.data)
+    data.to_csv("eval.csv", index=False)
+    for name, path in (("v1", demo.v1), ("v2", demo.v2)):
+        model = load_model(path)
+        features = data[list(model.feature_names_in_)]
+        pd.DataFrame(
+            {"prediction": model.predict(features), "score": model.predict_proba(features)[:, 1]}
+        ).to_parquet(f"{name}.parquet")
+    args = ("--suite", SUITE, "--json", "--n-boot", "100")
+    _, from_files, _ = invoke(
+        "slices", "compare", "v1.parquet", "v2.parquet", "--data", "eval.csv", *args
+    )
+    _, from_models, _ = invoke("slices", "compare", "v1", "v2", "--config", demo.config, *args)
+    files, models = json.loads(from_files), json.loads(from_models)
+    assert files["slices"] == models["slices"]
+    assert files["overall"] == models["overall"]
+
+
+def test_predictions_are_cached_per_version_and_data(
+    demo: DemoArtifacts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "project"
+    shutil.copytree(demo.folder, folder)
+    monkeypatch.chdir(folder)
+    args = ("slices", "compare", "v1", "v2", "--suite", SUITE, "--json", "--n-boot", "50")
+    code, first, _ = invoke(*args)
+    assert len(list((folder / ".chaosml" / "cache" / "predictions").glob("*.parquet"))) == 2
+
+    def refuse(path: Path) -> None:
+        raise AssertionError("the model was loaded although its predictions are cached")
+
+    monkeypatch.setattr("chaosml.versions.load_model", refuse)
+    code_again, second, err = invoke(*args)
+    assert (code_again, second) == (code, first), err
+
+
+def test_help_explains_every_command() -> None:
+    for command in (
+        [],
+        ["slices"],
+        ["slices", "test"],
+        ["slices", "compare"],
+        ["demo"],
+        ["demo", "train"],
+    ):
+        result = runner.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0
+        assert "Usage" in result.stdout
+
+
+@pytest.fixture
+def broken_inputs(demo: DemoArtifacts, in_tmp: Path) -> Path:
+    Path("broken.joblib").write_text("not a model", encoding="utf-8")
+    Path("bad.parquet").write_text("garbage", encoding="utf-8")
+    rows = len(pd.read_parquet(demo.data))
+    pd.DataFrame({"prediction": [1, 0] * 10}).to_csv("short.csv", index=False)
+    pd.DataFrame({"prediction": [1] * (rows + 3)}).to_parquet("long.parquet")
+    pd.DataFrame({"pred": [1] * rows}).to_csv("nocol.csv", index=False)
+    pd.DataFrame({"prediction": [1] * rows, "score": [1.5] * rows}).to_csv("score.csv", index=False)
+    Path("cfg.yaml").write_text("versions: {v1: x.skops}\nlabels: y\n", encoding="utf-8")
+    return in_tmp
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "broken.joblib"], "broken.joblib: cannot load the model: KeyError: 110"),
+        (
+            ["--model", "short.csv"],
+            "short.csv: 20 prediction rows for 20000 data rows (they must be row-aligned)",
+        ),
+        (
+            ["--model", "long.parquet"],
+            "long.parquet: 20003 prediction rows for 20000 data rows (they must be row-aligned)",
+        ),
+        (
+            ["--model", "nocol.csv"],
+            "nocol.csv: no 'prediction' column (a predictions file needs "
+            "`prediction` and optionally `score`)",
+        ),
+        (
+            ["--model", "score.csv"],
+            "score.csv: score: row 0: expected a probability in [0, 1], got 1.5",
+        ),
+        (["--model", "v2", "--data", "missing.parquet"], "missing.parquet: file not found"),
+        (
+            ["--model", "v2", "--data", "bad.parquet"],
+            "bad.parquet: cannot read as parquet: Parquet file size is 7 bytes, smaller than the "
+            "minimum file footer (8 bytes)",
+        ),
+        (["--model", "v9"], "v9: not a version name (v1, v2) nor an existing file"),
+        (
+            ["--model", "v2", "--junit", "no/such/dir/t.xml"],
+            "no/such/dir/t.xml: cannot write: folder no/such/dir does not exist",
+        ),
+    ],
+)
+def test_bad_arguments(
+    args: list[str], message: str, demo: DemoArtifacts, broken_inputs: Path
+) -> None:
+    code, out, err = invoke("slices", "test", SUITE, "--config", demo.config, *args)
+    assert (code, out, err.strip()) == (2, "", f"chaosml: error: {message}")
+
+
+def test_bad_config(broken_inputs: Path) -> None:
+    code, _, err = invoke("slices", "test", SUITE, "--model", "v1", "--config", "cfg.yaml")
+    assert (code, err.strip()) == (2, "chaosml: error: cfg.yaml:2: labels: unknown key")
+
+
+def test_missing_suite_and_no_data(demo: DemoArtifacts, in_tmp: Path) -> None:
+    code, _, err = invoke("slices", "test", "nope.yaml", "--model", demo.v1)
+    assert (code, err.strip()) == (2, "chaosml: error: nope.yaml: file not found")
+    code, _, err = invoke("slices", "test", SUITE, "--model", demo.v1)
+    assert (code, err.strip()) == (
+        2,
+        "chaosml: error: no data: pass --data FILE or set `data:` in chaosml.yaml",
+    )
