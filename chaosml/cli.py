@@ -112,13 +112,25 @@ def _check_outputs(*paths: Path | None) -> None:
             raise InputError(f"{path}: cannot write: folder {path.parent} does not exist")
 
 
-def _write(path: Path | None, writer: Callable[[Any, Path], None], result: Any) -> None:
-    if path is None:
-        return
-    try:
-        writer(result, path)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+def _finish(
+    result: Any,
+    as_json: bool,
+    render: Callable[[Any, Console], None],
+    files: dict[Path | None, Callable[[Any, Path], None]],
+) -> NoReturn:
+    """Print the result (table or JSON), then write the requested files, then exit 0 or 1."""
+    if as_json:
+        stdout.out(json.dumps(result.to_dict(), indent=2), highlight=False)
+    else:
+        render(result, stdout)
+    with _errors():
+        for path, writer in files.items():
+            if path is not None:
+                try:
+                    writer(result, path)
+                except OSError as exc:
+                    raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    raise typer.Exit(0 if result.passed else 1)
 
 
 def _data(data: Path | None, config: Any) -> Path:
@@ -168,14 +180,7 @@ def slices_test(
             report = run_slice_tests(
                 loaded, version, _data(data, config), config=config, progress=progress
             )
-    if as_json:
-        stdout.out(json.dumps(report.to_dict(), indent=2), highlight=False)
-    else:
-        render_test_report(report, stdout)
-    with _errors():
-        _write(junit, write_test_junit, report)
-        _write(html, write_test_html, report)
-    raise typer.Exit(0 if report.passed else 1)
+    _finish(report, as_json, render_test_report, {junit: write_test_junit, html: write_test_html})
 
 
 @slices_app.command("compare")
@@ -236,14 +241,12 @@ def slices_compare(
                 config=config,
                 progress=progress,
             )
-    if as_json:
-        stdout.out(json.dumps(comparison.to_dict(), indent=2), highlight=False)
-    else:
-        render_comparison(comparison, stdout)
-    with _errors():
-        _write(junit, write_compare_junit, comparison)
-        _write(html, write_compare_html, comparison)
-    raise typer.Exit(0 if comparison.passed else 1)
+    _finish(
+        comparison,
+        as_json,
+        render_comparison,
+        {junit: write_compare_junit, html: write_compare_html},
+    )
 
 
 DemoFolder = Annotated[

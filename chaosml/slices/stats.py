@@ -31,11 +31,14 @@ def bootstrap_cells(cells: IntArray, n_boot: int, rng: np.random.Generator) -> I
 def percentile_interval(replicates: FloatArray, confidence: float) -> tuple[FloatArray, FloatArray]:
     """Percentile interval over axis 0, ignoring undefined (NaN) replicates."""
     tail = (1 - confidence) / 2 * 100
+    finite = np.isfinite(replicates)
+    defined = np.asarray(finite.any(axis=0))
+    # np.percentile is much faster than np.nanpercentile; use the latter only where needed
+    quantile = np.percentile if finite.all() else np.nanpercentile
     with np.errstate(all="ignore"):
-        defined = np.asarray(np.isfinite(replicates).any(axis=0))
         filled = np.where(defined[np.newaxis], replicates, 0.0)
-        low = np.nanpercentile(filled, tail, axis=0)
-        high = np.nanpercentile(filled, 100 - tail, axis=0)
+        low = quantile(filled, tail, axis=0)
+        high = quantile(filled, 100 - tail, axis=0)
     return np.where(defined, low, np.nan), np.where(defined, high, np.nan)
 
 

@@ -1,0 +1,197 @@
+"""Slice engine benchmark: chaosml vs fairlearn's MetricFrame, measured in the same run.
+
+1. In process: 1,000,000 rows x 100 slices (`by:` a 100-valued column), three metrics, a paired
+   comparison with 1000 bootstrap replicates, against MetricFrame computing point estimates only
+   for the same groups (once per version, as a comparison needs both).
+2. End to end as processes on Parquet: `chaosml slices compare` against a fairlearn script doing
+   the same point estimates.
+3. 10,000,000 rows from Parquet: peak RSS of `chaosml slices compare`.
+
+Run: python benchmarks/slice_engine.py [--rows 1000000] [--big-rows 10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METRICS = ["accuracy", "recall", "precision"]
+SUITE = """label: y
+min_size: 30
+slices:
+  - {by: [g]}
+metrics: [accuracy, recall, precision]
+compare: {metric: accuracy, max_drop: 0.01}
+"""
+FAIRLEARN_SCRIPT = """
+import sys
+import pandas as pd
+from fairlearn.metrics import MetricFrame
+from sklearn.metrics import accuracy_score, precision_score, recall_score
+data = pd.read_parquet(sys.argv[1])
+metrics = {"accuracy": accuracy_score, "recall": recall_score, "precision": precision_score}
+for path in sys.argv[2:]:
+    pred = pd.read_parquet(path)["prediction"]
+    frame = MetricFrame(metrics=metrics, y_true=data["y"], y_pred=pred, sensitive_features=data["g"])
+    print(frame.by_group.shape, frame.overall.to_dict())
+"""
+
+
+def make_data(rows: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.random(rows) < 0.4
+    g = rng.integers(0, 100, size=rows)
+    p1 = y ^ (rng.random(rows) < 0.15)
+    p2 = y ^ (rng.random(rows) < 0.14 + 0.0004 * g)
+    return pd.DataFrame({"g": g, "y": y.astype(np.int8)}), p1.astype(np.int8), p2.astype(np.int8)
+
+
+def best_of(repeats: int, work: Callable[[], object]) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def in_process(rows: int) -> None:
+    from fairlearn.metrics import MetricFrame
+    from sklearn.metrics import accuracy_score, precision_score, recall_score
+
+    import chaosml
+
+    frame, p1, p2 = make_data(rows)
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "suite.yaml").write_text(SUITE, encoding="utf-8")
+        suite = chaosml.load_suite(Path(folder, "suite.yaml"))
+
+    def ours() -> object:
+        return chaosml.compare_versions(
+            suite, chaosml.InMemory("v1", p1), chaosml.InMemory("v2", p2), frame, n_boot=1000
+        )
+
+    oracle = {"accuracy": accuracy_score, "recall": recall_score, "precision": precision_score}
+
+    def metricframe() -> object:
+        for pred in (p1, p2):
+            MetricFrame(
+                metrics=oracle, y_true=frame["y"], y_pred=pred, sensitive_features=frame["g"]
+            )
+        return None
+
+    result = ours()
+    assert len(result.slices) == 100  # type: ignore[attr-defined]
+    chaosml_s = best_of(5, ours)
+    fairlearn_s = best_of(1, metricframe)
+    print(f"in process, {rows:,} rows x 100 slices, 3 metrics, 2 versions:")
+    print(f"  chaosml compare (1000 bootstrap replicates): {chaosml_s * 1000:8.1f} ms")
+    print(f"  fairlearn MetricFrame x2 (point estimates):  {fairlearn_s * 1000:8.1f} ms")
+    print(
+        f"  ratio: chaosml is {fairlearn_s / chaosml_s:,.0f}x faster "
+        f"({fairlearn_s / 2 / chaosml_s:,.0f}x against a single MetricFrame)"
+    )
+
+
+def write_parquet(folder: Path, rows: int) -> tuple[Path, Path, Path, Path]:
+    data, p1_path, p2_path = folder / "data.parquet", folder / "v1.parquet", folder / "v2.parquet"
+    writers: dict[Path, pq.ParquetWriter] = {}
+    step = 1_000_000
+    for start in range(0, rows, step):
+        frame, p1, p2 = make_data(min(step, rows - start), seed=start)
+        for path, table in (
+            (data, frame),
+            (p1_path, pd.DataFrame({"prediction": p1})),
+            (p2_path, pd.DataFrame({"prediction": p2})),
+        ):
+            arrow = pa.Table.from_pandas(table, preserve_index=False)
+            if path not in writers:
+                writers[path] = pq.ParquetWriter(path, arrow.schema)
+            writers[path].write_table(arrow, row_group_size=step)
+    for writer in writers.values():
+        writer.close()
+    suite = folder / "suite.yaml"
+    suite.write_text(SUITE, encoding="utf-8")
+    return data, p1_path, p2_path, suite
+
+
+def run_process(argv: list[str]) -> tuple[float, float]:
+    """Wall time and peak RSS (MiB) of one child process (``wait4`` reports that child alone)."""
+    with tempfile.TemporaryFile() as errors:
+        start = time.perf_counter()
+        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(child.pid, 0)
+        elapsed = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode not in (0, 1):
+            errors.seek(0)
+            raise SystemExit(f"{argv[2:5]} failed ({child.returncode}): {errors.read().decode()}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def chaosml_argv(data: Path, p1: Path, p2: Path, suite: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "chaosml",
+        "slices",
+        "compare",
+        str(p1),
+        str(p2),
+        "--suite",
+        str(suite),
+        "--data",
+        str(data),
+        "--json",
+        "--n-boot",
+        "1000",
+    ]
+
+
+def end_to_end(rows: int, folder: Path) -> None:
+    data, p1, p2, suite = write_parquet(folder, rows)
+    script = folder / "fairlearn_baseline.py"
+    script.write_text(FAIRLEARN_SCRIPT, encoding="utf-8")
+    ours = min(run_process(chaosml_argv(data, p1, p2, suite))[0] for _ in range(3))
+    theirs = run_process([sys.executable, str(script), str(data), str(p1), str(p2)])[0]
+    print(f"end to end, processes on Parquet, {rows:,} rows:")
+    print(f"  chaosml slices compare --n-boot 1000: {ours:6.2f} s")
+    print(f"  fairlearn script (MetricFrame x2):    {theirs:6.2f} s")
+    print(f"  ratio: chaosml is {theirs / ours:.1f}x faster")
+
+
+def big(rows: int, folder: Path) -> None:
+    data, p1, p2, suite = write_parquet(folder, rows)
+    size = sum(path.stat().st_size for path in (data, p1, p2)) / 2**20
+    elapsed, peak = run_process(chaosml_argv(data, p1, p2, suite))
+    print(
+        f"{rows:,} rows from Parquet ({size:,.0f} MiB on disk): {elapsed:.1f} s, "
+        f"peak RSS {peak:,.0f} MiB ({peak / 2048:.2f} of the 2 GiB budget)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--big-rows", type=int, default=10_000_000)
+    args = parser.parse_args()
+    in_process(args.rows)
+    with tempfile.TemporaryDirectory() as folder:
+        end_to_end(args.rows, Path(folder))
+    with tempfile.TemporaryDirectory() as folder:
+        big(args.big_rows, Path(folder))
+
+
+if __name__ == "__main__":
+    main()
