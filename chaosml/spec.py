@@ -1,7 +1,7 @@
 """Loading YAML specs into pydantic models with every problem reported by file, line and field.
 
-``load_spec(path, Model)`` parses the file, keeps the line of every key and list item, validates the
-result against ``Model`` and raises one ``SpecError`` listing each problem as
+``read_yaml`` parses a file and keeps the line of every key and list item; ``validate_spec`` validates
+the data against a pydantic model and raises one ``SpecError`` listing each problem as
 ``file:line: field.path: what was expected``.
 """
 
@@ -26,14 +26,6 @@ class FieldError(ValueError):
     def __init__(self, loc: Loc, message: str) -> None:
         self.loc = loc
         super().__init__(message)
-
-
-def load_spec(path: Path, model: type[M], *, context: dict[str, Any] | None = None) -> M:
-    """Load ``path`` and validate it as ``model``."""
-    data, lines = read_yaml(path)
-    if not isinstance(data, dict):
-        raise SpecError([f"{path}:1: expected a mapping at the top level, got {_kind(data)}"])
-    return validate_spec(data, model, path=path, lines=lines, context=context)
 
 
 def validate_spec(

@@ -164,9 +164,6 @@ class SliceStats:
     def n(self) -> IntArray:
         return np.asarray(self.cells.sum(axis=1), dtype=np.int64)
 
-    def index(self, name: str) -> int:
-        return [info.name for info in self.slices].index(name)
-
 
 def confusion(cells: IntArray, n_versions: int, version: int) -> tuple[IntArray, ...]:
     """(tp, fp, fn, tn) of ``version`` from cell counts of shape (..., 2 ** (n_versions + 1))."""

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from chaosml.errors import PredicateError, SpecError
 from chaosml.predicate import Predicate, parse_predicate
-from chaosml.slices.metrics import get_metric
+from chaosml.slices.metrics import DEFAULT_METRICS, get_metric
 from chaosml.spec import FieldError, Loc, line_of, read_yaml, validate_spec
 
 Scalar = str | int | float | bool
@@ -125,16 +125,7 @@ class SliceSuite(_Spec):
     positive: Scalar | None = None
     slices: list[SliceSpec] = Field(default_factory=list)
     min_size: int = Field(default=30, ge=1)
-    metrics: list[str] = Field(
-        default_factory=lambda: [
-            "accuracy",
-            "precision",
-            "recall",
-            "f1",
-            "false_positive_rate",
-            "selection_rate",
-        ]
-    )
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
     tests: list[SliceTest] = Field(default_factory=list)
     compare: ComparePolicy = Field(default_factory=ComparePolicy)
 
