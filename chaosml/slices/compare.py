@@ -22,6 +22,7 @@ import pandas as pd
 
 from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS
+from chaosml.errors import InputError
 from chaosml.slices.collect import Progress, evaluate
 from chaosml.slices.engine import IntArray, confusion
 from chaosml.slices.metrics import METRICS, Metric, PairedTest
@@ -150,9 +151,13 @@ def compare_versions(
     progress: Progress | None = None,
 ) -> Comparison:
     """Compare ``v2`` against ``v1`` on every slice of ``suite``, paired on the same rows."""
-    if n_boot < 0:
-        raise ValueError("n_boot must be >= 0")
     policy = suite.compare
+    if n_boot < 0 or (n_boot == 0 and METRICS[policy.metric].paired_test == "bootstrap"):
+        raise InputError(
+            f"n_boot must be > 0: {policy.metric} is compared with a bootstrap test"
+            if n_boot == 0
+            else "n_boot must be >= 0"
+        )
     correction = correction or policy.correction
     evaluation = evaluate(
         suite, data, [v1, v2], config=config, chunk_rows=chunk_rows, progress=progress

@@ -117,3 +117,13 @@ def test_a_real_drop_in_one_slice_is_flagged_there_only() -> None:
     assert not result.passed
     regressed = next(s for s in result.slices if s.name == "g=3")
     assert regressed.ci is not None and regressed.ci[1] < -0.05
+
+
+def test_bootstrap_tested_metric_needs_replicates() -> None:
+    from chaosml.errors import InputError
+
+    frame = pd.DataFrame({"g": [1, 2] * 50, "y": [0, 1, 1, 0] * 25})
+    suite = SliceSuite(label="y", slices=[SliceSpec(by=["g"])], compare=ComparePolicy(metric="f1"))
+    version = InMemory("v", frame["y"].to_numpy())
+    with pytest.raises(InputError, match="n_boot must be > 0: f1 is compared with a bootstrap"):
+        compare_versions(suite, version, version, frame, n_boot=0)
