@@ -37,25 +37,16 @@ def invoke(*args: str | Path) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def compare(
+    demo: DemoArtifacts, *args: str | Path, versions: tuple[str, str] = ("v1", "v2")
+) -> tuple[int, str, str]:
+    """`chaosml slices compare` of the demo versions with the demo suite and config."""
+    return invoke("slices", "compare", *versions, "--suite", SUITE, "--config", demo.config, *args)
+
+
 def test_compare_outputs(demo: DemoArtifacts, in_tmp: Path) -> None:
-    code, out, err = invoke(
-        "slices",
-        "compare",
-        "v1",
-        "v2",
-        "--suite",
-        SUITE,
-        "--config",
-        demo.config,
-        "--json",
-        "--junit",
-        "c.xml",
-        "--html",
-        "c.html",
-        "--n-boot",
-        "200",
-        "--seed",
-        "3",
+    code, out, err = compare(
+        demo, "--json", "--junit", "c.xml", "--html", "c.html", "--n-boot", "200", "--seed", "3"
     )
     assert code == 1, err  # the demo's v2 regresses in APAC
     report = json.loads(out)
@@ -81,21 +72,10 @@ def test_compare_outputs(demo: DemoArtifacts, in_tmp: Path) -> None:
 def test_compare_is_reproducible_and_table_lists_worst_first(
     demo: DemoArtifacts, in_tmp: Path
 ) -> None:
-    args = (
-        "slices",
-        "compare",
-        "v1",
-        "v2",
-        "--suite",
-        SUITE,
-        "--config",
-        demo.config,
-        "--n-boot",
-        "100",
-    )
-    first, second = invoke(*args, "--json"), invoke(*args, "--json")
+    first = compare(demo, "--n-boot", "100", "--json")
+    second = compare(demo, "--n-boot", "100", "--json")
     assert first[1] == second[1]
-    code, table, _ = invoke(*args)
+    code, table, _ = compare(demo, "--n-boot", "100")
     assert code == 1
     lines = [line for line in table.splitlines() if "│" in line]
     assert "overall" in lines[0] and "regressed" in lines[1]
@@ -103,19 +83,7 @@ def test_compare_is_reproducible_and_table_lists_worst_first(
 
 
 def test_identical_versions_do_not_regress(demo: DemoArtifacts, in_tmp: Path) -> None:
-    code, out, err = invoke(
-        "slices",
-        "compare",
-        "v2",
-        "v2",
-        "--suite",
-        SUITE,
-        "--config",
-        demo.config,
-        "--json",
-        "--n-boot",
-        "50",
-    )
+    code, out, err = compare(demo, "--json", "--n-boot", "50", versions=("v2", "v2"))
     assert code == 0, err
     report = json.loads(out)
     assert {s["verdict"] for s in report["slices"]} <= {"unchanged", "too_small"}
