@@ -1,0 +1,121 @@
+"""The fault catalogue's base: one pydantic class per fault kind, registered by its ``type`` name.
+
+A fault's fields are its parameters (for a toxic, its ``attributes``), validated once when it is
+created. Payload faults apply to a table of features (``RequestFault.apply``) or to predictions
+(``ResponseFault.apply``); the proxy calls the same methods on each request's decoded payload that
+``apply_offline`` calls on a whole DataFrame of evaluation rows. Transport faults only carry
+parameters; the proxy acts them out on the connection.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from chaosml.errors import PredicateError
+from chaosml.predicate import Predicate, parse_predicate
+
+Side = Literal["request", "response", "transport"]
+BoolArray = npt.NDArray[np.bool_]
+
+FAULTS: dict[str, type[Fault]] = {}
+INVALID_TYPE = "invalid toxic type"
+
+
+class Fault(BaseModel):
+    """Base of every fault kind. Subclasses set ``type`` and ``side`` and are registered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: ClassVar[str]
+    side: ClassVar[Side]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type" in cls.__dict__:
+            FAULTS[cls.type] = cls
+
+    @property
+    def stream(self) -> Literal["upstream", "downstream"] | None:
+        """The Toxiproxy stream a payload fault belongs to (None: either, for transport)."""
+        return {"request": "upstream", "response": "downstream"}.get(self.side)  # type: ignore[return-value]
+
+
+class PayloadFault(Fault):
+    """A fault on the payload, optionally limited to rows where a predicate holds."""
+
+    where: str | None = None
+
+    @field_validator("where")
+    @classmethod
+    def _predicate(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_predicate(value)
+            except PredicateError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    @property
+    def predicate(self) -> Predicate | None:
+        return None if self.where is None else parse_predicate(self.where)
+
+    def rows(
+        self, frame: pd.DataFrame | None, n: int, rng: np.random.Generator, rate: float = 1.0
+    ) -> BoolArray:
+        """Rows this fault hits: those matching ``where`` (none if its columns are absent),
+        each with probability ``rate``."""
+        hit = rng.random(n) < rate if rate < 1 else np.ones(n, dtype=bool)
+        predicate = self.predicate
+        if predicate is None:
+            return hit
+        if frame is None or not predicate.columns <= set(frame.columns):
+            return np.zeros(n, dtype=bool)
+        return hit & predicate.evaluate(frame)
+
+
+class RequestFault(PayloadFault):
+    side: ClassVar[Side] = "request"
+
+    def apply(self, frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+        raise NotImplementedError
+
+
+class ResponseFault(PayloadFault):
+    side: ClassVar[Side] = "response"
+
+    def apply(
+        self,
+        frame: pd.DataFrame | None,
+        predictions: npt.NDArray[Any],
+        scores: npt.NDArray[np.float64] | None,
+        rng: np.random.Generator,
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64] | None]:
+        raise NotImplementedError
+
+
+class TransportFault(Fault):
+    side: ClassVar[Side] = "transport"
+
+
+Rate = Field(default=1.0, ge=0, le=1, description="fraction of (matching) rows affected")
+
+
+def make_fault(type_name: str, attributes: dict[str, Any]) -> Fault:
+    """Validate ``attributes`` as fault ``type_name``; ``ValueError`` names the bad field."""
+    cls = FAULTS.get(type_name)
+    if cls is None:
+        raise ValueError(INVALID_TYPE)
+    try:
+        return cls.model_validate(attributes)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "attributes"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown attribute for {type_name}"
+        raise ValueError(f"invalid attribute {field!r}: {message}") from exc

@@ -1,0 +1,156 @@
+"""Response-side faults: what a degraded, stale or biased model answers."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pydantic import Field
+
+from chaosml.faults.base import Rate, ResponseFault
+
+Predictions = npt.NDArray[Any]
+Scores = npt.NDArray[np.float64] | None
+Label = int | float | str | bool
+
+
+def _swap(labels: Predictions, rows: np.ndarray, one: Label, other: Label) -> Predictions:
+    out = labels.copy()
+    out[rows & (labels == one)] = other
+    out[rows & (labels == other)] = one
+    return out
+
+
+class ScoreNoise(ResponseFault):
+    """Gaussian noise on scores (a model drifting off calibration); labels follow ``threshold``."""
+
+    type: ClassVar[str] = "score_noise"
+    std: float = Field(gt=0)
+    threshold: float | None = Field(default=0.5, ge=0, le=1)
+    positive: Label = 1
+    negative: Label = 0
+
+    def apply(
+        self,
+        frame: pd.DataFrame | None,
+        predictions: Predictions,
+        scores: Scores,
+        rng: np.random.Generator,
+    ) -> tuple[Predictions, Scores]:
+        if scores is None:
+            return predictions, scores
+        rows = self.rows(frame, len(predictions), rng)
+        noisy = scores.copy()
+        noisy[rows] = np.clip(noisy[rows] + rng.normal(0, self.std, int(rows.sum())), 0, 1)
+        if self.threshold is None:
+            return predictions, noisy
+        labels = predictions.copy()
+        labels[rows] = np.where(noisy[rows] >= self.threshold, self.positive, self.negative)
+        return labels, noisy
+
+
+class LabelFlip(ResponseFault):
+    """Predicted classes flipped (``positive`` ↔ ``negative``) for a ``rate`` of rows."""
+
+    type: ClassVar[str] = "label_flip"
+    rate: float = Rate
+    positive: Label = 1
+    negative: Label = 0
+
+    def apply(
+        self,
+        frame: pd.DataFrame | None,
+        predictions: Predictions,
+        scores: Scores,
+        rng: np.random.Generator,
+    ) -> tuple[Predictions, Scores]:
+        rows = self.rows(frame, len(predictions), rng, self.rate)
+        flipped = None if scores is None else np.where(rows, 1 - scores, scores)
+        return _swap(predictions, rows, self.positive, self.negative), flipped
+
+
+class ConstantPrediction(ResponseFault):
+    """Every answer is ``value`` (a model stuck on one class); scores become ``score``."""
+
+    type: ClassVar[str] = "constant_prediction"
+    value: Label = 0
+    score: float | None = Field(default=None, ge=0, le=1)
+
+    def apply(
+        self,
+        frame: pd.DataFrame | None,
+        predictions: Predictions,
+        scores: Scores,
+        rng: np.random.Generator,
+    ) -> tuple[Predictions, Scores]:
+        rows = self.rows(frame, len(predictions), rng)
+        labels = predictions.copy()
+        labels[rows] = self.value
+        if scores is None or self.score is None:
+            return labels, scores
+        return labels, np.where(rows, self.score, scores)
+
+
+class NanPrediction(ResponseFault):
+    """Null predictions (and scores) for a ``rate`` of rows."""
+
+    type: ClassVar[str] = "nan_prediction"
+    rate: float = Rate
+
+    def apply(
+        self,
+        frame: pd.DataFrame | None,
+        predictions: Predictions,
+        scores: Scores,
+        rng: np.random.Generator,
+    ) -> tuple[Predictions, Scores]:
+        rows = self.rows(frame, len(predictions), rng, self.rate)
+        labels = predictions.astype(object)
+        labels[rows] = None
+        return labels, None if scores is None else np.where(rows, np.nan, scores)
+
+
+class Bias(ResponseFault):
+    """Positive outcomes turned negative at ``rate`` for rows matching ``where`` (e.g.
+    ``sex == 'F'``): injected bias against a group."""
+
+    type: ClassVar[str] = "bias"
+    rate: float = Rate
+    positive: Label = 1
+    negative: Label = 0
+
+    def apply(
+        self,
+        frame: pd.DataFrame | None,
+        predictions: Predictions,
+        scores: Scores,
+        rng: np.random.Generator,
+    ) -> tuple[Predictions, Scores]:
+        rows = self.rows(frame, len(predictions), rng, self.rate) & (predictions == self.positive)
+        labels = predictions.copy()
+        labels[rows] = self.negative
+        return labels, None if scores is None else np.where(
+            rows, np.minimum(scores, 1 - scores), scores
+        )
+
+
+class StaleModel(ResponseFault):
+    """Answers come from another ``upstream`` (``host:port``), e.g. an older model version.
+
+    Online the proxy forwards the request there; offline, give that version's predictions to
+    ``apply`` (its ``predictions``/``scores`` arguments) and this fault keeps them.
+    """
+
+    type: ClassVar[str] = "stale_model"
+    upstream: str = Field(pattern=r"^[^:\s]+:\d+$")
+
+    def apply(
+        self,
+        frame: pd.DataFrame | None,
+        predictions: Predictions,
+        scores: Scores,
+        rng: np.random.Generator,
+    ) -> tuple[Predictions, Scores]:
+        return predictions, scores

@@ -1,0 +1,332 @@
+"""The fault proxy's data plane: one listener per proxy, forwarding HTTP to its upstream and acting
+out the toxics on the way.
+
+With no toxic active a request is forwarded without parsing its payload. Payload toxics decode the
+request/response with the proxy's codec, apply the fault, and encode it again; a payload the codec
+cannot read passes through untouched and is counted. An upstream that cannot be reached gives the
+client a 502.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from chaosml.codecs import Codec, CodecError, detect, get_codec
+from chaosml.faults import RequestFault, ResponseFault
+from chaosml.faults.predictions import StaleModel
+from chaosml.faults.transport import (
+    Bandwidth,
+    HttpError,
+    Latency,
+    LimitData,
+    ResetPeer,
+    SlowClose,
+    Timeout,
+)
+from chaosml.proxy.http import (
+    Message,
+    MessageReader,
+    json_response,
+    serialize_request,
+    serialize_response,
+)
+from chaosml.proxy.metrics import ProxyMetrics
+from chaosml.proxy.toxics import ApiError, Toxic
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ApiError(f"invalid address {address!r}: expected host:port", 400)
+    return host.strip("[]"), int(port)
+
+
+@dataclass
+class Reply:
+    """What to send back, and how the connection behaves afterwards."""
+
+    data: bytes = b""
+    close: bool = False
+    reset: bool = False
+    close_delay: float = 0.0
+    rate: int = 0  # KB/s, 0: unlimited
+    limit: int | None = None  # bytes, then close
+
+
+class _Pool:
+    """Idle keep-alive connections to one upstream address."""
+
+    def __init__(self) -> None:
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, MessageReader]] = []
+
+    async def exchange(self, address: str, data: bytes) -> Message:
+        for attempt in (0, 1):
+            fresh = not self.idle
+            if fresh:
+                host, port = split_address(address)
+                reader, writer = await asyncio.open_connection(host, port)
+                conn = (reader, writer, MessageReader(reader, response=True))
+            else:
+                conn = self.idle.pop()
+            reader, writer, messages = conn
+            try:
+                writer.write(data)
+                await writer.drain()
+                response = await messages.read()
+            except (ConnectionError, OSError):
+                response = None
+            if response is None:
+                writer.close()
+                if fresh or attempt:
+                    raise ConnectionError(f"{address} closed the connection")
+                continue  # a stale keep-alive connection: try a fresh one
+            if response.keep_alive:
+                self.idle.append(conn)
+            else:
+                writer.close()
+            return response
+        raise ConnectionError(address)  # pragma: no cover
+
+    def close(self) -> None:
+        for _, writer, _ in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
+@dataclass
+class Proxy:
+    name: str
+    listen: str
+    upstream: str
+    metrics: ProxyMetrics
+    enabled: bool = True
+    codec: str = "auto"
+    toxics: dict[str, Toxic] = field(default_factory=dict)
+    _server: asyncio.base_events.Server | None = None
+    _pools: dict[str, _Pool] = field(default_factory=dict)
+    _connections: dict[asyncio.StreamWriter, asyncio.Task[Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "listen": self.listen,
+            "upstream": self.upstream,
+            "enabled": self.enabled,
+            "codec": self.codec,
+            "toxics": [t.to_json() for t in self.toxics.values()],
+        }
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        host, port = split_address(self.listen)
+        try:
+            self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+        except OSError as exc:
+            raise ApiError(f"listen tcp {self.listen}: {exc.strerror or exc}", 500) from exc
+        bound = self._server.sockets[0].getsockname()
+        self.listen = f"{bound[0]}:{bound[1]}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            tasks = list(self._connections.values())
+            for writer, task in list(self._connections.items()):
+                writer.close()
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+
+    def active(self) -> list[Toxic]:
+        now = time.monotonic()
+        for name in [n for n, t in self.toxics.items() if t.expired(now)]:
+            del self.toxics[name]
+        return list(self.toxics.values())
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[writer] = task
+        messages = MessageReader(reader)
+        try:
+            while True:
+                try:
+                    request = await messages.read()
+                except Exception:
+                    writer.write(json_response(400, b'{"error": "bad request"}', keep_alive=False))
+                    break
+                if request is None:
+                    break
+                reply = await self.handle(request)
+                if await self._send(writer, reply) or not request.keep_alive:
+                    break
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._connections.pop(writer, None)
+            if not writer.is_closing():
+                writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, reply: Reply) -> bool:
+        """Send ``reply``; True if the connection must close afterwards."""
+        if reply.reset:
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return True
+        data = reply.data if reply.limit is None else reply.data[: reply.limit]
+        if reply.rate:
+            step = max(reply.rate * 100, 1)  # bytes per 0.1 s at rate KB/s
+            for start in range(0, len(data), step):
+                writer.write(data[start : start + step])
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        elif data:
+            writer.write(data)
+            await writer.drain()
+        if reply.close_delay:
+            await asyncio.sleep(reply.close_delay)
+        return reply.close or reply.limit is not None
+
+    async def handle(self, request: Message) -> Reply:
+        self.metrics.requests.labels(self.name).inc()
+        toxics = [t for t in self.active() if t.toxicity >= 1 or random.random() < t.toxicity]
+        if not toxics:
+            return await self._forward(self.upstream, request, request.body)
+        for toxic in toxics:
+            self.metrics.toxics.labels(self.name, toxic.type).inc()
+        return await self._handle_toxic(request, toxics)
+
+    async def _handle_toxic(self, request: Message, toxics: list[Toxic]) -> Reply:
+        upstream = [t for t in toxics if t.stream == "upstream"]
+        downstream = [t for t in toxics if t.stream == "downstream"]
+        early = await self._transport(upstream, len(request.body))
+        if early is not None:
+            return early
+        for toxic in toxics:
+            if isinstance(toxic.fault, HttpError):
+                body = toxic.fault.body.encode()
+                return Reply(json_response(toxic.fault.status, body, keep_alive=request.keep_alive))
+        body, frame, codec = self._request_faults(request, upstream, downstream)
+        target = next(
+            (t.fault.upstream for t in downstream if isinstance(t.fault, StaleModel)), self.upstream
+        )
+        reply = await self._forward(target, request, body)
+        if any(isinstance(t.fault, ResponseFault) for t in downstream) and reply.data:
+            reply.data = self._response_faults(reply.data, downstream, frame, codec)
+        late = await self._transport(downstream, len(reply.data))
+        if late is not None and (late.close or late.reset):
+            return late
+        if late is not None:
+            reply.close_delay, reply.rate, reply.limit = late.close_delay, late.rate, late.limit
+        return reply
+
+    async def _transport(self, toxics: list[Toxic], size: int) -> Reply | None:
+        """Act out transport toxics of one stream; a Reply to return at once, or settings."""
+        settings: Reply | None = None
+        for toxic in toxics:
+            fault = toxic.fault
+            if isinstance(fault, Latency):
+                jitter = random.uniform(-fault.jitter, fault.jitter) if fault.jitter else 0
+                await asyncio.sleep(max(fault.latency + jitter, 0) / 1000)
+            elif isinstance(fault, Timeout):
+                await (
+                    asyncio.sleep(fault.timeout / 1000) if fault.timeout else asyncio.Event().wait()
+                )
+                return Reply(close=True)
+            elif isinstance(fault, ResetPeer):
+                await asyncio.sleep(fault.timeout / 1000)
+                return Reply(reset=True)
+            elif isinstance(fault, Bandwidth | SlowClose | LimitData):
+                settings = settings or Reply()
+                if isinstance(fault, Bandwidth):
+                    settings.rate = fault.rate
+                elif isinstance(fault, SlowClose):
+                    settings.close_delay = fault.delay / 1000
+                elif fault.bytes < size or fault.bytes == 0:
+                    settings.limit = fault.bytes
+        return settings
+
+    def _codec(self, payload: Any) -> Codec | None:
+        return detect(payload) if self.codec == "auto" else get_codec(self.codec)
+
+    def _request_faults(
+        self, request: Message, upstream: list[Toxic], downstream: list[Toxic]
+    ) -> tuple[bytes, pd.DataFrame | None, Codec | None]:
+        faults = [t.fault for t in upstream if isinstance(t.fault, RequestFault)]
+        wants_frame = any(isinstance(t.fault, ResponseFault) and t.fault.where for t in downstream)
+        if not faults and not wants_frame:
+            return request.body, None, None
+        try:
+            payload = json.loads(request.body)
+            codec = self._codec(payload)
+            if codec is None:
+                raise CodecError("no codec recognises the request")
+            batch = codec.decode_request(payload)
+        except (ValueError, CodecError):
+            self.metrics.unparsed.labels(self.name, "request").inc()
+            return request.body, None, None
+        rng = np.random.default_rng()
+        for fault in faults:
+            batch.frame = fault.apply(batch.frame, rng)
+        body = request.body if not faults else json.dumps(codec.encode_request(batch)).encode()
+        return body, batch.frame, codec
+
+    def _response_faults(
+        self, data: bytes, toxics: list[Toxic], frame: pd.DataFrame | None, codec: Codec | None
+    ) -> bytes:
+        head, _, body = data.partition(b"\r\n\r\n")
+        try:
+            payload = json.loads(body)
+            codec = codec or self._codec(payload) or get_codec("records")
+            outputs = codec.decode_response(payload)
+        except (ValueError, CodecError):
+            self.metrics.unparsed.labels(self.name, "response").inc()
+            return data
+        predictions = np.asarray(outputs.predictions, dtype=object)
+        scores = None if outputs.scores is None else np.asarray(outputs.scores, dtype=float)
+        rng = np.random.default_rng()
+        rows = frame if frame is not None and len(frame) == len(predictions) else None
+        for toxic in toxics:
+            if isinstance(toxic.fault, ResponseFault):
+                predictions, scores = toxic.fault.apply(rows, predictions, scores, rng)
+        outputs.predictions = predictions.tolist()
+        outputs.scores = None if scores is None else scores.tolist()
+        new_body = json.dumps(codec.encode_response(outputs)).encode()
+        lines = [
+            line for line in head.split(b"\r\n") if not line.lower().startswith(b"content-length")
+        ]
+        lines.append(b"Content-Length: " + str(len(new_body)).encode())
+        return b"\r\n".join(lines) + b"\r\n\r\n" + new_body
+
+    async def _forward(self, address: str, request: Message, body: bytes) -> Reply:
+        pool = self._pools.setdefault(address, _Pool())
+        try:
+            response = await pool.exchange(address, serialize_request(request, body))
+        except (OSError, ConnectionError, ApiError) as exc:
+            self.metrics.upstream_errors.labels(self.name).inc()
+            error = json.dumps({"error": f"upstream {address} unreachable: {exc}"}).encode()
+            return Reply(json_response(502, error, keep_alive=request.keep_alive))
+        data = serialize_response(
+            response.status,
+            response.reason,
+            response.headers,
+            response.body,
+            keep_alive=request.keep_alive,
+        )
+        return Reply(data)

@@ -1,0 +1,99 @@
+"""Toxics: faults attached to a proxy, in Toxiproxy's JSON shape, with leases."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaosml.faults import Fault, make_fault
+
+STREAMS = ("upstream", "downstream")
+INVALID_STREAM = "stream was invalid, can be either upstream or downstream"
+
+
+class ApiError(Exception):
+    """An error with Toxiproxy's JSON body ``{"error": ..., "status": ...}``."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+@dataclass
+class Toxic:
+    name: str
+    type: str
+    stream: str
+    toxicity: float
+    attributes: dict[str, Any]
+    fault: Fault
+    lease: float | None = None  # seconds; the toxic disappears unless renewed within it
+    expires_at: float | None = field(default=None)
+
+    def renew(self) -> None:
+        self.expires_at = None if self.lease is None else time.monotonic() + self.lease
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "stream": self.stream,
+            "toxicity": self.toxicity,
+            "attributes": self.attributes,
+        }
+
+
+def build_toxic(body: Any, existing: Toxic | None = None) -> Toxic:
+    """A toxic from a create (or, with ``existing``, update) body; ``ApiError`` 400 if invalid."""
+    if not isinstance(body, dict):
+        raise ApiError("bad request body: expected a JSON object", 400)
+    base = existing.to_json() if existing else {}
+    kind = body.get("type", base.get("type"))
+    stream = body.get("stream", base.get("stream", "downstream"))
+    toxicity = body.get("toxicity", base.get("toxicity", 1.0))
+    attributes = body.get("attributes", base.get("attributes", {}))
+    if existing is not None and "attributes" in body:
+        attributes = {**existing.attributes, **body["attributes"]}
+    if not isinstance(kind, str):
+        raise ApiError("invalid toxic type", 400)
+    if stream not in STREAMS:
+        raise ApiError(INVALID_STREAM, 400)
+    if (
+        isinstance(toxicity, bool)
+        or not isinstance(toxicity, int | float)
+        or not 0 <= toxicity <= 1
+    ):
+        raise ApiError("invalid attribute 'toxicity': expected a number in [0, 1]", 400)
+    if not isinstance(attributes, dict):
+        raise ApiError("invalid attribute 'attributes': expected an object", 400)
+    lease = attributes.get("lease")
+    if lease is not None and (
+        isinstance(lease, bool) or not isinstance(lease, int | float) or lease <= 0
+    ):
+        raise ApiError("invalid attribute 'lease': expected seconds > 0", 400)
+    try:
+        fault = make_fault(kind, {k: v for k, v in attributes.items() if k != "lease"})
+    except ValueError as exc:
+        raise ApiError(str(exc), 400) from exc
+    if fault.stream is not None and fault.stream != stream:
+        raise ApiError(
+            f"invalid attribute 'stream': {kind} applies to {fault.stream} "
+            f"({'the request' if fault.stream == 'upstream' else 'the response'})",
+            400,
+        )
+    name = body.get("name") or (existing.name if existing else f"{kind}_{stream}")
+    toxic = Toxic(
+        str(name),
+        kind,
+        stream,
+        float(toxicity),
+        attributes,
+        fault,
+        None if lease is None else float(lease),
+    )
+    toxic.renew()
+    return toxic
