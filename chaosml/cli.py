@@ -279,6 +279,71 @@ def demo_train(out: DemoFolder = Path(".chaosml/demo")) -> None:
     stderr.print(f"wrote {artifacts.v1}, {artifacts.v2}, {artifacts.data} and {artifacts.config}")
 
 
+@demo_app.command("serve")
+def demo_serve(
+    out: DemoFolder = Path(".chaosml/demo"),
+    version: Annotated[str, typer.Option(help="Which demo version to serve: v1 or v2.")] = "v2",
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+) -> None:
+    """Serve a demo model version over HTTP (POST /predict, GET /health); trains it if needed."""
+    import uvicorn
+
+    from chaosml.demo.service import create_app
+    from chaosml.demo.train import train_demo
+
+    with _errors():
+        if version not in ("v1", "v2"):
+            raise InputError(f"--version: expected v1 or v2, got {version!r}")
+        model = out / f"{version}.skops"
+        if not model.is_file():
+            train_demo(out)
+        app_ = create_app(model, version=version)
+    stderr.print(f"serving demo model {version} on http://{host}:{port}/predict")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command("proxy")
+def proxy(
+    api: Annotated[str, typer.Option(help="host:port of the Toxiproxy-compatible control API.")] = (
+        "127.0.0.1:8474"
+    ),
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CHAOSML_PROXY_TOKEN",
+            help="Bearer token required on every control "
+            "request; needed to bind the control API beyond loopback.",
+        ),
+    ] = None,
+) -> None:
+    """Run the fault proxy. Drive it with any Toxiproxy client (e.g. toxiproxy-python).
+
+    Create a proxy in front of a model service, then add toxics: network faults (latency,
+    timeout, ...) and ML faults (missing_values, bias, stale_model, ...). Stops on Ctrl-C.
+    """
+    import asyncio
+    import contextlib
+    import signal
+
+    from chaosml.proxy.api import ProxyServer
+
+    with _errors():
+        server = ProxyServer(api=api, token=token)
+
+        async def run() -> None:
+            await server.start()
+            serving = asyncio.ensure_future(server.serve())
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                asyncio.get_running_loop().add_signal_handler(sig, serving.cancel)
+            stderr.print(f"chaosml proxy: control API on http://{server.api}")
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+
+        asyncio.run(run())
+    stderr.print("chaosml proxy: stopped; every toxic is gone with it")
+
+
 def main() -> None:
     try:
         app()

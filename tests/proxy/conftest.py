@@ -1,0 +1,96 @@
+"""Real servers on loopback: the demo model service (v2 and v1), an echo service that answers with
+the request it received, and the chaosml proxy driven through toxiproxy-python."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from toxiproxy import Toxiproxy
+from toxiproxy.api import APIConsumer
+
+from chaosml.codecs import plain
+from chaosml.demo.data import make_credit
+from chaosml.demo.service import serving
+from chaosml.demo.train import DemoArtifacts
+from chaosml.proxy.api import ProxyServer, running
+
+
+async def echo(request: Request) -> JSONResponse:
+    body = await request.body()
+    try:
+        payload: Any = await request.json()
+    except ValueError:
+        payload = body.decode(errors="replace")
+    return JSONResponse({"echo": payload, "predictions": [1, 0, 1]})
+
+
+async def big(request: Request) -> JSONResponse:
+    return JSONResponse({"blob": "x" * 20_000})
+
+
+@pytest.fixture(scope="session")
+def echo_service() -> Iterator[str]:
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    app = Starlette(routes=[Route("/predict", echo, methods=["POST"]), Route("/big", big)])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    yield f"127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture(scope="session")
+def model_v2(demo: DemoArtifacts) -> Iterator[str]:
+    with serving(demo.v2, version="v2") as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def model_v1(demo: DemoArtifacts) -> Iterator[str]:
+    with serving(demo.v1, version="v1") as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def proxy_server() -> Iterator[ProxyServer]:
+    with running(ProxyServer(api="127.0.0.1:0", reap_interval=0.05)) as server:
+        yield server
+
+
+@pytest.fixture
+def toxiproxy(proxy_server: ProxyServer) -> Iterator[Toxiproxy]:
+    """A toxiproxy-python client pointed at the chaosml proxy; every proxy removed after."""
+    host, port = proxy_server.api.split(":")
+    APIConsumer.host, APIConsumer.port = host, int(port)
+    client = Toxiproxy()
+    yield client
+    client.destroy_all()
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    with requests.Session() as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def rows() -> list[dict[str, Any]]:
+    frame = make_credit(40, seed=9).drop(columns=["approved"])
+    return [{k: plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
