@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaosml.errors import InputError
-from chaosml.proxy.http import Message, MessageReader, json_response
+from chaosml.proxy.http import Connections, Message, MessageReader, json_response
 from chaosml.proxy.metrics import ProxyMetrics
 from chaosml.proxy.server import Proxy, split_address
 from chaosml.proxy.toxics import ApiError, build_toxic
@@ -51,6 +51,7 @@ class ProxyServer:
     proxies: dict[str, Proxy] = field(default_factory=dict)
     _server: asyncio.base_events.Server | None = None
     _routes: list[tuple[str, re.Pattern[str], Handler]] = field(default_factory=list)
+    _connections: Connections = field(default_factory=Connections)
 
     def __post_init__(self) -> None:
         if self.token is None and not is_loopback(self.api):
@@ -100,12 +101,14 @@ class ProxyServer:
             await proxy.stop()
         if self._server is not None:
             self._server.close()
+            await self._connections.close_all()
             await self._server.wait_closed()
             self._server = None
 
     # --- HTTP ------------------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(writer)
         messages = MessageReader(reader)
         try:
             while (request := await messages.read()) is not None:
@@ -113,12 +116,14 @@ class ProxyServer:
                 await writer.drain()
                 if not request.keep_alive:
                     break
+        except (ConnectionError, asyncio.CancelledError):
+            pass
         except Exception:
             writer.write(
                 json_response(400, b'{"error": "bad request", "status": 400}', keep_alive=False)
             )
         finally:
-            writer.close()
+            self._connections.discard(writer)
 
     async def respond(self, request: Message) -> bytes:
         keep = request.keep_alive

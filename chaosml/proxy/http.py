@@ -107,6 +107,31 @@ class MessageReader:
         return self.collector.done.popleft()
 
 
+class Connections:
+    """Open server-side connections and their handler tasks, so a server can close them all."""
+
+    def __init__(self) -> None:
+        self._open: dict[asyncio.StreamWriter, asyncio.Task[object]] = {}
+
+    def add(self, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._open[writer] = task
+
+    def discard(self, writer: asyncio.StreamWriter) -> None:
+        self._open.pop(writer, None)
+        if not writer.is_closing():
+            writer.close()
+
+    async def close_all(self) -> None:
+        tasks = list(self._open.values())
+        for writer, task in list(self._open.items()):
+            writer.close()
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._open.clear()
+
+
 def forwarded_headers(headers: Headers) -> Headers:
     return [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
 

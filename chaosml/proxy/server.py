@@ -34,6 +34,7 @@ from chaosml.faults.transport import (
     Timeout,
 )
 from chaosml.proxy.http import (
+    Connections,
     Message,
     MessageReader,
     json_response,
@@ -114,7 +115,7 @@ class Proxy:
     toxics: dict[str, Toxic] = field(default_factory=dict)
     _server: asyncio.base_events.Server | None = None
     _pools: dict[str, _Pool] = field(default_factory=dict)
-    _connections: dict[asyncio.StreamWriter, asyncio.Task[Any]] = field(default_factory=dict)
+    _connections: Connections = field(default_factory=Connections)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,11 +141,7 @@ class Proxy:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            tasks = list(self._connections.values())
-            for writer, task in list(self._connections.items()):
-                writer.close()
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._connections.close_all()
             await self._server.wait_closed()
             self._server = None
         for pool in self._pools.values():
@@ -158,9 +155,7 @@ class Proxy:
         return list(self.toxics.values())
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections[writer] = task
+        self._connections.add(writer)
         messages = MessageReader(reader)
         try:
             while True:
@@ -177,9 +172,7 @@ class Proxy:
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            self._connections.pop(writer, None)
-            if not writer.is_closing():
-                writer.close()
+            self._connections.discard(writer)
 
     async def _send(self, writer: asyncio.StreamWriter, reply: Reply) -> bool:
         """Send ``reply``; True if the connection must close afterwards."""
