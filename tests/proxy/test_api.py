@@ -45,9 +45,8 @@ def test_proxy_lifecycle_with_toxiproxy_python(toxiproxy: Toxiproxy, echo_servic
     with pytest.raises(NotFound):
         proxy.destroy_toxic("latency_downstream")
 
-    with proxy.down():
-        with pytest.raises(OSError):
-            socket.create_connection((host, int(port)), timeout=2)
+    with proxy.down(), pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=2)
     socket.create_connection((host, int(port)), timeout=2).close()
 
     assert toxiproxy.reset()
