@@ -1,5 +1,6 @@
 """chaosml: chaos game days and slice-based model tests for ML services."""
 
+from chaosml.codecs import CODECS, Codec
 from chaosml.config import ProjectConfig, load_config
 from chaosml.errors import (
     ChaosmlError,
@@ -11,7 +12,9 @@ from chaosml.errors import (
     UnreachableError,
     VersionError,
 )
+from chaosml.faults import FAULTS, Fault, apply_offline, make_fault
 from chaosml.predicate import Predicate, parse_predicate
+from chaosml.proxy.api import ProxyServer
 from chaosml.slices.checks import SliceTestReport, TestOutcome, run_slice_tests
 from chaosml.slices.collect import Evaluation, evaluate
 from chaosml.slices.compare import Comparison, SliceComparison, compare_versions
@@ -22,19 +25,24 @@ from chaosml.versions import ArtifactVersion, InMemory, PredictionsFile, Version
 __version__ = "0.1.0"
 
 __all__ = [
+    "CODECS",
+    "FAULTS",
     "METRICS",
     "ArtifactVersion",
     "ChaosmlError",
+    "Codec",
     "Comparison",
     "ConfigError",
     "DataError",
     "Evaluation",
+    "Fault",
     "InMemory",
     "InputError",
     "Predicate",
     "PredicateError",
     "PredictionsFile",
     "ProjectConfig",
+    "ProxyServer",
     "SliceComparison",
     "SliceSuite",
     "SliceTestReport",
@@ -44,10 +52,12 @@ __all__ = [
     "Version",
     "VersionError",
     "__version__",
+    "apply_offline",
     "compare_versions",
     "evaluate",
     "load_config",
     "load_suite",
+    "make_fault",
     "parse_predicate",
     "resolve_version",
     "run_slice_tests",

@@ -19,3 +19,6 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in an empty folder so no project config or cache leaks between tests."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+pytest_plugins = ["tests.live_servers"]
