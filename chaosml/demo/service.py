@@ -25,6 +25,7 @@ from chaosml.versions import load_model
 def create_app(model_path: Path, *, version: str = "v2") -> FastAPI:
     model = load_model(model_path)
     features = list(getattr(model, "feature_names_in_", []))
+    classes = np.asarray(model.classes_)
     app = FastAPI(title="chaosml reference model service")
 
     @app.get("/health")
@@ -42,8 +43,8 @@ def create_app(model_path: Path, *, version: str = "v2") -> FastAPI:
             for column in features:
                 if column not in frame.columns:
                     frame[column] = np.nan
-            labels = model.predict(frame[features] if features else frame)
-            scores = model.predict_proba(frame[features] if features else frame)[:, 1]
+            proba = model.predict_proba(frame[features] if features else frame)
+            labels, scores = classes[proba.argmax(axis=1)], proba[:, 1]
         except (CodecError, ValueError, TypeError, KeyError) as exc:
             return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=422)
         return _answer(codec.name, labels, scores, version)

@@ -55,12 +55,14 @@ class _Collector:
         )
         self.response = response
         self.done: deque[Message] = deque()
+        self.in_message = False
         self.current = Message()
         self.body: list[bytes] = []
         self.size = 0
 
     def on_message_begin(self) -> None:
         self.current, self.body, self.size = Message(), [], 0
+        self.in_message = True
 
     def on_url(self, url: bytes) -> None:
         self.current.url += url
@@ -80,6 +82,7 @@ class _Collector:
     def on_message_complete(self) -> None:
         message = self.current
         message.body = b"".join(self.body)
+        self.in_message = False
         message.keep_alive = self.parser.should_keep_alive()
         if self.response:
             message.status = self.parser.get_status_code()  # type: ignore[union-attr]
@@ -96,15 +99,18 @@ class MessageReader:
         self.collector = _Collector(response)
 
     async def read(self) -> Message | None:
-        while not self.collector.done:
+        collector = self.collector
+        while not collector.done:
             data = await self.reader.read(READ_SIZE)
             if not data:
-                if self.collector.response and self.collector.body:  # read-until-close body
-                    self.collector.parser.feed_data(b"")
-                    continue
+                if collector.response and collector.in_message:  # a body read until close
+                    collector.parser.feed_data(b"")
+                    collector.in_message = False
+                    if collector.done:
+                        break
                 return None
-            self.collector.parser.feed_data(data)
-        return self.collector.done.popleft()
+            collector.parser.feed_data(data)
+        return collector.done.popleft()
 
 
 class Connections:
