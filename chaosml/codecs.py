@@ -32,10 +32,23 @@ class CodecError(ValueError):
     """The payload is not in the codec's format (the proxy then passes it through untouched)."""
 
 
+Table = dict[str, np.ndarray]
+
+
 @dataclass
 class Batch:
-    frame: pd.DataFrame
+    """Decoded request rows as columns (object arrays of equal length, cheap to build per request)."""
+
+    columns: Table
     layout: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame with inferred dtypes (for a model or a predicate)."""
+        return pd.DataFrame(self.columns).infer_objects()
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
 
 
 @dataclass
@@ -56,31 +69,37 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    columns = list(frame.columns)
-    return [
-        {column: plain(value) for column, value in zip(columns, row, strict=True)}
-        for row in frame.itertuples(index=False, name=None)
-    ]
+def _column(values: list[Any]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
 
 
-def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+def _table(rows: Any) -> tuple[Table, bool]:
+    """Columns from records (``[{...}]``) or positional rows (``[[...]]``); the flag: positional."""
+    if not isinstance(rows, list):
         raise CodecError("expected a list of records")
-    return pd.DataFrame.from_records(rows)
+    if rows and all(isinstance(row, list) for row in rows):
+        width = len(rows[0])
+        if any(len(row) != width for row in rows):
+            raise CodecError("rows of different lengths")
+        return {str(i): _column([row[i] for row in rows]) for i in range(width)}, True
+    if not all(isinstance(row, dict) for row in rows):
+        raise CodecError("expected a list of records")
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    return {name: _column([row.get(name) for row in rows]) for name in names}, False
 
 
-def _rows_to_frame(rows: Any) -> tuple[pd.DataFrame, bool]:
-    """Records (``[{...}]``) or positional rows (``[[...]]``); the flag says positional."""
-    if isinstance(rows, list) and rows and all(isinstance(row, list) for row in rows):
-        return pd.DataFrame(rows, columns=[str(i) for i in range(len(rows[0]))]), True
-    return _frame(rows), False
+def _values(array: np.ndarray) -> list[Any]:
+    return [plain(v) for v in array.tolist()]
 
 
-def _frame_to_rows(frame: pd.DataFrame, positional: bool) -> list[Any]:
+def _rows(table: Table, positional: bool) -> list[Any]:
+    names = list(table)
+    columns = [_values(table[name]) for name in names]
     if positional:
-        return [[plain(v) for v in row] for row in frame.itertuples(index=False, name=None)]
-    return _records(frame)
+        return [list(values) for values in zip(*columns, strict=True)]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
 class Codec:
@@ -122,16 +141,16 @@ class RecordsCodec(Codec):
 
     def decode_request(self, payload: Any) -> Batch:
         if isinstance(payload, list):
-            frame, positional = _rows_to_frame(payload)
-            return Batch(frame, {"bare": True, "positional": positional})
+            table, positional = _table(payload)
+            return Batch(table, {"bare": True, "positional": positional})
         if isinstance(payload, dict) and isinstance(payload.get("instances"), list):
-            frame, positional = _rows_to_frame(payload["instances"])
+            table, positional = _table(payload["instances"])
             extra = {k: v for k, v in payload.items() if k != "instances"}
-            return Batch(frame, {"positional": positional, "extra": extra})
+            return Batch(table, {"positional": positional, "extra": extra})
         raise CodecError("expected {'instances': [...]} or a list of records")
 
     def encode_request(self, batch: Batch) -> Any:
-        rows = _frame_to_rows(batch.frame, batch.layout.get("positional", False))
+        rows = _rows(batch.columns, batch.layout.get("positional", False))
         if batch.layout.get("bare"):
             return rows
         return {"instances": rows, **batch.layout.get("extra", {})}
@@ -154,37 +173,43 @@ class MlflowCodec(Codec):
             raise CodecError("expected an MLflow scoring request")
         if "dataframe_split" in payload:
             split = payload["dataframe_split"]
-            if not isinstance(split, dict) or "data" not in split:
+            if not isinstance(split, dict) or not isinstance(split.get("data"), list):
                 raise CodecError("dataframe_split needs 'data'")
-            frame = pd.DataFrame(split["data"], columns=split.get("columns"))
+            table, _ = _table(split["data"]) if split["data"] else ({}, True)
+            if "columns" in split:
+                if len(split["columns"]) != len(table) and split["data"]:
+                    raise CodecError("dataframe_split: columns and data differ in width")
+                table = dict(zip(map(str, split["columns"]), table.values(), strict=False))
             extra = {k: v for k, v in split.items() if k not in ("data", "columns")}
-            return Batch(
-                frame, {"format": "dataframe_split", "extra": extra, "named": "columns" in split}
-            )
+            named = "columns" in split
+            return Batch(table, {"format": "dataframe_split", "extra": extra, "named": named})
         for key in ("dataframe_records", "instances"):
             if key in payload:
-                frame, positional = _rows_to_frame(payload[key])
-                return Batch(frame, {"format": key, "positional": positional})
+                table, positional = _table(payload[key])
+                return Batch(table, {"format": key, "positional": positional})
         if "inputs" in payload:
             inputs = payload["inputs"]
             if isinstance(inputs, dict):
-                return Batch(pd.DataFrame(inputs), {"format": "inputs", "columnar": True})
-            frame, positional = _rows_to_frame(inputs)
-            return Batch(frame, {"format": "inputs", "positional": positional})
+                if not all(isinstance(v, list) for v in inputs.values()):
+                    raise CodecError("columnar inputs need a list per column")
+                columns = {str(k): _column(v) for k, v in inputs.items()}
+                return Batch(columns, {"format": "inputs", "columnar": True})
+            table, positional = _table(inputs)
+            return Batch(table, {"format": "inputs", "positional": positional})
         raise CodecError("expected dataframe_split, dataframe_records, instances or inputs")
 
     def encode_request(self, batch: Batch) -> Any:
-        layout, frame = batch.layout, batch.frame
+        layout, table = batch.layout, batch.columns
         if layout["format"] == "dataframe_split":
             split: dict[str, Any] = {}
             if layout.get("named", True):
-                split["columns"] = [plain(c) for c in frame.columns]
-            split["data"] = _frame_to_rows(frame, positional=True)
+                split["columns"] = list(table)
+            split["data"] = _rows(table, positional=True)
             split.update(layout.get("extra", {}))
             return {"dataframe_split": split}
         if layout.get("columnar"):
-            return {"inputs": {c: [plain(v) for v in frame[c]] for c in frame.columns}}
-        return {layout["format"]: _frame_to_rows(frame, layout.get("positional", False))}
+            return {"inputs": {name: _values(values) for name, values in table.items()}}
+        return {layout["format"]: _rows(table, layout.get("positional", False))}
 
 
 class KServeV2Codec(Codec):
@@ -205,28 +230,29 @@ class KServeV2Codec(Codec):
         if len(inputs) == 1 and len(inputs[0].get("shape", [])) == 2:
             tensor = inputs[0]
             rows, width = tensor["shape"]
-            data = np.asarray(tensor["data"], dtype=object).reshape(rows, width)
-            columns = (tensor.get("parameters") or {}).get("columns") or [
+            data = _flat_matrix(tensor["data"], rows, width)
+            names = (tensor.get("parameters") or {}).get("columns") or [
                 str(i) for i in range(width)
             ]
             meta = {k: v for k, v in tensor.items() if k != "data"}
-            return Batch(
-                pd.DataFrame(data.tolist(), columns=columns),
-                {"matrix": meta, "extra": extra, "nested": _nested(tensor["data"])},
-            )
-        frame = pd.DataFrame({t["name"]: _flat(t["data"]) for t in inputs})
+            table = {str(name): _column(data[i::width]) for i, name in enumerate(names)}
+            return Batch(table, {"matrix": meta, "extra": extra, "nested": _nested(tensor["data"])})
+        lengths = {len(t["data"]) for t in inputs if isinstance(t["data"], list)}
+        if len(lengths) != 1:
+            raise CodecError("KServe v2 input tensors differ in length")
+        table = {str(t["name"]): _column(_flat(t["data"])) for t in inputs}
         tensors = [{k: v for k, v in t.items() if k != "data"} for t in inputs]
         return Batch(
-            frame,
+            table,
             {"tensors": tensors, "extra": extra, "nested": [_nested(t["data"]) for t in inputs]},
         )
 
     def encode_request(self, batch: Batch) -> Any:
-        frame, layout = batch.frame, batch.layout
+        table, layout, n = batch.columns, batch.layout, len(batch)
         if "matrix" in layout:
             meta = dict(layout["matrix"])
-            meta["shape"] = [len(frame), frame.shape[1]]
-            rows = _frame_to_rows(frame, positional=True)
+            meta["shape"] = [n, len(table)]
+            rows = _rows(table, positional=True)
             meta["data"] = rows if layout["nested"] else [v for row in rows for v in row]
             return {"inputs": [meta], **layout["extra"]}
         tensors = []
@@ -234,12 +260,12 @@ class KServeV2Codec(Codec):
             m["name"]: (m, nested)
             for m, nested in zip(layout["tensors"], layout["nested"], strict=True)
         }
-        for column in frame.columns:
-            meta, nested = known.get(column, ({"name": column, "datatype": "BYTES"}, False))
+        for name, column in table.items():
+            meta, nested = known.get(name, ({"name": name, "datatype": "BYTES"}, False))
             meta = dict(meta)
-            values = [plain(v) for v in frame[column]]
+            values = _values(column)
             if "shape" in meta:
-                meta["shape"] = [len(frame), *meta["shape"][1:]]
+                meta["shape"] = [n, *meta["shape"][1:]]
             meta["data"] = [[v] for v in values] if nested else values
             tensors.append(meta)
         return {"inputs": tensors, **layout["extra"]}
@@ -282,6 +308,13 @@ class KServeV2Codec(Codec):
             tensors[index]["data"] = [[v] for v in clean] if nested else clean
         payload["outputs"] = tensors
         return payload
+
+
+def _flat_matrix(data: Any, rows: int, width: int) -> list[Any]:
+    flat = [v for row in data for v in row] if _nested(data) else list(data)
+    if len(flat) != rows * width:
+        raise CodecError("KServe v2 tensor data does not match its shape")
+    return flat
 
 
 def _nested(data: Any) -> bool:

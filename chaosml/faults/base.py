@@ -1,14 +1,16 @@
 """The fault catalogue's base: one pydantic class per fault kind, registered by its ``type`` name.
 
 A fault's fields are its parameters (for a toxic, its ``attributes``), validated once when it is
-created. Payload faults apply to a table of features (``RequestFault.apply``) or to predictions
-(``ResponseFault.apply``); the proxy calls the same methods on each request's decoded payload that
-``apply_offline`` calls on a whole DataFrame of evaluation rows. Transport faults only carry
+created. Payload faults apply to columns of features (``RequestFault.apply``, a ``Table``: column name to
+array) or to predictions (``ResponseFault.apply``); the proxy calls the same methods on each
+request's decoded payload that ``apply_offline`` calls on the columns of a whole DataFrame of
+evaluation rows. Transport faults only carry
 parameters; the proxy acts them out on the connection.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -21,6 +23,8 @@ from chaosml.predicate import Predicate, parse_predicate
 
 Side = Literal["request", "response", "transport"]
 BoolArray = npt.NDArray[np.bool_]
+Table = dict[str, npt.NDArray[Any]]  # columns of equal length: a request's rows, or a whole frame
+Rows = Table | pd.DataFrame | None
 
 FAULTS: dict[str, type[Fault]] = {}
 INVALID_TYPE = "invalid toxic type"
@@ -60,28 +64,28 @@ class PayloadFault(Fault):
                 raise ValueError(str(exc)) from exc
         return value
 
-    @property
+    @functools.cached_property
     def predicate(self) -> Predicate | None:
         return None if self.where is None else parse_predicate(self.where)
 
-    def rows(
-        self, frame: pd.DataFrame | None, n: int, rng: np.random.Generator, rate: float = 1.0
-    ) -> BoolArray:
+    def rows(self, data: Rows, n: int, rng: np.random.Generator, rate: float = 1.0) -> BoolArray:
         """Rows this fault hits: those matching ``where`` (none if its columns are absent),
         each with probability ``rate``."""
         hit = rng.random(n) < rate if rate < 1 else np.ones(n, dtype=bool)
         predicate = self.predicate
         if predicate is None:
             return hit
-        if frame is None or not predicate.columns <= set(frame.columns):
+        if data is None or not predicate.columns <= set(data.keys()):
             return np.zeros(n, dtype=bool)
+        frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data).infer_objects()
         return hit & predicate.evaluate(frame)
 
 
 class RequestFault(PayloadFault):
     side: ClassVar[Side] = "request"
 
-    def apply(self, frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    def apply(self, table: Table, rng: np.random.Generator) -> Table:
+        """The rows' columns with the fault applied (new arrays; ``table`` is left as it is)."""
         raise NotImplementedError
 
 
@@ -90,7 +94,7 @@ class ResponseFault(PayloadFault):
 
     def apply(
         self,
-        frame: pd.DataFrame | None,
+        frame: Rows,
         predictions: npt.NDArray[Any],
         scores: npt.NDArray[np.float64] | None,
         rng: np.random.Generator,

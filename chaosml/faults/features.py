@@ -1,42 +1,54 @@
-"""Request-side faults: corrupted input features."""
+"""Request-side faults: corrupted input features.
+
+They work on a ``Table`` (column name to array), which is cheap to build from one request's JSON
+and from a DataFrame alike; arrays may be typed (offline) or of Python objects (a request).
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from pydantic import Field, field_validator
 
-from chaosml.faults.base import Rate, RequestFault
+from chaosml.faults.base import Rate, RequestFault, Table
 
-Columns = list[str]
+Array = npt.NDArray[Any]
+
+
+def as_numbers(values: Array) -> npt.NDArray[np.float64]:
+    """Values as floats (a copy); what is not a number becomes NaN."""
+    if values.dtype.kind in "biuf":
+        return values.astype(np.float64)
+    return np.array(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=np.float64)
+
+
+def as_objects(values: Array) -> Array:
+    return values.astype(object)
 
 
 class _ColumnFault(RequestFault):
-    columns: Columns = Field(min_length=1)
+    columns: list[str] = Field(min_length=1)
     rate: float = Rate
 
-    def _targets(self, frame: pd.DataFrame) -> list[str]:
-        return [column for column in self.columns if column in frame.columns]
-
-    def apply(self, frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-        targets = self._targets(frame)
-        if not targets or frame.empty:
-            return frame
-        out = frame.copy()
+    def apply(self, table: Table, rng: np.random.Generator) -> Table:
+        targets = [column for column in self.columns if column in table]
+        n = len(next(iter(table.values()))) if table else 0
+        if not targets or n == 0:
+            return table
+        out = dict(table)
         for column in targets:
-            rows = self.rows(frame, len(frame), rng, self.rate)
+            rows = self.rows(table, n, rng, self.rate)
             if rows.any():
-                out[column] = self._change(out[column], rows, rng)
+                out[column] = self._change(table[column], rows, rng)
         return out
 
-    def _change(self, values: pd.Series, rows: np.ndarray, rng: np.random.Generator) -> pd.Series:
+    def _change(
+        self, values: Array, rows: npt.NDArray[np.bool_], rng: np.random.Generator
+    ) -> Array:
         raise NotImplementedError
-
-
-def _numeric(values: pd.Series) -> pd.Series:
-    return pd.to_numeric(values, errors="coerce").astype(float)
 
 
 class MissingValues(_ColumnFault):
@@ -44,9 +56,11 @@ class MissingValues(_ColumnFault):
 
     type: ClassVar[str] = "missing_values"
 
-    def _change(self, values: pd.Series, rows: np.ndarray, rng: np.random.Generator) -> pd.Series:
-        out = values.astype(object) if not pd.api.types.is_float_dtype(values) else values.copy()
-        out[rows] = np.nan if pd.api.types.is_float_dtype(values) else None
+    def _change(
+        self, values: Array, rows: npt.NDArray[np.bool_], rng: np.random.Generator
+    ) -> Array:
+        out = values.copy() if values.dtype.kind == "f" else as_objects(values)
+        out[rows] = np.nan if values.dtype.kind == "f" else None
         return out
 
 
@@ -56,9 +70,11 @@ class Scale(_ColumnFault):
     type: ClassVar[str] = "scale"
     factor: float = 1000.0
 
-    def _change(self, values: pd.Series, rows: np.ndarray, rng: np.random.Generator) -> pd.Series:
-        out = _numeric(values)
-        out[rows] = out[rows] * self.factor
+    def _change(
+        self, values: Array, rows: npt.NDArray[np.bool_], rng: np.random.Generator
+    ) -> Array:
+        out = as_numbers(values)
+        out[rows] *= self.factor
         return out
 
 
@@ -68,9 +84,11 @@ class Shift(_ColumnFault):
     type: ClassVar[str] = "shift"
     by: float
 
-    def _change(self, values: pd.Series, rows: np.ndarray, rng: np.random.Generator) -> pd.Series:
-        out = _numeric(values)
-        out[rows] = out[rows] + self.by
+    def _change(
+        self, values: Array, rows: npt.NDArray[np.bool_], rng: np.random.Generator
+    ) -> Array:
+        out = as_numbers(values)
+        out[rows] += self.by
         return out
 
 
@@ -80,74 +98,69 @@ class Noise(_ColumnFault):
     type: ClassVar[str] = "noise"
     std: float = Field(gt=0)
 
-    def _change(self, values: pd.Series, rows: np.ndarray, rng: np.random.Generator) -> pd.Series:
-        out = _numeric(values)
-        out[rows] = out[rows] + rng.normal(0, self.std, size=int(rows.sum()))
+    def _change(
+        self, values: Array, rows: npt.NDArray[np.bool_], rng: np.random.Generator
+    ) -> Array:
+        out = as_numbers(values)
+        out[rows] += rng.normal(0, self.std, size=int(rows.sum()))
         return out
 
 
-class Constant(_ColumnFault):
+class _Replace(_ColumnFault):
+    value: Any
+
+    def _change(
+        self, values: Array, rows: npt.NDArray[np.bool_], rng: np.random.Generator
+    ) -> Array:
+        out = as_objects(values)
+        out[rows] = self.value
+        return out
+
+
+class Constant(_Replace):
     """A stuck sensor: values replaced by ``value``."""
 
     type: ClassVar[str] = "constant"
     value: float | str | bool
 
-    def _change(self, values: pd.Series, rows: np.ndarray, rng: np.random.Generator) -> pd.Series:
-        out = values.astype(object)
-        out[rows] = self.value
-        return out
 
-
-class WrongType(_ColumnFault):
+class WrongType(_Replace):
     """A string where a number belongs (``value``, default ``"N/A"``)."""
 
     type: ClassVar[str] = "wrong_type"
     value: str = "N/A"
 
-    def _change(self, values: pd.Series, rows: np.ndarray, rng: np.random.Generator) -> pd.Series:
-        out = values.astype(object)
-        out[rows] = self.value
-        return out
 
-
-class UnseenCategory(_ColumnFault):
+class UnseenCategory(_Replace):
     """A category the model never saw (``value``)."""
 
     type: ClassVar[str] = "unseen_category"
     value: str = "__unseen__"
-
-    def _change(self, values: pd.Series, rows: np.ndarray, rng: np.random.Generator) -> pd.Series:
-        out = values.astype(object)
-        out[rows] = self.value
-        return out
 
 
 class SwapColumns(RequestFault):
     """Two columns' values exchanged (a schema mix-up) for a ``rate`` of rows."""
 
     type: ClassVar[str] = "swap_columns"
-    columns: Columns = Field(min_length=2, max_length=2)
+    columns: list[str] = Field(min_length=2, max_length=2)
     rate: float = Rate
 
-    def apply(self, frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    def apply(self, table: Table, rng: np.random.Generator) -> Table:
         first, second = self.columns
-        if first not in frame.columns or second not in frame.columns or frame.empty:
-            return frame
-        rows = self.rows(frame, len(frame), rng, self.rate)
-        out = frame.copy()
-        out[first], out[second] = out[first].astype(object), out[second].astype(object)
-        left = out.loc[rows, first].copy()
-        out.loc[rows, first] = out.loc[rows, second].to_numpy()
-        out.loc[rows, second] = left.to_numpy()
-        return out
+        if first not in table or second not in table or len(table[first]) == 0:
+            return table
+        rows = self.rows(table, len(table[first]), rng, self.rate)
+        left, right = as_objects(table[first]), as_objects(table[second])
+        left[rows], right[rows] = table[second][rows], table[first][rows]
+        return {**table, first: left, second: right}
 
 
 class DropField(RequestFault):
     """Fields removed from the request altogether (a client on an old schema). Applies to whole
-    requests: online, the keys vanish from every record; offline, the columns from the frame."""
+    requests: online, the keys vanish from every record; offline, the rows hit get missing values."""
 
     type: ClassVar[str] = "drop_field"
-    columns: Columns = Field(min_length=1)
+    columns: list[str] = Field(min_length=1)
 
     @field_validator("where")
     @classmethod
@@ -158,5 +171,5 @@ class DropField(RequestFault):
             )
         return value
 
-    def apply(self, frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-        return frame.drop(columns=[c for c in self.columns if c in frame.columns])
+    def apply(self, table: Table, rng: np.random.Generator) -> Table:
+        return {name: values for name, values in table.items() if name not in self.columns}

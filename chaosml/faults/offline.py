@@ -56,16 +56,25 @@ def _apply_rows(
 ) -> pd.DataFrame:
     if not hit.any():
         return frame
-    changed = fault.apply(frame[hit].reset_index(drop=True), rng)
-    out = frame.copy()
-    for column in frame.columns:
-        if column not in changed.columns:
-            values: Any = np.nan
+    table = {str(column): frame[column].to_numpy() for column in frame.columns}
+    changed = fault.apply({name: values[hit] for name, values in table.items()}, rng)
+    out = {}
+    for name, values in table.items():
+        new = changed.get(name)
+        if new is None:  # dropped: the rows hit have no value
+            merged = values.astype(float if values.dtype.kind == "f" else object)
+            merged[hit] = np.nan if merged.dtype.kind == "f" else None
         else:
-            values = changed[column].to_numpy()
-            if changed[column].dtype != out[column].dtype:
-                out[column] = out[column].astype(object)
-        if values is np.nan and not pd.api.types.is_float_dtype(out[column]):
-            out[column] = out[column].astype(object)
-        out.loc[hit, column] = values
-    return out
+            kind = (
+                np.result_type(values.dtype, new.dtype)
+                if "O" not in (values.dtype.kind, new.dtype.kind)
+                else np.dtype(object)
+            )
+            merged = values.astype(kind)
+            merged[hit] = new
+        out[name] = merged
+    result = pd.DataFrame(out, index=frame.index)
+    for name in result.columns:
+        if result[name].dtype == object:
+            result[name] = result[name].infer_objects()
+    return result

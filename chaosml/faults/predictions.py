@@ -6,10 +6,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 from pydantic import Field
 
-from chaosml.faults.base import Rate, ResponseFault
+from chaosml.faults.base import Rate, ResponseFault, Rows
 
 Predictions = npt.NDArray[Any]
 Scores = npt.NDArray[np.float64] | None
@@ -34,7 +33,7 @@ class ScoreNoise(ResponseFault):
 
     def apply(
         self,
-        frame: pd.DataFrame | None,
+        frame: Rows,
         predictions: Predictions,
         scores: Scores,
         rng: np.random.Generator,
@@ -61,7 +60,7 @@ class LabelFlip(ResponseFault):
 
     def apply(
         self,
-        frame: pd.DataFrame | None,
+        frame: Rows,
         predictions: Predictions,
         scores: Scores,
         rng: np.random.Generator,
@@ -80,7 +79,7 @@ class ConstantPrediction(ResponseFault):
 
     def apply(
         self,
-        frame: pd.DataFrame | None,
+        frame: Rows,
         predictions: Predictions,
         scores: Scores,
         rng: np.random.Generator,
@@ -101,7 +100,7 @@ class NanPrediction(ResponseFault):
 
     def apply(
         self,
-        frame: pd.DataFrame | None,
+        frame: Rows,
         predictions: Predictions,
         scores: Scores,
         rng: np.random.Generator,
@@ -123,7 +122,7 @@ class Bias(ResponseFault):
 
     def apply(
         self,
-        frame: pd.DataFrame | None,
+        frame: Rows,
         predictions: Predictions,
         scores: Scores,
         rng: np.random.Generator,
@@ -148,7 +147,7 @@ class StaleModel(ResponseFault):
 
     def apply(
         self,
-        frame: pd.DataFrame | None,
+        frame: Rows,
         predictions: Predictions,
         scores: Scores,
         rng: np.random.Generator,

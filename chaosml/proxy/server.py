@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from chaosml.codecs import Codec, CodecError, detect, get_codec
+from chaosml.codecs import Codec, CodecError, Table, detect, get_codec
 from chaosml.faults import RequestFault, ResponseFault
 from chaosml.faults.predictions import StaleModel
 from chaosml.faults.transport import (
@@ -116,6 +115,7 @@ class Proxy:
     _server: asyncio.base_events.Server | None = None
     _pools: dict[str, _Pool] = field(default_factory=dict)
     _connections: Connections = field(default_factory=Connections)
+    _rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -166,7 +166,11 @@ class Proxy:
                     break
                 if request is None:
                     break
-                reply = await self.handle(request)
+                try:
+                    reply = await self.handle(request)
+                except Exception as exc:  # a proxy bug must not look like a dead service
+                    error = json.dumps({"error": f"chaosml proxy: {type(exc).__name__}: {exc}"})
+                    reply = Reply(json_response(502, error.encode(), keep_alive=False), close=True)
                 if await self._send(writer, reply) or not request.keep_alive:
                     break
         except (ConnectionError, asyncio.CancelledError):
@@ -260,47 +264,46 @@ class Proxy:
 
     def _request_faults(
         self, request: Message, upstream: list[Toxic], downstream: list[Toxic]
-    ) -> tuple[bytes, pd.DataFrame | None, Codec | None]:
+    ) -> tuple[bytes, Table | None, Codec | None]:
         faults = [t.fault for t in upstream if isinstance(t.fault, RequestFault)]
         wants_frame = any(isinstance(t.fault, ResponseFault) and t.fault.where for t in downstream)
         if not faults and not wants_frame:
             return request.body, None, None
-        try:
+        try:  # anything that goes wrong here means: pass the payload through, and count it
             payload = json.loads(request.body)
             codec = self._codec(payload)
             if codec is None:
                 raise CodecError("no codec recognises the request")
             batch = codec.decode_request(payload)
-        except (ValueError, CodecError):
+            for fault in faults:
+                batch.columns = fault.apply(batch.columns, self._rng)
+            body = request.body if not faults else json.dumps(codec.encode_request(batch)).encode()
+        except Exception:
             self.metrics.unparsed.labels(self.name, "request").inc()
             return request.body, None, None
-        rng = np.random.default_rng()
-        for fault in faults:
-            batch.frame = fault.apply(batch.frame, rng)
-        body = request.body if not faults else json.dumps(codec.encode_request(batch)).encode()
-        return body, batch.frame, codec
+        return body, batch.columns, codec
 
     def _response_faults(
-        self, data: bytes, toxics: list[Toxic], frame: pd.DataFrame | None, codec: Codec | None
+        self, data: bytes, toxics: list[Toxic], table: Table | None, codec: Codec | None
     ) -> bytes:
         head, _, body = data.partition(b"\r\n\r\n")
-        try:
+        try:  # anything that goes wrong here means: pass the payload through, and count it
             payload = json.loads(body)
             codec = codec or self._codec(payload) or get_codec("records")
             outputs = codec.decode_response(payload)
-        except (ValueError, CodecError):
+            predictions = np.asarray(outputs.predictions, dtype=object)
+            scores = None if outputs.scores is None else np.asarray(outputs.scores, dtype=float)
+            n = len(predictions)
+            rows = table if table and all(len(v) == n for v in table.values()) else None
+            for toxic in toxics:
+                if isinstance(toxic.fault, ResponseFault):
+                    predictions, scores = toxic.fault.apply(rows, predictions, scores, self._rng)
+            outputs.predictions = predictions.tolist()
+            outputs.scores = None if scores is None else scores.tolist()
+            new_body = json.dumps(codec.encode_response(outputs)).encode()
+        except Exception:
             self.metrics.unparsed.labels(self.name, "response").inc()
             return data
-        predictions = np.asarray(outputs.predictions, dtype=object)
-        scores = None if outputs.scores is None else np.asarray(outputs.scores, dtype=float)
-        rng = np.random.default_rng()
-        rows = frame if frame is not None and len(frame) == len(predictions) else None
-        for toxic in toxics:
-            if isinstance(toxic.fault, ResponseFault):
-                predictions, scores = toxic.fault.apply(rows, predictions, scores, rng)
-        outputs.predictions = predictions.tolist()
-        outputs.scores = None if scores is None else scores.tolist()
-        new_body = json.dumps(codec.encode_response(outputs)).encode()
         lines = [
             line for line in head.split(b"\r\n") if not line.lower().startswith(b"content-length")
         ]
