@@ -290,8 +290,9 @@ def test_demo_service_handles_faulted_input(
     assert response.status_code == 422
 
 
-def test_upstream_closing_idle_connections_is_survived(toxiproxy: Toxiproxy,
-                                                       http: requests.Session) -> None:
+def test_upstream_closing_idle_connections_is_survived(
+    toxiproxy: Toxiproxy, http: requests.Session
+) -> None:
     """An upstream that closes each keep-alive connection after one answer (as servers do when
     their idle timeout runs out): the proxy notices the stale connection and opens a new one."""
     import socketserver
@@ -301,8 +302,10 @@ def test_upstream_closing_idle_connections_is_survived(toxiproxy: Toxiproxy,
         def handle(self) -> None:
             self.request.recv(65536)
             body = b'{"predictions": [1]}'
-            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            self.request.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
 
     with socketserver.ThreadingTCPServer(("127.0.0.1", 0), OneShot) as upstream:
         threading.Thread(target=upstream.serve_forever, daemon=True).start()
