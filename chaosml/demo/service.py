@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -101,9 +100,3 @@ def serving(
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
-
-
-def demo_frame(rows: int, seed: int = 0) -> pd.DataFrame:
-    from chaosml.demo.data import make_credit
-
-    return make_credit(rows, seed=seed)

@@ -70,14 +70,15 @@ class _Pool:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, MessageReader]] = []
 
     async def exchange(self, address: str, data: bytes) -> Message:
+        """Send one request and read its response, on an idle connection if a live one is left;
+        a connection the upstream closed meanwhile is retried once on a fresh connection."""
         for attempt in (0, 1):
-            fresh = not self.idle
-            if fresh:
+            conn = self._idle() if attempt == 0 else None
+            fresh = conn is None
+            if conn is None:
                 host, port = split_address(address)
                 reader, writer = await asyncio.open_connection(host, port)
                 conn = (reader, writer, MessageReader(reader, response=True))
-            else:
-                conn = self.idle.pop()
             reader, writer, messages = conn
             try:
                 writer.write(data)
@@ -87,7 +88,7 @@ class _Pool:
                 response = None
             if response is None:
                 writer.close()
-                if fresh or attempt:
+                if fresh:
                     raise ConnectionError(f"{address} closed the connection")
                 continue  # a stale keep-alive connection: try a fresh one
             if response.keep_alive:
@@ -96,6 +97,14 @@ class _Pool:
                 writer.close()
             return response
         raise ConnectionError(address)  # pragma: no cover
+
+    def _idle(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, MessageReader] | None:
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn[0].at_eof() and not conn[1].is_closing():
+                return conn
+            conn[1].close()
+        return None
 
     def close(self) -> None:
         for _, writer, _ in self.idle:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -313,5 +314,19 @@ def test_upstream_closing_idle_connections_is_survived(
         for _ in range(3):
             response = http.post(f"http://{proxy.listen}/predict", json={}, timeout=5)
             assert response.json() == {"predictions": [1]}
+            time.sleep(0.05)
+        for _ in range(2):  # several stale pooled connections at once: each retried fresh
+            with ThreadPoolExecutor(8) as pool:
+                codes = list(
+                    pool.map(
+                        lambda _: (
+                            requests.post(
+                                f"http://{proxy.listen}/predict", json={}, timeout=5
+                            ).status_code
+                        ),
+                        range(16),
+                    )
+                )
+            assert codes == [200] * 16
             time.sleep(0.05)
         upstream.shutdown()
