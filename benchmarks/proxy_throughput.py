@@ -26,6 +26,11 @@ from chaosml.demo.data import make_credit
 from chaosml.demo.train import train_demo
 from chaosml.proxy.client import ToxiproxyTarget
 
+UPSTREAMS = {
+    "v1": "demo model v1 (logistic regression, FastAPI/uvicorn)",
+    "v2": "demo model v2 (gradient boosting, FastAPI/uvicorn)",
+    "fast": "a rule instead of a model (Starlette/uvicorn): the proxy's worst case",
+}
 FAST_SERVICE = """
 import json, sys, uvicorn
 from starlette.applications import Starlette
@@ -135,7 +140,7 @@ def main() -> None:
             wrk(proxied_url, script, 1, args.connections)
             print(
                 f"wrk -t1 -c{args.connections} -d{args.seconds}s, one-row records requests, "
-                f"demo model {args.version} (FastAPI/uvicorn), {args.rounds} alternating rounds"
+                f"upstream {UPSTREAMS[args.version]}, {args.rounds} alternating rounds"
             )
             for setting in ("no toxic", "missing_values on every request"):
                 if setting != "no toxic":
