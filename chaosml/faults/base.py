@@ -89,16 +89,24 @@ class RequestFault(PayloadFault):
         raise NotImplementedError
 
 
+Predictions = npt.NDArray[Any]
+Scores = npt.NDArray[np.float64] | None
+
+
 class ResponseFault(PayloadFault):
     side: ClassVar[Side] = "response"
 
     def apply(
-        self,
-        frame: Rows,
-        predictions: npt.NDArray[Any],
-        scores: npt.NDArray[np.float64] | None,
-        rng: np.random.Generator,
-    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64] | None]:
+        self, frame: Rows, predictions: Predictions, scores: Scores, rng: np.random.Generator
+    ) -> tuple[Predictions, Scores]:
+        """Predictions and scores with the fault applied to the rows it hits (of ``frame``, the
+        request's rows, for ``where``; at the fault's ``rate`` if it has one)."""
+        rate = float(getattr(self, "rate", 1.0))
+        return self.change(predictions, scores, self.rows(frame, len(predictions), rng, rate), rng)
+
+    def change(
+        self, predictions: Predictions, scores: Scores, rows: BoolArray, rng: np.random.Generator
+    ) -> tuple[Predictions, Scores]:
         raise NotImplementedError
 
 

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import Field
 
-from chaosml.faults.base import Rate, ResponseFault, Rows
+from chaosml.faults.base import BoolArray, Predictions, Rate, ResponseFault, Scores
 
-Predictions = npt.NDArray[Any]
-Scores = npt.NDArray[np.float64] | None
 Label = int | float | str | bool
-
-
-def _swap(labels: Predictions, rows: np.ndarray, one: Label, other: Label) -> Predictions:
-    out = labels.copy()
-    out[rows & (labels == one)] = other
-    out[rows & (labels == other)] = one
-    return out
 
 
 class ScoreNoise(ResponseFault):
@@ -31,16 +21,11 @@ class ScoreNoise(ResponseFault):
     positive: Label = 1
     negative: Label = 0
 
-    def apply(
-        self,
-        frame: Rows,
-        predictions: Predictions,
-        scores: Scores,
-        rng: np.random.Generator,
+    def change(
+        self, predictions: Predictions, scores: Scores, rows: BoolArray, rng: np.random.Generator
     ) -> tuple[Predictions, Scores]:
         if scores is None:
             return predictions, scores
-        rows = self.rows(frame, len(predictions), rng)
         noisy = scores.copy()
         noisy[rows] = np.clip(noisy[rows] + rng.normal(0, self.std, int(rows.sum())), 0, 1)
         if self.threshold is None:
@@ -58,16 +43,13 @@ class LabelFlip(ResponseFault):
     positive: Label = 1
     negative: Label = 0
 
-    def apply(
-        self,
-        frame: Rows,
-        predictions: Predictions,
-        scores: Scores,
-        rng: np.random.Generator,
+    def change(
+        self, predictions: Predictions, scores: Scores, rows: BoolArray, rng: np.random.Generator
     ) -> tuple[Predictions, Scores]:
-        rows = self.rows(frame, len(predictions), rng, self.rate)
-        flipped = None if scores is None else np.where(rows, 1 - scores, scores)
-        return _swap(predictions, rows, self.positive, self.negative), flipped
+        labels = predictions.copy()
+        labels[rows & (predictions == self.positive)] = self.negative
+        labels[rows & (predictions == self.negative)] = self.positive
+        return labels, None if scores is None else np.where(rows, 1 - scores, scores)
 
 
 class ConstantPrediction(ResponseFault):
@@ -77,14 +59,9 @@ class ConstantPrediction(ResponseFault):
     value: Label = 0
     score: float | None = Field(default=None, ge=0, le=1)
 
-    def apply(
-        self,
-        frame: Rows,
-        predictions: Predictions,
-        scores: Scores,
-        rng: np.random.Generator,
+    def change(
+        self, predictions: Predictions, scores: Scores, rows: BoolArray, rng: np.random.Generator
     ) -> tuple[Predictions, Scores]:
-        rows = self.rows(frame, len(predictions), rng)
         labels = predictions.copy()
         labels[rows] = self.value
         if scores is None or self.score is None:
@@ -98,14 +75,9 @@ class NanPrediction(ResponseFault):
     type: ClassVar[str] = "nan_prediction"
     rate: float = Rate
 
-    def apply(
-        self,
-        frame: Rows,
-        predictions: Predictions,
-        scores: Scores,
-        rng: np.random.Generator,
+    def change(
+        self, predictions: Predictions, scores: Scores, rows: BoolArray, rng: np.random.Generator
     ) -> tuple[Predictions, Scores]:
-        rows = self.rows(frame, len(predictions), rng, self.rate)
         labels = predictions.astype(object)
         labels[rows] = None
         return labels, None if scores is None else np.where(rows, np.nan, scores)
@@ -120,19 +92,15 @@ class Bias(ResponseFault):
     positive: Label = 1
     negative: Label = 0
 
-    def apply(
-        self,
-        frame: Rows,
-        predictions: Predictions,
-        scores: Scores,
-        rng: np.random.Generator,
+    def change(
+        self, predictions: Predictions, scores: Scores, rows: BoolArray, rng: np.random.Generator
     ) -> tuple[Predictions, Scores]:
-        rows = self.rows(frame, len(predictions), rng, self.rate) & (predictions == self.positive)
+        hit = rows & (predictions == self.positive)
         labels = predictions.copy()
-        labels[rows] = self.negative
-        return labels, None if scores is None else np.where(
-            rows, np.minimum(scores, 1 - scores), scores
-        )
+        labels[hit] = self.negative
+        if scores is None:
+            return labels, None
+        return labels, np.where(hit, np.minimum(scores, 1 - scores), scores)
 
 
 class StaleModel(ResponseFault):
@@ -145,11 +113,7 @@ class StaleModel(ResponseFault):
     type: ClassVar[str] = "stale_model"
     upstream: str = Field(pattern=r"^[^:\s]+:\d+$")
 
-    def apply(
-        self,
-        frame: Rows,
-        predictions: Predictions,
-        scores: Scores,
-        rng: np.random.Generator,
+    def change(
+        self, predictions: Predictions, scores: Scores, rows: BoolArray, rng: np.random.Generator
     ) -> tuple[Predictions, Scores]:
         return predictions, scores
