@@ -289,7 +289,7 @@ def demo_serve(
     """Serve a demo model version over HTTP (POST /predict, GET /health); trains it if needed."""
     import uvicorn
 
-    from chaosml.demo.service import create_app
+    from chaosml.demo.service import create_app, load_reference
     from chaosml.demo.train import train_demo
 
     with _errors():
@@ -298,7 +298,7 @@ def demo_serve(
         model = out / f"{version}.skops"
         if not model.is_file():
             train_demo(out)
-        app_ = create_app(model, version=version)
+        app_ = create_app(model, version=version, reference=load_reference(out))
     stderr.print(f"serving demo model {version} on http://{host}:{port}/predict")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 

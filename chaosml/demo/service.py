@@ -1,31 +1,63 @@
-"""The reference model service: the demo model versions behind a small FastAPI app.
+"""The reference model service: a demo model version behind FastAPI, with ML monitors.
 
-``POST /predict`` takes generic records (``{"instances": [...]}``) or a KServe v2 request and answers
-in the same protocol with predictions and scores; ``GET /health``. Run it with ``chaosml demo serve``.
+- ``POST /predict``: generic records (``{"instances": [...]}``) or KServe v2; answers in the same
+  protocol with predictions, scores and one request id per row (``ids``, or the KServe ``id``);
+- ``POST /feedback``: ``{"id": ..., "label": ...}`` or ``{"labels": [{"id", "label"}, ...]}``, the
+  delayed ground truth, for online accuracy;
+- ``GET /health``; ``GET /metrics``: the monitors of ``chaosml.monitors``.
+
+Run it with ``chaosml demo serve``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from chaosml.codecs import CODECS, CodecError, Outputs, detect
+from chaosml.demo.data import LABEL, SENSITIVE, make_credit
+from chaosml.monitors import ModelMonitor, instrument
 from chaosml.versions import load_model
 
 
-def create_app(model_path: Path, *, version: str = "v2") -> FastAPI:
+def create_app(
+    model_path: Path,
+    *,
+    version: str = "v2",
+    reference: pd.DataFrame | None = None,
+    monitors: bool = True,
+    window: int = 500,
+) -> FastAPI:
+    """The service for the model at ``model_path``; ``reference`` is a sample of its training
+    data (default: regenerated demo data)."""
     model = load_model(model_path)
     features = list(getattr(model, "feature_names_in_", []))
     classes = np.asarray(model.classes_)
     app = FastAPI(title="chaosml reference model service")
+    monitor = None
+    if monitors:
+        reference = reference if reference is not None else make_credit(5000, seed=1)
+        monitor = ModelMonitor(
+            reference=reference,
+            features=features,
+            model_version=version,
+            sensitive=SENSITIVE,
+            window=window,
+        )
+        expected = model.predict(reference[features]) == 1
+        monitor.reference_positive_rate.set(float(np.mean(expected)))
+        instrument(app, monitor)
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -42,21 +74,42 @@ def create_app(model_path: Path, *, version: str = "v2") -> FastAPI:
             for column in features:
                 if column not in frame.columns:
                     frame[column] = np.nan
-            proba = model.predict_proba(frame[features] if features else frame)
+            proba = await asyncio.to_thread(model.predict_proba, frame[features])
             labels, scores = classes[proba.argmax(axis=1)], proba[:, 1]
         except (CodecError, ValueError, TypeError, KeyError) as exc:
             return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=422)
-        return _answer(codec.name, labels, scores, version)
+        ids = [uuid.uuid4().hex for _ in range(len(labels))]
+        if monitor is not None:
+            monitor.observe(frame, labels.tolist(), scores.tolist(), ids)
+        return _answer(codec.name, labels, scores, ids, version)
+
+    @app.post("/feedback")
+    async def feedback(request: Request) -> Any:
+        try:
+            payload = await request.json()
+            items = payload.get("labels", [payload])
+            pairs = [(str(item["id"]), item["label"]) for item in items]
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse(
+                {"error": f'expected {{"id": ..., "label": ...}} or {{"labels": [...]}}: {exc}'},
+                status_code=422,
+            )
+        known = sum(monitor.feedback(i, label) for i, label in pairs) if monitor else 0
+        return {"received": len(pairs), "matched": known}
 
     return app
 
 
-def _answer(protocol: str, labels: np.ndarray, scores: np.ndarray, version: str) -> Any:
+def _answer(
+    protocol: str, labels: np.ndarray, scores: np.ndarray, ids: list[str], version: str
+) -> Any:
     if protocol == "kserve":
         n = len(labels)
         return {
             "model_name": "credit",
             "model_version": version,
+            "id": ids[0] if ids else "",
+            "parameters": {"ids": ids},
             "outputs": [
                 {"name": "predict", "shape": [n], "datatype": "INT64", "data": labels.tolist()},
                 {
@@ -70,14 +123,19 @@ def _answer(protocol: str, labels: np.ndarray, scores: np.ndarray, version: str)
     outputs = Outputs(
         labels.tolist(),
         scores.tolist(),
-        {"score_key": "scores", "extra": {"model_version": version}},
+        {"score_key": "scores", "extra": {"ids": ids, "model_version": version}},
     )
     return CODECS["records"].encode_response(outputs)
 
 
+def load_reference(folder: Path) -> pd.DataFrame | None:
+    path = folder / "reference.parquet"
+    return pd.read_parquet(path).drop(columns=[LABEL], errors="ignore") if path.is_file() else None
+
+
 @contextmanager
 def serving(
-    model_path: Path, *, version: str = "v2", host: str = "127.0.0.1", port: int = 0
+    model_path: Path, *, version: str = "v2", host: str = "127.0.0.1", port: int = 0, **options: Any
 ) -> Iterator[str]:
     """Serve the model in a background thread; yields ``host:port``."""
     import socket
@@ -86,10 +144,10 @@ def serving(
 
     sock = socket.socket()
     sock.bind((host, port))
-    config = uvicorn.Config(
-        create_app(model_path, version=version), log_level="warning", access_log=False
+    app = create_app(
+        model_path, version=version, reference=load_reference(model_path.parent), **options
     )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:

@@ -29,6 +29,11 @@ class DemoArtifacts:
     data: Path
     config: Path
 
+    @property
+    def reference(self) -> Path:
+        """A sample of the training data: what the service's drift monitors compare against."""
+        return self.folder / "reference.parquet"
+
 
 def build_v1() -> object:
     from sklearn.compose import ColumnTransformer
@@ -96,6 +101,7 @@ def train_demo(folder: str | Path, *, seed: int = 0) -> DemoArtifacts:
         folder / "eval.parquet",
         folder / "chaosml.yaml",
     )
+    train.sample(5000, random_state=seed).to_parquet(artifacts.reference, index=False)
     sio.dump(v1, artifacts.v1)
     sio.dump(v2, artifacts.v2)
     evaluation.to_parquet(artifacts.data, index=False)

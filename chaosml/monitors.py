@@ -1,0 +1,285 @@
+"""ML monitors for a model service, exported with prometheus-client.
+
+A ``ModelMonitor`` keeps sliding windows over the last ``window`` rows a service scored and exports:
+
+- ``chaosml_model_request_latency_seconds`` (histogram) and ``chaosml_model_requests_total{status}``;
+- ``chaosml_model_feature_missing_rate{feature}`` and ``chaosml_model_feature_mean{feature}``;
+- ``chaosml_model_feature_psi{feature}``: population stability index of the window against the
+  training reference (10 quantile bins for numbers, the reference's categories plus "other");
+- ``chaosml_model_score`` (histogram), ``chaosml_model_positive_rate`` (window) and
+  ``chaosml_model_reference_positive_rate`` (set by the service from its training reference);
+- ``chaosml_model_fairness_gap{attribute}``: the selection-rate difference between groups of the
+  sensitive attribute over the window (fairlearn's demographic parity difference);
+- ``chaosml_model_online_accuracy`` over the last ``window`` feedback labels, and
+  ``chaosml_model_feedback_total``;
+- ``chaosml_model_info{version}`` = 1.
+
+Windows are ring buffers updated in O(features) per row, so a request pays microseconds.
+Add them to a FastAPI/Starlette app with ``instrument(app, monitor)``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+EPSILON = 1e-4  # PSI smoothing for empty bins
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class _Ring:
+    """The last ``size`` values of a column as bin indices, with running counts."""
+
+    def __init__(self, size: int, bins: int) -> None:
+        self.index = np.full(size, -1, dtype=np.int64)
+        self.values = np.full(size, np.nan)
+        self.counts = np.zeros(bins + 1, dtype=np.int64)  # last bin: missing
+        self.filled = 0
+        self.position = 0
+
+    def push(self, bins: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> None:
+        size = len(self.index)
+        for b, v in zip(bins[-size:], values[-size:], strict=True):
+            old = self.index[self.position]
+            if old >= 0:
+                self.counts[old] -= 1
+            self.index[self.position], self.values[self.position] = b, v
+            self.counts[b] += 1
+            self.position = (self.position + 1) % size
+            self.filled = min(self.filled + 1, size)
+
+
+class _Feature:
+    """How one feature is binned, from the training reference."""
+
+    def __init__(self, name: str, reference: pd.Series, window: int) -> None:
+        self.name = name
+        self.numeric = pd.api.types.is_numeric_dtype(reference) and not pd.api.types.is_bool_dtype(
+            reference
+        )
+        present = reference.dropna()
+        if self.numeric:
+            edges = np.unique(np.quantile(present.astype(float), np.linspace(0, 1, 11)[1:-1]))
+            self.edges = edges
+            self.categories: dict[Any, int] = {}
+            bins = len(edges) + 1
+            expected = np.bincount(
+                np.searchsorted(edges, present.astype(float), side="right"), minlength=bins
+            )
+        else:
+            self.edges = np.empty(0)
+            self.categories = {c: i for i, c in enumerate(present.astype(str).unique())}
+            bins = len(self.categories) + 1  # + "other"
+            codes = present.astype(str).map(self.categories).to_numpy()
+            expected = np.bincount(codes, minlength=bins)
+        self.bins = bins
+        self.expected = (expected + EPSILON) / (expected.sum() + EPSILON * bins)
+        self.ring = _Ring(window, bins)
+
+    def push(self, values: Sequence[Any]) -> None:
+        series = pd.Series(values, dtype=object)
+        missing = np.array(series.isna(), dtype=bool)
+        if self.numeric:
+            numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+            missing |= np.isnan(numbers)
+            bins = np.searchsorted(self.edges, np.nan_to_num(numbers), side="right")
+        else:
+            numbers = np.full(len(series), np.nan)
+            other = len(self.categories)
+            bins = np.array([self.categories.get(str(v), other) for v in values], dtype=np.int64)
+        self.ring.push(np.where(missing, self.bins, bins).astype(np.int64), numbers)
+
+    def missing_rate(self) -> float:
+        return self.ring.counts[-1] / self.ring.filled if self.ring.filled else 0.0
+
+    def mean(self) -> float:
+        if not self.numeric or not self.ring.filled:
+            return float("nan")
+        values = self.ring.values[: self.ring.filled]
+        present = values[~np.isnan(values)]
+        return float(present.mean()) if len(present) else float("nan")
+
+    def psi(self) -> float:
+        counts = self.ring.counts[:-1]
+        total = counts.sum()
+        if total == 0:
+            return 0.0
+        actual = (counts + EPSILON) / (total + EPSILON * self.bins)
+        return float(np.sum((actual - self.expected) * np.log(actual / self.expected)))
+
+
+class ModelMonitor:
+    """Sliding-window ML monitors for one model version."""
+
+    def __init__(
+        self,
+        *,
+        reference: pd.DataFrame,
+        features: Sequence[str],
+        model_version: str,
+        sensitive: str | None = None,
+        window: int = 500,
+        positive: Any = 1,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.window, self.positive, self.sensitive = window, positive, sensitive
+        self.features = [_Feature(f, reference[f], window) for f in features]
+        self._lock = threading.Lock()
+        self._predictions: list[tuple[Any, bool]] = []  # (sensitive group, predicted positive)
+        self._pending: OrderedDict[str, Any] = OrderedDict()  # request id -> prediction
+        self._correct: list[bool] = []
+        r = self.registry
+        self.latency = Histogram(
+            "chaosml_model_request_latency_seconds",
+            "Time to answer /predict",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "chaosml_model_requests", "Prediction requests by outcome", ["status"], registry=r
+        )
+        self.missing = Gauge(
+            "chaosml_model_feature_missing_rate",
+            "Share of missing values over the window",
+            ["feature"],
+            registry=r,
+        )
+        self.means = Gauge(
+            "chaosml_model_feature_mean",
+            "Mean of the feature over the window",
+            ["feature"],
+            registry=r,
+        )
+        self.psi = Gauge(
+            "chaosml_model_feature_psi",
+            "Population stability index of the window against the training data",
+            ["feature"],
+            registry=r,
+        )
+        self.scores = Histogram(
+            "chaosml_model_score",
+            "Predicted probability of the positive class",
+            buckets=tuple(np.round(np.linspace(0.1, 1, 10), 2)),
+            registry=r,
+        )
+        self.positive_rate = Gauge(
+            "chaosml_model_positive_rate",
+            "Share of positive predictions over the window",
+            registry=r,
+        )
+        self.fairness = Gauge(
+            "chaosml_model_fairness_gap",
+            "Selection-rate difference between groups over the window",
+            ["attribute"],
+            registry=r,
+        )
+        self.accuracy = Gauge(
+            "chaosml_model_online_accuracy", "Accuracy over the last feedback labels", registry=r
+        )
+        self.feedback_total = Counter(
+            "chaosml_model_feedback", "Feedback labels received", registry=r
+        )
+        self.reference_positive_rate = Gauge(
+            "chaosml_model_reference_positive_rate",
+            "Share of positive predictions on the training reference",
+            registry=r,
+        )
+        Gauge(
+            "chaosml_model_info", "The model version being served", ["version"], registry=r
+        ).labels(model_version).set(1)
+        self.accuracy.set(float("nan"))
+
+    def observe(
+        self,
+        frame: pd.DataFrame,
+        predictions: Sequence[Any],
+        scores: Sequence[float] | None,
+        request_ids: Sequence[str],
+    ) -> None:
+        """Record one scored request's rows."""
+        positive = [p == self.positive for p in predictions]
+        with self._lock:
+            for feature in self.features:
+                values = (
+                    frame[feature.name].tolist() if feature.name in frame else [None] * len(frame)
+                )
+                feature.push(values)
+                self.missing.labels(feature.name).set(feature.missing_rate())
+                self.means.labels(feature.name).set(feature.mean())
+                self.psi.labels(feature.name).set(feature.psi())
+            groups = (
+                frame[self.sensitive].tolist()
+                if self.sensitive and self.sensitive in frame
+                else [None] * len(frame)
+            )
+            self._predictions = (self._predictions + list(zip(groups, positive, strict=True)))[
+                -self.window :
+            ]
+            self.positive_rate.set(float(np.mean([p for _, p in self._predictions])))
+            if self.sensitive:
+                self.fairness.labels(self.sensitive).set(self._gap())
+            for request_id, prediction in zip(request_ids, predictions, strict=True):
+                self._pending[request_id] = prediction
+            while len(self._pending) > 10 * self.window:
+                self._pending.popitem(last=False)
+        for score in scores or []:
+            self.scores.observe(score)
+
+    def _gap(self) -> float:
+        rates: dict[Any, list[bool]] = {}
+        for group, positive in self._predictions:
+            if group is not None:
+                rates.setdefault(group, []).append(positive)
+        means = [float(np.mean(v)) for v in rates.values() if v]
+        return max(means) - min(means) if len(means) >= 2 else 0.0
+
+    def feedback(self, request_id: str, label: Any) -> bool:
+        """Record the true label of an earlier prediction; False if the id is unknown."""
+        with self._lock:
+            prediction = self._pending.pop(request_id, _UNKNOWN)
+            if prediction is _UNKNOWN:
+                return False
+            self._correct = ([*self._correct, prediction == label])[-self.window :]
+            self.accuracy.set(float(np.mean(self._correct)))
+        self.feedback_total.inc()
+        return True
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+_UNKNOWN = object()
+
+
+def instrument(app: Any, monitor: ModelMonitor, *, path: str = "/predict") -> None:
+    """Time ``path`` and count its outcomes, and serve ``/metrics``, on a Starlette/FastAPI app."""
+    from starlette.middleware.base import BaseHTTPMiddleware
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    async def _timing(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.url.path != path:
+            return await call_next(request)
+        start = time.perf_counter()
+        response = await call_next(request)
+        monitor.latency.observe(time.perf_counter() - start)
+        monitor.requests.labels("ok" if response.status_code < 400 else "error").inc()
+        return response
+
+    app.add_middleware(BaseHTTPMiddleware, dispatch=_timing)
+
+    async def metrics(request: Request) -> Response:
+        return Response(monitor.render(), media_type="text/plain; version=0.0.4")
+
+    app.add_route("/metrics", metrics, methods=["GET"])
