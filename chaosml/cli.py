@@ -349,6 +349,40 @@ def proxy(
     stderr.print("chaosml proxy: stopped; every toxic is gone with it")
 
 
+alerts_app = typer.Typer(
+    help="Alert sources: where chaosml reads which alerts fired.", no_args_is_help=True
+)
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("webhook")
+def alerts_webhook(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 9094,
+) -> None:
+    """Receive Alertmanager webhooks on /alerts and print each alert as a JSON line."""
+    import time
+
+    from chaosml.alerts.webhook import WebhookReceiver
+
+    receiver = WebhookReceiver(host, port).start()
+    stderr.print(f"receiving Alertmanager webhooks on {receiver.url}")
+    seen = 0
+    try:
+        while True:
+            time.sleep(0.5)
+            for alert in receiver.alerts[seen:]:
+                stdout.out(
+                    json.dumps(
+                        {"alert": alert.name, "status": alert.status, "labels": alert.labels}
+                    ),
+                    highlight=False,
+                )
+            seen = len(receiver.alerts)
+    except KeyboardInterrupt:
+        receiver.stop()
+
+
 def main() -> None:
     try:
         app()

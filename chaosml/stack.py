@@ -137,12 +137,12 @@ def dump(data: dict[str, Any]) -> str:
 DOCKER_FILES: dict[str, Callable[[], dict[str, Any]]] = {
     "prometheus/rules/chaosml.rules.yml": lambda: rules_file(),
     "prometheus/prometheus.yml": lambda: prometheus_config(
-        jobs={"model": ["model:8000"], "chaosml-proxy": ["chaosml:8474"]},
+        jobs={"model": ["model:8000"], "chaosml-proxy": ["proxy:8474"]},
         alertmanager="alertmanager:9093",
         rules="/etc/prometheus/rules/chaosml.rules.yml",
     ),
     "alertmanager/alertmanager.yml": lambda: alertmanager_config(
-        webhook="http://chaosml:9094/alerts"
+        webhook="http://webhook:9094/alerts"
     ),
 }
 HEADER = (

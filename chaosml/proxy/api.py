@@ -128,12 +128,14 @@ class ProxyServer:
     async def respond(self, request: Message) -> bytes:
         keep = request.keep_alive
         path = request.url.split(b"?")[0].decode()
+        metrics = path == "/metrics" and request.method == b"GET"  # read-only, for Prometheus
         if (
             self.token is not None
+            and not metrics
             and request.header(b"authorization") != f"Bearer {self.token}".encode()
         ):
             return _error(ApiError("missing or wrong token", 401), keep)
-        if path == "/metrics" and request.method == b"GET":
+        if metrics:
             return json_response(
                 200,
                 self.metrics.render(),

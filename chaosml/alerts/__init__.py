@@ -1,0 +1,1 @@
+"""Alert sources: where chaosml reads which alerts fired."""
