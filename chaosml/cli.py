@@ -285,8 +285,13 @@ def demo_serve(
     version: Annotated[str, typer.Option(help="Which demo version to serve: v1 or v2.")] = "v2",
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    monitors: Annotated[
+        bool,
+        typer.Option(help="Export the ML monitors on /metrics (off: for overhead benchmarks)."),
+    ] = True,
 ) -> None:
-    """Serve a demo model version over HTTP (POST /predict, GET /health); trains it if needed."""
+    """Serve a demo model version over HTTP: POST /predict, POST /feedback, GET /health and
+    GET /metrics (the ML monitors). Trains the demo models first if needed."""
     import uvicorn
 
     from chaosml.demo.service import create_app, load_reference
@@ -298,7 +303,7 @@ def demo_serve(
         model = out / f"{version}.skops"
         if not model.is_file():
             train_demo(out)
-        app_ = create_app(model, version=version, reference=load_reference(out))
+        app_ = create_app(model, version=version, reference=load_reference(out), monitors=monitors)
     stderr.print(f"serving demo model {version} on http://{host}:{port}/predict")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 

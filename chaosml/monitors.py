@@ -20,10 +20,11 @@ Add them to a FastAPI/Starlette app with ``instrument(app, monitor)``.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -85,17 +86,19 @@ class _Feature:
         self.ring = _Ring(window, bins)
 
     def push(self, values: Sequence[Any]) -> None:
-        series = pd.Series(values, dtype=object)
-        missing = np.array(series.isna(), dtype=bool)
+        """Add a request's values (plain Python: a handful per request, so no pandas here)."""
+        numbers = [_number(v) for v in values] if self.numeric else [math.nan] * len(values)
         if self.numeric:
-            numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
-            missing |= np.isnan(numbers)
             bins = np.searchsorted(self.edges, np.nan_to_num(numbers), side="right")
+            missing = [math.isnan(x) for x in numbers]
         else:
-            numbers = np.full(len(series), np.nan)
             other = len(self.categories)
             bins = np.array([self.categories.get(str(v), other) for v in values], dtype=np.int64)
-        self.ring.push(np.where(missing, self.bins, bins).astype(np.int64), numbers)
+            missing = [v is None or (isinstance(v, float) and math.isnan(v)) for v in values]
+        self.ring.push(
+            np.where(missing, self.bins, bins).astype(np.int64),
+            np.asarray(numbers, dtype=np.float64),
+        )
 
     def missing_rate(self) -> float:
         return self.ring.counts[-1] / self.ring.filled if self.ring.filled else 0.0
@@ -114,6 +117,15 @@ class _Feature:
             return 0.0
         actual = (counts + EPSILON) / (total + EPSILON * self.bins)
         return float(np.sum((actual - self.expected) * np.log(actual / self.expected)))
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 class ModelMonitor:
@@ -200,28 +212,28 @@ class ModelMonitor:
 
     def observe(
         self,
-        frame: pd.DataFrame,
+        columns: Mapping[str, Any],
         predictions: Sequence[Any],
         scores: Sequence[float] | None,
         request_ids: Sequence[str],
     ) -> None:
-        """Record one scored request's rows."""
+        """Record one scored request's rows (``columns``: feature name to values, e.g. a
+        DataFrame or a decoded request's columns)."""
+        n = len(predictions)
         positive = [p == self.positive for p in predictions]
         with self._lock:
             for feature in self.features:
-                values = (
-                    frame[feature.name].tolist() if feature.name in frame else [None] * len(frame)
-                )
+                values = list(columns[feature.name]) if feature.name in columns else [None] * n
                 feature.push(values)
                 self.missing.labels(feature.name).set(feature.missing_rate())
                 self.means.labels(feature.name).set(feature.mean())
                 self.psi.labels(feature.name).set(feature.psi())
             groups = (
-                frame[self.sensitive].tolist()
-                if self.sensitive and self.sensitive in frame
-                else [None] * len(frame)
+                list(columns[self.sensitive])
+                if self.sensitive and self.sensitive in columns
+                else [None] * n
             )
-            self._predictions = (self._predictions + list(zip(groups, positive, strict=True)))[
+            self._predictions = [*self._predictions, *zip(groups, positive, strict=True)][
                 -self.window :
             ]
             self.positive_rate.set(float(np.mean([p for _, p in self._predictions])))
@@ -262,24 +274,35 @@ _UNKNOWN = object()
 
 def instrument(app: Any, monitor: ModelMonitor, *, path: str = "/predict") -> None:
     """Time ``path`` and count its outcomes, and serve ``/metrics``, on a Starlette/FastAPI app."""
-    from starlette.middleware.base import BaseHTTPMiddleware
     from starlette.requests import Request
     from starlette.responses import Response
-
-    async def _timing(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if request.url.path != path:
-            return await call_next(request)
-        start = time.perf_counter()
-        response = await call_next(request)
-        monitor.latency.observe(time.perf_counter() - start)
-        monitor.requests.labels("ok" if response.status_code < 400 else "error").inc()
-        return response
-
-    app.add_middleware(BaseHTTPMiddleware, dispatch=_timing)
 
     async def metrics(request: Request) -> Response:
         return Response(monitor.render(), media_type="text/plain; version=0.0.4")
 
     app.add_route("/metrics", metrics, methods=["GET"])
+    app.add_middleware(_Timing, monitor=monitor, path=path)
+
+
+class _Timing:
+    """Pure ASGI middleware (much cheaper than Starlette's BaseHTTPMiddleware)."""
+
+    def __init__(self, app: Any, *, monitor: ModelMonitor, path: str) -> None:
+        self.app, self.monitor, self.path = app, monitor, path
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), [500]
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self.monitor.latency.observe(time.perf_counter() - start)
+            self.monitor.requests.labels("ok" if status[0] < 400 else "error").inc()

@@ -32,6 +32,5 @@ def test_compose_mounts_the_rendered_files() -> None:
     ]
     for path in render_docker():
         assert any(
-            volume.startswith((f"./{path}", f"./{Path(path).parent}"))
-            for volume in mounts
+            volume.startswith((f"./{path}", f"./{Path(path).parent}")) for volume in mounts
         ), path

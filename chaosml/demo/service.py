@@ -70,7 +70,8 @@ def create_app(
             codec = detect(payload)
             if codec is None:
                 raise CodecError("unknown payload format")
-            frame = codec.decode_request(payload).frame
+            batch = codec.decode_request(payload)
+            frame = batch.frame
             for column in features:
                 if column not in frame.columns:
                     frame[column] = np.nan
@@ -80,7 +81,7 @@ def create_app(
             return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=422)
         ids = [uuid.uuid4().hex for _ in range(len(labels))]
         if monitor is not None:
-            monitor.observe(frame, labels.tolist(), scores.tolist(), ids)
+            monitor.observe(batch.columns, labels.tolist(), scores.tolist(), ids)
         return _answer(codec.name, labels, scores, ids, version)
 
     @app.post("/feedback")
