@@ -31,7 +31,8 @@ slices_app = typer.Typer(
     no_args_is_help=True,
 )
 demo_app = typer.Typer(
-    help="The built-in demo: synthetic credit data, two model versions, a slice suite.",
+    help="The built-in demo: synthetic credit data, two model versions, a slice suite, and a "
+    "monitored model service.",
     invoke_without_command=True,
 )
 app.add_typer(slices_app, name="slices")
