@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from chaosml.alerts.stack import free_port
 from chaosml.codecs import plain
 from chaosml.demo.data import make_credit
 from chaosml.demo.train import train_demo
@@ -46,12 +47,6 @@ async def predict(request: Request) -> JSONResponse:
 app = Starlette(routes=[Route("/predict", predict, methods=["POST"])])
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(port: int, seconds: float = 60) -> None:

@@ -72,10 +72,6 @@ class Table:
 
         dictionary = [column for column in wanted if column in self.categorical]
         parquet = pq.ParquetFile(self.source, read_dictionary=dictionary)
-        if not wanted:  # row counts only
-            for group in range(parquet.num_row_groups):
-                yield pd.DataFrame(index=range(parquet.metadata.row_group(group).num_rows))
-            return
         for batch in parquet.iter_batches(batch_size=chunk_rows, columns=wanted):
             yield batch.to_pandas()
 
@@ -87,10 +83,16 @@ class Table:
             digest.update(pd.util.hash_pandas_object(self.source, index=False).to_numpy().tobytes())
             digest.update(repr(list(self.source.columns)).encode())
             return digest.hexdigest()
-        with self.source.open("rb") as handle:
-            while block := handle.read(1 << 23):
-                digest.update(block)
-        return digest.hexdigest()
+        return file_digest(self.source)
+
+
+def file_digest(path: Path) -> str:
+    """A digest of a file's content, read in blocks."""
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 23):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def open_table(source: str | Path | pd.DataFrame) -> Table:

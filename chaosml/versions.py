@@ -14,6 +14,7 @@ array and, when the model has them, scores (probability of the positive class). 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Iterator
@@ -26,8 +27,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from chaosml.codecs import plain
 from chaosml.config import ProjectConfig
-from chaosml.data import RowReader, Table, open_table
+from chaosml.data import RowReader, Table, file_digest, open_table
 from chaosml.errors import DataError, VersionError
 
 Scalar = str | int | float | bool
@@ -71,7 +73,7 @@ def as_binary(values: pd.Series | npt.NDArray[Any], positive: Scalar, where: str
         raise DataError(f"{where}: has missing values (expected a class for every row)")
     uniques = pd.unique(series)
     if len(uniques) > 2 or (positive in (1, True) and not set(uniques) <= {0, 1}):
-        shown = ", ".join(repr(_plain(v)) for v in uniques[:5])
+        shown = ", ".join(repr(plain(v)) for v in uniques[:5])
         hint = (
             ""
             if len(uniques) > 2
@@ -81,17 +83,13 @@ def as_binary(values: pd.Series | npt.NDArray[Any], positive: Scalar, where: str
     return np.asarray(series == positive, dtype=bool)
 
 
-def _plain(value: object) -> object:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _scores(values: pd.Series, where: str) -> FloatArray:
     scores = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
     if bad.any():
         raise DataError(
             f"{where}: row {int(np.argmax(bad))}: expected a probability in [0, 1], "
-            f"got {_plain(values.iloc[int(np.argmax(bad))])!r}"
+            f"got {plain(values.iloc[int(np.argmax(bad))])!r}"
         )
     return scores
 
@@ -240,11 +238,15 @@ class ArtifactVersion:
         if cache is not None and parts:
             _write_atomically(pd.concat(parts, ignore_index=True), cache)
 
+    @functools.cached_property
+    def _digest(self) -> str:
+        return file_digest(self.path)
+
     def _cache_path(self, table: Table, positive: Scalar) -> Path | None:
         if self.cache_dir is None:
             return None
         key = hashlib.blake2b(digest_size=16)
-        key.update(_file_digest(self.path).encode())
+        key.update(self._digest.encode())
         key.update(table.fingerprint.encode())
         key.update(repr(positive).encode())
         return self.cache_dir / "predictions" / f"{key.hexdigest()}.parquet"
@@ -277,14 +279,6 @@ def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
     partial = path.with_suffix(f".{os.getpid()}.partial")
     frame.to_parquet(partial, index=False)
     partial.replace(path)
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 23):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_model(path: Path) -> Any:

@@ -3,9 +3,6 @@ the request it received, and the chaosml proxy driven through toxiproxy-python."
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +17,7 @@ from toxiproxy.api import APIConsumer
 
 from chaosml.codecs import plain
 from chaosml.demo.data import make_credit
-from chaosml.demo.service import serving
+from chaosml.demo.service import serving, serving_app
 from chaosml.demo.train import DemoArtifacts
 from chaosml.proxy.api import ProxyServer, running
 
@@ -40,20 +37,9 @@ async def big(request: Request) -> JSONResponse:
 
 @pytest.fixture(scope="session")
 def echo_service() -> Iterator[str]:
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
     app = Starlette(routes=[Route("/predict", echo, methods=["POST"]), Route("/big", big)])
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    yield f"127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with serving_app(app) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")

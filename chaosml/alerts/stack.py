@@ -29,7 +29,7 @@ def find_binary(names: tuple[str, ...]) -> str | None:
     return next((path for name in names if (path := shutil.which(name))), None)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -97,7 +97,7 @@ def monitoring_stack(
         )
     with tempfile.TemporaryDirectory(prefix="chaosml-stack-") as folder:
         work = Path(folder)
-        alertmanager, prometheus = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+        alertmanager, prometheus = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
         (work / "alertmanager.yml").write_text(
             dump(alertmanager_config(webhook=webhook, group_wait="1s", repeat_interval="1m")),
             encoding="utf-8",

@@ -135,19 +135,14 @@ def load_reference(folder: Path) -> pd.DataFrame | None:
 
 
 @contextmanager
-def serving(
-    model_path: Path, *, version: str = "v2", host: str = "127.0.0.1", port: int = 0, **options: Any
-) -> Iterator[str]:
-    """Serve the model in a background thread; yields ``host:port``."""
+def serving_app(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a background thread; yields ``host:port``."""
     import socket
 
     import uvicorn
 
     sock = socket.socket()
     sock.bind((host, port))
-    app = create_app(
-        model_path, version=version, reference=load_reference(model_path.parent), **options
-    )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -159,3 +154,15 @@ def serving(
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@contextmanager
+def serving(
+    model_path: Path, *, version: str = "v2", host: str = "127.0.0.1", port: int = 0, **options: Any
+) -> Iterator[str]:
+    """Serve the model at ``model_path`` (and its folder's reference sample); yields ``host:port``."""
+    app = create_app(
+        model_path, version=version, reference=load_reference(model_path.parent), **options
+    )
+    with serving_app(app, host=host, port=port) as address:
+        yield address

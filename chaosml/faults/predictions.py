@@ -12,14 +12,19 @@ from chaosml.faults.base import BoolArray, Predictions, Rate, ResponseFault, Sco
 Label = int | float | str | bool
 
 
-class ScoreNoise(ResponseFault):
+class _Binary(ResponseFault):
+    """A fault that knows the two predicted classes."""
+
+    positive: Label = 1
+    negative: Label = 0
+
+
+class ScoreNoise(_Binary):
     """Gaussian noise on scores (a model drifting off calibration); labels follow ``threshold``."""
 
     type: ClassVar[str] = "score_noise"
     std: float = Field(gt=0)
     threshold: float | None = Field(default=0.5, ge=0, le=1)
-    positive: Label = 1
-    negative: Label = 0
 
     def change(
         self, predictions: Predictions, scores: Scores, rows: BoolArray, rng: np.random.Generator
@@ -35,13 +40,11 @@ class ScoreNoise(ResponseFault):
         return labels, noisy
 
 
-class LabelFlip(ResponseFault):
+class LabelFlip(_Binary):
     """Predicted classes flipped (``positive`` ↔ ``negative``) for a ``rate`` of rows."""
 
     type: ClassVar[str] = "label_flip"
     rate: float = Rate
-    positive: Label = 1
-    negative: Label = 0
 
     def change(
         self, predictions: Predictions, scores: Scores, rows: BoolArray, rng: np.random.Generator
@@ -83,14 +86,12 @@ class NanPrediction(ResponseFault):
         return labels, None if scores is None else np.where(rows, np.nan, scores)
 
 
-class Bias(ResponseFault):
+class Bias(_Binary):
     """Positive outcomes turned negative at ``rate`` for rows matching ``where`` (e.g.
     ``sex == 'F'``): injected bias against a group."""
 
     type: ClassVar[str] = "bias"
     rate: float = Rate
-    positive: Label = 1
-    negative: Label = 0
 
     def change(
         self, predictions: Predictions, scores: Scores, rows: BoolArray, rng: np.random.Generator

@@ -126,6 +126,9 @@ class Proxy:
     _connections: Connections = field(default_factory=Connections)
     _rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
+    def __post_init__(self) -> None:
+        self._requests = self.metrics.requests.labels(self.name)  # the hot path's counter
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -210,7 +213,7 @@ class Proxy:
         return reply.close or reply.limit is not None
 
     async def handle(self, request: Message) -> Reply:
-        self.metrics.requests.labels(self.name).inc()
+        self._requests.inc()
         toxics = [t for t in self.active() if t.toxicity >= 1 or random.random() < t.toxicity]
         if not toxics:
             return await self._forward(self.upstream, request, request.body)

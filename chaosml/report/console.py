@@ -21,7 +21,8 @@ VERDICT_STYLE = {
 STATUS_STYLE = {"failed": "bold red", "passed": "green", "skipped": "yellow"}
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
+def fmt(value: float | None, digits: int = 4) -> str:
+    """A metric for display; undefined (None or NaN) as an en dash."""
     return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
@@ -69,9 +70,9 @@ def render_comparison(comparison: Comparison, console: Console) -> None:
         table.add_row(
             row.name,
             f"{row.n:,}",
-            _fmt(row.v1),
-            _fmt(row.v2),
-            _fmt(row.delta, 4) if row.delta is None else f"{row.delta:+.4f}",
+            fmt(row.v1),
+            fmt(row.v2),
+            fmt(row.delta, 4) if row.delta is None else f"{row.delta:+.4f}",
             ci,
             _p(row.p_value),
             _p(row.p_adjusted),
@@ -100,7 +101,7 @@ def render_test_report(report: SliceTestReport, console: Console) -> None:
     ):
         name = Text(info.name, style="bold red" if info.name in failing else "")
         size = f"{int(row['n']):,}" + (" (small)" if row["n"] < info.min_size else "")
-        table.add_row(name, size, *[_fmt(row[m]) for m in report.metrics], end_section=index == 0)
+        table.add_row(name, size, *[fmt(row[m]) for m in report.metrics], end_section=index == 0)
     console.print(table)
     counts = {
         status: sum(o.status == status for o in report.outcomes)

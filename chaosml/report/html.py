@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import html
 import io
-import math
 from pathlib import Path
 
-from chaosml.report.console import worst_first
+from chaosml.report.console import fmt, worst_first
 from chaosml.slices.checks import SliceTestReport
 from chaosml.slices.compare import Comparison, SliceComparison
 
@@ -18,10 +17,6 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .regressed,.failed{color:#b00020;font-weight:600}.improved,.passed{color:#1b7f3b}
 .too_small,.skipped{color:#a66b00}.unchanged{color:#666}
 """
-
-
-def _fmt(value: float | None) -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
 def _svg(figure: object) -> str:
@@ -88,18 +83,18 @@ def write_compare_html(comparison: Comparison, path: Path) -> None:
     c = comparison
     rows = []
     for row in [c.overall, *worst_first(c)]:
-        ci = f"[{_fmt(row.ci[0])}, {_fmt(row.ci[1])}]" if row.ci else "–"
+        ci = f"[{fmt(row.ci[0])}, {fmt(row.ci[1])}]" if row.ci else "–"
         rows.append(
             [
                 _td(row.name),
                 _td(row.where),
                 _td(f"{row.n:,}", True),
-                _td(_fmt(row.v1), True),
-                _td(_fmt(row.v2), True),
-                _td(_fmt(row.delta), True),
+                _td(fmt(row.v1), True),
+                _td(fmt(row.v2), True),
+                _td(fmt(row.delta), True),
                 _td(ci, True),
-                _td(_fmt(row.p_value), True),
-                _td(_fmt(row.p_adjusted), True),
+                _td(fmt(row.p_value), True),
+                _td(fmt(row.p_adjusted), True),
                 _td(row.verdict, css=row.verdict),
             ]
         )
@@ -118,7 +113,7 @@ def write_compare_html(comparison: Comparison, path: Path) -> None:
 def write_test_html(report: SliceTestReport, path: Path) -> None:
     rows = [
         [_td(info.name), _td(info.where), _td(f"{int(row['n']):,}", True)]
-        + [_td(_fmt(row[m]), True) for m in report.metrics]
+        + [_td(fmt(row[m]), True) for m in report.metrics]
         for info, (_, row) in zip(report.slices, report.table.iterrows(), strict=True)
     ]
     metrics = _table(["slice", "where", "n", *report.metrics], rows)

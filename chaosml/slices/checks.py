@@ -14,7 +14,7 @@ from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS
 from chaosml.slices.collect import Evaluation, Progress, evaluate
 from chaosml.slices.engine import SliceInfo
-from chaosml.slices.metrics import METRICS
+from chaosml.slices.metrics import METRICS, as_number
 from chaosml.slices.suite import SliceSuite, SliceTest
 from chaosml.versions import Version
 
@@ -77,7 +77,7 @@ class SliceTestReport:
                     "where": info.where,
                     "n": int(row["n"]),
                     "too_small": bool(row["n"] < info.min_size),
-                    "metrics": {m: _number(row[m]) for m in self.metrics},
+                    "metrics": {m: as_number(row[m]) for m in self.metrics},
                 }
             )
         return {
@@ -244,8 +244,3 @@ def _describe(test: SliceTest) -> str:
             parts.append(f"{key}={bound}")
     target = f"slice {test.slice}" if test.slice is not None else f"by {', '.join(test.by or [])}"
     return f"{test.metric} {' '.join(parts)} on {target}"
-
-
-def _number(value: Any) -> float | None:
-    number = float(value)
-    return None if math.isnan(number) else number

@@ -25,7 +25,7 @@ from chaosml.data import DEFAULT_CHUNK_ROWS
 from chaosml.errors import InputError
 from chaosml.slices.collect import Progress, evaluate
 from chaosml.slices.engine import IntArray, confusion
-from chaosml.slices.metrics import METRICS, Metric, PairedTest
+from chaosml.slices.metrics import METRICS, Metric, PairedTest, as_number
 from chaosml.slices.stats import (
     adjust,
     bootstrap_cells,
@@ -199,15 +199,15 @@ def compare_versions(
             name=info.name,
             where=info.where,
             n=int(stats.n[i]),
-            v1=_num(first[i]),
-            v2=_num(second[i]),
-            delta=_num(delta[i]),
+            v1=as_number(first[i]),
+            v2=as_number(second[i]),
+            delta=as_number(delta[i]),
             ci=None if math.isnan(ci_low[i]) else (float(ci_low[i]), float(ci_high[i])),
-            p_value=_num(p_values[i]),
-            p_adjusted=_num(p_adjusted[i]),
+            p_value=as_number(p_values[i]),
+            p_adjusted=as_number(p_adjusted[i]),
             verdict=verdicts[i],
             metrics={
-                key: {name: _num(values[i]) for name, values in by_metric.items()}
+                key: {name: as_number(values[i]) for name, values in by_metric.items()}
                 for key, by_metric in per_version.items()
             },
         )
@@ -280,8 +280,3 @@ def verdict(
         else:
             out.append("unchanged")
     return out
-
-
-def _num(value: Any) -> float | None:
-    number = float(value)
-    return None if math.isnan(number) else number

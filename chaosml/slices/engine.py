@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from chaosml.codecs import plain
 from chaosml.predicate import BoolOp as And
 from chaosml.predicate import Column, Compare, IsNa, Node, Predicate, Value, render
 
@@ -115,15 +116,9 @@ def _decode(combo: int, uniques_per_column: list[npt.NDArray[Any]]) -> tuple[obj
     values: list[object] = []
     for uniques in reversed(uniques_per_column):
         size = len(uniques)
-        values.append(_plain(uniques[combo % size]))
+        values.append(plain(uniques[combo % size]))
         combo //= size
     return tuple(reversed(values))
-
-
-def _plain(value: object) -> object:
-    if _is_missing(value):
-        return None
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _is_missing(value: object) -> bool:

@@ -11,9 +11,10 @@ and a gap to overall mean.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -118,6 +119,12 @@ METRICS: dict[str, Metric] = {
     )
 }
 DEFAULT_METRICS = ("accuracy", "precision", "recall", "f1", "false_positive_rate", "selection_rate")
+
+
+def as_number(value: Any) -> float | None:
+    """A metric value for results: a float, or None where it is undefined (NaN)."""
+    number = float(value)
+    return None if math.isnan(number) else number
 
 
 def get_metric(name: str) -> Metric:
