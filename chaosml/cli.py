@@ -290,6 +290,9 @@ def demo_serve(
         bool,
         typer.Option(help="Export the ML monitors on /metrics (off: for overhead benchmarks)."),
     ] = True,
+    window: Annotated[
+        int, typer.Option(min=10, help="Rows in the monitors' sliding windows.")
+    ] = 500,
 ) -> None:
     """Serve a demo model version over HTTP: POST /predict, POST /feedback, GET /health and
     GET /metrics (the ML monitors). Trains the demo models first if needed."""
@@ -304,7 +307,13 @@ def demo_serve(
         model = out / f"{version}.skops"
         if not model.is_file():
             train_demo(out)
-        app_ = create_app(model, version=version, reference=load_reference(out), monitors=monitors)
+        app_ = create_app(
+            model,
+            version=version,
+            reference=load_reference(out),
+            monitors=monitors,
+            window=window,
+        )
     stderr.print(f"serving demo model {version} on http://{host}:{port}/predict")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
@@ -322,36 +331,23 @@ def proxy(
             "request; needed to bind the control API beyond loopback.",
         ),
     ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of the proxies' random generators (toxicity rolls, row choices)."),
+    ] = None,
 ) -> None:
     """Run the fault proxy. Drive it with any Toxiproxy client (e.g. toxiproxy-python).
 
     Create a proxy in front of a model service, then add toxics: network faults (latency,
     timeout, ...) and ML faults (missing_values, bias, stale_model, ...). Stops on Ctrl-C.
     """
-    import asyncio
-    import contextlib
-    import signal
-
-    from chaosml.proxy.api import ProxyServer
+    from chaosml.proxy.api import ProxyServer, serve_forever
 
     with _errors():
-        server = ProxyServer(api=api, token=token)
-
-        async def run() -> None:
-            await server.start()
-            serving = asyncio.ensure_future(server.serve())
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                asyncio.get_running_loop().add_signal_handler(sig, serving.cancel)
-            stderr.print(f"chaosml proxy: control API on http://{server.api}")
-            with contextlib.suppress(asyncio.CancelledError):
-                await serving
-
-        try:  # uvloop (installed with uvicorn[standard]) makes the data plane markedly cheaper
-            import uvloop
-
-            uvloop.run(run())
-        except ImportError:
-            asyncio.run(run())
+        server = ProxyServer(api=api, token=token, seed=seed)
+        serve_forever(
+            server, lambda s: stderr.print(f"chaosml proxy: control API on http://{s.api}")
+        )
     stderr.print("chaosml proxy: stopped; every toxic is gone with it")
 
 

@@ -25,14 +25,13 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from chaosml._types import Table
+
 SCORE_KEYS = ("scores", "score", "probabilities")
 
 
 class CodecError(ValueError):
     """The payload is not in the codec's format (the proxy then passes it through untouched)."""
-
-
-Table = dict[str, np.ndarray]
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Reading tables (Parquet, CSV, or an in-memory DataFrame) in bounded chunks.
 
-``Table`` knows a source's columns and, where the format says it up front, its row count;
-``Table.chunks`` yields DataFrames of at most ``chunk_rows`` rows with only the requested columns, so
+``DataSource`` knows a source's columns and, where the format says it up front, its row count;
+``DataSource.chunks`` yields DataFrames of at most ``chunk_rows`` rows with only the requested columns, so
 memory does not grow with the file. ``RowReader`` hands out exactly the next ``n`` rows of a table,
 which keeps a predictions file row-aligned with the data whatever their batch sizes.
 """
@@ -27,7 +27,7 @@ MISSING_COLUMN = "{path}: no column {column!r} (columns: {available})"
 
 
 @dataclass(frozen=True)
-class Table:
+class DataSource:
     """A tabular data source: a file path or a DataFrame held in memory."""
 
     source: Path | pd.DataFrame
@@ -95,10 +95,10 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def open_table(source: str | Path | pd.DataFrame) -> Table:
+def open_table(source: str | Path | pd.DataFrame) -> DataSource:
     """Open a table without reading its rows; raise ``DataError`` if it is missing or unreadable."""
     if isinstance(source, pd.DataFrame):
-        return Table(source, tuple(map(str, source.columns)), len(source))
+        return DataSource(source, tuple(map(str, source.columns)), len(source))
     path = Path(source)
     if not path.is_file():
         raise DataError(NOT_FOUND.format(path=path))
@@ -114,17 +114,19 @@ def open_table(source: str | Path | pd.DataFrame) -> Table:
                 for field in schema
                 if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
             )
-            return Table(path, tuple(schema.names), metadata.num_rows, categorical)
+            return DataSource(path, tuple(schema.names), metadata.num_rows, categorical)
         header = pd.read_csv(path, nrows=0, sep=_separator(path))
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read as {_format(path)}: {_first_line(exc)}") from exc
-    return Table(path, tuple(map(str, header.columns)), None)
+    return DataSource(path, tuple(map(str, header.columns)), None)
 
 
 class RowReader:
     """Reads a table sequentially, handing out exactly ``n`` rows per ``take(n)``."""
 
-    def __init__(self, table: Table, columns: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS):
+    def __init__(
+        self, table: DataSource, columns: Sequence[str], chunk_rows: int = DEFAULT_CHUNK_ROWS
+    ):
         self._chunks = table.chunks(columns, chunk_rows)
         self._buffer: list[pd.DataFrame] = []
         self._buffered = 0

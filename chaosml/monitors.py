@@ -205,9 +205,14 @@ class ModelMonitor:
             "Share of positive predictions on the training reference",
             registry=r,
         )
-        Gauge(
-            "chaosml_model_info", "The model version being served", ["version"], registry=r
-        ).labels(model_version).set(1)
+        self.model_version = self._served = model_version
+        self.info = Gauge(
+            "chaosml_model_info",
+            "1 for the model version that answered last, 0 for versions that answered before",
+            ["version"],
+            registry=r,
+        )
+        self.info.labels(model_version).set(1)
         self.accuracy.set(float("nan"))
 
     def observe(
@@ -216,10 +221,17 @@ class ModelMonitor:
         predictions: Sequence[Any],
         scores: Sequence[float] | None,
         request_ids: Sequence[str],
+        version: str | None = None,
     ) -> None:
         """Record one scored request's rows (``columns``: feature name to values, e.g. a
-        DataFrame or a decoded request's columns)."""
+        DataFrame or a decoded request's columns); ``version``: the model version that answered,
+        if not the one served (a stale model behind a fault or a botched rollout)."""
         n = len(predictions)
+        served = version or self.model_version
+        if served != self._served:
+            self.info.labels(self._served).set(0)
+            self.info.labels(served).set(1)
+            self._served = served
         positive = [p == self.positive for p in predictions]
         with self._lock:
             for feature in self.features:

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
+from chaosml._types import BoolArray
 from chaosml.errors import PredicateError
 
 Scalar: TypeAlias = str | int | float | bool
-BoolArray: TypeAlias = npt.NDArray[np.bool_]
 CompareOp: TypeAlias = Literal["==", "!=", "<", "<=", ">", ">="]
 
 FORBIDDEN = "{what} is not allowed in a predicate (allowed: comparisons, and/or/not, in, isna(col))"

@@ -29,7 +29,7 @@ import pandas as pd
 
 from chaosml.codecs import plain
 from chaosml.config import ProjectConfig
-from chaosml.data import RowReader, Table, file_digest, open_table
+from chaosml.data import DataSource, RowReader, file_digest, open_table
 from chaosml.errors import DataError, VersionError
 
 Scalar = str | int | float | bool
@@ -56,12 +56,12 @@ Predictor = Callable[[pd.DataFrame], Predictions]
 class Version(Protocol):
     name: str
 
-    def feature_columns(self, table: Table, label: str, positive: Scalar) -> list[str]:
+    def feature_columns(self, table: DataSource, label: str, positive: Scalar) -> list[str]:
         """Columns of the data this version needs to predict (none for precomputed predictions)."""
         ...
 
     @contextmanager
-    def predictor(self, table: Table, label: str, positive: Scalar) -> Iterator[Predictor]:
+    def predictor(self, table: DataSource, label: str, positive: Scalar) -> Iterator[Predictor]:
         """A function from a data chunk to its predictions; checks alignment when the block ends."""
         ...
 
@@ -102,11 +102,11 @@ class InMemory:
     prediction: npt.ArrayLike
     score: npt.ArrayLike | None = None
 
-    def feature_columns(self, table: Table, label: str, positive: Scalar) -> list[str]:
+    def feature_columns(self, table: DataSource, label: str, positive: Scalar) -> list[str]:
         return []
 
     @contextmanager
-    def predictor(self, table: Table, label: str, positive: Scalar) -> Iterator[Predictor]:
+    def predictor(self, table: DataSource, label: str, positive: Scalar) -> Iterator[Predictor]:
         prediction = np.asarray(self.prediction)
         where = f"version {self.name!r}"
         if table.num_rows is not None and len(prediction) != table.num_rows:
@@ -133,11 +133,11 @@ class PredictionsFile:
     name: str
     path: Path
 
-    def feature_columns(self, table: Table, label: str, positive: Scalar) -> list[str]:
+    def feature_columns(self, table: DataSource, label: str, positive: Scalar) -> list[str]:
         return []
 
     @contextmanager
-    def predictor(self, table: Table, label: str, positive: Scalar) -> Iterator[Predictor]:
+    def predictor(self, table: DataSource, label: str, positive: Scalar) -> Iterator[Predictor]:
         try:
             source = open_table(self.path)
         except DataError as exc:
@@ -193,7 +193,7 @@ class ArtifactVersion:
             self._model = load_model(self.path)
         return self._model
 
-    def feature_columns(self, table: Table, label: str, positive: Scalar) -> list[str]:
+    def feature_columns(self, table: DataSource, label: str, positive: Scalar) -> list[str]:
         cache = self._cache_path(table, positive)
         if cache is not None and cache.is_file():
             return []
@@ -208,7 +208,7 @@ class ArtifactVersion:
         return columns
 
     @contextmanager
-    def predictor(self, table: Table, label: str, positive: Scalar) -> Iterator[Predictor]:
+    def predictor(self, table: DataSource, label: str, positive: Scalar) -> Iterator[Predictor]:
         cache = self._cache_path(table, positive)
         if cache is not None and cache.is_file():
             with PredictionsFile(self.name, cache).predictor(table, label, True) as cached:
@@ -242,7 +242,7 @@ class ArtifactVersion:
     def _digest(self) -> str:
         return file_digest(self.path)
 
-    def _cache_path(self, table: Table, positive: Scalar) -> Path | None:
+    def _cache_path(self, table: DataSource, positive: Scalar) -> Path | None:
         if self.cache_dir is None:
             return None
         key = hashlib.blake2b(digest_size=16)

@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from chaosml._types import Table
 from chaosml.codecs import CODECS, CodecError, Outputs, detect
 from chaosml.demo.data import LABEL, SENSITIVE, make_credit
+from chaosml.faultpoint import FaultPoint, InjectedError, Predict
 from chaosml.monitors import ModelMonitor, instrument
 from chaosml.versions import load_model
 
@@ -38,13 +40,36 @@ def create_app(
     reference: pd.DataFrame | None = None,
     monitors: bool = True,
     window: int = 500,
+    fault_point: FaultPoint | None = None,
 ) -> FastAPI:
     """The service for the model at ``model_path``; ``reference`` is a sample of its training
-    data (default: regenerated demo data)."""
+    data (default: regenerated demo data). ``fault_point`` (default: ``FaultPoint.from_env``
+    with the folder's other demo versions as alternates) wraps its predict call."""
     model = load_model(model_path)
     features = list(getattr(model, "feature_names_in_", []))
     classes = np.asarray(model.classes_)
     app = FastAPI(title="chaosml reference model service")
+
+    def predictor(fitted: Any) -> Predict:
+        def predict(columns: Table) -> tuple[np.ndarray, np.ndarray]:
+            frame = pd.DataFrame(columns).infer_objects()
+            for column in features:
+                if column not in frame.columns:
+                    frame[column] = np.nan
+            proba = fitted.predict_proba(frame[features])
+            return classes[proba.argmax(axis=1)], proba[:, 1]
+
+        return predict
+
+    if fault_point is None:
+        others = {
+            path.stem: predictor(load_model(path))
+            for path in sorted(model_path.parent.glob("v*.skops"))
+            if path != model_path
+        }
+        fault_point = FaultPoint.from_env(others)
+    point, predict_model = fault_point, predictor(model)
+    app.router.on_shutdown.append(point.close)
     monitor = None
     if monitors:
         reference = reference if reference is not None else make_credit(5000, seed=1)
@@ -71,17 +96,19 @@ def create_app(
             if codec is None:
                 raise CodecError("unknown payload format")
             batch = codec.decode_request(payload)
-            frame = batch.frame
-            for column in features:
-                if column not in frame.columns:
-                    frame[column] = np.nan
-            proba = await asyncio.to_thread(model.predict_proba, frame[features])
-            labels, scores = classes[proba.argmax(axis=1)], proba[:, 1]
+            answer = await asyncio.to_thread(point, predict_model, batch.columns)
+        except InjectedError as exc:
+            return Response(exc.body, status_code=exc.status, media_type="application/json")
         except (CodecError, ValueError, TypeError, KeyError) as exc:
             return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=422)
+        labels, scores = np.asarray(answer.predictions), answer.scores
+        if scores is None:
+            scores = np.full(len(labels), np.nan)
         ids = [uuid.uuid4().hex for _ in range(len(labels))]
         if monitor is not None:
-            monitor.observe(batch.columns, labels.tolist(), scores.tolist(), ids)
+            monitor.observe(
+                answer.columns, labels.tolist(), scores.tolist(), ids, version=answer.version
+            )
         return _answer(codec.name, labels, scores, ids, version)
 
     @app.post("/feedback")

@@ -11,19 +11,21 @@ parameters; the proxy acts them out on the connection.
 from __future__ import annotations
 
 import functools
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from chaosml._types import BoolArray, Table
 from chaosml.errors import PredicateError
 from chaosml.predicate import Predicate, parse_predicate
 
+if TYPE_CHECKING:
+    from chaosml.faults.transport import Effect
+
 Side = Literal["request", "response", "transport"]
-BoolArray = npt.NDArray[np.bool_]
-Table = dict[str, npt.NDArray[Any]]  # columns of equal length: a request's rows, or a whole frame
 Rows = Table | pd.DataFrame | None
 
 FAULTS: dict[str, type[Fault]] = {}
@@ -111,7 +113,15 @@ class ResponseFault(PayloadFault):
 
 
 class TransportFault(Fault):
+    """A fault on the connection; it says what it changes in an ``Effect`` and a fault point acts
+    the effect out."""
+
     side: ClassVar[Side] = "transport"
+    in_service: ClassVar[bool] = False  # the in-service point can act it out around a call
+
+    def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
+        """Record this fault in ``effect`` (``size``: bytes of the message it applies to)."""
+        raise NotImplementedError
 
 
 Rate = Field(default=1.0, ge=0, le=1, description="fraction of (matching) rows affected")

@@ -13,7 +13,8 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import Field, field_validator
 
-from chaosml.faults.base import Rate, RequestFault, Table
+from chaosml._types import Table
+from chaosml.faults.base import Rate, RequestFault
 
 Array = npt.NDArray[Any]
 

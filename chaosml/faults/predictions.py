@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from chaosml.faults.base import BoolArray, Predictions, Rate, ResponseFault, Scores
+from chaosml._types import BoolArray
+from chaosml.faults.base import Predictions, Rate, ResponseFault, Scores
 
 Label = int | float | str | bool
 
@@ -105,14 +106,22 @@ class Bias(_Binary):
 
 
 class StaleModel(ResponseFault):
-    """Answers come from another ``upstream`` (``host:port``), e.g. an older model version.
+    """Answers come from an older model: another ``upstream`` (``host:port``, at the proxy) or
+    another ``version`` the service has loaded (at the in-service fault point).
 
-    Online the proxy forwards the request there; offline, give that version's predictions to
-    ``apply`` (its ``predictions``/``scores`` arguments) and this fault keeps them.
+    Offline, give that version's predictions to ``apply`` (its ``predictions``/``scores``
+    arguments) and this fault keeps them.
     """
 
     type: ClassVar[str] = "stale_model"
-    upstream: str = Field(pattern=r"^[^:\s]+:\d+$")
+    upstream: str | None = Field(default=None, pattern=r"^[^:\s]+:\d+$")
+    version: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StaleModel:
+        if (self.upstream is None) == (self.version is None):
+            raise ValueError("expected exactly one of upstream (host:port) or version")
+        return self
 
     def change(
         self, predictions: Predictions, scores: Scores, rows: BoolArray, rng: np.random.Generator

@@ -1,42 +1,84 @@
-"""Transport faults, with Toxiproxy's attribute names and meanings (times in milliseconds)."""
+"""Transport faults, with Toxiproxy's attribute names and meanings (times in milliseconds).
+
+Each kind says what it changes in an ``Effect``; a fault point (the proxy on a connection, the
+in-service point around a predict call) acts the effect out. Adding a kind is one class here.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 from pydantic import Field
 
 from chaosml.faults.base import TransportFault
+
+
+@dataclass
+class Effect:
+    """What the transport toxics of one stream do to one request or response."""
+
+    delay: float = 0.0  # seconds to wait before going on
+    status: int | None = None  # answer with this status instead of forwarding
+    body: bytes = b""
+    hold: float | None = None  # hold the connection this long (inf: until the toxic is gone), close
+    reset_after: float | None = None  # reset the connection (TCP RST) after this long
+    rate: int = 0  # KB/s, 0: unlimited
+    close_delay: float = 0.0
+    limit: int | None = None  # close after this many bytes
+
+    @property
+    def ends(self) -> bool:
+        """The connection ends here: nothing is forwarded."""
+        return self.hold is not None or self.reset_after is not None
 
 
 class Latency(TransportFault):
     """Delay each request (upstream) or response (downstream) by ``latency`` ± ``jitter`` ms."""
 
     type: ClassVar[str] = "latency"
-    latency: int = Field(default=0, ge=0)
-    jitter: int = Field(default=0, ge=0)
+    in_service: ClassVar[bool] = True
+    latency: int = Field(default=0, ge=0, le=86_400_000)
+    jitter: int = Field(default=0, ge=0, le=86_400_000)
+
+    def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
+        jitter = rng.uniform(-self.jitter, self.jitter) if self.jitter else 0.0
+        effect.delay += max(self.latency + jitter, 0) / 1000
 
 
 class HttpError(TransportFault):
     """Answer with HTTP ``status`` instead of forwarding (a fraction of requests by toxicity)."""
 
     type: ClassVar[str] = "http_error"
+    in_service: ClassVar[bool] = True
     status: int = Field(default=500, ge=400, le=599)
     body: str = '{"error": "injected by chaosml"}'
+
+    def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
+        if effect.status is None:
+            effect.status, effect.body = self.status, self.body.encode()
 
 
 class Timeout(TransportFault):
     """Hold the request and send nothing; close after ``timeout`` ms (0: hold until removed)."""
 
     type: ClassVar[str] = "timeout"
-    timeout: int = Field(default=0, ge=0)
+    timeout: int = Field(default=0, ge=0, le=86_400_000)
+
+    def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
+        effect.hold = self.timeout / 1000 if self.timeout else math.inf
 
 
 class ResetPeer(TransportFault):
     """Reset the connection (TCP RST) after ``timeout`` ms."""
 
     type: ClassVar[str] = "reset_peer"
-    timeout: int = Field(default=0, ge=0)
+    timeout: int = Field(default=0, ge=0, le=86_400_000)
+
+    def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
+        effect.reset_after = self.timeout / 1000
 
 
 class Bandwidth(TransportFault):
@@ -45,12 +87,18 @@ class Bandwidth(TransportFault):
     type: ClassVar[str] = "bandwidth"
     rate: int = Field(default=0, ge=0)
 
+    def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
+        effect.rate = self.rate
+
 
 class SlowClose(TransportFault):
     """Delay closing the connection by ``delay`` ms."""
 
     type: ClassVar[str] = "slow_close"
-    delay: int = Field(default=0, ge=0)
+    delay: int = Field(default=0, ge=0, le=86_400_000)
+
+    def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
+        effect.close_delay = self.delay / 1000
 
 
 class LimitData(TransportFault):
@@ -58,3 +106,7 @@ class LimitData(TransportFault):
 
     type: ClassVar[str] = "limit_data"
     bytes: int = Field(default=0, ge=0)
+
+    def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
+        if self.bytes < size or self.bytes == 0:
+            effect.limit = self.bytes

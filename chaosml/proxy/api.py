@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from chaosml.errors import InputError
 from chaosml.proxy.http import Connections, Message, MessageReader, json_response
 from chaosml.proxy.metrics import ProxyMetrics
@@ -26,6 +28,7 @@ from chaosml.proxy.server import Proxy, split_address
 from chaosml.proxy.toxics import ApiError, build_toxic
 
 VERSION = "2.12.0-chaosml"  # the Toxiproxy API version it speaks
+FIXED = "this fault point's proxies are fixed: only their toxics can change"
 TOKEN_REQUIRED = "refusing to bind the control API to {address} without a token (use --token)"
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
 
@@ -47,6 +50,8 @@ class ProxyServer:
     api: str = "127.0.0.1:8474"
     token: str | None = None
     reap_interval: float = 0.1
+    seed: int | None = None  # of every proxy's and toxic's random generator (None: fresh entropy)
+    fixed: bool = False  # proxies come from code (the in-service point), not from the API
     metrics: ProxyMetrics = field(default_factory=ProxyMetrics)
     proxies: dict[str, Proxy] = field(default_factory=dict)
     _server: asyncio.base_events.Server | None = None
@@ -73,6 +78,17 @@ class ProxyServer:
             ("DELETE", route + r"/toxics/(?P<toxic>[^/]+)", self.delete_toxic),
         ]
         self._routes = [(m, re.compile(p + "$"), h) for m, p, h in table]
+        self._seeds = np.random.SeedSequence(self.seed)
+
+    def add(self, proxy: Proxy) -> Proxy:
+        """Register a proxy built in code (its generator derived from the server's seed)."""
+        proxy.rng = np.random.default_rng(self._seeds.spawn(1)[0])
+        self.proxies[proxy.name] = proxy
+        return proxy
+
+    def _fixed(self) -> None:
+        if self.fixed:
+            raise ApiError(FIXED, 405)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -175,6 +191,7 @@ class ProxyServer:
         return 200, {name: proxy.to_json() for name, proxy in self.proxies.items()}
 
     async def create_proxy(self, body: Any) -> tuple[int, Any]:
+        self._fixed()
         proxy = await self._add(body)
         return 201, proxy.to_json()
 
@@ -199,10 +216,10 @@ class ProxyServer:
         )
         if proxy.enabled:
             await proxy.start()
-        self.proxies[proxy.name] = proxy
-        return proxy
+        return self.add(proxy)
 
     async def populate(self, body: Any) -> tuple[int, Any]:
+        self._fixed()
         if not isinstance(body, list):
             raise ApiError("bad request body: expected a list of proxies", 400)
         created = []
@@ -228,6 +245,7 @@ class ProxyServer:
         return 200, self._proxy(proxy).to_json()
 
     async def update_proxy(self, body: Any, proxy: str) -> tuple[int, Any]:
+        self._fixed()
         target = self._proxy(proxy)
         if not isinstance(body, dict):
             raise ApiError("bad request body: expected a JSON object", 400)
@@ -245,6 +263,7 @@ class ProxyServer:
         return 200, target.to_json()
 
     async def delete_proxy(self, body: Any, proxy: str) -> tuple[int, Any]:
+        self._fixed()
         await self._proxy(proxy).stop()
         del self.proxies[proxy]
         return 204, None
@@ -254,7 +273,8 @@ class ProxyServer:
 
     async def create_toxic(self, body: Any, proxy: str) -> tuple[int, Any]:
         target = self._proxy(proxy)
-        toxic = build_toxic(body)
+        toxic = build_toxic(body, rng=target.rng)
+        target.check(toxic)
         if toxic.name in {t.name for t in target.active()}:
             raise ApiError("toxic already exists", 409)
         target.toxics[toxic.name] = toxic
@@ -273,6 +293,7 @@ class ProxyServer:
     async def update_toxic(self, body: Any, proxy: str, toxic: str) -> tuple[int, Any]:
         target, existing = self._toxic(proxy, toxic)
         updated = build_toxic({**(body or {}), "name": toxic}, existing)
+        target.check(updated)
         target.toxics[toxic] = updated  # renews the lease
         return 200, updated.to_json()
 
@@ -294,6 +315,28 @@ def _check_codec(codec: Any) -> None:
 def _error(error: ApiError, keep_alive: bool) -> bytes:
     body = json.dumps({"error": error.message, "status": error.status}).encode()
     return json_response(error.status, body, keep_alive=keep_alive)
+
+
+def serve_forever(server: ProxyServer, on_start: Callable[[ProxyServer], None]) -> None:
+    """Run ``server`` in the foreground until SIGINT or SIGTERM (on uvloop when installed, which
+    makes the data plane markedly cheaper); ``on_start`` is called once it listens."""
+    import signal
+
+    async def run() -> None:
+        await server.start()
+        serving = asyncio.ensure_future(server.serve())
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, serving.cancel)
+        on_start(server)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(run())
+    else:
+        uvloop.run(run())
 
 
 @contextmanager

@@ -26,6 +26,12 @@ class ProxyMetrics:
             ["proxy", "direction"],
             registry=self.registry,
         )
+        self.fault_errors = Counter(
+            "chaosml_proxy_fault_errors",
+            "Requests on which a fault failed (and the payload passed through unchanged)",
+            ["proxy", "type"],
+            registry=self.registry,
+        )
         self.upstream_errors = Counter(
             "chaosml_proxy_upstream_errors",
             "Requests whose upstream could not be reached",

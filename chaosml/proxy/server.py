@@ -11,27 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from chaosml.codecs import Codec, CodecError, Table, detect, get_codec
-from chaosml.faults import RequestFault, ResponseFault
+from chaosml._net import split_address as _split
+from chaosml._types import Table
+from chaosml.codecs import Codec, CodecError, detect, get_codec
+from chaosml.faults import RequestFault, ResponseFault, TransportFault
 from chaosml.faults.predictions import StaleModel
-from chaosml.faults.transport import (
-    Bandwidth,
-    HttpError,
-    Latency,
-    LimitData,
-    ResetPeer,
-    SlowClose,
-    Timeout,
-)
+from chaosml.faults.transport import Effect
 from chaosml.proxy.http import (
     Connections,
     Message,
@@ -43,12 +37,31 @@ from chaosml.proxy.http import (
 from chaosml.proxy.metrics import ProxyMetrics
 from chaosml.proxy.toxics import ApiError, Toxic
 
+# What a codec raises on a payload it cannot read; anything else in the payload path is a bug in a
+# fault, counted as a fault error (not as an unreadable payload) so a game day can tell them apart.
+UNREADABLE = (CodecError, ValueError, TypeError, KeyError, UnicodeDecodeError)
+
 
 def split_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ApiError(f"invalid address {address!r}: expected host:port", 400)
-    return host.strip("[]"), int(port)
+    try:
+        return _split(address)
+    except ValueError as exc:
+        raise ApiError(str(exc), 400) from exc
+
+
+T = TypeVar("T")
+
+
+def guarded(
+    metrics: ProxyMetrics, point: str, toxic: Toxic, apply: Callable[..., T], *args: Any
+) -> T | None:
+    """``apply(*args)``; None if the fault failed, which is counted per fault type (the payload
+    then passes through, as the fault could not change it)."""
+    try:
+        return apply(*args)
+    except Exception:  # a bug in a fault must not take the service down with it
+        metrics.fault_errors.labels(point, toxic.type).inc()
+        return None
 
 
 @dataclass
@@ -124,7 +137,7 @@ class Proxy:
     _server: asyncio.base_events.Server | None = None
     _pools: dict[str, _Pool] = field(default_factory=dict)
     _connections: Connections = field(default_factory=Connections)
-    _rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     def __post_init__(self) -> None:
         self._requests = self.metrics.requests.labels(self.name)  # the hot path's counter
@@ -159,6 +172,9 @@ class Proxy:
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
+
+    def check(self, toxic: Toxic) -> None:
+        """Refuse a toxic this fault point cannot act out (``ApiError`` 400)."""
 
     def active(self) -> list[Toxic]:
         now = time.monotonic()
@@ -214,7 +230,7 @@ class Proxy:
 
     async def handle(self, request: Message) -> Reply:
         self._requests.inc()
-        toxics = [t for t in self.active() if t.toxicity >= 1 or random.random() < t.toxicity]
+        toxics = [t for t in self.active() if t.hits()]
         if not toxics:
             return await self._forward(self.upstream, request, request.body)
         for toxic in toxics:
@@ -224,52 +240,43 @@ class Proxy:
     async def _handle_toxic(self, request: Message, toxics: list[Toxic]) -> Reply:
         upstream = [t for t in toxics if t.stream == "upstream"]
         downstream = [t for t in toxics if t.stream == "downstream"]
-        early = await self._transport(upstream, len(request.body))
+        early = await self._act(self._effect(upstream, len(request.body)), request)
         if early is not None:
             return early
-        for toxic in toxics:
-            if isinstance(toxic.fault, HttpError):
-                body = toxic.fault.body.encode()
-                return Reply(json_response(toxic.fault.status, body, keep_alive=request.keep_alive))
         body, frame, codec = self._request_faults(request, upstream, downstream)
         target = next(
-            (t.fault.upstream for t in downstream if isinstance(t.fault, StaleModel)), self.upstream
+            (t.fault.upstream for t in downstream if isinstance(t.fault, StaleModel)), None
         )
-        reply = await self._forward(target, request, body)
+        reply = await self._forward(target or self.upstream, request, body)
         if any(isinstance(t.fault, ResponseFault) for t in downstream) and reply.data:
             reply.data = self._response_faults(reply.data, downstream, frame, codec)
-        late = await self._transport(downstream, len(reply.data))
-        if late is not None and (late.close or late.reset):
-            return late
+        effect = self._effect(downstream, len(reply.data))
+        late = await self._act(effect, request)
         if late is not None:
-            reply.close_delay, reply.rate, reply.limit = late.close_delay, late.rate, late.limit
+            return late
+        reply.close_delay, reply.rate, reply.limit = effect.close_delay, effect.rate, effect.limit
         return reply
 
-    async def _transport(self, toxics: list[Toxic], size: int) -> Reply | None:
-        """Act out transport toxics of one stream; a Reply to return at once, or settings."""
-        settings: Reply | None = None
+    def _effect(self, toxics: list[Toxic], size: int) -> Effect:
+        effect = Effect()
         for toxic in toxics:
-            fault = toxic.fault
-            if isinstance(fault, Latency):
-                jitter = random.uniform(-fault.jitter, fault.jitter) if fault.jitter else 0
-                await asyncio.sleep(max(fault.latency + jitter, 0) / 1000)
-            elif isinstance(fault, Timeout):
-                await (
-                    asyncio.sleep(fault.timeout / 1000) if fault.timeout else asyncio.Event().wait()
-                )
-                return Reply(close=True)
-            elif isinstance(fault, ResetPeer):
-                await asyncio.sleep(fault.timeout / 1000)
-                return Reply(reset=True)
-            elif isinstance(fault, Bandwidth | SlowClose | LimitData):
-                settings = settings or Reply()
-                if isinstance(fault, Bandwidth):
-                    settings.rate = fault.rate
-                elif isinstance(fault, SlowClose):
-                    settings.close_delay = fault.delay / 1000
-                elif fault.bytes < size or fault.bytes == 0:
-                    settings.limit = fault.bytes
-        return settings
+            if isinstance(toxic.fault, TransportFault):
+                toxic.fault.shape(effect, size, toxic.rng)
+        return effect
+
+    async def _act(self, effect: Effect, request: Message) -> Reply | None:
+        """Wait out the effect's delay; a Reply if it ends the exchange here, else None."""
+        if effect.delay:
+            await asyncio.sleep(effect.delay)
+        if effect.hold is not None:
+            await (asyncio.sleep(effect.hold) if effect.hold < 1e9 else asyncio.Event().wait())
+            return Reply(close=True)
+        if effect.reset_after is not None:
+            await asyncio.sleep(effect.reset_after)
+            return Reply(reset=True)
+        if effect.status is not None:
+            return Reply(json_response(effect.status, effect.body, keep_alive=request.keep_alive))
+        return None
 
     def _codec(self, payload: Any) -> Codec | None:
         return detect(payload) if self.codec == "auto" else get_codec(self.codec)
@@ -281,16 +288,25 @@ class Proxy:
         wants_frame = any(isinstance(t.fault, ResponseFault) and t.fault.where for t in downstream)
         if not faults and not wants_frame:
             return request.body, None, None
-        try:  # anything that goes wrong here means: pass the payload through, and count it
+        try:
             payload = json.loads(request.body)
             codec = self._codec(payload)
             if codec is None:
                 raise CodecError("no codec recognises the request")
             batch = codec.decode_request(payload)
-            for fault in faults:
-                batch.columns = fault.apply(batch.columns, self._rng)
-            body = request.body if not faults else json.dumps(codec.encode_request(batch)).encode()
-        except Exception:
+        except UNREADABLE:
+            self.metrics.unparsed.labels(self.name, "request").inc()
+            return request.body, None, None
+        columns = batch.columns
+        for toxic in upstream:
+            if isinstance(toxic.fault, RequestFault):
+                columns = self._guard(toxic, toxic.fault.apply, columns, toxic.rng) or columns
+        if columns is batch.columns:
+            return request.body, columns, codec
+        batch.columns = columns
+        try:
+            body = json.dumps(codec.encode_request(batch)).encode()
+        except UNREADABLE:
             self.metrics.unparsed.labels(self.name, "request").inc()
             return request.body, None, None
         return body, batch.columns, codec
@@ -299,21 +315,28 @@ class Proxy:
         self, data: bytes, toxics: list[Toxic], table: Table | None, codec: Codec | None
     ) -> bytes:
         head, _, body = data.partition(b"\r\n\r\n")
-        try:  # anything that goes wrong here means: pass the payload through, and count it
+        try:
             payload = json.loads(body)
             codec = codec or self._codec(payload) or get_codec("records")
             outputs = codec.decode_response(payload)
-            predictions = np.asarray(outputs.predictions, dtype=object)
-            scores = None if outputs.scores is None else np.asarray(outputs.scores, dtype=float)
-            n = len(predictions)
-            rows = table if table and all(len(v) == n for v in table.values()) else None
-            for toxic in toxics:
-                if isinstance(toxic.fault, ResponseFault):
-                    predictions, scores = toxic.fault.apply(rows, predictions, scores, self._rng)
-            outputs.predictions = predictions.tolist()
-            outputs.scores = None if scores is None else scores.tolist()
+        except UNREADABLE:
+            self.metrics.unparsed.labels(self.name, "response").inc()
+            return data
+        predictions = np.asarray(outputs.predictions, dtype=object)
+        scores = None if outputs.scores is None else np.asarray(outputs.scores, dtype=float)
+        n = len(predictions)
+        rows = table if table and all(len(v) == n for v in table.values()) else None
+        for toxic in toxics:
+            if isinstance(toxic.fault, ResponseFault):
+                changed = self._guard(
+                    toxic, toxic.fault.apply, rows, predictions, scores, toxic.rng
+                )
+                predictions, scores = changed or (predictions, scores)
+        outputs.predictions = predictions.tolist()
+        outputs.scores = None if scores is None else scores.tolist()
+        try:
             new_body = json.dumps(codec.encode_response(outputs)).encode()
-        except Exception:
+        except UNREADABLE:
             self.metrics.unparsed.labels(self.name, "response").inc()
             return data
         lines = [
@@ -321,6 +344,9 @@ class Proxy:
         ]
         lines.append(b"Content-Length: " + str(len(new_body)).encode())
         return b"\r\n".join(lines) + b"\r\n\r\n" + new_body
+
+    def _guard(self, toxic: Toxic, apply: Callable[..., T], *args: Any) -> T | None:
+        return guarded(self.metrics, self.name, toxic, apply, *args)
 
     async def _forward(self, address: str, request: Message, body: bytes) -> Reply:
         pool = self._pools.setdefault(address, _Pool())

@@ -1,4 +1,9 @@
-"""Toxics: faults attached to a proxy, in Toxiproxy's JSON shape, with leases."""
+"""Toxics: faults attached to a fault point, in Toxiproxy's JSON shape, with leases and seeds.
+
+Two attributes are chaosml's own, and any Toxiproxy client can set them: ``lease`` (seconds: the
+toxic disappears unless re-POSTed within it) and ``seed`` (the toxic's random generator, for its
+toxicity rolls and row choices, so a game day's faults can be replayed).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from chaosml.faults import Fault, make_fault
 
 STREAMS = ("upstream", "downstream")
+OWN = ("lease", "seed")  # chaosml's own attributes, not the fault's
 INVALID_STREAM = "stream was invalid, can be either upstream or downstream"
 
 
@@ -30,6 +38,11 @@ class Toxic:
     fault: Fault
     lease: float | None = None  # seconds; the toxic disappears unless renewed within it
     expires_at: float | None = field(default=None)
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+
+    def hits(self) -> bool:
+        """Roll the toxicity for one request."""
+        return self.toxicity >= 1 or (self.toxicity > 0 and self.rng.random() < self.toxicity)
 
     def renew(self) -> None:
         self.expires_at = None if self.lease is None else time.monotonic() + self.lease
@@ -47,7 +60,9 @@ class Toxic:
         }
 
 
-def build_toxic(body: Any, existing: Toxic | None = None) -> Toxic:
+def build_toxic(
+    body: Any, existing: Toxic | None = None, rng: np.random.Generator | None = None
+) -> Toxic:
     """A toxic from a create (or, with ``existing``, update) body; ``ApiError`` 400 if invalid."""
     if not isinstance(body, dict):
         raise ApiError("bad request body: expected a JSON object", 400)
@@ -75,8 +90,11 @@ def build_toxic(body: Any, existing: Toxic | None = None) -> Toxic:
         isinstance(lease, bool) or not isinstance(lease, int | float) or lease <= 0
     ):
         raise ApiError("invalid attribute 'lease': expected seconds > 0", 400)
+    seed = attributes.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ApiError("invalid attribute 'seed': expected an integer >= 0", 400)
     try:
-        fault = make_fault(kind, {k: v for k, v in attributes.items() if k != "lease"})
+        fault = make_fault(kind, {k: v for k, v in attributes.items() if k not in OWN})
     except ValueError as exc:
         raise ApiError(str(exc), 400) from exc
     if fault.stream is not None and fault.stream != stream:
@@ -95,5 +113,11 @@ def build_toxic(body: Any, existing: Toxic | None = None) -> Toxic:
         fault,
         None if lease is None else float(lease),
     )
+    if seed is not None:
+        toxic.rng = np.random.default_rng(seed)
+    elif existing is not None:
+        toxic.rng = existing.rng
+    elif rng is not None:
+        toxic.rng = np.random.default_rng(rng.integers(2**63))
     toxic.renew()
     return toxic

@@ -13,7 +13,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from chaosml.config import ProjectConfig
-from chaosml.data import DEFAULT_CHUNK_ROWS, Table, open_table
+from chaosml.data import DEFAULT_CHUNK_ROWS, DataSource, open_table
 from chaosml.errors import DataError, InputError, PredicateError
 from chaosml.slices.engine import Accumulator, ChunkData, SliceInfo, SliceStats, confusion
 from chaosml.slices.metrics import METRICS, auc_histogram_error, roc_auc_from_histograms
@@ -139,7 +139,7 @@ def _groups(suite: SliceSuite) -> list[tuple[tuple[str, ...], int]]:
     return groups
 
 
-def _check_columns(suite: SliceSuite, table: Table) -> None:
+def _check_columns(suite: SliceSuite, table: DataSource) -> None:
     for index, spec in enumerate(suite.slices):
         names = sorted(spec.predicate.columns) if spec.where is not None else list(spec.by or [])
         field = "where" if spec.where is not None else "by"

@@ -1,12 +1,17 @@
-"""The monitoring stack's configuration, from one source: alert rules, prometheus.yml, alertmanager.yml.
+"""The reference stack's monitoring configuration, from one source: alert rules, prometheus.yml,
+alertmanager.yml.
 
-``docker/`` holds these files rendered for the compose stack (``python -m chaosml.stack docker``);
+Each rule names the failure mode it covers (its ``failure_mode`` label), so game-day coverage joins
+rules and scenarios by failure mode, not only by alert name.
+
+``docker/`` holds these files rendered for the compose stack (``python -m chaosml.demo.rules docker``);
 tests render the same rules with short ``for:`` durations and loopback targets. A test checks that
 the files in ``docker/`` are what this module renders, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,22 +29,51 @@ class Rule:
     expr: str
     for_seconds: int
     summary: str
+    failure_mode: str
     severity: str = "warning"
+    window_seconds: int = 60  # the range of ``{window}`` in ``expr``, scaled like ``for:``
+
+    def render(self, time_scale: float = 1.0) -> dict[str, Any]:
+        """The rule as Prometheus reads it, with ``for:`` and ranges shortened by ``time_scale``."""
+        window = f"{max(round(self.window_seconds * time_scale), MIN_WINDOW)}s"
+        seconds = max(round(self.for_seconds * time_scale), 0)
+        entry: dict[str, Any] = {"alert": self.alert, "expr": self.expr.replace("{window}", window)}
+        if seconds:
+            entry["for"] = f"{seconds}s"
+        entry["labels"] = {"severity": self.severity, "failure_mode": self.failure_mode}
+        entry["annotations"] = {"summary": self.summary.replace("{window}", window)}
+        return entry
+
+    def probe_rule(self) -> dict[str, Any] | None:
+        """The rule for a metric probe (``metric{labels} op number``), if it is that simple."""
+        if not PROBE_FORM.fullmatch(self.expr):
+            return None
+        rule: dict[str, Any] = {"alert": self.alert, "expr": self.expr}
+        if self.for_seconds:
+            rule["for"] = f"{self.for_seconds}s"
+        rule["labels"] = {"severity": self.severity, "failure_mode": self.failure_mode}
+        return rule
+
+
+MIN_WINDOW = 5  # seconds: a range must hold a few 1 s scrapes
+PROBE_FORM = re.compile(r"[a-zA-Z_:][\w:]*(\{[^}]*\})?\s*(>|<|>=|<=|==|!=)\s*-?[\d.]+")
 
 
 RULES = (
     Rule(
         "ModelLatencyHigh",
-        "histogram_quantile(0.95, sum by (le) (rate(chaosml_model_request_latency_seconds_bucket[1m]))) > 0.5",
+        "histogram_quantile(0.95, sum by (le) (rate(chaosml_model_request_latency_seconds_bucket[{window}]))) > 0.5",
         120,
         "p95 latency of /predict is above 500 ms",
+        "latency",
         "critical",
     ),
     Rule(
         "ModelErrorRateHigh",
-        'sum(rate(chaosml_model_requests_total{status="error"}[1m])) / sum(rate(chaosml_model_requests_total[1m])) > 0.05',
+        'sum(rate(chaosml_model_requests_total{status="error"}[{window}])) / sum(rate(chaosml_model_requests_total[{window}])) > 0.05',
         120,
         "more than 5% of predictions fail",
+        "error_burst",
         "critical",
     ),
     Rule(
@@ -47,24 +81,28 @@ RULES = (
         "chaosml_model_feature_missing_rate > 0.2",
         60,
         "feature {{ $labels.feature }} is missing in {{ $value | humanizePercentage }} of recent rows",
+        "feature_nulls",
     ),
     Rule(
         "FeatureDrift",
         "chaosml_model_feature_psi > 0.25",
         300,
         "feature {{ $labels.feature }} drifted from the training data (PSI {{ $value }})",
+        "feature_drift",
     ),
     Rule(
         "PredictionDistributionShift",
         "abs(chaosml_model_positive_rate - chaosml_model_reference_positive_rate) > 0.15",
         120,
         "the share of positive predictions moved away from its reference",
+        "prediction_shift",
     ),
     Rule(
         "FairnessGapHigh",
         "chaosml_model_fairness_gap > 0.1",
         120,
         "selection rates differ by {{ $value }} across {{ $labels.attribute }}",
+        "bias",
         "critical",
     ),
     Rule(
@@ -72,30 +110,24 @@ RULES = (
         "chaosml_model_online_accuracy < 0.7",
         300,
         "accuracy on feedback labels dropped below 0.7",
+        "degraded_model",
         "critical",
     ),
     Rule(
         "ModelVersionChanged",
-        "count by (job) (max_over_time(chaosml_model_info[10m])) > 1",
+        "count by (job) (max_over_time(chaosml_model_info[{window}]) == 1) > 1",
         0,
-        "the model version served changed in the last 10 minutes",
+        "more than one model version answered in the last {window}",
+        "stale_model",
         "info",
+        120,
     ),
 )
 
 
-def rules_file(*, for_scale: float = 1.0) -> dict[str, Any]:
-    """The alerting rules; ``for_scale`` shortens every ``for:`` (tests use small values)."""
-    rules = []
-    for rule in RULES:
-        seconds = max(round(rule.for_seconds * for_scale), 0)
-        entry: dict[str, Any] = {"alert": rule.alert, "expr": rule.expr}
-        if seconds:
-            entry["for"] = f"{seconds}s"
-        entry["labels"] = {"severity": rule.severity}
-        entry["annotations"] = {"summary": rule.summary}
-        rules.append(entry)
-    return {"groups": [{"name": "chaosml-model", "rules": rules}]}
+def rules_file(*, time_scale: float = 1.0, rules: tuple[Rule, ...] = RULES) -> dict[str, Any]:
+    """The alerting rules; ``time_scale`` shortens every ``for:`` and range (tests, the demo)."""
+    return {"groups": [{"name": "chaosml-model", "rules": [r.render(time_scale) for r in rules]}]}
 
 
 def prometheus_config(
@@ -145,9 +177,7 @@ DOCKER_FILES: dict[str, Callable[[], dict[str, Any]]] = {
         webhook="http://webhook:9094/alerts"
     ),
 }
-HEADER = (
-    "# Rendered by `python -m chaosml.stack docker` from chaosml/stack.py: edit that, not this.\n"
-)
+HEADER = "# Rendered by `python -m chaosml.demo.rules docker` from chaosml/demo/rules.py: edit that, not this.\n"
 
 
 def render_docker() -> dict[str, str]:

@@ -1,0 +1,192 @@
+"""The in-service fault point: the fault catalogue applied inside a Python model service, around its
+predict call, *before* the service's own monitors record the answer.
+
+The fault proxy sits in front of a service, so a response fault applied there (a degraded or stale
+model, injected bias) changes only what the client receives; the service's monitors still see
+healthy predictions. A game day about the service's own monitoring applies those faults here::
+
+    point = FaultPoint.from_env(alternates={"v1": predict_v1})   # inert unless enabled
+    answer = point(predict, columns)    # answer.predictions, .scores, .columns, .version
+
+It is driven through the same Toxiproxy-style control API as the proxy (one fixed proxy named
+``service``; leases, seeds and the token rules), so a game-day runner treats it like any other
+fault point. It is inert unless enabled: ``FaultPoint.from_env`` reads ``CHAOSML_FAULT_POINT``
+(``host:port`` of its control API), ``CHAOSML_FAULT_POINT_TOKEN`` (required beyond loopback) and
+``CHAOSML_FAULT_POINT_SEED``. With no toxic active, a call costs one dictionary check.
+
+What it acts out: request faults (on the features the model sees), response faults (on its
+answers), ``stale_model`` with a ``version`` the service registered in ``alternates``, and the
+transport faults ``latency`` (sleeps before predicting) and ``http_error`` (raises
+``InjectedError``, which the service turns into that status so its error monitors count it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from chaosml._types import Table
+from chaosml.faults import RequestFault, ResponseFault, TransportFault
+from chaosml.faults.predictions import StaleModel
+from chaosml.faults.transport import Effect
+from chaosml.proxy.api import ProxyServer, running
+from chaosml.proxy.server import Proxy, guarded
+from chaosml.proxy.toxics import ApiError, Toxic
+
+PROXY_NAME = "service"
+ENV_ADDRESS, ENV_TOKEN, ENV_SEED = (
+    "CHAOSML_FAULT_POINT",
+    "CHAOSML_FAULT_POINT_TOKEN",
+    "CHAOSML_FAULT_POINT_SEED",
+)
+Scores = npt.NDArray[np.float64] | None
+
+
+class Answer(NamedTuple):
+    predictions: npt.NDArray[Any]
+    scores: Scores
+    columns: Table  # what the model saw (request faults applied)
+    version: str | None  # the alternate version that answered (stale_model), else None
+
+
+Predict = Callable[[Table], tuple[npt.NDArray[Any], Scores]]
+
+
+class InjectedError(Exception):
+    """An ``http_error`` toxic: the service should answer ``status`` with ``body``."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"injected HTTP {status}")
+        self.status, self.body = status, body
+
+
+class _InService(Proxy):
+    """The fault point's one proxy entry: toxics only, no listener."""
+
+    alternates: tuple[str, ...] = ()
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def check(self, toxic: Toxic) -> None:
+        fault = toxic.fault
+        if isinstance(fault, TransportFault) and not fault.in_service:
+            raise ApiError(f"{toxic.type} is a connection fault: apply it at a proxy", 400)
+        if isinstance(fault, StaleModel) and fault.version not in self.alternates:
+            known = ", ".join(self.alternates) or "none"
+            raise ApiError(
+                f"invalid attribute 'version': expected a version this service has loaded "
+                f"({known})",
+                400,
+            )
+
+    def current(self) -> list[Toxic]:
+        """Active toxics, without removing expired ones (other threads may be reading)."""
+        now = time.monotonic()
+        return [t for t in list(self.toxics.values()) if not t.expired(now)]
+
+
+@dataclass
+class FaultPoint:
+    """Applies the active toxics of its control API around a predict function."""
+
+    alternates: Mapping[str, Predict]
+    _point: _InService | None = None
+    _server: ProxyServer | None = None
+    _stack: ExitStack | None = None
+
+    @classmethod
+    def from_env(
+        cls, alternates: Mapping[str, Predict] | None = None, env: Mapping[str, str] | None = None
+    ) -> FaultPoint:
+        """Enabled only when ``CHAOSML_FAULT_POINT`` is set; otherwise a pass-through."""
+        env = os.environ if env is None else env
+        address = env.get(ENV_ADDRESS)
+        point = cls(dict(alternates or {}))
+        if address:
+            seed = env.get(ENV_SEED)
+            point.enable(
+                address, token=env.get(ENV_TOKEN) or None, seed=int(seed) if seed else None
+            )
+        return point
+
+    @property
+    def enabled(self) -> bool:
+        return self._point is not None
+
+    @property
+    def api(self) -> str | None:
+        return self._server.api if self._server is not None else None
+
+    def enable(self, api: str, *, token: str | None = None, seed: int | None = None) -> None:
+        """Start the control API on ``api`` (``host:0``: a free port) in a background thread."""
+        self._server = ProxyServer(api=api, token=token, seed=seed, fixed=True)
+        point = _InService(PROXY_NAME, "in-service", "in-service", self._server.metrics)
+        point.alternates = tuple(self.alternates)
+        self._server.add(point)
+        self._stack = ExitStack()
+        self._stack.enter_context(running(self._server))
+        self._point = point
+
+    def close(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._point, self._server, self._stack = None, None, None
+
+    def __enter__(self) -> FaultPoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __call__(self, predict: Predict, columns: Table) -> Answer:
+        """``predict(columns)`` with the active toxics applied; raises ``InjectedError`` for an
+        ``http_error`` toxic."""
+        point = self._point
+        if point is None or not point.toxics:
+            return Answer(*predict(columns), columns, None)
+        toxics = [t for t in point.current() if t.hits()]
+        if not toxics:
+            return Answer(*predict(columns), columns, None)
+        return self._faulty(point, toxics, predict, columns)
+
+    def _faulty(
+        self, point: _InService, toxics: list[Toxic], predict: Predict, columns: Table
+    ) -> Answer:
+        for toxic in toxics:
+            point.metrics.toxics.labels(point.name, toxic.type).inc()
+        effect = Effect()
+        for toxic in toxics:
+            if isinstance(toxic.fault, TransportFault):
+                toxic.fault.shape(effect, 0, toxic.rng)
+        if effect.delay:
+            time.sleep(effect.delay)
+        if effect.status is not None:
+            raise InjectedError(effect.status, effect.body)
+        metrics, name = point.metrics, point.name
+        stale: StaleModel | None = None
+        for toxic in toxics:
+            if isinstance(toxic.fault, RequestFault):
+                changed = guarded(metrics, name, toxic, toxic.fault.apply, columns, toxic.rng)
+                columns = changed if changed is not None else columns
+            elif isinstance(toxic.fault, StaleModel):
+                stale = toxic.fault
+        version = stale.version if stale is not None else None
+        predictions, scores = (self.alternates[version] if version else predict)(columns)
+        for toxic in toxics:
+            if isinstance(toxic.fault, ResponseFault) and not isinstance(toxic.fault, StaleModel):
+                answer = guarded(
+                    metrics, name, toxic, toxic.fault.apply, columns, predictions, scores, toxic.rng
+                )
+                predictions, scores = answer or (predictions, scores)
+        return Answer(predictions, scores, columns, version)
