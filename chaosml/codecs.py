@@ -103,6 +103,11 @@ def _rows(table: Table, positional: bool) -> list[Any]:
 
 class Codec:
     name: ClassVar[str]
+    default_layout: ClassVar[dict[str, Any]] = {}  # how ``request`` lays out new rows
+
+    def request(self, table: Table) -> Any:
+        """A new request carrying the rows of ``table``, in this protocol's usual shape."""
+        return self.encode_request(Batch(table, dict(self.default_layout)))
 
     def decode_request(self, payload: Any) -> Batch:
         raise NotImplementedError
@@ -166,6 +171,7 @@ class TFServingCodec(RecordsCodec):
 
 class MlflowCodec(Codec):
     name = "mlflow"
+    default_layout: ClassVar[dict[str, Any]] = {"format": "dataframe_records"}
 
     def decode_request(self, payload: Any) -> Batch:
         if not isinstance(payload, dict):
@@ -213,6 +219,7 @@ class MlflowCodec(Codec):
 
 class KServeV2Codec(Codec):
     name = "kserve"
+    default_layout: ClassVar[dict[str, Any]] = {"tensors": [], "nested": [], "extra": {}}
     SCORE_NAMES = ("score", "scores", "probability", "probabilities", "predict_proba")
 
     def decode_request(self, payload: Any) -> Batch:
@@ -260,9 +267,10 @@ class KServeV2Codec(Codec):
             for m, nested in zip(layout["tensors"], layout["nested"], strict=True)
         }
         for name, column in table.items():
-            meta, nested = known.get(name, ({"name": name, "datatype": "BYTES"}, False))
-            meta = dict(meta)
             values = _values(column)
+            fallback = {"name": name, "shape": [n], "datatype": _datatype(values)}
+            meta, nested = known.get(name, (fallback, False))
+            meta = dict(meta)
             if "shape" in meta:
                 meta["shape"] = [n, *meta["shape"][1:]]
             meta["data"] = [[v] for v in values] if nested else values
@@ -307,6 +315,15 @@ class KServeV2Codec(Codec):
             tensors[index]["data"] = [[v] for v in clean] if nested else clean
         payload["outputs"] = tensors
         return payload
+
+
+def _datatype(values: list[Any]) -> str:
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return "BOOL"
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return "INT64" if all(isinstance(v, int) for v in present) else "FP64"
+    return "BYTES"
 
 
 def _flat_matrix(data: Any, rows: int, width: int) -> list[Any]:

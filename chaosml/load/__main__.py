@@ -1,0 +1,5 @@
+import sys
+
+from chaosml.load.driver import main
+
+main(sys.argv[1:])

@@ -1,0 +1,247 @@
+"""The load driver: Locust's library API (an ``Environment`` and a runner) replaying data rows.
+
+It runs in its own process (``python -m chaosml.load``), because importing Locust monkey-patches
+the standard library for gevent; the game-day runner, its threads and signal handling stay
+untouched. The runner talks to it over pipes: commands on stdin (``phase NAME``, ``stop``), JSON
+lines on stdout (``ready``, a ``tick`` with the load's figures over a sliding window, the figures
+of each finished ``phase``, ``done``). When stdin closes (the runner died) it stops.
+
+Distributed: with ``workers: N`` the driver is a Locust master and starts N worker processes on
+loopback; ``python -m chaosml.load worker --master HOST:PORT`` starts a worker on another machine
+(it needs the data file at the same path). Workers receive the plan from the master.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import deque
+from typing import Any
+
+import gevent
+from gevent.fileobject import FileObjectThread
+from locust import HttpUser, constant, constant_throughput, task
+from locust.env import Environment
+from locust.stats import RequestStats, calculate_response_time_percentile
+
+from chaosml._net import free_port
+from chaosml.codecs import get_codec, plain
+from chaosml.load.plan import LoadPlan
+
+PREDICT = "predict"
+
+
+def emit(event: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, "t": time.time(), **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def load_rows(plan: LoadPlan) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The data's rows as JSON-ready records, and their labels (empty without a label)."""
+    import pandas as pd
+
+    frame = pd.read_parquet(plan.data) if plan.data.endswith(".parquet") else pd.read_csv(plan.data)
+    labels = (
+        [plain(v) for v in frame[plan.label].tolist()]
+        if plan.label and plan.label in frame
+        else []
+    )
+    frame = frame.drop(columns=[c for c in [plan.label, *plan.drop] if c and c in frame])
+    records = [{k: plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    return records, labels
+
+
+def user_class(plan: LoadPlan) -> type[HttpUser]:
+    """A Locust user that sends ``plan.batch`` rows per request, in turn, from a shared cursor."""
+    import numpy as np
+
+    records, labels = load_rows(plan)
+    codec = get_codec(plan.codec)
+    columns = list(records[0]) if records else []
+    cursor = {"next": int(np.random.default_rng(plan.seed).integers(len(records) or 1))}
+    users = max(plan.users, 1)
+
+    class Replay(HttpUser):
+        host = plan.url
+        wait_time = (
+            constant_throughput(plan.rate / users) if plan.rate else constant(plan.think)
+        )
+
+        @task
+        def predict(self) -> None:
+            start = cursor["next"]
+            cursor["next"] = (start + plan.batch) % len(records)
+            index = [(start + i) % len(records) for i in range(plan.batch)]
+            table = {
+                c: np.array([records[i].get(c) for i in index], dtype=object) for c in columns
+            }
+            with self.client.post(
+                "", json=codec.request(table), name=PREDICT, timeout=plan.timeout, catch_response=True
+            ) as response:
+                if response.status_code >= 400 or response.status_code == 0:
+                    response.failure(f"HTTP {response.status_code}")
+                    return
+                ids = _ids(response)
+                if plan.feedback_url and labels and ids and len(ids) == len(index):
+                    pairs = [{"id": i, "label": labels[r]} for i, r in zip(ids, index, strict=True)]
+                    gevent.spawn_later(plan.feedback_delay, self._feedback, pairs)
+
+        def _feedback(self, pairs: list[dict[str, Any]]) -> None:
+            self.client.post(
+                plan.feedback_url or "", json={"labels": pairs}, name="feedback", timeout=plan.timeout
+            )
+
+    return Replay
+
+
+def _ids(response: Any) -> list[Any] | None:
+    try:
+        payload = response.json()
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    ids = payload.get("ids") or (payload.get("parameters") or {}).get("ids")
+    if ids is None and "id" in payload:
+        ids = [payload["id"]]
+    return ids if isinstance(ids, list) else None
+
+
+class Figures:
+    """The predict requests' figures: per phase, and over a sliding window for each tick."""
+
+    def __init__(self, stats: RequestStats, window: float) -> None:
+        self.stats, self.window = stats, window
+        self.history: deque[tuple[float, int, int, dict[int, int]]] = deque()
+        self.phase_start = self._snapshot()
+
+    def _snapshot(self) -> tuple[float, int, int, dict[int, int]]:
+        e = self.stats.entries.get((PREDICT, "POST"))  # created by the first request
+        if e is None:
+            return time.monotonic(), 0, 0, {}
+        return time.monotonic(), e.num_requests, e.num_failures, dict(e.response_times)
+
+    @staticmethod
+    def _between(
+        old: tuple[float, int, int, dict[int, int]], new: tuple[float, int, int, dict[int, int]]
+    ) -> dict[str, Any]:
+        seconds = max(new[0] - old[0], 1e-9)
+        requests, failures = new[1] - old[1], new[2] - old[2]
+        times = {k: v - old[3].get(k, 0) for k, v in new[3].items() if v - old[3].get(k, 0) > 0}
+        answered = sum(times.values())
+
+        def pct(p: float) -> float | None:
+            return (
+                float(calculate_response_time_percentile(times, answered, p)) if answered else None
+            )
+
+        return {
+            "seconds": round(seconds, 3),
+            "requests": requests,
+            "failures": failures,
+            "rps": requests / seconds,
+            "error_rate": failures / requests if requests else 0.0,
+            "p50_ms": pct(0.5),
+            "p95_ms": pct(0.95),
+            "p99_ms": pct(0.99),
+        }
+
+    def tick(self) -> dict[str, Any]:
+        now = self._snapshot()
+        self.history.append(now)
+        while self.history and now[0] - self.history[0][0] > self.window:
+            self.history.popleft()
+        return self._between(self.history[0], now)
+
+    def phase(self) -> dict[str, Any]:
+        now = self._snapshot()
+        figures, self.phase_start = self._between(self.phase_start, now), now
+        return figures
+
+
+def run(plan: LoadPlan) -> None:
+    """Run until ``stop`` or end of stdin, reporting on stdout."""
+    env = Environment(user_classes=[user_class(plan)])
+    workers: list[subprocess.Popen[bytes]] = []
+    if plan.workers:
+        port = free_port()
+        runner: Any = env.create_master_runner("127.0.0.1", port)
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "chaosml.load", "worker", "--master", f"127.0.0.1:{port}"],
+                stdin=subprocess.DEVNULL,
+            )
+            for _ in range(plan.workers)
+        ]
+        deadline = time.monotonic() + 60
+        while len(runner.clients.ready) < plan.workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(runner.clients.ready)} of {plan.workers} workers")
+            gevent.sleep(0.1)
+        runner.send_message("chaosml-plan", plan.to_json())
+        gevent.sleep(0.2)
+    else:
+        runner = env.create_local_runner()
+    figures = Figures(env.stats, plan.window)
+    runner.start(plan.users, spawn_rate=plan.spawn_rate or plan.users)
+    emit("ready", workers=plan.workers)
+    commands = FileObjectThread(sys.stdin, "r")
+    stopping = gevent.event.Event()
+
+    def read_commands() -> None:
+        for line in commands:
+            word, _, argument = line.strip().partition(" ")
+            if word == "phase":
+                emit("phase", name=argument, **figures.phase())
+            elif word == "stop":
+                break
+        stopping.set()
+
+    gevent.spawn(read_commands)
+    try:
+        while not stopping.wait(plan.tick):
+            emit("tick", users=runner.user_count, **figures.tick())
+        emit("phase", name="end", **figures.phase())
+    finally:
+        runner.quit()
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        emit("done")
+
+
+def worker(master: str) -> None:
+    """A Locust worker: waits for the master's plan, then runs users as the master says."""
+    host, _, port = master.rpartition(":")
+    import locust.runners
+
+    locust.runners.WORKER_REPORT_INTERVAL = 1.0  # default 3 s: too coarse for stop conditions
+    holder: dict[str, Any] = {}
+    env = Environment(user_classes=[])
+    runner = env.create_worker_runner(host, int(port))
+
+    def on_plan(environment: Environment, msg: Any, **_: Any) -> None:
+        plan = LoadPlan.from_json(msg.data)
+        holder["plan"] = plan
+        env.user_classes = [user_class(plan)]
+
+    runner.register_message("chaosml-plan", on_plan)
+    runner.greenlet.join()
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["worker"]:
+        worker(argv[argv.index("--master") + 1])
+        return
+    plan = LoadPlan.from_json(sys.stdin.readline())
+    try:
+        run(plan)
+    except Exception as exc:  # the runner reads this line; a traceback on stderr helps no one
+        emit("error", message=f"{type(exc).__name__}: {exc}")
+        raise SystemExit(1) from exc

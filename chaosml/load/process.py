@@ -1,0 +1,137 @@
+"""The runner's side of the load driver: start it, mark phases, read its figures, stop it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chaosml.errors import UnreachableError
+from chaosml.load.plan import LoadPlan
+
+
+class LoadStopped(UnreachableError):
+    """The load driver exited or reported an error."""
+
+
+class LoadProcess:
+    """A load driver process running ``plan``; ``ticks`` and ``phases`` fill in as it reports."""
+
+    def __init__(self, plan: LoadPlan, *, on_tick: Callable[[dict[str, Any]], None] | None = None):
+        self.plan = plan
+        self.ticks: list[dict[str, Any]] = []
+        self.phases: dict[str, dict[str, Any]] = {}
+        self.error: str | None = None
+        self._on_tick = on_tick
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._phase_seen = threading.Condition()
+        self._process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self, timeout: float = 60) -> LoadProcess:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "chaosml.load"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        assert self._process.stdin is not None
+        self._process.stdin.write(self.plan.to_json() + "\n")
+        self._process.stdin.flush()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.1):
+            if self._done.is_set() or time.monotonic() > deadline:
+                self.stop()
+                raise LoadStopped(f"load driver did not start: {self.error or 'timed out'}")
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def latest(self) -> dict[str, Any] | None:
+        return self.ticks[-1] if self.ticks else None
+
+    def alive(self) -> bool:
+        return not self._done.is_set()
+
+    def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for line in self._process.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            kind = event.pop("event", None)
+            if kind == "tick":
+                self.ticks.append(event)
+                if self._on_tick is not None:
+                    self._on_tick(event)
+            elif kind == "phase":
+                with self._phase_seen:
+                    self.phases[event.pop("name")] = event
+                    self._phase_seen.notify_all()
+            elif kind == "ready":
+                self._ready.set()
+            elif kind == "error":
+                self.error = event.get("message")
+        if self.error is None and self._process.stderr is not None:
+            tail = self._process.stderr.read()[-500:].strip()
+            self.error = tail.splitlines()[-1] if tail else None
+        self._done.set()
+        with self._phase_seen:
+            self._phase_seen.notify_all()
+
+    def _send(self, line: str) -> None:
+        if self._process is None or self._process.stdin is None or self._done.is_set():
+            return
+        try:
+            self._process.stdin.write(line + "\n")
+            self._process.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+
+    def mark(self, ended: str, timeout: float = 5) -> dict[str, Any] | None:
+        """End phase ``ended``: the driver reports its figures (requests, rps, percentiles)."""
+        self._send(f"phase {ended}")
+        deadline = time.monotonic() + timeout
+        with self._phase_seen:
+            while ended not in self.phases and not self._done.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._phase_seen.wait(left)
+        return self.phases.get(ended)
+
+    def stop(self, timeout: float = 15) -> None:
+        """Stop the users and the driver (by PID if it does not exit by itself)."""
+        if self._process is None:
+            return
+        self._send("stop")
+        if self._process.stdin is not None:
+            try:
+                self._process.stdin.close()
+            except OSError:
+                pass
+        try:
+            self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+
+    def __enter__(self) -> LoadProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
