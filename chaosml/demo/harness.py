@@ -258,8 +258,17 @@ def reference_stack(
     with ExitStack() as stack:
         stack.enter_context(
             managed_process(
-                [*chaosml, "demo", "serve", "--out", str(folder), "--window", str(window)]
-                + ["--port", service.split(":")[1]],
+                [
+                    *chaosml,
+                    "demo",
+                    "serve",
+                    "--out",
+                    str(folder),
+                    "--window",
+                    str(window),
+                    "--port",
+                    service.split(":")[1],
+                ],
                 logs / "service.log",
                 f"http://{service}/health",
                 env={"CHAOSML_FAULT_POINT": point, "CHAOSML_FAULT_POINT_SEED": str(seed)},

@@ -44,12 +44,10 @@ def load_rows(plan: LoadPlan) -> tuple[list[dict[str, Any]], list[Any]]:
 
     frame = pd.read_parquet(plan.data) if plan.data.endswith(".parquet") else pd.read_csv(plan.data)
     labels = (
-        [plain(v) for v in frame[plan.label].tolist()]
-        if plan.label and plan.label in frame
-        else []
+        [plain(v) for v in frame[plan.label].tolist()] if plan.label and plan.label in frame else []
     )
     frame = frame.drop(columns=[c for c in [plan.label, *plan.drop] if c and c in frame])
-    records = [{k: plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    records = [{str(k): plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
     return records, labels
 
 
@@ -65,20 +63,20 @@ def user_class(plan: LoadPlan) -> type[HttpUser]:
 
     class Replay(HttpUser):
         host = plan.url
-        wait_time = (
-            constant_throughput(plan.rate / users) if plan.rate else constant(plan.think)
-        )
+        wait_time = constant_throughput(plan.rate / users) if plan.rate else constant(plan.think)
 
         @task
         def predict(self) -> None:
             start = cursor["next"]
             cursor["next"] = (start + plan.batch) % len(records)
             index = [(start + i) % len(records) for i in range(plan.batch)]
-            table = {
-                c: np.array([records[i].get(c) for i in index], dtype=object) for c in columns
-            }
+            table = {c: np.array([records[i].get(c) for i in index], dtype=object) for c in columns}
             with self.client.post(
-                "", json=codec.request(table), name=PREDICT, timeout=plan.timeout, catch_response=True
+                "",
+                json=codec.request(table),
+                name=PREDICT,
+                timeout=plan.timeout,
+                catch_response=True,
             ) as response:
                 if response.status_code >= 400 or response.status_code == 0:
                     response.failure(f"HTTP {response.status_code}")
@@ -90,7 +88,10 @@ def user_class(plan: LoadPlan) -> type[HttpUser]:
 
         def _feedback(self, pairs: list[dict[str, Any]]) -> None:
             self.client.post(
-                plan.feedback_url or "", json={"labels": pairs}, name="feedback", timeout=plan.timeout
+                plan.feedback_url or "",
+                json={"labels": pairs},
+                name="feedback",
+                timeout=plan.timeout,
             )
 
     return Replay
@@ -185,34 +186,42 @@ def run(plan: LoadPlan) -> None:
     else:
         runner = env.create_local_runner()
     figures = Figures(env.stats, plan.window)
-    runner.start(plan.users, spawn_rate=plan.spawn_rate or plan.users)
-    emit("ready", workers=plan.workers)
     commands = FileObjectThread(sys.stdin, "r")
-    stopping = gevent.event.Event()
+    go, stopping = gevent.event.Event(), gevent.event.Event()
 
     def read_commands() -> None:
         for line in commands:
             word, _, argument = line.strip().partition(" ")
-            if word == "phase":
+            if word == "start":
+                go.set()
+            elif word == "phase":
                 emit("phase", name=argument, **figures.phase())
             elif word == "stop":
                 break
         stopping.set()
+        go.set()
 
     gevent.spawn(read_commands)
+    emit("armed", workers=plan.workers)
     try:
+        go.wait()
+        if stopping.is_set():
+            return
+        figures.phase()  # the figures start now
+        runner.start(plan.users, spawn_rate=plan.spawn_rate or plan.users)
+        emit("ready", workers=plan.workers)
         while not stopping.wait(plan.tick):
             emit("tick", users=runner.user_count, **figures.tick())
         emit("phase", name="end", **figures.phase())
     finally:
         runner.quit()
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
+        for process in workers:
+            process.terminate()
+        for process in workers:
             try:
-                worker.wait(timeout=10)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                worker.kill()
+                process.kill()
         emit("done")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -27,6 +28,7 @@ class LoadProcess:
         self.phases: dict[str, dict[str, Any]] = {}
         self.error: str | None = None
         self._on_tick = on_tick
+        self._armed = threading.Event()
         self._ready = threading.Event()
         self._done = threading.Event()
         self._phase_seen = threading.Condition()
@@ -34,6 +36,7 @@ class LoadProcess:
         self._reader: threading.Thread | None = None
 
     def start(self, timeout: float = 60) -> LoadProcess:
+        """Start the driver and wait until it is armed (data loaded, workers connected)."""
         self._process = subprocess.Popen(
             [sys.executable, "-m", "chaosml.load"],
             stdin=subprocess.PIPE,
@@ -47,12 +50,20 @@ class LoadProcess:
         self._process.stdin.flush()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self._wait(self._armed, timeout)
+        return self
+
+    def go(self, timeout: float = 30) -> None:
+        """Start the users (figures count from now)."""
+        self._send("start")
+        self._wait(self._ready, timeout)
+
+    def _wait(self, event: threading.Event, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not self._ready.wait(0.1):
+        while not event.wait(0.05):
             if self._done.is_set() or time.monotonic() > deadline:
                 self.stop()
                 raise LoadStopped(f"load driver did not start: {self.error or 'timed out'}")
-        return self
 
     @property
     def pid(self) -> int | None:
@@ -80,6 +91,8 @@ class LoadProcess:
                 with self._phase_seen:
                     self.phases[event.pop("name")] = event
                     self._phase_seen.notify_all()
+            elif kind == "armed":
+                self._armed.set()
             elif kind == "ready":
                 self._ready.set()
             elif kind == "error":
@@ -118,10 +131,8 @@ class LoadProcess:
             return
         self._send("stop")
         if self._process.stdin is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._process.stdin.close()
-            except OSError:
-                pass
         try:
             self._process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -131,7 +142,8 @@ class LoadProcess:
             self._reader.join(timeout=5)
 
     def __enter__(self) -> LoadProcess:
-        return self.start()
+        self.start().go()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -1,0 +1,183 @@
+"""Driving fault points from a game day: add a scenario's toxics, keep their leases alive, take them
+away again — exactly the ones this run added, nothing else.
+
+A chaosml fault point (the proxy, the in-service point) drops a toxic whose lease is not renewed,
+so a runner killed with SIGKILL leaves no fault behind once the lease runs out. A real Toxiproxy
+has no leases: there a SIGKILLed runner leaves its toxics in place until someone removes them
+(``toxiproxy-cli toxic delete`` or ``POST /reset``); they carry the name ``chaosml-<run>-...``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaosml.errors import InputError, UnreachableError
+from chaosml.gameday.scenario import FaultSpec
+from chaosml.gameday.target import FaultPointSpec
+
+
+class FaultPointError(UnreachableError):
+    """A fault point refused or could not take a request."""
+
+
+@dataclass
+class AddedToxic:
+    point: str
+    proxy: str
+    name: str
+    body: dict[str, Any]
+
+
+@dataclass
+class FaultPointClient:
+    """One fault point of a target, over its Toxiproxy-style control API."""
+
+    name: str
+    spec: FaultPointSpec
+    timeout: float = 5.0
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.spec.api}"
+
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        token = os.environ.get(self.spec.token_env) if self.spec.token_env else None
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                text = response.read()
+                return json.loads(text) if text else None
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace").strip()
+            with contextlib.suppress(ValueError, AttributeError):
+                detail = json.loads(detail).get("error", detail)
+            raise FaultPointError(
+                f"fault point {self.name!r} ({self.spec.api}): {method} {path}: HTTP {exc.code}: "
+                f"{detail}"
+            ) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise FaultPointError(
+                f"fault point {self.name!r} ({self.spec.api}) unreachable: "
+                f"{getattr(exc, 'reason', exc)}"
+            ) from exc
+
+    def _path(self, *parts: str) -> str:
+        return "/" + "/".join(urllib.parse.quote(p, safe="") for p in parts)
+
+    def check(self) -> None:
+        """The API answers and has the proxy; ``UnreachableError``/``InputError`` otherwise."""
+        proxies = self._request("GET", "/proxies")
+        if not isinstance(proxies, dict) or self.spec.proxy not in proxies:
+            known = ", ".join(proxies) if isinstance(proxies, dict) else "none"
+            raise InputError(
+                f"fault point {self.name!r} ({self.spec.api}) has no proxy "
+                f"{self.spec.proxy!r} (it has: {known or 'none'})"
+            )
+
+    def toxic_body(self, fault: FaultSpec, name: str, seed: int | None) -> dict[str, Any]:
+        attributes = dict(fault.attributes)
+        if self.spec.leases:
+            attributes["lease"] = self.spec.lease
+            if seed is not None:
+                attributes["seed"] = seed
+        return {
+            "name": name,
+            "type": fault.type,
+            "stream": fault.toxic_stream,
+            "toxicity": fault.toxicity,
+            "attributes": attributes,
+        }
+
+    def add(self, fault: FaultSpec, name: str, seed: int | None) -> AddedToxic:
+        body = self.toxic_body(fault, name, seed)
+        self._request("POST", self._path("proxies", self.spec.proxy, "toxics"), body)
+        return AddedToxic(self.name, self.spec.proxy, name, body)
+
+    def renew(self, toxic: AddedToxic) -> None:
+        path = self._path("proxies", toxic.proxy, "toxics", toxic.name)
+        self._request("POST", path, {"attributes": {"lease": self.spec.lease}})
+
+    def remove(self, toxic: AddedToxic) -> None:
+        """Remove the toxic; gone already (its lease ran out) counts as removed."""
+        try:
+            self._request("DELETE", self._path("proxies", toxic.proxy, "toxics", toxic.name))
+        except FaultPointError as exc:
+            if "HTTP 404" not in str(exc):
+                raise
+
+    def toxics(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", self._path("proxies", self.spec.proxy, "toxics")) or [])
+
+    def metric(self, name: str) -> dict[str, float]:
+        """A counter from the point's ``/metrics`` by its labels' text (chaosml points only)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        request = urllib.request.Request(self.base + "/metrics")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                text = response.read().decode()
+        except (urllib.error.URLError, OSError):
+            return {}
+        return {
+            ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())): float(s.value)
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == name
+        }
+
+
+@dataclass
+class Leases:
+    """Renews every added toxic's lease from a background thread until ``stop``."""
+
+    clients: dict[str, FaultPointClient]
+    interval: float
+    errors: list[str] = field(default_factory=list)
+    _toxics: list[AddedToxic] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def add(self, toxic: AddedToxic) -> None:
+        with self._lock:
+            self._toxics.append(toxic)
+
+    def discard(self, toxic: AddedToxic) -> None:
+        with self._lock:
+            if toxic in self._toxics:
+                self._toxics.remove(toxic)
+
+    def start(self) -> Leases:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="chaosml-leases")
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                toxics = list(self._toxics)
+            for toxic in toxics:
+                client = self.clients[toxic.point]
+                if not client.spec.leases:
+                    continue
+                try:
+                    client.renew(toxic)
+                except FaultPointError as exc:
+                    self.errors.append(str(exc))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

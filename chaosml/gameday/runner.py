@@ -1,0 +1,430 @@
+"""The game-day runner: for each scenario, steady state → inject → observe → rollback → recovery.
+
+Rollback always happens: at the end of the fault phase, on a stop condition, on Ctrl-C or SIGTERM,
+and on any exception. Toxics at chaosml fault points carry leases the runner renews, so even a
+SIGKILLed runner leaves no fault active once the lease runs out. The journal is saved after every
+phase. The next scenario's load driver is started (armed, no users yet) during the current
+scenario's recovery, so a game day spends its time in the scenarios' own phases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from chaosml.alerts import AlertSource, Poller, make_source
+from chaosml.errors import ChaosmlError, InputError
+from chaosml.gameday.faultpoints import AddedToxic, FaultPointClient, FaultPointError, Leases
+from chaosml.gameday.journal import Journal
+from chaosml.gameday.judge import judge_expectations, scenario_verdict
+from chaosml.gameday.scenario import Scenario, ScenarioFile
+from chaosml.gameday.target import TargetFile
+from chaosml.load import LoadPlan, LoadProcess
+
+POLL_INTERVAL = 0.25
+CHECK_SECONDS = 0.1  # how often a phase checks stop conditions between polls
+
+
+class Interrupted(ChaosmlError):
+    """The game day was stopped (Ctrl-C or SIGTERM); everything was rolled back."""
+
+    exit_code = 130
+
+
+class Observer(Protocol):
+    """What a live display hears from the runner."""
+
+    def scenario(self, name: str, index: int, total: int) -> None: ...
+    def phase(self, name: str, seconds: float) -> None: ...
+    def tick(self, figures: dict[str, Any]) -> None: ...
+    def alert(self, event: dict[str, Any]) -> None: ...
+    def finished(self, record: dict[str, Any]) -> None: ...
+
+
+class Quiet:
+    def scenario(self, name: str, index: int, total: int) -> None:
+        return None
+
+    def phase(self, name: str, seconds: float) -> None:
+        return None
+
+    def tick(self, figures: dict[str, Any]) -> None:
+        return None
+
+    def alert(self, event: dict[str, Any]) -> None:
+        return None
+
+    def finished(self, record: dict[str, Any]) -> None:
+        return None
+
+
+@dataclass
+class RunOptions:
+    time_scale: float = 1.0
+    seed: int = 0
+    workers: int | None = None  # overrides every scenario's load.workers
+    runs: Path = Path(".chaosml/runs")
+
+
+@contextmanager
+def _signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise ``Interrupted`` in the main thread, so ``finally`` rolls back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}; every fault was rolled back")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+@dataclass
+class GameDay:
+    """One run of scenarios against one target."""
+
+    scenarios: list[ScenarioFile]
+    target: TargetFile
+    options: RunOptions = field(default_factory=RunOptions)
+    observer: Observer = field(default_factory=Quiet)
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        spec = self.target.target
+        self.points = {name: FaultPointClient(name, p) for name, p in spec.fault_points.items()}
+        self.sources: list[AlertSource] = [
+            make_source(s, self.options.time_scale) for s in spec.alerts
+        ]
+        self.poller = Poller(self.sources, clock=self.clock, on_event=self.observer.alert)
+        lease = min((p.lease for p in spec.fault_points.values()), default=10.0)
+        self.leases = Leases(self.points, interval=max(lease / 3, 0.2))
+        self.journal: Journal | None = None
+        self._next_load: LoadProcess | None = None
+
+    # --- the run ---------------------------------------------------------------------------------
+
+    def run(self) -> Journal:
+        """Run every scenario; the journal holds what happened (saved even when interrupted)."""
+        with _signals():
+            self._start_sources()
+            try:
+                for point in self.points.values():
+                    point.check()
+                self.journal = Journal.create(
+                    self.options.runs,
+                    started_at=self.clock(),
+                    target=self.target.target.model_dump(mode="json", by_alias=True),
+                    target_file=str(self.target.path) if self.target.path else None,
+                    time_scale=self.options.time_scale,
+                    seed=self.options.seed,
+                    sources=[s.name for s in self.sources],
+                    rules=self._rules(),
+                )
+                self.leases.start()
+                try:
+                    for index, file in enumerate(self.scenarios):
+                        self._scenario(index, file)
+                finally:
+                    self.leases.stop()
+                    if self._next_load is not None:
+                        self._next_load.stop()
+                    self.journal.data["ended_at"] = self.clock()
+                    self.journal.save()
+            finally:
+                for source in self.sources:
+                    source.stop()
+        return self.journal
+
+    def _start_sources(self) -> None:
+        started = []
+        try:
+            for source in self.sources:
+                source.start()
+                started.append(source)
+        except BaseException:
+            for source in started:
+                source.stop()
+            raise
+
+    def _rules(self) -> list[dict[str, Any]]:
+        rules = []
+        for source in self.sources:
+            for rule in source.rules() or []:
+                rules.append({"source": source.name, "name": rule.name, "labels": rule.labels})
+        return rules
+
+    def _plan(self, index: int, file: ScenarioFile, scenario: Scenario) -> LoadPlan:
+        target = self.target.target
+        data = file.data or self.target.data
+        if data is None:
+            raise InputError(
+                f"{file.path}: load.data: no data to replay: set load.data here or data: in "
+                f"{self.target.path}"
+            )
+        if not data.is_file():
+            raise InputError(f"{file.path}: load.data: {data}: file not found")
+        feedback = scenario.load.feedback
+        label = (feedback.label if feedback else None) or target.label
+        workers = (
+            self.options.workers if self.options.workers is not None else scenario.load.workers
+        )
+        return LoadPlan(
+            url=target.url,
+            data=str(data),
+            codec=target.codec,
+            label=label,
+            batch=scenario.load.batch,
+            users=scenario.load.users,
+            spawn_rate=scenario.load.spawn_rate,
+            rate=scenario.load.rate,
+            think=scenario.load.think,
+            feedback_url=target.feedback if feedback else None,
+            feedback_delay=feedback.delay if feedback else 0.0,
+            seed=derive_seed(self.options.seed, scenario.name, "load"),
+            workers=workers,
+            window=4.0 if workers else 2.0,
+        )
+
+    def _load(self, index: int) -> LoadProcess:
+        """The armed load driver of scenario ``index`` (started now if not prestarted)."""
+        load, self._next_load = self._next_load, None
+        if load is None:
+            file = self.scenarios[index]
+            scenario = file.scenario.scaled(self.options.time_scale)
+            load = LoadProcess(self._plan(index, file, scenario), on_tick=self.observer.tick)
+            load.start()
+        return load
+
+    def _prestart(self, index: int) -> None:
+        if index < len(self.scenarios):
+            try:
+                self._next_load = self._load(index)
+            except ChaosmlError:
+                self._next_load = None  # reported when that scenario starts
+
+    # --- one scenario ----------------------------------------------------------------------------
+
+    def _scenario(self, index: int, file: ScenarioFile) -> None:
+        assert self.journal is not None
+        scenario = file.scenario.scaled(self.options.time_scale)
+        self.observer.scenario(scenario.name, index, len(self.scenarios))
+        record: dict[str, Any] = {
+            "name": scenario.name,
+            "file": str(file.path),
+            "description": scenario.description,
+            "tags": scenario.tags,
+            "failure_mode": scenario.failure_mode,
+            "phases": [],
+            "faults": [],
+            "expectations": [],
+            "verdict": "aborted",
+            "reason": None,
+            "stopped_by": None,
+            "started_at": self.clock(),
+        }
+        self.journal.data["scenarios"].append(record)
+        first_event, first_error = len(self.poller.events), len(self.poller.errors)
+        load: LoadProcess | None = None
+        try:
+            load = self._load(index)
+            self._phases(index, scenario, load, record)
+        except Interrupted as exc:
+            record["reason"] = str(exc)
+            raise
+        except ChaosmlError as exc:
+            record["reason"] = str(exc)
+            if isinstance(exc, InputError):
+                raise
+        finally:
+            if load is not None:
+                load.stop()
+                record["load"] = load.ticks
+                if load.error:
+                    record.setdefault("errors", []).append({"load": load.error})
+            self._close(record, scenario, first_event, first_error)
+
+    def _phases(
+        self, index: int, scenario: Scenario, load: LoadProcess, record: dict[str, Any]
+    ) -> None:
+        load.go()
+        self._phase(record, load, "steady", scenario.phases.steady, scenario)
+        if record["stopped_by"]:
+            return
+        added: list[AddedToxic] = []
+        counters = self._counters()
+        try:
+            record["injected_at"] = self.clock()
+            for position, _fault in enumerate(scenario.faults):
+                added.append(self._inject(index, position, scenario, record))
+            self._phase(record, load, "fault", scenario.phases.fault, scenario)
+        finally:
+            record["rolled_back_at"] = self._rollback(added, record)
+            self._count(record, counters)
+        self._prestart(index + 1)
+        self._phase(record, load, "recovery", scenario.phases.recovery, scenario, settle=True)
+
+    def _inject(
+        self, index: int, position: int, scenario: Scenario, record: dict[str, Any]
+    ) -> AddedToxic:
+        fault = scenario.faults[position]
+        client = self.points.get(fault.point)
+        if client is None:
+            raise InputError(f"fault {fault.type}: no fault point {fault.point!r} in the target")
+        seed = derive_seed(self.options.seed, scenario.name, position)
+        assert self.journal is not None
+        name = f"chaosml-{self.journal.data['run_id']}-{position}-{fault.type}"
+        entry: dict[str, Any] = {
+            "type": fault.type,
+            "point": fault.point,
+            "proxy": client.spec.proxy,
+            "toxic": name,
+            "stream": fault.toxic_stream,
+            "toxicity": fault.toxicity,
+            "attributes": fault.attributes,
+            "seed": seed if client.spec.leases else None,
+            "added_at": None,
+            "removed_at": None,
+        }
+        record["faults"].append(entry)
+        toxic = client.add(fault, name, seed)
+        self.leases.add(toxic)
+        entry["added_at"] = self.clock()
+        return toxic
+
+    def _rollback(self, added: list[AddedToxic], record: dict[str, Any]) -> float:
+        """Remove every toxic this scenario added (retrying); failures go in the journal."""
+        for toxic, entry in zip(added, record["faults"], strict=False):
+            self.leases.discard(toxic)
+            for attempt in range(3):
+                try:
+                    self.points[toxic.point].remove(toxic)
+                    entry["removed_at"] = self.clock()
+                    break
+                except FaultPointError as exc:
+                    if attempt == 2:
+                        entry["error"] = f"not removed: {exc}"
+                    time.sleep(0.2)
+        return self.clock()
+
+    def _counters(self) -> dict[str, dict[str, float]]:
+        counters = {}
+        for name, client in self.points.items():
+            if client.spec.leases:
+                counters[name] = {
+                    "applied": sum(client.metric("chaosml_proxy_toxics_applied_total").values()),
+                    "errors": sum(client.metric("chaosml_proxy_fault_errors_total").values()),
+                }
+        return counters
+
+    def _count(self, record: dict[str, Any], before: dict[str, dict[str, float]]) -> None:
+        """How often each fault point applied the scenario's toxics, and how often they failed:
+        a fault that never ran is not a monitoring gap."""
+        after = self._counters()
+        record["fault_points"] = {
+            name: {k: after[name][k] - before[name][k] for k in ("applied", "errors")}
+            for name in before
+            if name in after
+        }
+
+    def _phase(
+        self,
+        record: dict[str, Any],
+        load: LoadProcess,
+        name: str,
+        seconds: float,
+        scenario: Scenario,
+        *,
+        settle: bool = False,
+    ) -> None:
+        """Poll alerts and check stop conditions for ``seconds`` (the recovery phase ends early
+        once every alert seen since injection has resolved)."""
+        assert self.journal is not None
+        self.observer.phase(name, seconds)
+        phase: dict[str, Any] = {"name": name, "start": self.clock(), "end": None, "load": None}
+        record["phases"].append(phase)
+        conditions = list(zip(scenario.stop_if, scenario.stop_conditions, strict=True))
+        end = phase["start"] + seconds
+        next_poll = 0.0
+        try:
+            while (now := self.clock()) < end:
+                if now >= next_poll:
+                    self.poller.poll()
+                    next_poll = now + POLL_INTERVAL
+                    if settle and self._settled(record):
+                        break
+                if not load.alive():
+                    raise ChaosmlError(f"the load driver stopped: {load.error}")
+                stopped = _stopped(conditions, load.latest()) if name != "recovery" else None
+                if stopped is not None:
+                    record["stopped_by"] = stopped
+                    break
+                time.sleep(min(CHECK_SECONDS, max(end - now, 0)))
+        finally:
+            phase["end"] = self.clock()
+            phase["load"] = load.mark(name)
+            self.journal.save()
+
+    def _settled(self, record: dict[str, Any]) -> bool:
+        injected = record.get("injected_at")
+        if injected is None:
+            return False
+        return not any(t.fired for t in self.poller.active())
+
+    def _close(
+        self, record: dict[str, Any], scenario: Scenario, first_event: int, first_error: int
+    ) -> None:
+        assert self.journal is not None
+        record["ended_at"] = self.clock()
+        start = record["started_at"]
+        record["alerts"] = [t.to_dict() for t in self.poller.between(start, record["ended_at"])]
+        record["events"] = self.poller.events[first_event:]
+        record.setdefault("errors", []).extend(self.poller.errors[first_error:])
+        record["leases"] = list(self.leases.errors)
+        self.leases.errors.clear()
+        if "injected_at" in record:
+            record["expectations"] = judge_expectations(scenario, record)
+        record["verdict"] = scenario_verdict(record)
+        self.journal.save()
+        self.observer.finished(record)
+
+
+def _stopped(conditions: list[tuple[str, Any]], figures: dict[str, Any] | None) -> str | None:
+    if not conditions or not figures:
+        return None
+    row = pd.DataFrame(
+        [{k: (math.nan if v is None else v) for k, v in figures.items() if k != "t"}]
+    )
+    for text, predicate in conditions:
+        if bool(predicate.evaluate(row)[0]):
+            return text
+    return None
+
+
+def run_gameday(
+    scenarios: list[ScenarioFile],
+    target: TargetFile,
+    options: RunOptions | None = None,
+    observer: Observer | None = None,
+) -> Journal:
+    """Run ``scenarios`` in order against ``target``; the journal holds every verdict."""
+    return GameDay(scenarios, target, options or RunOptions(), observer or Quiet()).run()

@@ -1,0 +1,186 @@
+"""Target files: the model service under test, its fault points, feedback and alert sources.
+
+```yaml
+name: staging
+url: http://127.0.0.1:9000/predict        # where load goes (through the fault proxy)
+codec: records                            # records | mlflow | kserve | tfserving
+data: eval.parquet                        # rows to replay, unless a scenario names its own
+label: approved                           # the true label column, for feedback
+feedback: http://127.0.0.1:8000/feedback  # optional: POSTed {"labels": [{"id", "label"}]}
+fault_points:
+  proxy:   {api: 127.0.0.1:8474, proxy: model}                    # chaosml's fault proxy
+  service: {api: 127.0.0.1:8475, proxy: service}                  # the in-service fault point
+  network: {api: 127.0.0.1:8476, proxy: model, kind: toxiproxy}   # a real Toxiproxy
+alerts:
+  - {type: prometheus, url: http://127.0.0.1:9090}
+  - {type: alertmanager, url: http://127.0.0.1:9093}
+  - {type: webhook, listen: 127.0.0.1:9094}    # chaosml receives Alertmanager's notifications
+  - type: probe                                # no Prometheus: read /metrics directly
+    url: http://127.0.0.1:8000/metrics
+    rules: [{alert: FeatureMissingRateHigh, expr: 'chaosml_model_feature_missing_rate > 0.2', for: 1m}]
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from chaosml._net import split_address
+from chaosml.codecs import CODECS
+from chaosml.durations import Duration
+from chaosml.errors import SpecError
+from chaosml.spec import Loc, read_yaml, validate_spec
+
+# Toxiproxy's own toxic types: what a real Toxiproxy can act out.
+TOXIPROXY_TYPES = ("latency", "bandwidth", "slow_close", "timeout", "reset_peer", "limit_data")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _address(value: str) -> str:
+    text = value.removeprefix("http://")
+    split_address(text.rstrip("/"))
+    return text.rstrip("/")
+
+
+def _url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+class FaultPointSpec(_Model):
+    """A Toxiproxy-style control API and the proxy (by name) whose toxics a game day sets."""
+
+    api: str  # host:port
+    proxy: str = Field(min_length=1)
+    kind: Literal["chaosml", "toxiproxy"] = "chaosml"
+    token_env: str | None = None  # environment variable holding the bearer token
+    lease: Duration = 10.0  # chaosml points drop a toxic not renewed within this
+
+    @field_validator("api")
+    @classmethod
+    def _api(cls, value: str) -> str:
+        return _address(value)
+
+    @property
+    def leases(self) -> bool:
+        return self.kind == "chaosml"
+
+
+class PrometheusSource(_Model):
+    type: Literal["prometheus"]
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _url(value)
+
+
+class AlertmanagerSource(_Model):
+    type: Literal["alertmanager"]
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _url(value)
+
+
+class WebhookSource(_Model):
+    type: Literal["webhook"]
+    listen: str  # host:port the game day's receiver binds; Alertmanager sends there
+    path: str = "/alerts"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _address(value)
+
+
+class ProbeRule(_Model):
+    alert: str = Field(min_length=1)
+    expr: str  # metric{label="value"} op number
+    for_: Duration = Field(default=0.0, alias="for")
+    labels: dict[str, str] = Field(default_factory=dict)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("expr")
+    @classmethod
+    def _simple(cls, value: str) -> str:
+        from chaosml.alerts.probe import parse_expr
+
+        parse_expr(value)
+        return value
+
+
+class ProbeSource(_Model):
+    type: Literal["probe"]
+    url: str  # a /metrics page in Prometheus text format
+    rules: list[ProbeRule] = Field(min_length=1)
+    interval: Duration = 0.5
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _url(value)
+
+
+AlertSourceSpec = Annotated[
+    PrometheusSource | AlertmanagerSource | WebhookSource | ProbeSource,
+    Field(discriminator="type"),
+]
+
+
+class Target(_Model):
+    name: str = "target"
+    url: str
+    codec: str = "records"
+    data: Path | None = None
+    label: str | None = None
+    feedback: str | None = None
+    fault_points: dict[str, FaultPointSpec] = Field(default_factory=dict)
+    alerts: list[AlertSourceSpec] = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _url(value)
+
+    @field_validator("feedback")
+    @classmethod
+    def _feedback(cls, value: str | None) -> str | None:
+        return None if value is None else _url(value)
+
+    @field_validator("codec")
+    @classmethod
+    def _codec(cls, value: str) -> str:
+        if value not in CODECS:
+            raise ValueError(f"unknown codec {value!r} (expected one of {', '.join(CODECS)})")
+        return value
+
+
+class TargetFile:
+    def __init__(self, target: Target, path: Path | None, lines: dict[Loc, int]) -> None:
+        self.target, self.path, self.lines = target, path, lines
+
+    @property
+    def data(self) -> Path | None:
+        data = self.target.data
+        if data is None or self.path is None:
+            return data
+        return self.path.parent / data
+
+
+def load_target(path: str | Path) -> TargetFile:
+    path = Path(path)
+    data, lines = read_yaml(path)
+    if not isinstance(data, dict):
+        raise SpecError([f"{path}:1: (top level): expected a mapping of target keys"])
+    return TargetFile(validate_spec(data, Target, path=path, lines=lines), path, lines)
