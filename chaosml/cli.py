@@ -131,7 +131,7 @@ def _finish(
                     writer(result, path)
                 except OSError as exc:
                     raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from exc
-    raise typer.Exit(0 if result.passed else 1)
+    raise typer.Exit(getattr(result, "exit_code", 0 if result.passed else 1))
 
 
 def _data(data: Path | None, config: Any) -> Path:
@@ -250,24 +250,239 @@ def slices_compare(
     )
 
 
+TargetOption = Annotated[
+    Path,
+    typer.Option(
+        "--target",
+        "-t",
+        help="Target file: the service URL and codec, its fault points and alert sources "
+        "(`chaosml demo up --write-target FILE` writes one for the reference stack).",
+    ),
+]
+TimeScaleOption = Annotated[
+    float,
+    typer.Option(
+        "--time-scale",
+        min=0.001,
+        max=1000,
+        help="Multiply every duration and deadline of the scenarios (and probe rules' for:) by "
+        "this factor; the target's alert rules must be scaled alike (demo up does).",
+    ),
+]
+SeedOption = Annotated[
+    int, typer.Option(help="Seed of the faults' random choices and the load's row order.")
+]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Locust worker processes for the load (default: each scenario's load.workers).",
+        min=0,
+    ),
+]
+RunsOption = Annotated[
+    Path, typer.Option("--runs", help="Where each run's journal folder is written.")
+]
+
+
+@app.command("validate")
+def validate_command(
+    paths: Annotated[list[Path], typer.Argument(help="Scenario files or folders of them.")],
+    target: Annotated[
+        Path | None,
+        typer.Option(
+            "--target", "-t", help="Also check against this target: fault points, data, rules."
+        ),
+    ] = None,
+) -> None:
+    """Check scenario files (and a target file) and run nothing.
+
+    Reports every problem of every file, one line each (file:line: field: what was expected),
+    and exits 2 if there is one; exits 3 if the target's rule source cannot be reached.
+    """
+    from chaosml.gameday import validate
+
+    with _errors():
+        checked = validate(paths, target)
+    for file in checked.scenarios:
+        s = file.scenario
+        faults = ", ".join(f"{f.type}@{f.point}" for f in s.faults) or "no faults"
+        expects = ", ".join(e.describe() for e in s.expect) or "nothing"
+        stdout.print(f"{file.path}: {s.name}: {faults}; expects {expects}", highlight=False)
+    for note in checked.notes:
+        stderr.print(f"chaosml: note: {note}")
+    where = f" against {target}" if target else ""
+    stderr.print(f"{len(checked.scenarios)} scenario(s) valid{where}")
+
+
+def _gameday(
+    paths: list[Path],
+    target: Path,
+    as_json: bool,
+    junit: Path | None,
+    html: Path | None,
+    time_scale: float,
+    seed: int,
+    workers: int | None,
+    runs: Path,
+) -> NoReturn:
+    from chaosml.gameday import RunOptions, run_files
+    from chaosml.report.gameday import (
+        LiveDisplay,
+        render_gameday,
+        write_gameday_html,
+        write_gameday_junit,
+    )
+
+    display = LiveDisplay(stderr)
+    with _errors():
+        _check_outputs(junit, html)
+        options = RunOptions(time_scale=time_scale, seed=seed, workers=workers, runs=runs)
+        try:
+            report = run_files(paths, target, options, display)
+        finally:
+            display.close()
+    if report.interrupted:
+        stderr.print(f"chaosml: {report.interrupted}")
+    _finish(
+        report,
+        as_json,
+        render_gameday,
+        {junit: write_gameday_junit, html: write_gameday_html},
+    )
+
+
+@app.command("run")
+def run_command(
+    scenario: Annotated[Path, typer.Argument(help="One scenario file.")],
+    target: TargetOption,
+    as_json: JsonOption = False,
+    junit: JunitOption = None,
+    html: HtmlOption = None,
+    time_scale: TimeScaleOption = 1.0,
+    seed: SeedOption = 0,
+    workers: WorkersOption = None,
+    runs: RunsOption = Path(".chaosml/runs"),
+) -> None:
+    """Run one scenario against a target: load, inject, observe, roll back, recover.
+
+    Exits 0 if every expectation held, 1 if one failed, 2 on bad input, 3 if the target or a
+    component is unreachable, 130 when stopped by Ctrl-C or SIGTERM (after rolling back).
+    """
+    _gameday([scenario], target, as_json, junit, html, time_scale, seed, workers, runs)
+
+
+@app.command("gameday")
+def gameday_command(
+    paths: Annotated[list[Path], typer.Argument(help="Scenario files or folders, run in order.")],
+    target: TargetOption,
+    as_json: JsonOption = False,
+    junit: JunitOption = None,
+    html: HtmlOption = None,
+    time_scale: TimeScaleOption = 1.0,
+    seed: SeedOption = 0,
+    workers: WorkersOption = None,
+    runs: RunsOption = Path(".chaosml/runs"),
+) -> None:
+    """Run a game day: every scenario in order against one target, then the alert coverage.
+
+    For each scenario: steady state under load (an expected alert already firing is a finding),
+    inject the faults, watch the alert sources (time to detect), roll back (always: also on a
+    stop condition, Ctrl-C, SIGTERM or an error), and watch them resolve (time to resolve).
+    The journal goes to .chaosml/runs/<run-id>/. Exit codes as for `chaosml run`.
+    """
+    _gameday(paths, target, as_json, junit, html, time_scale, seed, workers, runs)
+
+
+@app.command("coverage")
+def coverage_command(
+    run: Annotated[Path, typer.Argument(help="A run folder, .chaosml/runs/<run-id>/.")],
+    as_json: JsonOption = False,
+    html: HtmlOption = None,
+) -> None:
+    """Show a finished game day's report and coverage matrix again, from its journal."""
+    from chaosml.gameday import GamedayReport, load_journal
+    from chaosml.report.gameday import render_gameday, write_gameday_html
+
+    with _errors():
+        _check_outputs(html)
+        report = GamedayReport(load_journal(run))
+    _finish(report, as_json, render_gameday, {html: write_gameday_html})
+
+
 DemoFolder = Annotated[
     Path, typer.Option("--out", "-o", help="Where the demo data, models and config are written.")
 ]
 
 
 @demo_app.callback()
-def demo(ctx: typer.Context, out: DemoFolder = Path(".chaosml/demo")) -> None:
-    """Run the demo end to end: train v1 and v2, test v2 per slice, compare v1 and v2.
+def demo(
+    ctx: typer.Context,
+    out: DemoFolder = Path(".chaosml/demo"),
+    time_scale: Annotated[
+        float,
+        typer.Option(
+            "--time-scale",
+            min=0.001,
+            max=1,
+            help="Shorten the bundled scenarios and the stack's alert rules by this factor.",
+        ),
+    ] = 0.05,
+) -> None:
+    """The main job, end to end on built-in data: a game day, then slice tests.
 
-    Uses synthetic credit data and the built-in suite (slices/credit.yaml).
-    Exits 0 when the demo ran, whatever it found.
+    Trains v1 and v2 if needed, brings the reference stack up (model service with its in-service
+    fault point, fault proxy, Prometheus, Alertmanager), runs the bundled scenarios (scenarios/)
+    on a shortened profile and prints which alerts fired, how fast, and the blind spot; then
+    tests v2 per slice and compares it with v1 (slices/credit.yaml). Stops everything it
+    started. Exits 0 when the demo ran, whatever it found.
     """
     if ctx.invoked_subcommand is not None:
         return
     from chaosml.demo.run import run_demo
 
     with _errors():
-        run_demo(out, stdout, stderr)
+        run_demo(out, stdout, stderr, time_scale=time_scale)
+
+
+@demo_app.command("up")
+def demo_up(
+    out: DemoFolder = Path(".chaosml/demo"),
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own Prometheus rules file instead of chaosml's (for: scaled as well)."
+        ),
+    ] = None,
+    write_target: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the target file (default: OUT/target.yaml)."),
+    ] = None,
+    time_scale: Annotated[
+        float,
+        typer.Option(
+            "--time-scale", min=0.001, max=1, help="Multiply the alert rules' for: by this."
+        ),
+    ] = 0.05,
+) -> None:
+    """Run the reference stack in the foreground until Ctrl-C or SIGTERM.
+
+    Starts the demo model service (v2, its in-service fault point on, v1 loaded as the stale
+    version), the fault proxy in front of it and, when installed, Prometheus and Alertmanager
+    with the rules' for: scaled by --time-scale; writes a target file for `chaosml gameday`.
+    Without Prometheus it says so and the target uses metric probes. Stops all it started.
+    """
+    from chaosml.demo.run import demo_up as run_up
+
+    with _errors():
+        if rules is not None and not rules.is_file():
+            raise InputError(f"--rules: {rules}: file not found")
+        run_up(
+            out,
+            target=write_target or out / "target.yaml",
+            rules=rules,
+            time_scale=time_scale,
+            err=stderr,
+        )
 
 
 @demo_app.command("train")

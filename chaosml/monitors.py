@@ -12,7 +12,8 @@ A ``ModelMonitor`` keeps sliding windows over the last ``window`` rows a service
   sensitive attribute over the window (fairlearn's demographic parity difference);
 - ``chaosml_model_online_accuracy`` over the last ``window`` feedback labels, and
   ``chaosml_model_feedback_total``;
-- ``chaosml_model_info{version}`` = 1.
+- ``chaosml_model_info{version}`` = 1, and ``chaosml_model_answers_total{version}``: rows
+  answered per model version (a stale model behind a fault or a botched rollout shows here).
 
 Windows are ring buffers updated in O(features) per row, so a request pays microseconds.
 Add them to a FastAPI/Starlette app with ``instrument(app, monitor)``.
@@ -205,14 +206,16 @@ class ModelMonitor:
             "Share of positive predictions on the training reference",
             registry=r,
         )
-        self.model_version = self._served = model_version
-        self.info = Gauge(
-            "chaosml_model_info",
-            "1 for the model version that answered last, 0 for versions that answered before",
+        self.model_version = model_version
+        Gauge(
+            "chaosml_model_info", "The model version being served", ["version"], registry=r
+        ).labels(model_version).set(1)
+        self.answers = Counter(
+            "chaosml_model_answers",
+            "Rows answered, by the model version that answered them",
             ["version"],
             registry=r,
         )
-        self.info.labels(model_version).set(1)
         self.accuracy.set(float("nan"))
 
     def observe(
@@ -227,11 +230,7 @@ class ModelMonitor:
         DataFrame or a decoded request's columns); ``version``: the model version that answered,
         if not the one served (a stale model behind a fault or a botched rollout)."""
         n = len(predictions)
-        served = version or self.model_version
-        if served != self._served:
-            self.info.labels(self._served).set(0)
-            self.info.labels(served).set(1)
-            self._served = served
+        self.answers.labels(version or self.model_version).inc(n)
         positive = [p == self.positive for p in predictions]
         with self._lock:
             for feature in self.features:

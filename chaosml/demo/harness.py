@@ -145,6 +145,8 @@ def monitoring_stack(
         raise UnreachableError(NO_BINARIES.split(":")[0])
     with ExitStack() as stack:
         work = folder or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chaosml-")))
+        for data in ("prom-data", "am-data"):  # no alerts or series from an earlier run
+            shutil.rmtree(work / data, ignore_errors=True)
         work.mkdir(parents=True, exist_ok=True)
         alertmanager, prometheus = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
         (work / "alertmanager.yml").write_text(

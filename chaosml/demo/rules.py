@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from chaosml.durations import format_duration
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -35,7 +37,7 @@ class Rule:
 
     def render(self, time_scale: float = 1.0) -> dict[str, Any]:
         """The rule as Prometheus reads it, with ``for:`` and ranges shortened by ``time_scale``."""
-        window = f"{max(round(self.window_seconds * time_scale), MIN_WINDOW)}s"
+        window = format_duration(max(round(self.window_seconds * time_scale), MIN_WINDOW))
         seconds = max(round(self.for_seconds * time_scale), 0)
         entry: dict[str, Any] = {"alert": self.alert, "expr": self.expr.replace("{window}", window)}
         if seconds:
@@ -115,7 +117,7 @@ RULES = (
     ),
     Rule(
         "ModelVersionChanged",
-        "count by (job) (max_over_time(chaosml_model_info[{window}]) == 1) > 1",
+        "count by (job) (increase(chaosml_model_answers_total[{window}]) > 0) > 1",
         0,
         "more than one model version answered in the last {window}",
         "stale_model",

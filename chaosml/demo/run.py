@@ -1,38 +1,115 @@
-"""``chaosml demo``: the whole slice-testing story on built-in data, in one command."""
+"""``chaosml demo`` and ``chaosml demo up``: the reference stack, a short game day on it, and the
+slice-testing story, on built-in data."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
+from typing import Any
 
+import yaml
 from rich.console import Console
 
 from chaosml.config import load_config
+from chaosml.demo.harness import ReferenceStack, reference_stack
 from chaosml.demo.train import train_demo
+from chaosml.gameday import GamedayReport, Interrupted, RunOptions, run_files
 from chaosml.report.console import render_comparison, render_test_report
+from chaosml.report.gameday import LiveDisplay, render_gameday
 from chaosml.slices.checks import run_slice_tests
 from chaosml.slices.compare import compare_versions
 from chaosml.slices.suite import load_suite
 from chaosml.versions import resolve_version
 
 SUITE = Path(__file__).with_name("credit.yaml")
+SCENARIOS = Path(__file__).with_name("scenarios")
+DEMO_TIME_SCALE = 0.05
 
 
-def run_demo(folder: Path, out: Console, err: Console) -> None:
-    """Train the demo versions into ``folder``, test v2 per slice, then compare v2 with v1."""
-    err.print(
-        f"training demo models v1 (logistic regression) and v2 (gradient boosting) in {folder}"
+def write_target(stack: ReferenceStack, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "# Written by `chaosml demo up`: the reference stack on loopback.\n"
+    path.write_text(header + yaml.safe_dump(stack.target(), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def demo_up(
+    folder: Path,
+    *,
+    target: Path,
+    rules: Path | None,
+    time_scale: float,
+    err: Console,
+    ready: threading.Event | None = None,
+) -> None:
+    """Run the reference stack in the foreground until SIGINT or SIGTERM; stop all of it."""
+    stopped = threading.Event()
+
+    def stop(signum: int, frame: Any) -> None:
+        stopped.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with reference_stack(
+            folder, time_scale=time_scale, rules=rules, say=lambda line: err.print(line)
+        ) as stack:
+            write_target(stack, target)
+            err.print(
+                f"wrote {target}. Run a game day against it:\n"
+                f"  chaosml gameday scenarios/ --target {target} --time-scale {time_scale:g}\n"
+                "Ctrl-C stops everything."
+            )
+            if ready is not None:
+                ready.set()
+            while not stopped.wait(0.2):
+                pass
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    err.print("stopped the reference stack")
+
+
+def run_demo(
+    folder: Path, out: Console, err: Console, *, time_scale: float = DEMO_TIME_SCALE
+) -> None:
+    """Bring the reference stack up, run the bundled game day on a shortened profile, then test
+    v2 per slice and compare it with v1; everything started is stopped."""
+    err.print(f"chaosml demo: models, data and logs in {folder}")
+    artifacts = train_demo(folder) if not (folder / "v2.skops").is_file() else None
+    report: GamedayReport | None = None
+    with reference_stack(folder, time_scale=time_scale, say=lambda line: err.print(line)) as stack:
+        target = write_target(stack, folder / "target.yaml")
+        display = LiveDisplay(err)
+        try:
+            report = run_files(
+                [SCENARIOS],
+                target,
+                RunOptions(time_scale=time_scale, runs=folder / "runs"),
+                display,
+            )
+        finally:
+            display.close()
+    out.rule("chaosml gameday: would the monitoring notice?")
+    render_gameday(report, out)
+    if report.interrupted:
+        raise Interrupted(report.interrupted)
+    out.print(
+        f"\nThe same, by hand: chaosml demo up --write-target target.yaml, then\n"
+        f"  chaosml gameday scenarios/ --target target.yaml --time-scale {time_scale:g}"
+        f" --html gameday.html\n"
     )
-    artifacts = train_demo(folder)
-    config = load_config(artifacts.config)
+    config_path = artifacts.config if artifacts else folder / "chaosml.yaml"
+    config = load_config(config_path)
     suite = load_suite(SUITE)
     v1, v2 = resolve_version("v1", config), resolve_version("v2", config)
-
+    data = Path(config.resolve(config.data)) if config.data else folder / "eval.parquet"
     out.rule("chaosml slices test: v2 per slice")
-    render_test_report(run_slice_tests(suite, v2, artifacts.data, config=config), out)
+    render_test_report(run_slice_tests(suite, v2, data, config=config), out)
     out.rule("chaosml slices compare v1 v2")
-    render_comparison(compare_versions(suite, v1, v2, artifacts.data, config=config), out)
+    render_comparison(compare_versions(suite, v1, v2, data, config=config), out)
     out.print(
         f"\nThe same, by hand:\n"
-        f"  chaosml slices compare v1 v2 --suite slices/credit.yaml --config {artifacts.config}"
+        f"  chaosml slices compare v1 v2 --suite slices/credit.yaml --config {config_path}"
         f" --html report.html\n"
     )

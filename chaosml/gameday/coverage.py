@@ -115,6 +115,15 @@ class GamedayReport:
     """What ``chaosml gameday --json`` prints (schema ``chaosml.gameday/1``)."""
 
     journal: Journal
+    interrupted: str | None = None  # Ctrl-C or SIGTERM stopped the run (after rolling back)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        if any(s.get("unreachable") for s in self.scenarios):
+            return 3
+        return 0 if self.passed else 1
 
     @property
     def coverage(self) -> Coverage:
@@ -136,6 +145,7 @@ class GamedayReport:
             "journal": str(self.journal.path),
             "time_scale": data.get("time_scale"),
             "passed": self.passed,
+            "interrupted": self.interrupted,
             "scenarios": [
                 {
                     "name": s["name"],

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from chaosml.alerts import AlertSource, Poller, make_source
-from chaosml.errors import ChaosmlError, InputError
+from chaosml.errors import ChaosmlError, InputError, UnreachableError
 from chaosml.gameday.faultpoints import AddedToxic, FaultPointClient, FaultPointError, Leases
 from chaosml.gameday.journal import Journal
 from chaosml.gameday.judge import judge_expectations, scenario_verdict
@@ -253,6 +253,7 @@ class GameDay:
             raise
         except ChaosmlError as exc:
             record["reason"] = str(exc)
+            record["unreachable"] = isinstance(exc, UnreachableError)
             if isinstance(exc, InputError):
                 raise
         finally:

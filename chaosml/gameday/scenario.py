@@ -134,7 +134,7 @@ class Expectation(_Model):
 
     def describe(self) -> str:
         labels = ",".join(f'{k}="{v}"' for k, v in self.labels.items())
-        return self.alert + (f"{{{labels}}}" if labels else "")
+        return self.alert + (f"{{{labels}}}" if labels else "") + ("" if self.fires else " quiet")
 
 
 class Scenario(_Model):
@@ -197,21 +197,32 @@ class Scenario(_Model):
         """Every duration and deadline multiplied by ``factor`` (``--time-scale``)."""
         if factor == 1:
             return self
-        data = self.model_dump(mode="python")
-        data["phases"] = {k: v * factor for k, v in data["phases"].items()}
-        for item in data["expect"]:
-            for key in ("within", "resolves_within"):
-                if item[key] is not None:
-                    item[key] *= factor
-        data["load"]["think"] *= factor
-        if data["load"]["feedback"]:
-            data["load"]["feedback"]["delay"] *= factor
-        data["faults"] = [{**f.attributes, **_own(f)} for f in self.faults]
-        return Scenario.model_validate(data)
-
-
-def _own(spec: FaultSpec) -> dict[str, Any]:
-    return {k: getattr(spec, k) for k in OWN_KEYS if getattr(spec, k) is not None}
+        p, load = self.phases, self.load
+        phases = p.model_copy(
+            update={k: getattr(p, k) * factor for k in ("steady", "fault", "recovery")}
+        )
+        feedback = load.feedback
+        if feedback is not None:
+            feedback = feedback.model_copy(update={"delay": feedback.delay * factor})
+        expect = [
+            e.model_copy(
+                update={
+                    k: getattr(e, k) * factor
+                    for k in ("within", "resolves_within")
+                    if getattr(e, k) is not None
+                }
+            )
+            for e in self.expect
+        ]
+        return self.model_copy(
+            update={
+                "phases": phases,
+                "expect": expect,
+                "load": load.model_copy(
+                    update={"think": load.think * factor, "feedback": feedback}
+                ),
+            }
+        )
 
 
 def is_response_fault(spec: FaultSpec) -> bool:
