@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from chaosml.alerts.stack import free_port
+from chaosml._net import free_port
 from chaosml.codecs import plain
 from chaosml.demo.data import make_credit
 from chaosml.demo.train import train_demo

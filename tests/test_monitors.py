@@ -110,6 +110,7 @@ def test_demo_service_metrics_carry_every_monitor(
         "chaosml_model_online_accuracy",
         "chaosml_model_feedback",
         "chaosml_model_info",
+        "chaosml_model_answers",
     } <= names
     assert http.post(f"http://{model_v2}/feedback", data=b"{}").status_code == 422
     assert isinstance(pd.read_parquet(demo.reference), pd.DataFrame)

@@ -140,6 +140,9 @@ class LoadProcess:
             self._process.wait()
         if self._reader is not None:
             self._reader.join(timeout=5)
+        for pipe in (self._process.stdout, self._process.stderr):
+            if pipe is not None:
+                pipe.close()
 
     def __enter__(self) -> LoadProcess:
         self.start().go()

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import requests
 
-from chaosml.alerts.stack import ALERTMANAGER, PROMETHEUS, Stack, find_binary, monitoring_stack
+from chaosml.demo.harness import ALERTMANAGER, PROMETHEUS, Stack, find_binary, monitoring_stack
 from chaosml.alerts.webhook import WebhookReceiver
 from chaosml.codecs import plain
 from chaosml.demo.service import serving
@@ -96,7 +96,7 @@ def test_healthy_then_null_features_fire_the_missing_rate_alert(
         assert webhook.alerts == []
 
         broken = [{**row, "income": None} for row in rows]
-        started = time.monotonic()
+        started = time.time()
         send(service, broken, 15, http)
         fired = wait_until(
             lambda: any(

@@ -6,22 +6,22 @@ from pathlib import Path
 
 import yaml
 
-from chaosml.stack import RULES, render_docker, rules_file
+from chaosml.demo.rules import RULES, render_docker, rules_file
 
-DOCKER = Path(__file__).parents[1] / "docker"
+DOCKER = Path(__file__).parents[2] / "docker"
 
 
 def test_docker_configs_are_rendered_from_the_one_source() -> None:
     for path, text in render_docker().items():
         assert (DOCKER / path).read_text(encoding="utf-8") == text, (
-            f"docker/{path} is stale: run `python -m chaosml.stack docker`"
+            f"docker/{path} is stale: run `python -m chaosml.demo.rules docker`"
         )
 
 
 def test_one_rule_per_failure_mode_and_short_for_in_tests() -> None:
     names = [rule["alert"] for rule in rules_file()["groups"][0]["rules"]]
     assert names == [rule.alert for rule in RULES] and len(set(names)) == 8
-    short = {r["alert"]: r.get("for") for r in rules_file(for_scale=0.05)["groups"][0]["rules"]}
+    short = {r["alert"]: r.get("for") for r in rules_file(time_scale=0.05)["groups"][0]["rules"]}
     assert short["FeatureMissingRateHigh"] == "3s" and short["ModelVersionChanged"] is None
 
 

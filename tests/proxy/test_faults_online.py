@@ -187,7 +187,8 @@ def test_latency_is_added_within_tolerance(
     base = min(elapsed() for _ in range(5))
     proxy.add_toxic(type="latency", attributes={"latency": 150, "jitter": 0})
     delayed = min(elapsed() for _ in range(5))
-    assert 0.145 <= delayed - base <= 0.35
+    assert delayed >= 0.15  # no request got through faster than the latency
+    assert delayed - base <= 0.35
 
 
 def test_http_error_at_toxicity(
