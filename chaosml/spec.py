@@ -109,6 +109,12 @@ def _problem(path: Path, lines: dict[Loc, int], error: Any) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         message = "unknown key"
+    elif kind == "union_tag_invalid":
+        ctx = error["ctx"]
+        message = (
+            f"unknown {ctx['discriminator'].strip(chr(39))} {ctx['tag']!r} "
+            f"(expected one of {ctx['expected_tags'].replace(chr(39), '')})"
+        )
     elif kind == "missing":
         message = "required key is missing"
     else:
@@ -118,8 +124,13 @@ def _problem(path: Path, lines: dict[Loc, int], error: Any) -> str:
     return f"{path}:{line_of(lines, loc)}: {field}: {message}"
 
 
+TAGS = {"str", "int", "float", "bool", "list[str]", "function-after"}
+# The values of discriminated unions' tags, which pydantic puts in an error's location.
+UNION_TAGS: set[str] = set()
+
+
 def _is_tag(part: str) -> bool:
-    return "[" in part or part in {"str", "int", "float", "bool", "list[str]", "function-after"}
+    return "[" in part or part in TAGS or part in UNION_TAGS
 
 
 def _dotted(loc: Sequence[str | int]) -> str:

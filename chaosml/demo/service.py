@@ -69,6 +69,7 @@ def create_app(
         }
         fault_point = FaultPoint.from_env(others)
     point, predict_model = fault_point, predictor(model)
+    app.state.fault_point = point
     app.router.on_shutdown.append(point.close)
     monitor = None
     if monitors:

@@ -138,7 +138,7 @@ class Expectation(_Model):
 
 
 class Scenario(_Model):
-    name: str = Field(pattern=NAME.pattern)
+    name: str
     description: str = ""
     tags: list[str] = Field(default_factory=list)
     failure_mode: str | None = None
@@ -148,6 +148,16 @@ class Scenario(_Model):
     phases: Phases = Field(default_factory=Phases)
     expect: list[Expectation] = Field(default_factory=list)
     stop_if: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME.fullmatch(value):
+            raise ValueError(
+                f"expected lower-case letters, digits, '-', '_' or '.' (e.g. income-nulls), "
+                f"got {value!r}"
+            )
+        return value
 
     @field_validator("stop_if")
     @classmethod

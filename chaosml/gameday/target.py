@@ -32,7 +32,7 @@ from chaosml._net import split_address
 from chaosml.codecs import CODECS
 from chaosml.durations import Duration
 from chaosml.errors import SpecError
-from chaosml.spec import Loc, read_yaml, validate_spec
+from chaosml.spec import UNION_TAGS, Loc, read_yaml, validate_spec
 
 # Toxiproxy's own toxic types: what a real Toxiproxy can act out.
 TOXIPROXY_TYPES = ("latency", "bandwidth", "slow_close", "timeout", "reset_peer", "limit_data")
@@ -138,6 +138,10 @@ AlertSourceSpec = Annotated[
 ]
 
 
+SOURCE_TYPES = ("prometheus", "alertmanager", "webhook", "probe")
+UNION_TAGS.update(SOURCE_TYPES)
+
+
 class Target(_Model):
     name: str = "target"
     url: str
@@ -146,7 +150,14 @@ class Target(_Model):
     label: str | None = None
     feedback: str | None = None
     fault_points: dict[str, FaultPointSpec] = Field(default_factory=dict)
-    alerts: list[AlertSourceSpec] = Field(min_length=1)
+    alerts: list[AlertSourceSpec]
+
+    @field_validator("alerts")
+    @classmethod
+    def _some(cls, value: list[AlertSourceSpec]) -> list[AlertSourceSpec]:
+        if not value:
+            raise ValueError(f"expected at least one alert source ({', '.join(SOURCE_TYPES)})")
+        return value
 
     @field_validator("url")
     @classmethod
