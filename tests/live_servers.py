@@ -3,6 +3,7 @@ the request it received, and the chaosml proxy driven through toxiproxy-python."
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,9 +18,20 @@ from toxiproxy.api import APIConsumer
 
 from chaosml.codecs import plain
 from chaosml.demo.data import make_credit
+from chaosml.demo.harness import find_binary
 from chaosml.demo.service import serving, serving_app
 from chaosml.demo.train import DemoArtifacts
 from chaosml.proxy.api import ProxyServer, running
+
+
+def require_binaries(*names: tuple[str, ...]) -> None:
+    """Skip without Prometheus/Alertmanager (or promtool) locally; fail under CI=true."""
+    missing = [group[0] for group in names if find_binary(group) is None]
+    if missing:
+        reason = f"needs {', '.join(missing)} (apt-get install prometheus prometheus-alertmanager)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
 
 
 async def echo(request: Request) -> JSONResponse:

@@ -24,10 +24,12 @@ class ScenarioCoverage:
     expected: list[str]  # alerts it expected to fire
     covering_rules: list[str]  # rules whose failure_mode is the scenario's
     noisy: list[str]  # fired, not expected
+    faults: int = 0
 
     @property
     def blind_spot(self) -> bool:
-        return not self.fired
+        """It broke something and no alert fired."""
+        return self.faults > 0 and not self.fired
 
 
 @dataclass
@@ -102,6 +104,7 @@ def coverage(journal: Journal) -> Coverage:
                 expected=expected,
                 covering_rules=sorted(r for r, m in rules.items() if mode and m == mode),
                 noisy=sorted(n for n in fired if n not in expected and n not in quiet),
+                faults=len(record.get("faults", [])),
             )
         )
     names = list(rules)

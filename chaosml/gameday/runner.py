@@ -119,6 +119,7 @@ class GameDay:
         lease = min((p.lease for p in spec.fault_points.values()), default=10.0)
         self.leases = Leases(self.points, interval=max(lease / 3, 0.2))
         self.journal: Journal | None = None
+        self.notes: list[str] = []  # what validation noticed, for the journal
         self._next_load: LoadProcess | None = None
 
     # --- the run ---------------------------------------------------------------------------------
@@ -139,6 +140,7 @@ class GameDay:
                     seed=self.options.seed,
                     sources=[s.name for s in self.sources],
                     rules=self._rules(),
+                    notes=self.notes,
                 )
                 self.leases.start()
                 try:

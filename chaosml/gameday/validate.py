@@ -25,20 +25,24 @@ class Validation:
     notes: list[str] = field(default_factory=list)
 
 
-def validate(paths: list[Path], target_path: Path | None = None) -> Validation:
+def validate(
+    paths: list[Path], target_path: Path | None = None, *, strict_rules: bool = True
+) -> Validation:
     """Every problem in every file in one ``SpecError``; ``UnreachableError`` if a rule source
-    cannot be reached."""
+    cannot be reached. With ``strict_rules=False`` (a run) an expected alert that is not among
+    the target's rules is a note, not a problem: the run shows it as a failed expectation."""
     scenarios = load_scenarios(paths)
     if target_path is None:
         return Validation(scenarios, None)
     target = load_target(target_path)
     rules = _rules(target)
-    problems = []
+    problems: list[str] = []
+    notes: list[str] = []
     for file in scenarios:
-        problems.extend(_against(file, target, rules))
+        problems.extend(_against(file, target))
+        (problems if strict_rules else notes).extend(_unknown_alerts(file, rules))
     if problems:
         raise SpecError(problems)
-    notes = []
     if rules is None:
         notes.append("no alert source of the target lists rules: alert names were not checked")
     return Validation(scenarios, target, rules, notes)
@@ -55,7 +59,7 @@ def _rules(target: TargetFile) -> list[str] | None:
     return names
 
 
-def _against(file: ScenarioFile, target: TargetFile, rules: list[str] | None) -> list[str]:
+def _against(file: ScenarioFile, target: TargetFile) -> list[str]:
     problems = []
     points = target.target.fault_points
     for index, fault in enumerate(file.scenario.faults):
@@ -85,14 +89,18 @@ def _against(file: ScenarioFile, target: TargetFile, rules: list[str] | None) ->
         )
     elif not data.is_file():
         problems.append(file.problem(("load", "data"), f"{data}: file not found"))
-    if rules is not None:
-        for index, expectation in enumerate(file.scenario.expect):
-            if expectation.alert not in rules:
-                problems.append(
-                    file.problem(
-                        ("expect", index, "alert"),
-                        f"no rule {expectation.alert!r} in the target's rules "
-                        f"(expected one of {', '.join(sorted(set(rules)))})",
-                    )
-                )
     return problems
+
+
+def _unknown_alerts(file: ScenarioFile, rules: list[str] | None) -> list[str]:
+    if rules is None:
+        return []
+    return [
+        file.problem(
+            ("expect", index, "alert"),
+            f"no rule {expectation.alert!r} in the target's rules "
+            f"(expected one of {', '.join(sorted(set(rules)))})",
+        )
+        for index, expectation in enumerate(file.scenario.expect)
+        if expectation.alert not in rules
+    ]

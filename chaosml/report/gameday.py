@@ -71,6 +71,8 @@ def render_gameday(report: GamedayReport, console: Console) -> None:
         for note in _notes(s):
             table.add_row("", "", Text(note, style="dim"), "", "", "", "")
     console.print(table)
+    for note in report.journal.data.get("notes", []):
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     render_coverage(report.coverage, console)
     passed = sum(s["verdict"] == "passed" for s in report.scenarios)
     console.print(

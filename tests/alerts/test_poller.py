@@ -113,7 +113,8 @@ def test_probe_label_matchers_and_counters() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["rate(x[1m]) > 1", "x >", "x > y", 'x{a=b} > 1', "x ~ 1", "> 1", 'x{a="b",} > 1e'],
+    "text",
+    ["rate(x[1m]) > 1", "x >", "x > y", "x{a=b} > 1", "x ~ 1", "> 1", 'x{a="b",} > 1e'],
 )
 def test_probe_refuses_what_it_cannot_evaluate(text: str) -> None:
     with pytest.raises(ValueError, match="expected metric"):

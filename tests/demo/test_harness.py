@@ -4,7 +4,6 @@ reaches a webhook through Alertmanager. Skips without the binaries, except in CI
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,24 +13,16 @@ import pandas as pd
 import pytest
 import requests
 
-from chaosml.demo.harness import ALERTMANAGER, PROMETHEUS, Stack, find_binary, monitoring_stack
 from chaosml.alerts.webhook import WebhookReceiver
 from chaosml.codecs import plain
+from chaosml.demo.harness import ALERTMANAGER, PROMETHEUS, Stack, monitoring_stack
 from chaosml.demo.service import serving
 from chaosml.demo.train import DemoArtifacts
+from tests.live_servers import require_binaries
 
 RULES_TEST = (
     Path(__file__).parents[2] / "docker" / "prometheus" / "rules" / "chaosml.rules.test.yml"
 )
-
-
-def require_binaries(*names: tuple[str, ...]) -> None:
-    missing = [group[0] for group in names if find_binary(group) is None]
-    if missing:
-        reason = f"needs {', '.join(missing)} (apt-get install prometheus prometheus-alertmanager)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
 
 
 def test_promtool_rule_unit_tests() -> None:

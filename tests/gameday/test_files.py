@@ -34,8 +34,7 @@ BAD_SCENARIOS = {
     ],
     "bad_where": ["{path}:3: faults[0].where: predicate does not parse: \"sex = 'F'\""],
     "deadline_too_long": [
-        "{path}:4: expect[0].within: 10m is longer than the fault phase (2m): expected at most "
-        "that"
+        "{path}:4: expect[0].within: 10m is longer than the fault phase (2m): expected at most that"
     ],
     "duplicate_key": ["{path}:3: load: duplicate key"],
     "missing_name": ["{path}:1: name: required key is missing"],
@@ -70,8 +69,7 @@ BAD_SCENARIOS = {
 }
 BAD_TARGETS = {
     "bad_codec": [
-        "{path}:2: codec: unknown codec 'grpc' (expected one of records, mlflow, kserve, "
-        "tfserving)"
+        "{path}:2: codec: unknown codec 'grpc' (expected one of records, mlflow, kserve, tfserving)"
     ],
     "bad_fault_point": [
         "{path}:3: fault_points.proxy.api: invalid address 'localhost': expected host:port"

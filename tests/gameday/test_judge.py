@@ -62,9 +62,13 @@ def test_detection_and_resolution_use_the_first_source_and_keep_every_source() -
 
 
 def test_late_unresolved_wrong_labels_and_noisy_quiet_alerts_fail() -> None:
-    late = judge_expectations(SCENARIO, record(track("Missing", "p", 112.0, 121.0, feature="income")))
+    late = judge_expectations(
+        SCENARIO, record(track("Missing", "p", 112.0, 121.0, feature="income"))
+    )
     assert late[0]["verdict"] == "failed" and "deadline 10 s" in late[0]["reason"]
-    stuck = judge_expectations(SCENARIO, record(track("Missing", "p", 101.0, None, feature="income")))
+    stuck = judge_expectations(
+        SCENARIO, record(track("Missing", "p", 101.0, None, feature="income"))
+    )
     assert "did not resolve" in stuck[0]["reason"]
     other = judge_expectations(SCENARIO, record(track("Missing", "p", 101.0, 121.0, feature="age")))
     assert "did not fire within 10 s" in other[0]["reason"]
@@ -88,10 +92,15 @@ def test_coverage_blind_spots_unexercised_and_noisy_rules(tmp_path: Path) -> Non
     ok["expectations"] = judge_expectations(SCENARIO, ok)
     ok["verdict"] = scenario_verdict(ok)
     blind = {**record(), "name": "answers", "failure_mode": "null_predictions", "expectations": []}
+    blind["faults"] = [{"type": "nan_prediction", "point": "proxy"}]
     blind["verdict"] = scenario_verdict(blind)
     rules = [
         {"source": "p", "name": n, "labels": {"failure_mode": m}}
-        for n, m in (("Missing", "feature_nulls"), ("Shift", "prediction_shift"), ("Slow", "latency"))
+        for n, m in (
+            ("Missing", "feature_nulls"),
+            ("Shift", "prediction_shift"),
+            ("Slow", "latency"),
+        )
     ]
     journal = Journal(tmp_path, {"run_id": "r", "rules": rules, "scenarios": [ok, blind]})
     cov = coverage(journal)

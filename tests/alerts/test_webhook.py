@@ -1,0 +1,70 @@
+"""The webhook receiver under a burst: every alert arrives once, including those that arrive while
+a reader is taking what came before."""
+
+from __future__ import annotations
+
+import threading
+
+import requests
+
+from chaosml.alerts import WebhookAlerts, WebhookReceiver
+
+
+def notification(sender: int, i: int, status: str = "firing") -> dict[str, object]:
+    return {
+        "version": "4",
+        "status": status,
+        "alerts": [
+            {"status": status, "labels": {"alertname": f"A{sender}", "i": str(i), "n": str(n)}}
+            for n in range(2)
+        ],
+    }
+
+
+def test_a_burst_loses_nothing_while_being_read() -> None:
+    receiver = WebhookReceiver().start()
+    senders, each = 32, 25
+    seen: list[tuple[str, str, str]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        cursor = 0
+        while not done.is_set() or cursor < senders * each * 2:
+            new, cursor = receiver.since(cursor)
+            seen.extend((a.name, a.labels["i"], a.labels["n"]) for a in new)
+            if done.is_set() and not new:
+                break
+
+    def send(sender: int) -> None:
+        with requests.Session() as http:
+            for i in range(each):
+                answer = http.post(receiver.url, json=notification(sender, i), timeout=10)
+                assert answer.status_code == 200
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    threads = [threading.Thread(target=send, args=(s,)) for s in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    reader.join(timeout=10)
+    receiver.stop()
+    assert len(seen) == len(set(seen)) == senders * each * 2
+
+
+def test_as_a_source_firing_until_resolved_with_delivery_time() -> None:
+    source = WebhookAlerts("127.0.0.1:0")
+    source.start()
+    assert source._receiver is not None
+    url = source._receiver.url
+    requests.post(url, json=notification(1, 0), timeout=5)
+    (first, second) = sorted(source.poll(), key=lambda a: a.labels["n"])
+    assert first.name == "A1" and first.state == "firing" and first.since is not None
+    requests.post(url, json=notification(1, 0), timeout=5)  # a repeat keeps the first time
+    assert {a.since for a in source.poll()} == {first.since, second.since}
+    requests.post(url, json=notification(1, 0, "resolved"), timeout=5)
+    assert source.poll() == []
+    assert requests.post(url, data=b"not json", timeout=5).status_code == 400
+    source.stop()

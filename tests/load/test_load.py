@@ -1,0 +1,81 @@
+"""The load driver against real services on loopback: Locust holds a constant rate, sends
+feedback labels, runs distributed with two workers, and the runner can stop it at any time."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from chaosml.demo.train import DemoArtifacts
+from chaosml.load import LoadPlan, LoadProcess, LoadStopped
+
+
+def test_constant_rate_within_five_percent(echo_service: str, demo: DemoArtifacts) -> None:
+    plan = LoadPlan(url=f"http://{echo_service}/predict", data=str(demo.data), users=4, rate=40)
+    with LoadProcess(plan) as load:
+        time.sleep(1.0)  # users have started
+        load.mark("warmup")
+        time.sleep(6.0)
+        figures = load.mark("measured")
+    assert figures is not None and figures["failures"] == 0
+    assert figures["rps"] == pytest.approx(40, rel=0.05), figures
+    assert figures["p95_ms"] is not None and len(load.ticks) >= 20
+
+
+def test_feedback_reaches_the_service(model_v2: str, demo: DemoArtifacts) -> None:
+    def feedback() -> float:
+        text = requests.get(f"http://{model_v2}/metrics", timeout=5).text
+        line = next(r for r in text.splitlines() if r.startswith("chaosml_model_feedback_total"))
+        return float(line.split()[-1])
+
+    before = feedback()
+    plan = LoadPlan(
+        url=f"http://{model_v2}/predict",
+        data=str(demo.data),
+        label="approved",
+        batch=5,
+        users=2,
+        rate=10,
+        feedback_url=f"http://{model_v2}/feedback",
+        feedback_delay=0.2,
+    )
+    with LoadProcess(plan) as load:
+        time.sleep(3)
+        figures = load.mark("run")
+        time.sleep(0.5)  # the last answers' feedback is due
+    assert figures is not None
+    rows = figures["requests"] * plan.batch
+    assert rows > 0 and feedback() - before >= rows
+
+
+def test_distributed_with_two_workers(echo_service: str, demo: DemoArtifacts) -> None:
+    plan = LoadPlan(
+        url=f"http://{echo_service}/predict", data=str(demo.data), users=4, rate=40, workers=2
+    )
+    with LoadProcess(plan) as load:
+        time.sleep(3)
+        load.mark("warmup")
+        time.sleep(6)
+        figures = load.mark("measured")
+    assert figures is not None and figures["failures"] == 0
+    # workers report every second, so a window's edges can shift by one report
+    assert figures["rps"] == pytest.approx(40, rel=0.2), figures
+
+
+def test_a_driver_whose_runner_died_stops_by_itself(echo_service: str, demo: DemoArtifacts) -> None:
+    plan = LoadPlan(url=f"http://{echo_service}/predict", data=str(demo.data), users=1, rate=5)
+    load = LoadProcess(plan).start()
+    load.go()
+    process: Any = load._process
+    process.stdin.close()  # what the runner's death looks like from the driver
+    assert process.wait(timeout=15) == 0
+    load.stop()
+
+
+def test_an_unreadable_plan_is_reported(echo_service: str, tmp_path: Any) -> None:
+    plan = LoadPlan(url=f"http://{echo_service}/predict", data=str(tmp_path / "none.parquet"))
+    with pytest.raises(LoadStopped, match="load driver did not start"):
+        LoadProcess(plan).start()
