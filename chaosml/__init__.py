@@ -12,7 +12,18 @@ from chaosml.errors import (
     UnreachableError,
     VersionError,
 )
+from chaosml.faultpoint import FaultPoint
 from chaosml.faults import FAULTS, Fault, apply_offline, make_fault
+from chaosml.gameday import (
+    GamedayReport,
+    RunOptions,
+    coverage,
+    load_journal,
+    load_scenarios,
+    load_target,
+    run_gameday,
+)
+from chaosml.load import LoadPlan
 from chaosml.predicate import Predicate, parse_predicate
 from chaosml.proxy.api import ProxyServer
 from chaosml.slices.checks import SliceTestReport, TestOutcome, run_slice_tests
@@ -36,13 +47,17 @@ __all__ = [
     "DataError",
     "Evaluation",
     "Fault",
+    "FaultPoint",
+    "GamedayReport",
     "InMemory",
     "InputError",
+    "LoadPlan",
     "Predicate",
     "PredicateError",
     "PredictionsFile",
     "ProjectConfig",
     "ProxyServer",
+    "RunOptions",
     "SliceComparison",
     "SliceSuite",
     "SliceTestReport",
@@ -54,11 +69,16 @@ __all__ = [
     "__version__",
     "apply_offline",
     "compare_versions",
+    "coverage",
     "evaluate",
     "load_config",
+    "load_journal",
+    "load_scenarios",
     "load_suite",
+    "load_target",
     "make_fault",
     "parse_predicate",
     "resolve_version",
+    "run_gameday",
     "run_slice_tests",
 ]

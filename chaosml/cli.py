@@ -550,6 +550,13 @@ def proxy(
         int | None,
         typer.Option(help="Seed of the proxies' random generators (toxicity rolls, row choices)."),
     ] = None,
+    populate: Annotated[
+        Path | None,
+        typer.Option(
+            help="A JSON list of proxies to create at start, as POST /populate takes it "
+            '(e.g. [{"name": "model", "listen": "0.0.0.0:9000", "upstream": "model:8000"}]).'
+        ),
+    ] = None,
 ) -> None:
     """Run the fault proxy. Drive it with any Toxiproxy client (e.g. toxiproxy-python).
 
@@ -559,9 +566,17 @@ def proxy(
     from chaosml.proxy.api import ProxyServer, serve_forever
 
     with _errors():
+        proxies = None
+        if populate is not None:
+            try:
+                proxies = json.loads(populate.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise InputError(f"--populate: {populate}: {exc}") from exc
         server = ProxyServer(api=api, token=token, seed=seed)
         serve_forever(
-            server, lambda s: stderr.print(f"chaosml proxy: control API on http://{s.api}")
+            server,
+            lambda s: stderr.print(f"chaosml proxy: control API on http://{s.api}"),
+            proxies,
         )
     stderr.print("chaosml proxy: stopped; every toxic is gone with it")
 
@@ -577,26 +592,28 @@ def alerts_webhook(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 9094,
 ) -> None:
-    """Receive Alertmanager webhooks on /alerts and print each alert as a JSON line."""
-    import time
+    """Receive Alertmanager webhooks on /alerts and print each alert as a JSON line.
 
-    from chaosml.alerts.webhook import WebhookReceiver
+    Stops on Ctrl-C or SIGTERM, after printing every alert received until then.
+    """
+    import signal
+    import threading
 
-    receiver = WebhookReceiver(host, port).start()
+    from chaosml.alerts.webhook import ReceivedAlert, WebhookReceiver
+
+    def show(alert: ReceivedAlert) -> None:
+        line = {"alert": alert.name, "status": alert.status, "labels": alert.labels}
+        stdout.out(json.dumps({**line, "received_at": alert.received_at}), highlight=False)
+
+    with _errors():
+        receiver = WebhookReceiver(host, port).start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     stderr.print(f"receiving Alertmanager webhooks on {receiver.url}")
-    seen = 0
     try:
-        while True:
-            time.sleep(0.5)
-            for alert in receiver.alerts[seen:]:
-                stdout.out(
-                    json.dumps(
-                        {"alert": alert.name, "status": alert.status, "labels": alert.labels}
-                    ),
-                    highlight=False,
-                )
-            seen = len(receiver.alerts)
-    except KeyboardInterrupt:
+        receiver.follow(show, stop)
+    finally:
         receiver.stop()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -99,6 +100,18 @@ class WebhookReceiver:
 
     def received(self, name: str, status: str = "firing") -> list[ReceivedAlert]:
         return [a for a in self.alerts if a.name == name and a.status == status]
+
+    def follow(
+        self, handle: Callable[[ReceivedAlert], None], stop: threading.Event, every: float = 0.2
+    ) -> None:
+        """Call ``handle`` with each alert as it arrives, until ``stop`` is set."""
+        cursor = 0
+        while True:
+            new, cursor = self.since(cursor)
+            for alert in new:
+                handle(alert)
+            if stop.wait(every) and not self.since(cursor)[0]:
+                return
 
     def stop(self) -> None:
         if self._server is not None:

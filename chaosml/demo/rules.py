@@ -171,7 +171,7 @@ def dump(data: dict[str, Any]) -> str:
 DOCKER_FILES: dict[str, Callable[[], dict[str, Any]]] = {
     "prometheus/rules/chaosml.rules.yml": lambda: rules_file(),
     "prometheus/prometheus.yml": lambda: prometheus_config(
-        jobs={"model": ["model:8000"], "chaosml-proxy": ["proxy:8474"]},
+        jobs={"model": ["model:8000"], "chaosml-proxy": ["proxy:8474", "model:8476"]},
         alertmanager="alertmanager:9093",
         rules="/etc/prometheus/rules/chaosml.rules.yml",
     ),

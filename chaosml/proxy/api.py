@@ -317,13 +317,24 @@ def _error(error: ApiError, keep_alive: bool) -> bytes:
     return json_response(error.status, body, keep_alive=keep_alive)
 
 
-def serve_forever(server: ProxyServer, on_start: Callable[[ProxyServer], None]) -> None:
+def serve_forever(
+    server: ProxyServer,
+    on_start: Callable[[ProxyServer], None],
+    populate: list[Any] | None = None,
+) -> None:
     """Run ``server`` in the foreground until SIGINT or SIGTERM (on uvloop when installed, which
-    makes the data plane markedly cheaper); ``on_start`` is called once it listens."""
+    makes the data plane markedly cheaper); ``populate`` creates proxies first, as ``POST
+    /populate`` would (Toxiproxy's ``-config``); ``on_start`` is called once it listens."""
     import signal
 
     async def run() -> None:
         await server.start()
+        if populate is not None:
+            try:
+                await server.populate(populate)
+            except ApiError as exc:
+                await server.stop()
+                raise InputError(f"--populate: {exc.message}") from exc
         serving = asyncio.ensure_future(server.serve())
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, serving.cancel)
