@@ -45,6 +45,7 @@ def demo_up(
 ) -> None:
     """Run the reference stack in the foreground until SIGINT or SIGTERM; stop all of it."""
     stopped = threading.Event()
+    target.unlink(missing_ok=True)  # written again once the stack is ready: a sign to wait for
 
     def stop(signum: int, frame: Any) -> None:
         stopped.set()

@@ -121,6 +121,7 @@ class GameDay:
         self.journal: Journal | None = None
         self.notes: list[str] = []  # what validation noticed, for the journal
         self._next_load: LoadProcess | None = None
+        self._stopping: list[LoadProcess] = []
 
     # --- the run ---------------------------------------------------------------------------------
 
@@ -129,6 +130,7 @@ class GameDay:
         with _signals():
             self._start_sources()
             try:
+                self._prestart(0)  # its driver loads the data while the run gets ready
                 for point in self.points.values():
                     point.check()
                 self.journal = Journal.create(
@@ -148,11 +150,13 @@ class GameDay:
                         self._scenario(index, file)
                 finally:
                     self.leases.stop()
-                    if self._next_load is not None:
-                        self._next_load.stop()
                     self.journal.data["ended_at"] = self.clock()
                     self.journal.save()
             finally:
+                if self._next_load is not None:
+                    self._next_load.stop()
+                for load in self._stopping:
+                    load.stop()  # waits for each driver to exit (by PID, if it must)
                 for source in self.sources:
                     source.stop()
         return self.journal
@@ -208,16 +212,16 @@ class GameDay:
         )
 
     def _load(self, index: int) -> LoadProcess:
-        """The armed load driver of scenario ``index`` (started now if not prestarted)."""
+        """The load driver of scenario ``index``: the one started ahead, or a new one."""
         load, self._next_load = self._next_load, None
         if load is None:
             file = self.scenarios[index]
             scenario = file.scenario.scaled(self.options.time_scale)
             load = LoadProcess(self._plan(index, file, scenario), on_tick=self.observer.tick)
-            load.start()
-        return load
+        return load.spawn()
 
     def _prestart(self, index: int) -> None:
+        """Start the next scenario's load driver now, so it is armed when that scenario begins."""
         if index < len(self.scenarios):
             try:
                 self._next_load = self._load(index)
@@ -260,8 +264,9 @@ class GameDay:
                 raise
         finally:
             if load is not None:
-                load.stop()
-                record["load"] = load.ticks
+                load.stop(wait=False)
+                self._stopping.append(load)
+                record["load"] = list(load.ticks)
                 if load.error:
                     record.setdefault("errors", []).append({"load": load.error})
             self._close(record, scenario, first_event, first_error)
@@ -273,6 +278,7 @@ class GameDay:
         self._phase(record, load, "steady", scenario.phases.steady, scenario)
         if record["stopped_by"]:
             return
+        self._prestart(index + 1)  # the next scenario's driver loads its data meanwhile
         added: list[AddedToxic] = []
         counters = self._counters()
         try:
@@ -283,7 +289,6 @@ class GameDay:
         finally:
             record["rolled_back_at"] = self._rollback(added, record)
             self._count(record, counters)
-        self._prestart(index + 1)
         self._phase(record, load, "recovery", scenario.phases.recovery, scenario, settle=True)
 
     def _inject(

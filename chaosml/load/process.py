@@ -37,6 +37,14 @@ class LoadProcess:
 
     def start(self, timeout: float = 60) -> LoadProcess:
         """Start the driver and wait until it is armed (data loaded, workers connected)."""
+        self.spawn()
+        self._wait(self._armed, timeout)
+        return self
+
+    def spawn(self) -> LoadProcess:
+        """Start the driver without waiting for it (``go`` waits until it is armed)."""
+        if self._process is not None:
+            return self
         self._process = subprocess.Popen(
             [sys.executable, "-m", "chaosml.load"],
             stdin=subprocess.PIPE,
@@ -50,11 +58,12 @@ class LoadProcess:
         self._process.stdin.flush()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self._wait(self._armed, timeout)
         return self
 
-    def go(self, timeout: float = 30) -> None:
-        """Start the users (figures count from now)."""
+    def go(self, timeout: float = 60) -> None:
+        """Start the users (figures count from now), once the driver is armed."""
+        self.spawn()
+        self._wait(self._armed, timeout)
         self._send("start")
         self._wait(self._ready, timeout)
 
@@ -105,13 +114,12 @@ class LoadProcess:
             self._phase_seen.notify_all()
 
     def _send(self, line: str) -> None:
-        if self._process is None or self._process.stdin is None or self._done.is_set():
+        stdin = None if self._process is None else self._process.stdin
+        if stdin is None or stdin.closed or self._done.is_set():
             return
-        try:
-            self._process.stdin.write(line + "\n")
-            self._process.stdin.flush()
-        except (BrokenPipeError, ValueError, OSError):
-            pass
+        with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+            stdin.write(line + "\n")
+            stdin.flush()
 
     def mark(self, ended: str, timeout: float = 5) -> dict[str, Any] | None:
         """End phase ``ended``: the driver reports its figures (requests, rps, percentiles)."""
@@ -125,14 +133,17 @@ class LoadProcess:
                 self._phase_seen.wait(left)
         return self.phases.get(ended)
 
-    def stop(self, timeout: float = 15) -> None:
-        """Stop the users and the driver (by PID if it does not exit by itself)."""
+    def stop(self, timeout: float = 15, *, wait: bool = True) -> None:
+        """Stop the users and the driver (by PID if it does not exit by itself); with
+        ``wait=False`` only tell it to stop, and call ``stop()`` again later to reap it."""
         if self._process is None:
             return
         self._send("stop")
-        if self._process.stdin is not None:
+        if self._process.stdin is not None and not self._process.stdin.closed:
             with contextlib.suppress(OSError):
                 self._process.stdin.close()
+        if not wait:
+            return
         try:
             self._process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
