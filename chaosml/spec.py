@@ -7,7 +7,7 @@ the data against a pydantic model and raises one ``SpecError`` listing each prob
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +26,14 @@ class FieldError(ValueError):
     def __init__(self, loc: Loc, message: str) -> None:
         self.loc = loc
         super().__init__(message)
+
+
+def one_of(kind: str, value: str, known: Iterable[str]) -> str:
+    """``value`` if it is a name in ``known``, else ``ValueError`` listing them."""
+    names = list(known)
+    if value not in names:
+        raise ValueError(f"unknown {kind} {value!r} (expected one of {', '.join(names)})")
+    return value
 
 
 def validate_spec(

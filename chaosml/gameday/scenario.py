@@ -33,7 +33,7 @@ from chaosml.errors import PredicateError, SpecError
 from chaosml.faults import FAULTS, Fault, ResponseFault
 from chaosml.load.plan import FIGURES
 from chaosml.predicate import Predicate, parse_predicate
-from chaosml.spec import FieldError, Loc, _problem, read_yaml, validate_spec
+from chaosml.spec import FieldError, Loc, _problem, one_of, read_yaml, validate_spec
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 OWN_KEYS = ("type", "at", "toxicity", "stream", "name")
@@ -76,9 +76,7 @@ class FaultSpec(BaseModel):
     @field_validator("type")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in FAULTS:
-            raise ValueError(f"unknown fault type {value!r} (expected one of {', '.join(FAULTS)})")
-        return value
+        return one_of("fault type", value, FAULTS)
 
     @property
     def attributes(self) -> dict[str, Any]:

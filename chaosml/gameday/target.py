@@ -26,13 +26,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from chaosml._net import split_address
 from chaosml.codecs import CODECS
 from chaosml.durations import Duration
 from chaosml.errors import SpecError
-from chaosml.spec import UNION_TAGS, Loc, read_yaml, validate_spec
+from chaosml.spec import UNION_TAGS, Loc, one_of, read_yaml, validate_spec
 
 # Toxiproxy's own toxic types: what a real Toxiproxy can act out.
 TOXIPROXY_TYPES = ("latency", "bandwidth", "slow_close", "timeout", "reset_peer", "limit_data")
@@ -54,19 +54,19 @@ def _url(value: str) -> str:
     return value.rstrip("/")
 
 
+Url = Annotated[str, AfterValidator(_url)]
+Address = Annotated[str, AfterValidator(_address)]  # host:port
+CodecName = Annotated[str, AfterValidator(lambda v: one_of("codec", v, CODECS))]
+
+
 class FaultPointSpec(_Model):
     """A Toxiproxy-style control API and the proxy (by name) whose toxics a game day sets."""
 
-    api: str  # host:port
+    api: Address
     proxy: str = Field(min_length=1)
     kind: Literal["chaosml", "toxiproxy"] = "chaosml"
     token_env: str | None = None  # environment variable holding the bearer token
     lease: Duration = 10.0  # chaosml points drop a toxic not renewed within this
-
-    @field_validator("api")
-    @classmethod
-    def _api(cls, value: str) -> str:
-        return _address(value)
 
     @property
     def leases(self) -> bool:
@@ -75,33 +75,18 @@ class FaultPointSpec(_Model):
 
 class PrometheusSource(_Model):
     type: Literal["prometheus"]
-    url: str
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        return _url(value)
+    url: Url
 
 
 class AlertmanagerSource(_Model):
     type: Literal["alertmanager"]
-    url: str
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        return _url(value)
+    url: Url
 
 
 class WebhookSource(_Model):
     type: Literal["webhook"]
-    listen: str  # host:port the game day's receiver binds; Alertmanager sends there
+    listen: Address  # the game day's receiver binds it; Alertmanager sends there
     path: str = "/alerts"
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        return _address(value)
 
 
 class ProbeRule(_Model):
@@ -122,14 +107,9 @@ class ProbeRule(_Model):
 
 class ProbeSource(_Model):
     type: Literal["probe"]
-    url: str  # a /metrics page in Prometheus text format
+    url: Url  # a /metrics page in Prometheus text format
     rules: list[ProbeRule] = Field(min_length=1)
     interval: Duration = 0.5
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        return _url(value)
 
 
 AlertSourceSpec = Annotated[
@@ -144,11 +124,11 @@ UNION_TAGS.update(SOURCE_TYPES)
 
 class Target(_Model):
     name: str = "target"
-    url: str
-    codec: str = "records"
+    url: Url
+    codec: CodecName = "records"
     data: Path | None = None
     label: str | None = None
-    feedback: str | None = None
+    feedback: Url | None = None
     fault_points: dict[str, FaultPointSpec] = Field(default_factory=dict)
     alerts: list[AlertSourceSpec]
 
@@ -157,23 +137,6 @@ class Target(_Model):
     def _some(cls, value: list[AlertSourceSpec]) -> list[AlertSourceSpec]:
         if not value:
             raise ValueError(f"expected at least one alert source ({', '.join(SOURCE_TYPES)})")
-        return value
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        return _url(value)
-
-    @field_validator("feedback")
-    @classmethod
-    def _feedback(cls, value: str | None) -> str | None:
-        return None if value is None else _url(value)
-
-    @field_validator("codec")
-    @classmethod
-    def _codec(cls, value: str) -> str:
-        if value not in CODECS:
-            raise ValueError(f"unknown codec {value!r} (expected one of {', '.join(CODECS)})")
         return value
 
 
