@@ -248,7 +248,7 @@ def reference_stack(
     from chaosml.demo.train import train_demo
     from chaosml.proxy.client import ToxiproxyTarget
 
-    folder = Path(folder)
+    folder = Path(folder).resolve()  # the target file names its data absolutely
     if not (folder / "v2.skops").is_file() or not (folder / "eval.parquet").is_file():
         say(f"training the demo models in {folder}")
         train_demo(folder)

@@ -241,19 +241,25 @@ def timeline(scenario: dict[str, Any]) -> str:
             end = scenario.get("rolled_back_at") or scenario["ended_at"]
             ax.axvspan(scenario["injected_at"] - start, end - start, color="#f4b183", alpha=0.35)
     colors = plt.get_cmap("tab10")
-    names = sorted({a["name"] for a in scenario.get("alerts", [])})
-    for track in scenario.get("alerts", []):
-        color = colors(names.index(track["name"]) % 10)
+    first: dict[str, dict[str, Any]] = {}  # per alert, the episode its earliest source saw
+    for track in sorted(scenario.get("alerts", []), key=lambda t: t.get("pending_at") or 0):
+        first.setdefault(track["name"], track)
+    names = sorted(first)
+    for name, track in first.items():
+        color = colors(names.index(name) % 10)
         for ax in axes:
-            if track.get("pending_at"):
-                ax.axvline(track["pending_at"] - start, color=color, linestyle="--", linewidth=0.8)
-            if track.get("firing_at"):
-                ax.axvline(track["firing_at"] - start, color=color, linewidth=1.2)
+            for key, style in (("pending_at", "--"), ("firing_at", "-"), ("resolved_at", ":")):
+                if track.get(key) and (key != "resolved_at" or track.get("firing_at")):
+                    ax.axvline(track[key] - start, color=color, linestyle=style, linewidth=1)
     for i, name in enumerate(names):
         axes[0].plot([], [], color=colors(i % 10), label=name)
     if names:
         axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    axes[-1].set_xlabel("seconds since the scenario started (fault window shaded)", fontsize=8)
+    axes[-1].set_xlabel(
+        "seconds since the scenario started (fault window shaded; alerts: - - pending, "
+        "— firing, ··· resolved)",
+        fontsize=8,
+    )
     return _svg(figure)
 
 
