@@ -61,7 +61,7 @@ def test_every_readme_block_runs_in_order(tmp_path: Path) -> None:
     assert done.returncode == 0, output[-6000:]
 
     # the demo: every bundled failure mode noticed, the blind spot shown, the regression found
-    assert "8 of 9 scenarios passed" in done.stdout, done.stdout[-4000:]
+    assert "9 of 9 scenarios passed" in done.stdout, done.stdout[-4000:]
     assert "Blind spots (no alert fired): null-answers" in done.stdout
     assert "slice(s) regressed" in done.stdout
     assert "region=APAC" in done.stdout.split("slice(s) regressed")[1]

@@ -59,8 +59,8 @@ class AlertSource(Protocol):
     def stop(self) -> None: ...
 
 
-# Label names that only say where an alert was evaluated; they are not part of its identity.
-NOISE_LABELS = ("job", "instance", "__name__")
+# Labels that say where and how an alert was evaluated, left out when an alert is shown.
+NOISE_LABELS = ("job", "instance", "severity", "failure_mode")
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:

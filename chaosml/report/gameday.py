@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from chaosml.alerts.base import NOISE_LABELS
 from chaosml.gameday.coverage import Coverage, GamedayReport
 from chaosml.report.html import _page, _svg, _table, _td
 from chaosml.report.junit import _case
@@ -168,7 +169,7 @@ class LiveDisplay:
         self._refresh()
 
     def alert(self, event: dict[str, Any]) -> None:
-        labels = ",".join(f"{k}={v}" for k, v in event["labels"].items() if k != "severity")
+        labels = ",".join(f"{k}={v}" for k, v in event["labels"].items() if k not in NOISE_LABELS)
         line = f"  {event['source']}: {event['alert']}{{{labels}}} {event['state']}"
         self.alerts.append(line)
         if not self.interactive:
