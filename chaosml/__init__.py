@@ -1,39 +1,109 @@
 """chaosml: chaos game days and slice-based model tests for ML services."""
 
-from chaosml.codecs import CODECS, Codec
-from chaosml.config import ProjectConfig, load_config
-from chaosml.errors import (
-    ChaosmlError,
-    ConfigError,
-    DataError,
-    InputError,
-    PredicateError,
-    SpecError,
-    UnreachableError,
-    VersionError,
-)
-from chaosml.faultpoint import FaultPoint
-from chaosml.faults import FAULTS, Fault, apply_offline, make_fault
-from chaosml.gameday import (
-    GamedayReport,
-    RunOptions,
-    coverage,
-    load_journal,
-    load_scenarios,
-    load_target,
-    run_gameday,
-)
-from chaosml.load import LoadPlan
-from chaosml.predicate import Predicate, parse_predicate
-from chaosml.proxy.api import ProxyServer
-from chaosml.slices.checks import SliceTestReport, TestOutcome, run_slice_tests
-from chaosml.slices.collect import Evaluation, evaluate
-from chaosml.slices.compare import Comparison, SliceComparison, compare_versions
-from chaosml.slices.metrics import METRICS
-from chaosml.slices.suite import SliceSuite, load_suite
-from chaosml.versions import ArtifactVersion, InMemory, PredictionsFile, Version, resolve_version
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
+if _TYPE_CHECKING:
+    from chaosml.codecs import CODECS, Codec
+    from chaosml.config import ProjectConfig, load_config
+    from chaosml.errors import (
+        ChaosmlError,
+        ConfigError,
+        DataError,
+        InputError,
+        PredicateError,
+        SpecError,
+        UnreachableError,
+        VersionError,
+    )
+    from chaosml.faultpoint import FaultPoint
+    from chaosml.faults import FAULTS, Fault, apply_offline, make_fault
+    from chaosml.gameday import (
+        GamedayReport,
+        RunOptions,
+        coverage,
+        load_journal,
+        load_scenarios,
+        load_target,
+        run_gameday,
+    )
+    from chaosml.load import LoadPlan
+    from chaosml.predicate import Predicate, parse_predicate
+    from chaosml.proxy.api import ProxyServer
+    from chaosml.slices.checks import SliceTestReport, TestOutcome, run_slice_tests
+    from chaosml.slices.collect import Evaluation, evaluate
+    from chaosml.slices.compare import Comparison, SliceComparison, compare_versions
+    from chaosml.slices.metrics import METRICS
+    from chaosml.slices.suite import SliceSuite, load_suite
+    from chaosml.versions import (
+        ArtifactVersion,
+        InMemory,
+        PredictionsFile,
+        Version,
+        resolve_version,
+    )
 
 __version__ = "0.1.0"
+
+# Names are imported when first used, so `import chaosml` (and every `chaosml` process, such as a
+# load driver) does not pay for the parts it does not touch.
+_EXPORTS = {
+    "ArtifactVersion": "chaosml.versions",
+    "CODECS": "chaosml.codecs",
+    "ChaosmlError": "chaosml.errors",
+    "Codec": "chaosml.codecs",
+    "Comparison": "chaosml.slices.compare",
+    "ConfigError": "chaosml.errors",
+    "DataError": "chaosml.errors",
+    "Evaluation": "chaosml.slices.collect",
+    "FAULTS": "chaosml.faults",
+    "Fault": "chaosml.faults",
+    "FaultPoint": "chaosml.faultpoint",
+    "GamedayReport": "chaosml.gameday",
+    "InMemory": "chaosml.versions",
+    "InputError": "chaosml.errors",
+    "LoadPlan": "chaosml.load",
+    "METRICS": "chaosml.slices.metrics",
+    "Predicate": "chaosml.predicate",
+    "PredicateError": "chaosml.errors",
+    "PredictionsFile": "chaosml.versions",
+    "ProjectConfig": "chaosml.config",
+    "ProxyServer": "chaosml.proxy.api",
+    "RunOptions": "chaosml.gameday",
+    "SliceComparison": "chaosml.slices.compare",
+    "SliceSuite": "chaosml.slices.suite",
+    "SliceTestReport": "chaosml.slices.checks",
+    "SpecError": "chaosml.errors",
+    "TestOutcome": "chaosml.slices.checks",
+    "UnreachableError": "chaosml.errors",
+    "Version": "chaosml.versions",
+    "VersionError": "chaosml.errors",
+    "apply_offline": "chaosml.faults",
+    "compare_versions": "chaosml.slices.compare",
+    "coverage": "chaosml.gameday",
+    "evaluate": "chaosml.slices.collect",
+    "load_config": "chaosml.config",
+    "load_journal": "chaosml.gameday",
+    "load_scenarios": "chaosml.gameday",
+    "load_suite": "chaosml.slices.suite",
+    "load_target": "chaosml.gameday",
+    "make_fault": "chaosml.faults",
+    "parse_predicate": "chaosml.predicate",
+    "resolve_version": "chaosml.versions",
+    "run_gameday": "chaosml.gameday",
+    "run_slice_tests": "chaosml.slices.checks",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chaosml' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CODECS",

@@ -19,13 +19,16 @@ Registered codecs (``CODECS``), chosen per proxy or by ``detect``:
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pandas as pd
 
 from chaosml._types import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCORE_KEYS = ("scores", "score", "probabilities")
 
@@ -44,6 +47,8 @@ class Batch:
     @property
     def frame(self) -> pd.DataFrame:
         """The rows as a DataFrame with inferred dtypes (for a model or a predicate)."""
+        import pandas as pd
+
         return pd.DataFrame(self.columns).infer_objects()
 
     def __len__(self) -> int:
@@ -59,7 +64,8 @@ class Outputs:
 
 def plain(value: Any) -> Any:
     """A JSON-ready Python value: NaN/NA become None, numpy scalars Python scalars."""
-    if value is None or value is pd.NA:
+    pandas = sys.modules.get("pandas")  # if pandas is not loaded, nothing here is pandas' NA
+    if value is None or (pandas is not None and value is pandas.NA):
         return None
     if isinstance(value, np.generic):
         value = value.item()

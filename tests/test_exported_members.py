@@ -1,3 +1,4 @@
+import importlib
 import types
 
 import chaosml
@@ -17,3 +18,9 @@ def test_public_names_are_exported() -> None:
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert public <= set(chaosml.__all__)
+
+
+def test_every_export_imports_lazily_from_its_module() -> None:
+    assert set(chaosml._EXPORTS) == set(chaosml.__all__) - {"__version__"}
+    for name, module in chaosml._EXPORTS.items():
+        assert getattr(chaosml, name) is getattr(importlib.import_module(module), name)
