@@ -66,6 +66,20 @@ def test_every_readme_block_runs_in_order(tmp_path: Path) -> None:
     assert "slice(s) regressed" in done.stdout
     assert "region=APAC" in done.stdout.split("slice(s) regressed")[1]
 
+    # each bundled scenario's time to detect, as Prometheus (activeAt + for) and Alertmanager
+    # (startsAt: when Prometheus fired it) each say, and the webhook's delivery after them
+    (journal,) = (tmp_path / ".chaosml" / "demo" / "runs").glob("*/journal.json")
+    checked = 0
+    for record in json.loads(journal.read_text())["scenarios"]:
+        for expectation in record["expectations"]:
+            if not expectation["fires"]:
+                continue
+            by = {k: v["detected_after_s"] for k, v in expectation["by_source"].items()}
+            assert abs(by["prometheus"] - by["alertmanager"]) <= 1.0, (record["name"], by)
+            assert 0 <= by["webhook"] - min(by.values()) <= 3.0, (record["name"], by)
+            checked += 1
+    assert checked == 8
+
     # the game day by hand: its JSON, JUnit and HTML reports
     bias = json.loads((tmp_path / "bias.json").read_text())
     assert bias["schema"] == "chaosml.gameday/1"
