@@ -31,8 +31,8 @@ slices_app = typer.Typer(
     no_args_is_help=True,
 )
 demo_app = typer.Typer(
-    help="The built-in demo: synthetic credit data, two model versions, a slice suite, and a "
-    "monitored model service.",
+    help="The built-in demo: a game day on the reference stack, then slice tests of two model "
+    "versions, on synthetic credit data.",
     invoke_without_command=True,
 )
 app.add_typer(slices_app, name="slices")
