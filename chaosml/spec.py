@@ -47,8 +47,8 @@ def validate_spec(
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:
-        problems = [_problem(path, lines, error) for error in exc.errors()]
-        raise SpecError(sorted(set(problems), key=_line_of)) from exc
+        problems = [error_line(path, lines, error) for error in exc.errors()]
+        raise SpecError(sorted(set(problems), key=by_line)) from exc
 
 
 def read_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
@@ -89,7 +89,7 @@ def _index(
             name = str(key.value)
             if name in seen:
                 duplicates.append(
-                    f"{path}:{key.start_mark.line + 1}: {_dotted((*loc, name))}: duplicate key"
+                    f"{path}:{key.start_mark.line + 1}: {dotted((*loc, name))}: duplicate key"
                 )
             seen.add(name)
             _index(value, (*loc, name), lines, duplicates, path)
@@ -108,12 +108,13 @@ def line_of(lines: dict[Loc, int], loc: Sequence[str | int]) -> int:
     return 1
 
 
-def _problem(path: Path, lines: dict[Loc, int], error: Any) -> str:
+def error_line(path: Path, lines: dict[Loc, int], error: Any) -> str:
+    """One pydantic error as ``file:line: field.path: what was expected``."""
     loc = tuple(part for part in error["loc"] if isinstance(part, int) or not _is_tag(part))
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, FieldError):
         loc = (*loc, *cause.loc)
-    field = _dotted(loc) or "(top level)"
+    field = dotted(loc) or "(top level)"
     kind = error["type"]
     if kind == "extra_forbidden":
         message = "unknown key"
@@ -141,17 +142,13 @@ def _is_tag(part: str) -> bool:
     return "[" in part or part in TAGS or part in UNION_TAGS
 
 
-def _dotted(loc: Sequence[str | int]) -> str:
+def dotted(loc: Sequence[str | int]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _line_of(problem: str) -> tuple[int, str]:
+def by_line(problem: str) -> tuple[int, str]:
     parts = problem.split(":")
     return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0, problem)
-
-
-def _kind(value: object) -> str:
-    return "nothing" if value is None else type(value).__name__

@@ -30,10 +30,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from chaosml.durations import Duration, format_duration
 from chaosml.errors import PredicateError, SpecError
-from chaosml.faults import FAULTS, Fault, ResponseFault
+from chaosml.faults import FAULTS, Fault
 from chaosml.load.plan import FIGURES
 from chaosml.predicate import Predicate, parse_predicate
-from chaosml.spec import FieldError, Loc, _problem, one_of, read_yaml, validate_spec
+from chaosml.spec import (
+    FieldError,
+    Loc,
+    by_line,
+    dotted,
+    error_line,
+    line_of,
+    one_of,
+    read_yaml,
+    validate_spec,
+)
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 OWN_KEYS = ("type", "at", "toxicity", "stream", "name")
@@ -233,10 +243,6 @@ class Scenario(_Model):
         )
 
 
-def is_response_fault(spec: FaultSpec) -> bool:
-    return issubclass(FAULTS[spec.type], ResponseFault)
-
-
 class ScenarioFile:
     """A validated scenario with where it came from (for messages that point at lines)."""
 
@@ -244,9 +250,7 @@ class ScenarioFile:
         self.scenario, self.path, self.lines = scenario, path, lines
 
     def problem(self, loc: Loc, message: str) -> str:
-        from chaosml.spec import _dotted, line_of
-
-        return f"{self.path}:{line_of(self.lines, loc)}: {_dotted(loc)}: {message}"
+        return f"{self.path}:{line_of(self.lines, loc)}: {dotted(loc)}: {message}"
 
     @property
     def data(self) -> Path | None:
@@ -268,7 +272,7 @@ def load_scenario(path: str | Path) -> ScenarioFile:
         problems.extend(exc.problems)
     problems.extend(_attribute_problems(data, path, lines))
     if problems or scenario is None:
-        raise SpecError(sorted(set(problems), key=_line_key))
+        raise SpecError(sorted(set(problems), key=by_line))
     return ScenarioFile(scenario, path, lines)
 
 
@@ -290,13 +294,8 @@ def _attribute_problems(data: dict[str, Any], path: Path, lines: dict[Loc, int])
                 if error["type"] == "extra_forbidden":
                     error["type"], error["msg"] = "value_error", f"unknown key for {item['type']}"
                 error["loc"] = ("faults", index, *error["loc"])
-                problems.append(_problem(path, lines, error))
+                problems.append(error_line(path, lines, error))
     return problems
-
-
-def _line_key(problem: str) -> tuple[int, str]:
-    parts = problem.split(":")
-    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0, problem)
 
 
 def load_scenarios(paths: list[Path]) -> list[ScenarioFile]:
