@@ -4,7 +4,8 @@ the request it received, and the chaosml proxy driven through toxiproxy-python."
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -32,6 +33,16 @@ def require_binaries(*names: tuple[str, ...]) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but {reason}")
         pytest.skip(reason)
+
+
+def wait_for(condition: Callable[[], object], seconds: float, every: float = 0.05) -> bool:
+    """True as soon as ``condition()`` holds, False if it did not within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return False
 
 
 async def echo(request: Request) -> JSONResponse:

@@ -18,7 +18,7 @@ from chaosml.codecs import plain
 from chaosml.demo.harness import ALERTMANAGER, PROMETHEUS, Stack, monitoring_stack
 from chaosml.demo.service import serving
 from chaosml.demo.train import DemoArtifacts
-from tests.live_servers import require_binaries
+from tests.live_servers import require_binaries, wait_for
 
 RULES_TEST = (
     Path(__file__).parents[2] / "docker" / "prometheus" / "rules" / "chaosml.rules.test.yml"
@@ -64,15 +64,6 @@ def send(service: str, rows: list[dict], requests_: int, http: requests.Session)
         )
 
 
-def wait_until(condition, seconds: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return False
-
-
 def test_healthy_then_null_features_fire_the_missing_rate_alert(
     stack: Stack, service: str, webhook: WebhookReceiver, demo: DemoArtifacts
 ) -> None:
@@ -89,7 +80,7 @@ def test_healthy_then_null_features_fire_the_missing_rate_alert(
         broken = [{**row, "income": None} for row in rows]
         started = time.time()
         send(service, broken, 15, http)
-        fired = wait_until(
+        fired = wait_for(
             lambda: any(
                 a["labels"]["alertname"] == "FeatureMissingRateHigh"
                 and a["labels"].get("feature") == "income"
@@ -98,7 +89,7 @@ def test_healthy_then_null_features_fire_the_missing_rate_alert(
             30,
         )
         assert fired, stack.firing()
-        assert wait_until(lambda: webhook.received("FeatureMissingRateHigh"), 30)
+        assert wait_for(lambda: webhook.received("FeatureMissingRateHigh"), 30)
         alert = webhook.received("FeatureMissingRateHigh")[0]
         assert alert.labels["feature"] == "income"
         assert alert.received_at - started < 30

@@ -34,7 +34,7 @@ from chaosml.demo.rules import RULES, rules_file
 from chaosml.demo.run import write_target
 from chaosml.demo.train import DemoArtifacts
 from chaosml.gameday import GamedayReport, RunOptions, run_files
-from tests.live_servers import require_binaries
+from tests.live_servers import require_binaries, wait_for
 
 SCALE = 0.05
 SCENARIOS = Path(__file__).parents[2] / "scenarios"
@@ -173,15 +173,6 @@ def start_run(target: Path, scenario_path: Path, runs: Path) -> subprocess.Popen
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-
-
-def wait_for(condition: Any, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def children(pid: int) -> list[int]:
