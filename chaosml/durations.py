@@ -1,5 +1,5 @@
-"""Durations as scenario files write them: ``45s``, ``2m``, ``1m30s``, ``500ms``, ``1h``, or a
-number of seconds."""
+"""Durations as scenario files (and Prometheus rules) write them: ``45s``, ``2m``, ``1m30s``,
+``500ms``, ``1h``, ``1d``, or a number of seconds."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer
 
-UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 EXPECTED = "expected a duration such as 45s, 2m, 1m30s or 500ms"
 
 

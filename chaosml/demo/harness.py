@@ -29,6 +29,7 @@ import yaml
 from chaosml._net import free_port
 from chaosml.demo.data import LABEL
 from chaosml.demo.rules import RULES, alertmanager_config, dump, prometheus_config, rules_file
+from chaosml.durations import parse_duration
 from chaosml.errors import InputError, UnreachableError
 
 PROMETHEUS = ("prometheus",)
@@ -109,23 +110,10 @@ def scaled_rules(path: Path | None, time_scale: float) -> dict[str, Any]:
         for group in groups:
             for rule in group.get("rules", []):
                 if "for" in rule:
-                    rule["for"] = f"{max(round(_seconds(rule['for']) * time_scale), 1)}s"
+                    rule["for"] = f"{max(round(parse_duration(rule['for']) * time_scale), 1)}s"
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path}: not a Prometheus rules file: {exc}") from exc
     return dict(data)
-
-
-def _seconds(text: str) -> float:
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-    total, number = 0.0, ""
-    rest = str(text)
-    while rest:
-        if rest[0].isdigit() or rest[0] == ".":
-            number, rest = number + rest[0], rest[1:]
-            continue
-        unit = next(u for u in sorted(units, key=len, reverse=True) if rest.startswith(u))
-        total, number, rest = total + float(number) * units[unit], "", rest[len(unit) :]
-    return total
 
 
 @contextmanager

@@ -29,11 +29,6 @@ class Effect:
     close_delay: float = 0.0
     limit: int | None = None  # close after this many bytes
 
-    @property
-    def ends(self) -> bool:
-        """The connection ends here: nothing is forwarded."""
-        return self.hold is not None or self.reset_after is not None
-
 
 class Latency(TransportFault):
     """Delay each request (upstream) or response (downstream) by ``latency`` ± ``jitter`` ms."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from chaosml.gameday.coverage import Coverage, GamedayReport, coverage
 from chaosml.gameday.journal import Journal, load_journal
-from chaosml.gameday.runner import GameDay, Interrupted, Observer, RunOptions, run_gameday
+from chaosml.gameday.runner import GameDay, Interrupted, Observer, Quiet, RunOptions, run_gameday
 from chaosml.gameday.scenario import Scenario, ScenarioFile, load_scenario, load_scenarios
 from chaosml.gameday.target import Target, TargetFile, load_target
 from chaosml.gameday.validate import Validation, validate
@@ -23,11 +23,13 @@ def run_files(
     run them, and report. Ctrl-C and SIGTERM roll back and report what ran."""
     checked = validate(paths, target, strict_rules=False)
     assert checked.target is not None
-    game = GameDay(checked.scenarios, checked.target, options or RunOptions())
-    game.notes = checked.notes
-    if observer is not None:
-        game.observer = observer
-        game.poller.on_event = observer.alert
+    game = GameDay(
+        checked.scenarios,
+        checked.target,
+        options or RunOptions(),
+        observer or Quiet(),
+        notes=checked.notes,
+    )
     try:
         journal = game.run()
     except Interrupted as exc:

@@ -120,22 +120,22 @@ class FaultPointClient:
     def toxics(self) -> list[dict[str, Any]]:
         return list(self._request("GET", self._path("proxies", self.spec.proxy, "toxics")) or [])
 
-    def metric(self, name: str) -> dict[str, float]:
-        """A counter from the point's ``/metrics`` by its labels' text (chaosml points only)."""
+    def counters(self, *names: str) -> dict[str, float]:
+        """Counters from the point's ``/metrics`` (chaosml points), each summed over its labels;
+        empty if the page cannot be read."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        request = urllib.request.Request(self.base + "/metrics")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(self.base + "/metrics", timeout=self.timeout) as response:
                 text = response.read().decode()
         except (urllib.error.URLError, OSError):
             return {}
-        return {
-            ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())): float(s.value)
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-            if s.name == name
-        }
+        totals = dict.fromkeys(names, 0.0)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in totals:
+                    totals[sample.name] += float(sample.value)
+        return totals
 
 
 @dataclass

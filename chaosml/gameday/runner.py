@@ -32,6 +32,11 @@ from chaosml.gameday.target import TargetFile
 from chaosml.load import LoadPlan, LoadProcess
 
 POLL_INTERVAL = 0.25
+# what a chaosml fault point counts, as the journal names it
+COUNTERS = {
+    "applied": "chaosml_proxy_toxics_applied_total",
+    "errors": "chaosml_proxy_fault_errors_total",
+}
 CHECK_SECONDS = 0.1  # how often a phase checks stop conditions between polls
 
 
@@ -108,6 +113,7 @@ class GameDay:
     options: RunOptions = field(default_factory=RunOptions)
     observer: Observer = field(default_factory=Quiet)
     clock: Callable[[], float] = time.time
+    notes: list[str] = field(default_factory=list)  # what validation noticed, for the journal
 
     def __post_init__(self) -> None:
         spec = self.target.target
@@ -119,7 +125,6 @@ class GameDay:
         lease = min((p.lease for p in spec.fault_points.values()), default=10.0)
         self.leases = Leases(self.points, interval=max(lease / 3, 0.2))
         self.journal: Journal | None = None
-        self.notes: list[str] = []  # what validation noticed, for the journal
         self._next_load: LoadProcess | None = None
         self._stopping: list[LoadProcess] = []
 
@@ -179,7 +184,7 @@ class GameDay:
                 rules.append({"source": source.name, "name": rule.name, "labels": rule.labels})
         return rules
 
-    def _plan(self, index: int, file: ScenarioFile, scenario: Scenario) -> LoadPlan:
+    def _plan(self, file: ScenarioFile, scenario: Scenario) -> LoadPlan:
         target = self.target.target
         data = file.data or self.target.data
         if data is None:
@@ -217,7 +222,7 @@ class GameDay:
         if load is None:
             file = self.scenarios[index]
             scenario = file.scenario.scaled(self.options.time_scale)
-            load = LoadProcess(self._plan(index, file, scenario), on_tick=self.observer.tick)
+            load = LoadProcess(self._plan(file, scenario), on_tick=self.observer.tick)
         return load.spawn()
 
     def _prestart(self, index: int) -> None:
@@ -283,17 +288,15 @@ class GameDay:
         counters = self._counters()
         try:
             record["injected_at"] = self.clock()
-            for position, _fault in enumerate(scenario.faults):
-                added.append(self._inject(index, position, scenario, record))
+            for position in range(len(scenario.faults)):
+                added.append(self._inject(position, scenario, record))
             self._phase(record, load, "fault", scenario.phases.fault, scenario)
         finally:
             record["rolled_back_at"] = self._rollback(added, record)
             self._count(record, counters)
         self._phase(record, load, "recovery", scenario.phases.recovery, scenario, settle=True)
 
-    def _inject(
-        self, index: int, position: int, scenario: Scenario, record: dict[str, Any]
-    ) -> AddedToxic:
+    def _inject(self, position: int, scenario: Scenario, record: dict[str, Any]) -> AddedToxic:
         fault = scenario.faults[position]
         client = self.points.get(fault.point)
         if client is None:
@@ -331,17 +334,17 @@ class GameDay:
                 except FaultPointError as exc:
                     if attempt == 2:
                         entry["error"] = f"not removed: {exc}"
-                    time.sleep(0.2)
+                    else:
+                        time.sleep(0.2)
         return self.clock()
 
     def _counters(self) -> dict[str, dict[str, float]]:
         counters = {}
         for name, client in self.points.items():
             if client.spec.leases:
-                counters[name] = {
-                    "applied": sum(client.metric("chaosml_proxy_toxics_applied_total").values()),
-                    "errors": sum(client.metric("chaosml_proxy_fault_errors_total").values()),
-                }
+                totals = client.counters(*COUNTERS.values())
+                if totals:
+                    counters[name] = {key: totals[metric] for key, metric in COUNTERS.items()}
         return counters
 
     def _count(self, record: dict[str, Any], before: dict[str, dict[str, float]]) -> None:
@@ -349,7 +352,7 @@ class GameDay:
         a fault that never ran is not a monitoring gap."""
         after = self._counters()
         record["fault_points"] = {
-            name: {k: after[name][k] - before[name][k] for k in ("applied", "errors")}
+            name: {k: after[name][k] - before[name][k] for k in COUNTERS}
             for name in before
             if name in after
         }

@@ -243,14 +243,11 @@ def worker(master: str) -> None:
     import locust.runners
 
     locust.runners.WORKER_REPORT_INTERVAL = 1.0  # default 3 s: too coarse for stop conditions
-    holder: dict[str, Any] = {}
     env = Environment(user_classes=[])
     runner = env.create_worker_runner(host, int(port))
 
     def on_plan(environment: Environment, msg: Any, **_: Any) -> None:
-        plan = LoadPlan.from_json(msg.data)
-        holder["plan"] = plan
-        env.user_classes = [user_class(plan)]
+        env.user_classes = [user_class(LoadPlan.from_json(msg.data))]
 
     runner.register_message("chaosml-plan", on_plan)
     runner.greenlet.join()

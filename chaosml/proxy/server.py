@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import socket
 import struct
 import time
@@ -269,7 +270,8 @@ class Proxy:
         if effect.delay:
             await asyncio.sleep(effect.delay)
         if effect.hold is not None:
-            await (asyncio.sleep(effect.hold) if effect.hold < 1e9 else asyncio.Event().wait())
+            forever = math.isinf(effect.hold)
+            await (asyncio.Event().wait() if forever else asyncio.sleep(effect.hold))
             return Reply(close=True)
         if effect.reset_after is not None:
             await asyncio.sleep(effect.reset_after)
@@ -300,7 +302,10 @@ class Proxy:
         columns = batch.columns
         for toxic in upstream:
             if isinstance(toxic.fault, RequestFault):
-                columns = self._guard(toxic, toxic.fault.apply, columns, toxic.rng) or columns
+                changed = guarded(
+                    self.metrics, self.name, toxic, toxic.fault.apply, columns, toxic.rng
+                )
+                columns = changed if changed is not None else columns
         if columns is batch.columns:
             return request.body, columns, codec
         batch.columns = columns
@@ -319,19 +324,26 @@ class Proxy:
             payload = json.loads(body)
             codec = codec or self._codec(payload) or get_codec("records")
             outputs = codec.decode_response(payload)
+            predictions = np.asarray(outputs.predictions, dtype=object)
+            scores = None if outputs.scores is None else np.asarray(outputs.scores, dtype=float)
         except UNREADABLE:
             self.metrics.unparsed.labels(self.name, "response").inc()
             return data
-        predictions = np.asarray(outputs.predictions, dtype=object)
-        scores = None if outputs.scores is None else np.asarray(outputs.scores, dtype=float)
         n = len(predictions)
         rows = table if table and all(len(v) == n for v in table.values()) else None
         for toxic in toxics:
             if isinstance(toxic.fault, ResponseFault):
-                changed = self._guard(
-                    toxic, toxic.fault.apply, rows, predictions, scores, toxic.rng
+                answer = guarded(
+                    self.metrics,
+                    self.name,
+                    toxic,
+                    toxic.fault.apply,
+                    rows,
+                    predictions,
+                    scores,
+                    toxic.rng,
                 )
-                predictions, scores = changed or (predictions, scores)
+                predictions, scores = answer or (predictions, scores)
         outputs.predictions = predictions.tolist()
         outputs.scores = None if scores is None else scores.tolist()
         try:
@@ -344,9 +356,6 @@ class Proxy:
         ]
         lines.append(b"Content-Length: " + str(len(new_body)).encode())
         return b"\r\n".join(lines) + b"\r\n\r\n" + new_body
-
-    def _guard(self, toxic: Toxic, apply: Callable[..., T], *args: Any) -> T | None:
-        return guarded(self.metrics, self.name, toxic, apply, *args)
 
     async def _forward(self, address: str, request: Message, body: bytes) -> Reply:
         pool = self._pools.setdefault(address, _Pool())
