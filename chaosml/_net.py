@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 
 def split_address(address: str) -> tuple[str, int]:
     """``host:port`` (or ``[v6]:port``) as a pair; ``ValueError`` if it is not one."""
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 <= int(port) <= 65535:
         raise ValueError(f"invalid address {address!r}: expected host:port")
     return host.strip("[]"), int(port)
 

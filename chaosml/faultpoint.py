@@ -164,7 +164,7 @@ class FaultPoint:
         self, point: _InService, toxics: list[Toxic], predict: Predict, columns: Table
     ) -> Answer:
         for toxic in toxics:
-            point.metrics.toxics.labels(point.name, toxic.type).inc()
+            point.metrics.series(point.metrics.toxics, point.name, toxic.type).inc()
         effect = Effect()
         for toxic in toxics:
             if isinstance(toxic.fault, TransportFault):

@@ -35,7 +35,7 @@ INVALID_TYPE = "invalid toxic type"
 class Fault(BaseModel):
     """Base of every fault kind. Subclasses set ``type`` and ``side`` and are registered."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     type: ClassVar[str]
     side: ClassVar[Side]

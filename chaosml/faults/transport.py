@@ -28,6 +28,7 @@ class Effect:
     rate: int = 0  # KB/s, 0: unlimited
     close_delay: float = 0.0
     limit: int | None = None  # close after this many bytes
+    slices: tuple[int, int, float] | None = None  # (average size, variation) bytes, delay seconds
 
 
 class Latency(TransportFault):
@@ -80,7 +81,7 @@ class Bandwidth(TransportFault):
     """Limit the response (downstream) or request (upstream) to ``rate`` KB/s."""
 
     type: ClassVar[str] = "bandwidth"
-    rate: int = Field(default=0, ge=0)
+    rate: int = Field(default=0, ge=0, le=2**40)
 
     def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
         effect.rate = self.rate
@@ -100,8 +101,41 @@ class LimitData(TransportFault):
     """Close the connection after ``bytes`` bytes."""
 
     type: ClassVar[str] = "limit_data"
-    bytes: int = Field(default=0, ge=0)
+    bytes: int = Field(default=0, ge=0, le=2**53)
 
     def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
-        if self.bytes < size or self.bytes == 0:
-            effect.limit = self.bytes
+        effect.limit = self.bytes
+
+
+class Slicer(TransportFault):
+    """Slice the data into pieces of ``average_size`` ± ``size_variation`` bytes, sent ``delay``
+    microseconds apart."""
+
+    type: ClassVar[str] = "slicer"
+    average_size: int = Field(default=0, ge=0, le=2**31)
+    size_variation: int = Field(default=0, ge=0, le=2**31)
+    delay: int = Field(default=0, ge=0, le=86_400_000_000)
+
+    def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
+        if self.average_size > 0:
+            effect.slices = (self.average_size, self.size_variation, self.delay / 1e6)
+
+
+class Noop(TransportFault):
+    """Does nothing (Toxiproxy's ``noop``: a placeholder, or a check that toxics apply)."""
+
+    type: ClassVar[str] = "noop"
+    in_service: ClassVar[bool] = True
+
+    def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
+        pass
+
+
+def slices(data: bytes, average: int, variation: int, rng: np.random.Generator) -> list[bytes]:
+    """``data`` cut into pieces of ``average`` ± ``variation`` bytes (at least one byte each)."""
+    pieces, start = [], 0
+    while start < len(data):
+        size = average + (int(rng.integers(-variation, variation + 1)) if variation else 0)
+        pieces.append(data[start : start + max(size, 1)])
+        start += max(size, 1)
+    return pieces

@@ -10,37 +10,101 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import ipaddress
 import json
+import math
 import re
+import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 
 from chaosml.errors import InputError
 from chaosml.proxy.http import Connections, Message, MessageReader, json_response
 from chaosml.proxy.metrics import ProxyMetrics
-from chaosml.proxy.server import Proxy, split_address
+from chaosml.proxy.server import Proxy, Timeouts, split_address
 from chaosml.proxy.toxics import ApiError, build_toxic
 
 VERSION = "2.12.0-chaosml"  # the Toxiproxy API version it speaks
 FIXED = "this fault point's proxies are fixed: only their toxics can change"
 TOKEN_REQUIRED = "refusing to bind the control API to {address} without a token (use --token)"
+BROWSER = "refusing a request from a web browser: the control API is for test tools"
+OFF_LOOPBACK = (
+    "refusing to listen on {address}: off loopback, a proxy relays the network to its upstream; "
+    "run the control API with a token to allow it"
+)
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
+MAX_INT = 2**64  # seeds are 64-bit; anything larger is a mistake, not a value
 
 
 def is_loopback(address: str) -> bool:
     host, _ = split_address(address)
-    if host == "localhost":
+    return is_loopback_host(host)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON: no NaN/Infinity, no number that overflows to one (``1e400``), no integer
+    beyond 64 bits, so every answer stays readable by strict parsers (Go, JavaScript)."""
+
+    def finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(f"number out of range: {text[:40]}")
+        return value
+
+    def integer(text: str) -> int:
+        value = int(text)
+        if abs(value) >= MAX_INT:
+            raise ValueError(f"number out of range: {text[:40]}")
+        return value
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"not a JSON value: {name}")
+
+    try:
+        return json.loads(raw, parse_float=finite, parse_int=integer, parse_constant=constant)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(f"bad request body: {exc}", 400) from None
+
+
+def _text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ApiError(f"invalid attribute '{key}': expected a string", 400)
+    return value or None
+
+
+def _flag(body: dict[str, Any], key: str) -> bool | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ApiError(f"invalid attribute '{key}': expected true or false", 400)
+    return value
+
+
+@dataclass
+class Spec:
+    """A validated proxy definition, from a create, populate or update body."""
+
+    name: str
+    listen: str
+    upstream: str
+    enabled: bool
+    codec: str
 
 
 @dataclass
@@ -52,6 +116,7 @@ class ProxyServer:
     reap_interval: float = 0.1
     seed: int | None = None  # of every proxy's and toxic's random generator (None: fresh entropy)
     fixed: bool = False  # proxies come from code (the in-service point), not from the API
+    timeouts: Timeouts = field(default_factory=Timeouts)
     metrics: ProxyMetrics = field(default_factory=ProxyMetrics)
     proxies: dict[str, Proxy] = field(default_factory=dict)
     _server: asyncio.base_events.Server | None = None
@@ -59,7 +124,11 @@ class ProxyServer:
     _connections: Connections = field(default_factory=Connections)
 
     def __post_init__(self) -> None:
-        if self.token is None and not is_loopback(self.api):
+        try:
+            loopback = is_loopback(self.api)
+        except ApiError as exc:
+            raise InputError(f"--api: {exc.message}") from None
+        if self.token is None and not loopback:
             raise InputError(TOKEN_REQUIRED.format(address=self.api))
         route = r"/proxies/(?P<proxy>[^/]+)"
         table: list[tuple[str, str, Handler]] = [
@@ -125,59 +194,95 @@ class ProxyServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections.add(writer)
-        messages = MessageReader(reader)
+        messages = MessageReader(reader, writer=writer)
         try:
-            while (request := await messages.read()) is not None:
+            while True:
+                try:
+                    request = await messages.read(self.timeouts.idle, self.timeouts.request)
+                except TimeoutError:
+                    break
+                except ValueError:  # not HTTP, or a malformed request
+                    writer.write(_error(ApiError("bad request", 400), False, b""))
+                    break
+                if request is None:
+                    break
                 writer.write(await self.respond(request))
                 await writer.drain()
                 if not request.keep_alive:
                     break
         except (ConnectionError, asyncio.CancelledError):
             pass
-        except Exception:
-            writer.write(
-                json_response(400, b'{"error": "bad request", "status": 400}', keep_alive=False)
-            )
         finally:
             self._connections.discard(writer)
 
+    def _refused(self, request: Message) -> ApiError | None:
+        """Why a request may not reach the API: a browser (Toxiproxy refuses those too, so a web
+        page cannot drive it), a ``Host`` not naming this API (DNS rebinding), or no token."""
+        agent = request.header(b"user-agent") or b""
+        if (
+            agent.startswith(b"Mozilla/")
+            or request.header(b"origin") is not None
+            or request.header(b"sec-fetch-mode") is not None
+        ):
+            return ApiError(BROWSER, 403)
+        if self.token is not None:
+            given = request.header(b"authorization") or b""
+            if not hmac.compare_digest(given, f"Bearer {self.token}".encode()):
+                return ApiError("missing or wrong token", 401)
+            return None
+        host = request.header(b"host")
+        if host is not None:
+            name = host.decode("latin-1").rsplit(":", 1)[0] if b"]" not in host else ""
+            if b"]" in host:
+                name = host.decode("latin-1").partition("]")[0].lstrip("[")
+            if not is_loopback_host(name):
+                return ApiError(
+                    f"refusing Host {host.decode('latin-1')!r}: without a token the control "
+                    "API answers only to loopback names",
+                    403,
+                )
+        return None
+
     async def respond(self, request: Message) -> bytes:
         keep = request.keep_alive
-        path = request.url.split(b"?")[0].decode()
-        metrics = path == "/metrics" and request.method == b"GET"  # read-only, for Prometheus
-        if (
-            self.token is not None
-            and not metrics
-            and request.header(b"authorization") != f"Bearer {self.token}".encode()
-        ):
-            return _error(ApiError("missing or wrong token", 401), keep)
-        if metrics:
+        request_id = secrets.token_hex(10).encode()
+        refused = self._refused(request)
+        if refused is not None:
+            return _error(refused, keep, request_id)
+        path = request.url.split(b"?")[0].decode("latin-1")
+        if path == "/metrics" and request.method == b"GET":
             return json_response(
                 200,
                 self.metrics.render(),
                 keep_alive=keep,
                 content_type=b"text/plain; version=0.0.4",
+                request_id=request_id,
             )
-        method = request.method.decode()
+        method = request.method.decode("latin-1")
         matched = [(m, found, h) for m, p, h in self._routes if (found := p.match(path))]
         handler = next(((found, h) for m, found, h in matched if method in m.split("|")), None)
         if handler is None:
             status = 405 if matched else 404
-            return _error(ApiError("method not allowed" if matched else "not found", status), keep)
+            error = ApiError("method not allowed" if matched else "not found", status)
+            return _error(error, keep, request_id)
         found, function = handler
         try:
+            try:
+                names = {k: unquote(v, errors="strict") for k, v in found.groupdict().items()}
+            except UnicodeDecodeError:
+                raise ApiError("bad request: a name in the path is not UTF-8", 400) from None
             body = None
             if method in ("POST", "PATCH") and request.body.strip():
-                try:
-                    body = json.loads(request.body)
-                except ValueError as exc:
-                    raise ApiError(f"bad request body: {exc}", 400) from exc
-            status, data = await function(body, **found.groupdict())
+                body = parse_json(request.body)
+            status, data = await function(body, **names)
         except ApiError as exc:
-            return _error(exc, keep)
+            return _error(exc, keep, request_id)
         if status == 204:
-            return json_response(204, b"", keep_alive=keep)
-        return json_response(status, json.dumps(data).encode(), keep_alive=keep)
+            return json_response(204, b"", keep_alive=keep, request_id=request_id)
+        text = json.dumps(data, allow_nan=False).encode() + (
+            b"\n" if function == self.version else b""
+        )
+        return json_response(status, text, keep_alive=keep, request_id=request_id)
 
     # --- handlers --------------------------------------------------------------------------------
 
@@ -187,55 +292,112 @@ class ProxyServer:
         except KeyError:
             raise ApiError("proxy not found", 404) from None
 
+    def _listen(self, address: str) -> str:
+        host, _ = split_address(address)
+        if self.token is None and not is_loopback_host(host):
+            raise ApiError(OFF_LOOPBACK.format(address=address), 403)
+        return address
+
+    def spec(self, body: Any) -> Spec:
+        """A proxy definition from a create or populate entry; ``ApiError`` if it is not one."""
+        if not isinstance(body, dict):
+            raise ApiError("bad request body: expected a JSON object", 400)
+        name, upstream = _text(body, "name"), _text(body, "upstream")
+        for key, value in (("name", name), ("upstream", upstream)):
+            if not value:
+                raise ApiError(f"missing required field: {key}", 400)
+        assert name is not None and upstream is not None
+        split_address(upstream)
+        listen = self._listen(_text(body, "listen") or "127.0.0.1:0")
+        enabled = _flag(body, "enabled")
+        codec = _text(body, "codec") or "auto"
+        _check_codec(codec)
+        toxics = body.get("toxics")
+        if toxics is not None and not isinstance(toxics, list):
+            raise ApiError("invalid attribute 'toxics': expected a list", 400)
+        return Spec(name, listen, upstream, True if enabled is None else enabled, codec)
+
+    def _build(self, spec: Spec) -> Proxy:
+        return Proxy(
+            spec.name,
+            spec.listen,
+            spec.upstream,
+            self.metrics,
+            enabled=spec.enabled,
+            codec=spec.codec,
+            timeouts=self.timeouts,
+        )
+
     async def list_proxies(self, body: Any) -> tuple[int, Any]:
         return 200, {name: proxy.to_json() for name, proxy in self.proxies.items()}
 
     async def create_proxy(self, body: Any) -> tuple[int, Any]:
         self._fixed()
-        proxy = await self._add(body)
-        return 201, proxy.to_json()
-
-    async def _add(self, body: Any) -> Proxy:
-        if not isinstance(body, dict):
-            raise ApiError("bad request body: expected a JSON object", 400)
-        for key in ("name", "upstream"):
-            if not body.get(key):
-                raise ApiError(f"missing required field: {key}", 400)
-        if body["name"] in self.proxies:
+        spec = self.spec(body)
+        if spec.name in self.proxies:
             raise ApiError("proxy already exists", 409)
-        codec = body.get("codec", "auto")
-        _check_codec(codec)
-        split_address(body["upstream"])
-        proxy = Proxy(
-            str(body["name"]),
-            body.get("listen") or "127.0.0.1:0",
-            body["upstream"],
-            self.metrics,
-            enabled=bool(body.get("enabled", True)),
-            codec=codec,
-        )
+        proxy = self._build(spec)
         if proxy.enabled:
             await proxy.start()
-        return self.add(proxy)
+        return 201, self.add(proxy).to_json()
 
     async def populate(self, body: Any) -> tuple[int, Any]:
+        """Create or replace many proxies, all or none: every entry is checked before any is
+        touched, a proxy whose address and upstream are unchanged is kept with its toxics, and a
+        listener that cannot bind undoes the whole call."""
         self._fixed()
         if not isinstance(body, list):
             raise ApiError("bad request body: expected a list of proxies", 400)
-        created = []
-        for entry in body:
-            existing = self.proxies.get(str(entry.get("name"))) if isinstance(entry, dict) else None
-            if existing is not None:
-                await existing.stop()
-                del self.proxies[existing.name]
-            created.append((await self._add(entry)).to_json())
-        return 201, {"proxies": created}
+        specs: list[Spec] = []
+        for index, entry in enumerate(body, 1):
+            try:
+                specs.append(self.spec(entry))
+            except ApiError as exc:
+                raise ApiError(f"{exc.message} at proxy {index}", exc.status) from None
+        created: list[Proxy] = []
+        replaced: list[Proxy] = []
+        kept: dict[str, Proxy] = {}
+        for index, spec in enumerate(specs, 1):
+            existing = self.proxies.get(spec.name)
+            if existing is not None and existing.same_route(spec.listen, spec.upstream):
+                kept[spec.name] = existing
+                continue
+            try:
+                if existing is not None:
+                    await existing.stop()
+                    del self.proxies[spec.name]
+                    replaced.append(existing)
+                proxy = self._build(spec)
+                if proxy.enabled:
+                    await proxy.start()
+            except ApiError as exc:
+                for done in created:
+                    await done.stop()
+                    self.proxies.pop(done.name, None)
+                for old in replaced:
+                    self.proxies[old.name] = old
+                    if old.enabled:
+                        with contextlib.suppress(ApiError):
+                            await old.start()
+                raise ApiError(f"{exc.message} at proxy {index}", exc.status) from None
+            created.append(self.add(proxy))
+        final = {p.name: p for p in created} | kept
+        return 201, {"proxies": [final[spec.name].to_json() for spec in specs]}
 
     async def reset(self, body: Any) -> tuple[int, Any]:
+        """Every toxic off and every proxy enabled; a listener that cannot bind is reported after
+        all the others are done (a reset never stops half-way with faults left on)."""
         for proxy in self.proxies.values():
             proxy.toxics.clear()
+        failed = []
+        for proxy in self.proxies.values():
             proxy.enabled = True
-            await proxy.start()
+            try:
+                await proxy.start()
+            except ApiError as exc:
+                failed.append(f"{proxy.name}: {exc.message}")
+        if failed:
+            raise ApiError("; ".join(failed), 500)
         return 204, None
 
     async def version(self, body: Any) -> tuple[int, Any]:
@@ -245,27 +407,47 @@ class ProxyServer:
         return 200, self._proxy(proxy).to_json()
 
     async def update_proxy(self, body: Any, proxy: str) -> tuple[int, Any]:
+        """Change a proxy's listen address, upstream, codec or enabled state: all checked first,
+        then applied; a listener that cannot bind puts the proxy back as it was."""
         self._fixed()
         target = self._proxy(proxy)
         if not isinstance(body, dict):
             raise ApiError("bad request body: expected a JSON object", 400)
-        restart = any(k in body and body[k] != getattr(target, k) for k in ("listen", "upstream"))
-        if "codec" in body:
-            _check_codec(body["codec"])
-            target.codec = body["codec"]
-        if restart or body.get("enabled") is False:
+        listen, upstream = _text(body, "listen"), _text(body, "upstream")
+        enabled, codec = _flag(body, "enabled"), _text(body, "codec")
+        if listen is not None:
+            self._listen(listen)
+        if upstream is not None:
+            split_address(upstream)
+        if codec is not None:
+            _check_codec(codec)
+        before = (target.listen, target.upstream, target.codec, target.enabled)
+        after = (
+            listen or target.listen,
+            upstream or target.upstream,
+            codec or target.codec,
+            target.enabled if enabled is None else enabled,
+        )
+        moved = not target.same_route(after[0], after[1])
+        if moved or not after[3]:
             await target.stop()
-        target.listen = body.get("listen", target.listen)
-        target.upstream = body.get("upstream", target.upstream)
-        target.enabled = bool(body.get("enabled", target.enabled))
+        target.listen, target.upstream, target.codec, target.enabled = after
         if target.enabled:
-            await target.start()
+            try:
+                await target.start()
+            except ApiError:
+                target.listen, target.upstream, target.codec, target.enabled = before
+                if target.enabled:
+                    with contextlib.suppress(ApiError):
+                        await target.start()
+                raise
         return 200, target.to_json()
 
     async def delete_proxy(self, body: Any, proxy: str) -> tuple[int, Any]:
         self._fixed()
         await self._proxy(proxy).stop()
         del self.proxies[proxy]
+        self.metrics.forget(proxy)
         return 204, None
 
     async def list_toxics(self, body: Any, proxy: str) -> tuple[int, Any]:
@@ -292,6 +474,8 @@ class ProxyServer:
 
     async def update_toxic(self, body: Any, proxy: str, toxic: str) -> tuple[int, Any]:
         target, existing = self._toxic(proxy, toxic)
+        if body is not None and not isinstance(body, dict):
+            raise ApiError("bad request body: expected a JSON object", 400)
         updated = build_toxic({**(body or {}), "name": toxic}, existing)
         target.check(updated)
         target.toxics[toxic] = updated  # renews the lease
@@ -303,18 +487,18 @@ class ProxyServer:
         return 204, None
 
 
-def _check_codec(codec: Any) -> None:
+def _check_codec(codec: str) -> None:
     from chaosml.codecs import CODECS
 
-    if codec != "auto" and codec not in CODECS:
+    if codec not in ("auto", "tcp") and codec not in CODECS:
         raise ApiError(
-            f"invalid attribute 'codec': expected auto or one of {', '.join(CODECS)}", 400
+            f"invalid attribute 'codec': expected auto, tcp or one of {', '.join(CODECS)}", 400
         )
 
 
-def _error(error: ApiError, keep_alive: bool) -> bytes:
+def _error(error: ApiError, keep_alive: bool, request_id: bytes) -> bytes:
     body = json.dumps({"error": error.message, "status": error.status}).encode()
-    return json_response(error.status, body, keep_alive=keep_alive)
+    return json_response(error.status, body, keep_alive=keep_alive, request_id=request_id)
 
 
 def serve_forever(

@@ -1,7 +1,9 @@
 """Minimal HTTP/1.1 over asyncio streams, parsed with httptools (uvicorn's parser).
 
 Just what the proxy needs on both sides: whole messages with bodies (chunked bodies are de-chunked
-and re-sent with Content-Length), keep-alive and pipelining.
+and re-sent with Content-Length), keep-alive and pipelining, ``Expect: 100-continue`` (answered by the
+proxy, which reads the whole body before forwarding), interim 1xx responses (skipped), and HEAD
+responses (headers only, whatever their Content-Length says).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from dataclasses import dataclass, field
 
 import httptools
 
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 HOP_BY_HOP = {
+    b"expect",
     b"connection",
     b"keep-alive",
     b"transfer-encoding",
@@ -59,6 +63,7 @@ class _Collector:
         self.current = Message()
         self.body: list[bytes] = []
         self.size = 0
+        self.expects_continue = False
 
     def on_message_begin(self) -> None:
         self.current, self.body, self.size = Message(), [], 0
@@ -73,6 +78,10 @@ class _Collector:
     def on_header(self, name: bytes, value: bytes) -> None:
         self.current.headers.append((name, value))
 
+    def on_headers_complete(self) -> None:
+        if not self.response and (self.current.header(b"expect") or b"").lower() == b"100-continue":
+            self.expects_continue = True
+
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
         if self.size > MAX_BODY:
@@ -86,31 +95,120 @@ class _Collector:
         message.keep_alive = self.parser.should_keep_alive()
         if self.response:
             message.status = self.parser.get_status_code()  # type: ignore[union-attr]
+            if 100 <= message.status < 200 and message.status != 101:
+                return  # interim (100 Continue, 103 Early Hints): the final answer follows
         else:
             message.method = self.parser.get_method()  # type: ignore[union-attr]
         self.done.append(message)
 
 
 class MessageReader:
-    """Reads whole HTTP messages from a stream; ``None`` at a clean end of stream."""
+    """Reads whole HTTP messages from a stream; ``None`` at a clean end of stream.
 
-    def __init__(self, reader: asyncio.StreamReader, *, response: bool = False) -> None:
+    Malformed input raises ``ValueError``, but only once the messages before it (pipelined on
+    the same connection) have been read. With a ``writer`` (the server side), a request that
+    expects ``100 Continue`` gets it as soon as its headers are in."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        *,
+        response: bool = False,
+        writer: asyncio.StreamWriter | None = None,
+        initial: bytes = b"",
+    ) -> None:
         self.reader = reader
+        self.writer = writer
         self.collector = _Collector(response)
+        self.error: ValueError | None = None
+        self.pending = initial
 
-    async def read(self) -> Message | None:
+    @property
+    def partial(self) -> bool:
+        """Part of a message has been read (a half-sent request, if reading stops here)."""
+        return self.collector.in_message or bool(self.pending)
+
+    async def read(self, idle: float | None = None, whole: float | None = None) -> Message | None:
+        """The next message; ``TimeoutError`` if none starts within ``idle`` seconds or one that
+        started is not complete within ``whole`` seconds of its first bytes."""
         collector = self.collector
-        while not collector.done:
-            data = await self.reader.read(READ_SIZE)
-            if not data:
-                if collector.response and collector.in_message:  # a body read until close
-                    collector.parser.feed_data(b"")
-                    collector.in_message = False
-                    if collector.done:
-                        break
-                return None
-            collector.parser.feed_data(data)
+        if collector.done:
+            return collector.done.popleft()
+        if self.error is not None:
+            raise self.error
+        async with asyncio.timeout(idle) as deadline:
+            if self.pending:
+                data, self.pending = self.pending, b""
+                if whole is not None:
+                    deadline.reschedule(asyncio.get_running_loop().time() + whole)
+                self._feed(data)
+            while not collector.done:
+                data = await self.reader.read(READ_SIZE)
+                if not data:
+                    if collector.response and collector.in_message:  # a body read until close
+                        collector.parser.feed_data(b"")
+                        collector.in_message = False
+                        if collector.done:
+                            break
+                    return None
+                if whole is not None and not collector.in_message:
+                    deadline.reschedule(asyncio.get_running_loop().time() + whole)
+                self._feed(data)
         return collector.done.popleft()
+
+    def _feed(self, data: bytes) -> None:
+        collector = self.collector
+        try:
+            collector.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.error = ValueError("protocol upgrades are not proxied")
+        except httptools.HttpParserError as exc:
+            self.error = ValueError(f"malformed HTTP: {exc}")
+        if self.error is not None and not collector.done:
+            raise self.error
+        if collector.expects_continue:
+            collector.expects_continue = False
+            if self.writer is not None and collector.in_message:
+                self.writer.write(CONTINUE)
+
+    async def read_head(self) -> Message | None:
+        """A response to HEAD: status and headers only (its Content-Length describes the body a
+        GET would have had). Interim 1xx responses are skipped."""
+        while True:
+            try:
+                block = await self.reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return None
+            except asyncio.LimitOverrunError as exc:
+                raise ValueError("response headers too large") from exc
+            head = _Head()
+            parser = httptools.HttpResponseParser(head)
+            try:
+                parser.feed_data(block)
+            except httptools.HttpParserError as exc:
+                raise ValueError(f"malformed HTTP: {exc}") from exc
+            status = parser.get_status_code()
+            if not 100 <= status < 200:
+                return Message(
+                    head.headers, status=status, reason=head.reason, keep_alive=head.keep_alive
+                )
+
+
+class _Head:
+    """httptools callbacks for a header block alone."""
+
+    def __init__(self) -> None:
+        self.headers: Headers = []
+        self.reason = b""
+        self.keep_alive = True
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        if name.lower() == b"connection" and value.lower() == b"close":
+            self.keep_alive = False
 
 
 class Connections:
@@ -151,11 +249,27 @@ def serialize_request(message: Message, body: bytes | None = None) -> bytes:
 
 
 def serialize_response(
-    status: int, reason: bytes, headers: Headers, body: bytes, *, keep_alive: bool = True
+    status: int,
+    reason: bytes,
+    headers: Headers,
+    body: bytes,
+    *,
+    keep_alive: bool = True,
+    head: bool = False,
+    request_id: bytes | None = None,
 ) -> bytes:
+    """A response with ``body`` (for ``head``, none: the headers' own Content-Length is kept)."""
     lines = [b"HTTP/1.1 " + str(status).encode() + b" " + reason]
     lines += [k + b": " + v for k, v in forwarded_headers(headers)]
-    lines.append(b"Content-Length: " + str(len(body)).encode())
+    if head:
+        length = next((v for k, v in headers if k.lower() == b"content-length"), None)
+        if length is not None:
+            lines.append(b"Content-Length: " + length)
+        body = b""
+    elif status >= 200 and status not in (204, 304):
+        lines.append(b"Content-Length: " + str(len(body)).encode())
+    if request_id is not None:
+        lines.append(b"X-Toxiproxy-Request-Id: " + request_id)
     if not keep_alive:
         lines.append(b"Connection: close")
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
@@ -167,8 +281,10 @@ REASONS = {
     204: b"No Content",
     400: b"Bad Request",
     401: b"Unauthorized",
+    403: b"Forbidden",
     404: b"Not Found",
     405: b"Method Not Allowed",
+    408: b"Request Timeout",
     409: b"Conflict",
     500: b"Internal Server Error",
     502: b"Bad Gateway",
@@ -176,9 +292,19 @@ REASONS = {
 
 
 def json_response(
-    status: int, body: bytes, *, keep_alive: bool = True, content_type: bytes = b"application/json"
+    status: int,
+    body: bytes,
+    *,
+    keep_alive: bool = True,
+    content_type: bytes = b"application/json",
+    request_id: bytes | None = None,
 ) -> bytes:
     headers = [(b"Content-Type", content_type)] if body or status != 204 else []
     return serialize_response(
-        status, REASONS.get(status, b"Error"), headers, body, keep_alive=keep_alive
+        status,
+        REASONS.get(status, b"Error"),
+        headers,
+        body,
+        keep_alive=keep_alive,
+        request_id=request_id,
     )

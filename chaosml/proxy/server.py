@@ -5,6 +5,10 @@ With no toxic active a request is forwarded without parsing its payload. Payload
 request/response with the proxy's codec, apply the fault, and encode it again; a payload the codec
 cannot read passes through untouched and is counted. An upstream that cannot be reached gives the
 client a 502.
+
+A connection whose first bytes are not HTTP (or any connection, with codec ``tcp``) is relayed as a
+raw byte stream with the transport toxics acted out on it (``chaosml.proxy.stream``), as Toxiproxy
+does for any TCP protocol: a feature store, a database, a queue behind the model service.
 """
 
 from __future__ import annotations
@@ -12,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import socket
-import struct
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,8 +29,9 @@ from chaosml._types import Table
 from chaosml.codecs import Codec, CodecError, detect, get_codec
 from chaosml.faults import RequestFault, ResponseFault, TransportFault
 from chaosml.faults.predictions import StaleModel
-from chaosml.faults.transport import Effect
+from chaosml.faults.transport import Effect, slices
 from chaosml.proxy.http import (
+    READ_SIZE,
     Connections,
     Message,
     MessageReader,
@@ -36,6 +40,7 @@ from chaosml.proxy.http import (
     serialize_response,
 )
 from chaosml.proxy.metrics import ProxyMetrics
+from chaosml.proxy.stream import Link, reset
 from chaosml.proxy.toxics import ApiError, Toxic
 
 # What a codec raises on a payload it cannot read; anything else in the payload path is a bug in a
@@ -51,6 +56,30 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 T = TypeVar("T")
+REQUEST_LINE = re.compile(rb"[A-Z][A-Z_-]{0,23} \S+ HTTP/\d\.\d\r?")
+METHOD = re.compile(rb"[A-Z][A-Z_-]{0,23}")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a proxy (or the control API) waits on a client, in seconds."""
+
+    idle: float = 60.0  # for the next request on a keep-alive connection
+    request: float = 10.0  # for a request to arrive whole, from its first byte (then 408)
+    sniff: float = (
+        1.0  # codec auto: for a client's first bytes, then relay raw (server speaks first)
+    )
+
+
+def looks_like_http(data: bytes) -> bool | None:
+    """Whether a connection's first bytes are an HTTP/1 request line (None: too few to tell)."""
+    line, newline, _ = data.partition(b"\n")
+    token = line.partition(b" ")[0]
+    if not METHOD.fullmatch(token):
+        return None if not token else False
+    if newline:
+        return REQUEST_LINE.fullmatch(line) is not None
+    return None if len(data) < 8192 else True
 
 
 def guarded(
@@ -61,7 +90,7 @@ def guarded(
     try:
         return apply(*args)
     except Exception:  # a bug in a fault must not take the service down with it
-        metrics.fault_errors.labels(point, toxic.type).inc()
+        metrics.series(metrics.fault_errors, point, toxic.type).inc()
         return None
 
 
@@ -75,15 +104,17 @@ class Reply:
     close_delay: float = 0.0
     rate: int = 0  # KB/s, 0: unlimited
     limit: int | None = None  # bytes, then close
+    slices: tuple[int, int, float] | None = None
 
 
 class _Pool:
-    """Idle keep-alive connections to one upstream address."""
+    """Idle keep-alive connections to one upstream address. A connection goes back to the pool
+    only after its answer was read whole and nothing followed it."""
 
     def __init__(self) -> None:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, MessageReader]] = []
 
-    async def exchange(self, address: str, data: bytes) -> Message:
+    async def exchange(self, address: str, data: bytes, *, head: bool = False) -> Message:
         """Send one request and read its response, on an idle connection if a live one is left;
         a connection the upstream closed meanwhile is retried once on a fresh connection."""
         for attempt in (0, 1):
@@ -94,18 +125,21 @@ class _Pool:
                 reader, writer = await asyncio.open_connection(host, port)
                 conn = (reader, writer, MessageReader(reader, response=True))
             reader, writer, messages = conn
+            response = None
             try:
                 writer.write(data)
                 await writer.drain()
-                response = await messages.read()
-            except (ConnectionError, OSError):
-                response = None
+                response = await (messages.read_head() if head else messages.read())
+            except ConnectionError:
+                pass
+            finally:
+                if response is None:  # failed, cancelled, or the upstream closed: never reuse
+                    writer.close()
             if response is None:
-                writer.close()
                 if fresh:
                     raise ConnectionError(f"{address} closed the connection")
                 continue  # a stale keep-alive connection: try a fresh one
-            if response.keep_alive:
+            if response.keep_alive and not messages.partial and not messages.collector.done:
                 self.idle.append(conn)
             else:
                 writer.close()
@@ -134,6 +168,7 @@ class Proxy:
     metrics: ProxyMetrics
     enabled: bool = True
     codec: str = "auto"
+    timeouts: Timeouts = field(default_factory=Timeouts)
     toxics: dict[str, Toxic] = field(default_factory=dict)
     _server: asyncio.base_events.Server | None = None
     _pools: dict[str, _Pool] = field(default_factory=dict)
@@ -141,7 +176,9 @@ class Proxy:
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     def __post_init__(self) -> None:
-        self._requests = self.metrics.requests.labels(self.name)  # the hot path's counter
+        self._requests = self.metrics.series(
+            self.metrics.requests, self.name
+        )  # the hot path's counter
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -152,6 +189,18 @@ class Proxy:
             "codec": self.codec,
             "toxics": [t.to_json() for t in self.toxics.values()],
         }
+
+    def same_route(self, listen: str, upstream: str) -> bool:
+        """Whether ``listen`` (as given, e.g. ``localhost:7070`` or port 0) names this proxy's
+        listener and ``upstream`` its upstream."""
+        if upstream != self.upstream:
+            return False
+        if listen == self.listen:
+            return True
+        (host, port), (own_host, own_port) = split_address(listen), split_address(self.listen)
+        aliases = {"localhost": "127.0.0.1"}
+        same_host = aliases.get(host, host) == aliases.get(own_host, own_host)
+        return same_host and port in (0, own_port) and self._server is not None
 
     async def start(self) -> None:
         if self._server is not None:
@@ -185,49 +234,89 @@ class Proxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections.add(writer)
-        messages = MessageReader(reader)
         try:
-            while True:
-                try:
-                    request = await messages.read()
-                except Exception:
-                    writer.write(json_response(400, b'{"error": "bad request"}', keep_alive=False))
-                    break
-                if request is None:
-                    break
-                try:
-                    reply = await self.handle(request)
-                except Exception as exc:  # a proxy bug must not look like a dead service
-                    error = json.dumps({"error": f"chaosml proxy: {type(exc).__name__}: {exc}"})
-                    reply = Reply(json_response(502, error.encode(), keep_alive=False), close=True)
-                if await self._send(writer, reply) or not request.keep_alive:
-                    break
-        except (ConnectionError, asyncio.CancelledError):
+            first = b"" if self.codec == "tcp" else await self._sniff(reader)
+            if first is None:
+                return
+            if self.codec == "tcp" or looks_like_http(first) is not True:
+                self._requests.inc()
+                await Link(self, reader, writer, first).run()
+            else:
+                await self._http(reader, writer, first)
+        except (OSError, asyncio.CancelledError):  # the client went away (reset, closed)
             pass
         finally:
             self._connections.discard(writer)
 
+    async def _sniff(self, reader: asyncio.StreamReader) -> bytes | None:
+        """The connection's first bytes, enough to tell HTTP from another protocol; b"" if the
+        client sent nothing for a while (it waits for the server to speak), None at once EOF."""
+        data = b""
+        try:
+            async with asyncio.timeout(self.timeouts.sniff):
+                while looks_like_http(data) is None:
+                    chunk = await reader.read(READ_SIZE)
+                    if not chunk:
+                        return data or None
+                    data += chunk
+        except TimeoutError:
+            pass
+        return data
+
+    async def _http(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes
+    ) -> None:
+        messages = MessageReader(reader, writer=writer, initial=first)
+        while True:
+            try:
+                request = await messages.read(self.timeouts.idle, self.timeouts.request)
+            except TimeoutError:
+                if messages.partial:
+                    writer.write(
+                        json_response(408, b'{"error": "request timeout"}', keep_alive=False)
+                    )
+                break
+            except ValueError as exc:
+                message = json.dumps({"error": f"bad request: {exc}"}).encode()
+                writer.write(json_response(400, message, keep_alive=False))
+                break
+            if request is None:
+                break
+            try:
+                reply = await self.handle(request)
+            except Exception as exc:  # a proxy bug must not look like a dead service
+                error = json.dumps({"error": f"chaosml proxy: {type(exc).__name__}: {exc}"})
+                reply = Reply(json_response(502, error.encode(), keep_alive=False), close=True)
+            if await self._send(writer, reply) or not request.keep_alive:
+                break
+        await writer.drain()
+
     async def _send(self, writer: asyncio.StreamWriter, reply: Reply) -> bool:
         """Send ``reply``; True if the connection must close afterwards."""
         if reply.reset:
-            sock = writer.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+            reset(writer)
             return True
-        data = reply.data if reply.limit is None else reply.data[: reply.limit]
-        if reply.rate:
-            step = max(reply.rate * 100, 1)  # bytes per 0.1 s at rate KB/s
-            for start in range(0, len(data), step):
-                writer.write(data[start : start + step])
+        data, truncated = reply.data, reply.limit is not None and reply.limit < len(reply.data)
+        if truncated:
+            data = data[: reply.limit]
+        pieces = [data]
+        if reply.slices is not None:
+            pieces = slices(data, reply.slices[0], reply.slices[1], self.rng)
+        for piece in pieces:
+            if reply.rate:
+                step = max(reply.rate * 100, 1)  # bytes per 0.1 s at rate KB/s
+                for start in range(0, len(piece), step):
+                    writer.write(piece[start : start + step])
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+            elif piece:
+                writer.write(piece)
                 await writer.drain()
-                await asyncio.sleep(0.1)
-        elif data:
-            writer.write(data)
-            await writer.drain()
+            if reply.slices is not None and reply.slices[2]:
+                await asyncio.sleep(reply.slices[2])
         if reply.close_delay:
             await asyncio.sleep(reply.close_delay)
-        return reply.close or reply.limit is not None
+        return reply.close or truncated
 
     async def handle(self, request: Message) -> Reply:
         self._requests.inc()
@@ -235,7 +324,7 @@ class Proxy:
         if not toxics:
             return await self._forward(self.upstream, request, request.body)
         for toxic in toxics:
-            self.metrics.toxics.labels(self.name, toxic.type).inc()
+            self.metrics.series(self.metrics.toxics, self.name, toxic.type).inc()
         return await self._handle_toxic(request, toxics)
 
     async def _handle_toxic(self, request: Message, toxics: list[Toxic]) -> Reply:
@@ -256,6 +345,7 @@ class Proxy:
         if late is not None:
             return late
         reply.close_delay, reply.rate, reply.limit = effect.close_delay, effect.rate, effect.limit
+        reply.slices = effect.slices
         return reply
 
     def _effect(self, toxics: list[Toxic], size: int) -> Effect:
@@ -297,7 +387,7 @@ class Proxy:
                 raise CodecError("no codec recognises the request")
             batch = codec.decode_request(payload)
         except UNREADABLE:
-            self.metrics.unparsed.labels(self.name, "request").inc()
+            self.metrics.series(self.metrics.unparsed, self.name, "request").inc()
             return request.body, None, None
         columns = batch.columns
         for toxic in upstream:
@@ -312,7 +402,7 @@ class Proxy:
         try:
             body = json.dumps(codec.encode_request(batch)).encode()
         except UNREADABLE:
-            self.metrics.unparsed.labels(self.name, "request").inc()
+            self.metrics.series(self.metrics.unparsed, self.name, "request").inc()
             return request.body, None, None
         return body, batch.columns, codec
 
@@ -327,7 +417,7 @@ class Proxy:
             predictions = np.asarray(outputs.predictions, dtype=object)
             scores = None if outputs.scores is None else np.asarray(outputs.scores, dtype=float)
         except UNREADABLE:
-            self.metrics.unparsed.labels(self.name, "response").inc()
+            self.metrics.series(self.metrics.unparsed, self.name, "response").inc()
             return data
         n = len(predictions)
         rows = table if table and all(len(v) == n for v in table.values()) else None
@@ -349,7 +439,7 @@ class Proxy:
         try:
             new_body = json.dumps(codec.encode_response(outputs)).encode()
         except UNREADABLE:
-            self.metrics.unparsed.labels(self.name, "response").inc()
+            self.metrics.series(self.metrics.unparsed, self.name, "response").inc()
             return data
         lines = [
             line for line in head.split(b"\r\n") if not line.lower().startswith(b"content-length")
@@ -359,10 +449,11 @@ class Proxy:
 
     async def _forward(self, address: str, request: Message, body: bytes) -> Reply:
         pool = self._pools.setdefault(address, _Pool())
+        head = request.method == b"HEAD"
         try:
-            response = await pool.exchange(address, serialize_request(request, body))
-        except (OSError, ConnectionError, ApiError) as exc:
-            self.metrics.upstream_errors.labels(self.name).inc()
+            response = await pool.exchange(address, serialize_request(request, body), head=head)
+        except (OSError, ValueError, ApiError) as exc:
+            self.metrics.series(self.metrics.upstream_errors, self.name).inc()
             error = json.dumps({"error": f"upstream {address} unreachable: {exc}"}).encode()
             return Reply(json_response(502, error, keep_alive=request.keep_alive))
         data = serialize_response(
@@ -371,5 +462,6 @@ class Proxy:
             response.headers,
             response.body,
             keep_alive=request.keep_alive,
+            head=head,
         )
         return Reply(data)

@@ -51,40 +51,60 @@ class Toxic:
         return self.expires_at is not None and now >= self.expires_at
 
     def to_json(self) -> dict[str, Any]:
+        """Toxiproxy's shape, every attribute with its value (defaults included)."""
+        attributes = self.fault.model_dump(mode="json", exclude_none=True)
+        attributes.update({k: v for k, v in self.attributes.items() if k in OWN})
         return {
             "name": self.name,
             "type": self.type,
             "stream": self.stream,
             "toxicity": self.toxicity,
-            "attributes": self.attributes,
+            "attributes": attributes,
         }
+
+
+def _field(body: dict[str, Any], key: str, kinds: type | tuple[type, ...], what: str) -> Any:
+    """``body[key]`` if present and not null, checked against ``kinds`` (bools are not numbers)."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
+        raise ApiError(f"invalid attribute '{key}': expected {what}", 400)
+    if not isinstance(value, kinds):
+        raise ApiError(f"invalid attribute '{key}': expected {what}", 400)
+    return value
 
 
 def build_toxic(
     body: Any, existing: Toxic | None = None, rng: np.random.Generator | None = None
 ) -> Toxic:
-    """A toxic from a create (or, with ``existing``, update) body; ``ApiError`` 400 if invalid."""
+    """A toxic from a create (or, with ``existing``, update) body; ``ApiError`` 400 if invalid.
+
+    As Toxiproxy: a null or empty name, stream or attributes takes its default (``<type>_<stream>``,
+    downstream, none), and an update changes only the attributes it names."""
     if not isinstance(body, dict):
         raise ApiError("bad request body: expected a JSON object", 400)
-    base = existing.to_json() if existing else {}
-    kind = body.get("type", base.get("type"))
-    stream = body.get("stream", base.get("stream", "downstream"))
-    toxicity = body.get("toxicity", base.get("toxicity", 1.0))
-    attributes = body.get("attributes", base.get("attributes", {}))
-    if existing is not None and "attributes" in body:
-        attributes = {**existing.attributes, **body["attributes"]}
-    if not isinstance(kind, str):
+    kind = _field(body, "type", str, "a toxic type name")
+    if existing is not None:
+        if kind not in (None, existing.type):
+            raise ApiError("invalid attribute 'type': a toxic's type cannot change", 400)
+        kind = existing.type
+    if not kind:
         raise ApiError("invalid toxic type", 400)
+    stream = _field(body, "stream", str, "upstream or downstream") or (
+        existing.stream if existing else "downstream"
+    )
+    if existing is not None and stream != existing.stream:
+        raise ApiError("invalid attribute 'stream': a toxic's stream cannot change", 400)
     if stream not in STREAMS:
         raise ApiError(INVALID_STREAM, 400)
-    if (
-        isinstance(toxicity, bool)
-        or not isinstance(toxicity, int | float)
-        or not 0 <= toxicity <= 1
-    ):
+    toxicity = _field(body, "toxicity", (int, float), "a number in [0, 1]")
+    toxicity = (existing.toxicity if existing else 1.0) if toxicity is None else toxicity
+    if not 0 <= toxicity <= 1:
         raise ApiError("invalid attribute 'toxicity': expected a number in [0, 1]", 400)
-    if not isinstance(attributes, dict):
-        raise ApiError("invalid attribute 'attributes': expected an object", 400)
+    attributes = _field(body, "attributes", dict, "an object") or {}
+    if existing is not None:
+        attributes = {**existing.attributes, **attributes}
     lease = attributes.get("lease")
     if lease is not None and (
         isinstance(lease, bool) or not isinstance(lease, int | float) or lease <= 0
@@ -103,9 +123,11 @@ def build_toxic(
             f"({'the request' if fault.stream == 'upstream' else 'the response'})",
             400,
         )
-    name = body.get("name") or (existing.name if existing else f"{kind}_{stream}")
+    name = _field(body, "name", str, "a string") or (
+        existing.name if existing else f"{kind}_{stream}"
+    )
     toxic = Toxic(
-        str(name),
+        name,
         kind,
         stream,
         float(toxicity),
