@@ -557,6 +557,24 @@ def proxy(
             '(e.g. [{"name": "model", "listen": "0.0.0.0:9000", "upstream": "model:8000"}]).'
         ),
     ] = None,
+    listen_any: Annotated[
+        bool,
+        typer.Option(
+            "--listen-any",
+            help="Let proxies listen beyond loopback (e.g. 0.0.0.0, chaostoolkit-toxiproxy's "
+            "default) without --token. Only where nobody else can reach the control API.",
+        ),
+    ] = False,
+    idle_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds an idle keep-alive client connection is kept open."),
+    ] = 60.0,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a client has to send a whole request once it started (then 408)."
+        ),
+    ] = 10.0,
 ) -> None:
     """Run the fault proxy. Drive it with any Toxiproxy client (e.g. toxiproxy-python).
 
@@ -564,6 +582,7 @@ def proxy(
     timeout, ...) and ML faults (missing_values, bias, stale_model, ...). Stops on Ctrl-C.
     """
     from chaosml.proxy.api import ProxyServer, serve_forever
+    from chaosml.proxy.server import Timeouts
 
     with _errors():
         proxies = None
@@ -572,7 +591,15 @@ def proxy(
                 proxies = json.loads(populate.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise InputError(f"--populate: {populate}: {exc}") from exc
-        server = ProxyServer(api=api, token=token, seed=seed)
+        if idle_timeout <= 0 or request_timeout <= 0:
+            raise InputError("--idle-timeout and --request-timeout: expected seconds > 0")
+        server = ProxyServer(
+            api=api,
+            token=token,
+            seed=seed,
+            listen_any=listen_any,
+            timeouts=Timeouts(idle=idle_timeout, request=request_timeout),
+        )
         serve_forever(
             server,
             lambda s: stderr.print(f"chaosml proxy: control API on http://{s.api}"),

@@ -37,7 +37,7 @@ TOKEN_REQUIRED = "refusing to bind the control API to {address} without a token 
 BROWSER = "refusing a request from a web browser: the control API is for test tools"
 OFF_LOOPBACK = (
     "refusing to listen on {address}: off loopback, a proxy relays the network to its upstream; "
-    "run the control API with a token to allow it"
+    "run the control API with a token (or chaosml proxy --listen-any) to allow it"
 )
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
 MAX_INT = 2**64  # seeds are 64-bit; anything larger is a mistake, not a value
@@ -116,6 +116,7 @@ class ProxyServer:
     reap_interval: float = 0.1
     seed: int | None = None  # of every proxy's and toxic's random generator (None: fresh entropy)
     fixed: bool = False  # proxies come from code (the in-service point), not from the API
+    listen_any: bool = False  # let proxies listen off loopback without a token
     timeouts: Timeouts = field(default_factory=Timeouts)
     metrics: ProxyMetrics = field(default_factory=ProxyMetrics)
     proxies: dict[str, Proxy] = field(default_factory=dict)
@@ -294,7 +295,7 @@ class ProxyServer:
 
     def _listen(self, address: str) -> str:
         host, _ = split_address(address)
-        if self.token is None and not is_loopback_host(host):
+        if self.token is None and not self.listen_any and not is_loopback_host(host):
             raise ApiError(OFF_LOOPBACK.format(address=address), 403)
         return address
 

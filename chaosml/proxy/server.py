@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Callable
@@ -208,8 +209,10 @@ class Proxy:
         host, port = split_address(self.listen)
         try:
             self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
-        except OSError as exc:
-            raise ApiError(f"listen tcp {self.listen}: {exc.strerror or exc}", 500) from exc
+        except OSError as exc:  # worded as Toxiproxy words it, which clients' tests compare
+            reason = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
+            shown = "127.0.0.1" if host == "localhost" else host
+            raise ApiError(f"listen tcp {shown}:{port}: bind: {reason}", 500) from exc
         bound = self._server.sockets[0].getsockname()
         self.listen = f"{bound[0]}:{bound[1]}"
 

@@ -100,7 +100,7 @@ def test_status_codes_and_error_bodies(
             "/proxies",
             {"name": "c", "upstream": echo_service, "codec": "xml"},
             400,
-            "invalid attribute 'codec': expected auto or one of records, mlflow, kserve, tfserving",
+            "invalid attribute 'codec': expected auto, tcp or one of records, mlflow, kserve, tfserving",
         ),
     ]
     for method, path, body, status, message in cases:
