@@ -211,8 +211,11 @@ class ProxyServer:
                 await writer.drain()
                 if not request.keep_alive:
                     break
-        except (ConnectionError, asyncio.CancelledError):
+        except (OSError, asyncio.CancelledError):  # the client went away (reset, closed)
             pass
+        except RuntimeError:  # uvloop: a write to a transport the client reset meanwhile
+            if not writer.is_closing():
+                raise
         finally:
             self._connections.discard(writer)
 

@@ -58,7 +58,8 @@ class ProxyMetrics:
 
     def series(self, counter: Counter, proxy: str, *labels: str) -> Any:
         """``counter``'s child for ``proxy`` (or ``_other`` past the cap) and ``labels``."""
-        if proxy not in self._series and len(self._series) >= self.max_proxies:
+        named = len(self._series) - (OTHER in self._series)
+        if proxy not in self._series and named >= self.max_proxies:
             proxy = OTHER
         key = (proxy, *labels)
         self._series.setdefault(proxy, set()).add((counter, key))

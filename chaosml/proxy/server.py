@@ -248,6 +248,9 @@ class Proxy:
                 await self._http(reader, writer, first)
         except (OSError, asyncio.CancelledError):  # the client went away (reset, closed)
             pass
+        except RuntimeError:  # uvloop: a write to a transport the client reset meanwhile
+            if not writer.is_closing():
+                raise
         finally:
             self._connections.discard(writer)
 
