@@ -190,11 +190,14 @@ class ProxyServer:
             await self._connections.close_all()
             await self._server.wait_closed()
             self._server = None
+        for _ in range(3):  # connections accepted just before: their handlers start, see closed
+            await asyncio.sleep(0)
 
     # --- HTTP ------------------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._connections.add(writer)
+        if not self._connections.add(writer):
+            return
         messages = MessageReader(reader, writer=writer)
         try:
             while True:

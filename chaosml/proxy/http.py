@@ -216,11 +216,18 @@ class Connections:
 
     def __init__(self) -> None:
         self._open: dict[asyncio.StreamWriter, asyncio.Task[object]] = {}
+        self.closed = False
 
-    def add(self, writer: asyncio.StreamWriter) -> None:
+    def add(self, writer: asyncio.StreamWriter) -> bool:
+        """Track ``writer``'s connection; False (and closed) if the server already closed them
+        all (a connection accepted just before, whose handler only starts now)."""
+        if self.closed:
+            writer.close()
+            return False
         task = asyncio.current_task()
         assert task is not None
         self._open[writer] = task
+        return True
 
     def discard(self, writer: asyncio.StreamWriter) -> None:
         self._open.pop(writer, None)
@@ -228,6 +235,7 @@ class Connections:
             writer.close()
 
     async def close_all(self) -> None:
+        self.closed = True
         tasks = list(self._open.values())
         for writer, task in list(self._open.items()):
             writer.close()

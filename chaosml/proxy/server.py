@@ -206,6 +206,8 @@ class Proxy:
     async def start(self) -> None:
         if self._server is not None:
             return
+        if self._connections.closed:
+            self._connections = Connections()
         host, port = split_address(self.listen)
         try:
             self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
@@ -236,7 +238,8 @@ class Proxy:
         return list(self.toxics.values())
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._connections.add(writer)
+        if not self._connections.add(writer):
+            return
         try:
             first = b"" if self.codec == "tcp" else await self._sniff(reader)
             if first is None:
