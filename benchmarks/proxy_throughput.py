@@ -28,10 +28,25 @@ from chaosml.demo.train import train_demo
 from chaosml.proxy.client import ToxiproxyTarget
 
 UPSTREAMS = {
+    "echo": "an echo model: the request's rows back with a prediction each (Starlette/uvicorn)",
     "v1": "demo model v1 (logistic regression, FastAPI/uvicorn)",
     "v2": "demo model v2 (gradient boosting, FastAPI/uvicorn)",
     "fast": "a rule instead of a model (Starlette/uvicorn): the proxy's worst case",
 }
+ECHO_SERVICE = """
+import sys, uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+async def predict(request: Request) -> JSONResponse:
+    rows = (await request.json())["instances"]
+    return JSONResponse({"predictions": [1 for _ in rows], "echo": rows})
+
+app = Starlette(routes=[Route("/predict", predict, methods=["POST"])])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
 FAST_SERVICE = """
 import json, sys, uvicorn
 from starlette.applications import Starlette
@@ -82,10 +97,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument(
         "--version",
-        default="v1",
-        choices=["v1", "v2", "fast"],
-        help="upstream: demo model v1 (logistic regression), v2 (gradient "
-        "boosting), or fast (a rule instead of a model: the proxy's worst case)",
+        default="echo",
+        choices=["echo", "v1", "v2", "fast"],
+        help="upstream: an echo model (the request's rows back), demo model v1 (logistic "
+        "regression, with the demo's monitors), v2 (gradient boosting), or fast (a rule instead "
+        "of a model: the proxy's worst case)",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -106,8 +122,9 @@ def main() -> None:
         chaosml = [sys.executable, "-m", "chaosml"]
         # one thread per worker, as model services usually run: no OpenMP pool fighting the proxy
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        if args.version == "fast":
-            command = [sys.executable, "-c", FAST_SERVICE, str(service_port)]
+        if args.version in ("fast", "echo"):
+            source = FAST_SERVICE if args.version == "fast" else ECHO_SERVICE
+            command = [sys.executable, "-c", source, str(service_port)]
         else:
             command = [
                 *chaosml,

@@ -95,8 +95,37 @@ def _table(rows: Any) -> tuple[Table, bool]:
     return {name: _column([row.get(name) for row in rows]) for name in names}, False
 
 
+def _records(rows: Any) -> list[dict[str, Any]] | None:
+    if isinstance(rows, list) and all(isinstance(row, dict) for row in rows):
+        return rows
+    return None
+
+
 def _values(array: np.ndarray) -> list[Any]:
     return [plain(v) for v in array.tolist()]
+
+
+def partial_table(records: list[dict[str, Any]], names: set[str]) -> Table:
+    """Columns ``names`` (those present in some record) of ``records``: the proxy's fast path,
+    decoding only what its faults read."""
+    present = [name for name in names if any(name in record for record in records)]
+    return {name: _column([record.get(name) for record in records]) for name in sorted(present)}
+
+
+def patch_records(records: list[dict[str, Any]], before: Table, after: Table) -> bool:
+    """Write the columns that changed from ``before`` to ``after`` back into ``records`` (and
+    remove those ``after`` dropped), in place; False if nothing changed."""
+    changed = False
+    for name in before.keys() - after.keys():
+        for record in records:
+            record.pop(name, None)
+        changed = True
+    for name, values in after.items():
+        if before.get(name) is not values:
+            for record, value in zip(records, _values(values), strict=True):
+                record[name] = value
+            changed = True
+    return changed
 
 
 def _rows(table: Table, positional: bool) -> list[Any]:
@@ -117,6 +146,11 @@ class Codec:
 
     def decode_request(self, payload: Any) -> Batch:
         raise NotImplementedError
+
+    def records(self, payload: Any) -> list[dict[str, Any]] | None:
+        """The request's rows, if it carries them as records (``[{...}]``) that can be changed
+        in place; None for any other layout."""
+        return None
 
     def encode_request(self, batch: Batch) -> Any:
         raise NotImplementedError
@@ -159,6 +193,10 @@ class RecordsCodec(Codec):
             return Batch(table, {"positional": positional, "extra": extra})
         raise CodecError("expected {'instances': [...]} or a list of records")
 
+    def records(self, payload: Any) -> list[dict[str, Any]] | None:
+        rows = payload.get("instances") if isinstance(payload, dict) else payload
+        return _records(rows)
+
     def encode_request(self, batch: Batch) -> Any:
         rows = _rows(batch.columns, batch.layout.get("positional", False))
         if batch.layout.get("bare"):
@@ -168,6 +206,9 @@ class RecordsCodec(Codec):
 
 class TFServingCodec(RecordsCodec):
     name = "tfserving"
+
+    def records(self, payload: Any) -> list[dict[str, Any]] | None:
+        return super().records(payload) if isinstance(payload, dict) else None
 
     def decode_request(self, payload: Any) -> Batch:
         if not isinstance(payload, dict) or "instances" not in payload:
@@ -208,6 +249,12 @@ class MlflowCodec(Codec):
             table, positional = _table(inputs)
             return Batch(table, {"format": "inputs", "positional": positional})
         raise CodecError("expected dataframe_split, dataframe_records, instances or inputs")
+
+    def records(self, payload: Any) -> list[dict[str, Any]] | None:
+        if not isinstance(payload, dict) or "dataframe_split" in payload:
+            return None
+        key = next((k for k in ("dataframe_records", "instances", "inputs") if k in payload), None)
+        return None if key is None else _records(payload[key])
 
     def encode_request(self, batch: Batch) -> Any:
         layout, table = batch.layout, batch.columns

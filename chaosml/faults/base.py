@@ -70,6 +70,16 @@ class PayloadFault(Fault):
     def predicate(self) -> Predicate | None:
         return None if self.where is None else parse_predicate(self.where)
 
+    def reads(self) -> set[str] | None:
+        """The columns this fault reads or changes (None: any, it needs the whole table)."""
+        columns = getattr(self, "columns", None)
+        if columns is None and self.side == "request":
+            return None
+        found = set(columns or ())
+        if self.predicate is not None:
+            found |= self.predicate.columns
+        return found
+
     def rows(self, data: Rows, n: int, rng: np.random.Generator, rate: float = 1.0) -> BoolArray:
         """Rows this fault hits: those matching ``where`` (none if its columns are absent),
         each with probability ``rate``."""
@@ -79,7 +89,10 @@ class PayloadFault(Fault):
             return hit
         if data is None or not predicate.columns <= set(data.keys()):
             return np.zeros(n, dtype=bool)
-        frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data).infer_objects()
+        if isinstance(data, pd.DataFrame):
+            frame = data
+        else:  # only the predicate's columns: a request's other fields need no conversion
+            frame = pd.DataFrame({c: data[c] for c in predicate.columns}).infer_objects()
         return hit & predicate.evaluate(frame)
 
 

@@ -123,6 +123,7 @@ class ProxyServer:
     _server: asyncio.base_events.Server | None = None
     _routes: list[tuple[str, re.Pattern[str], Handler]] = field(default_factory=list)
     _connections: Connections = field(default_factory=Connections)
+    _sweeper: asyncio.Future[None] | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -170,6 +171,9 @@ class ProxyServer:
             raise InputError(f"cannot listen on {self.api}: {exc.strerror or exc}") from exc
         bound = self._server.sockets[0].getsockname()
         self.api = f"{bound[0]}:{bound[1]}"
+        self._sweeper = asyncio.ensure_future(
+            self._connections.sweep(self.timeouts.idle, self.timeouts.request)
+        )
 
     async def serve(self) -> None:
         if self._server is None:
@@ -185,6 +189,9 @@ class ProxyServer:
     async def stop(self) -> None:
         for proxy in self.proxies.values():
             await proxy.stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._server is not None:
             self._server.close()
             await self._connections.close_all()
@@ -196,15 +203,14 @@ class ProxyServer:
     # --- HTTP ------------------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._connections.add(writer):
+        clock = self._connections.add(writer)
+        if clock is None:
             return
-        messages = MessageReader(reader, writer=writer)
+        messages = MessageReader(reader, writer=writer, clock=clock)
         try:
             while True:
                 try:
-                    request = await messages.read(self.timeouts.idle, self.timeouts.request)
-                except TimeoutError:
-                    break
+                    request = await messages.read()  # the sweeper closes idle and half-sent
                 except ValueError:  # not HTTP, or a malformed request
                     writer.write(_error(ApiError("bad request", 400), False, b""))
                     break

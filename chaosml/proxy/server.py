@@ -21,18 +21,20 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
+import orjson
 
 from chaosml._net import split_address as _split
 from chaosml._types import Table
-from chaosml.codecs import Codec, CodecError, detect, get_codec
-from chaosml.faults import RequestFault, ResponseFault, TransportFault
+from chaosml.codecs import Codec, CodecError, detect, get_codec, partial_table, patch_records
+from chaosml.faults import PayloadFault, RequestFault, ResponseFault, TransportFault
 from chaosml.faults.predictions import StaleModel
 from chaosml.faults.transport import Effect, slices
 from chaosml.proxy.http import (
     READ_SIZE,
+    Clock,
     Connections,
     Message,
     MessageReader,
@@ -174,6 +176,8 @@ class Proxy:
     _server: asyncio.base_events.Server | None = None
     _pools: dict[str, _Pool] = field(default_factory=dict)
     _connections: Connections = field(default_factory=Connections)
+    _counters: dict[str, Any] = field(default_factory=dict)
+    _sweeper: asyncio.Future[None] | None = None
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     def __post_init__(self) -> None:
@@ -217,8 +221,14 @@ class Proxy:
             raise ApiError(f"listen tcp {shown}:{port}: bind: {reason}", 500) from exc
         bound = self._server.sockets[0].getsockname()
         self.listen = f"{bound[0]}:{bound[1]}"
+        self._sweeper = asyncio.ensure_future(
+            self._connections.sweep(self.timeouts.idle, self.timeouts.request)
+        )
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._server is not None:
             self._server.close()
             await self._connections.close_all()
@@ -238,7 +248,8 @@ class Proxy:
         return list(self.toxics.values())
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._connections.add(writer):
+        clock = self._connections.add(writer)
+        if clock is None:
             return
         try:
             first = b"" if self.codec == "tcp" else await self._sniff(reader)
@@ -248,7 +259,7 @@ class Proxy:
                 self._requests.inc()
                 await Link(self, reader, writer, first).run()
             else:
-                await self._http(reader, writer, first)
+                await self._http(reader, writer, first, clock)
         except (OSError, asyncio.CancelledError):  # the client went away (reset, closed)
             pass
         except RuntimeError:  # uvloop: a write to a transport the client reset meanwhile
@@ -273,18 +284,12 @@ class Proxy:
         return data
 
     async def _http(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes, clock: Clock
     ) -> None:
-        messages = MessageReader(reader, writer=writer, initial=first)
+        messages = MessageReader(reader, writer=writer, initial=first, clock=clock)
         while True:
             try:
-                request = await messages.read(self.timeouts.idle, self.timeouts.request)
-            except TimeoutError:
-                if messages.partial:
-                    writer.write(
-                        json_response(408, b'{"error": "request timeout"}', keep_alive=False)
-                    )
-                break
+                request = await messages.read()  # the sweeper closes idle and half-sent ones
             except ValueError as exc:
                 message = json.dumps({"error": f"bad request: {exc}"}).encode()
                 writer.write(json_response(400, message, keep_alive=False))
@@ -329,19 +334,29 @@ class Proxy:
 
     async def handle(self, request: Message) -> Reply:
         self._requests.inc()
-        toxics = [t for t in self.active() if t.hits()]
+        toxics = [t for t in self.active() if t.hits()] if self.toxics else None
         if not toxics:
             return await self._forward(self.upstream, request, request.body)
         for toxic in toxics:
-            self.metrics.series(self.metrics.toxics, self.name, toxic.type).inc()
+            self._applied(toxic.type).inc()
         return await self._handle_toxic(request, toxics)
+
+    def _applied(self, kind: str) -> Any:
+        """The toxics-applied counter of ``kind`` on this proxy (cached: the hot path)."""
+        counter = self._counters.get(kind)
+        if counter is None:
+            counter = self._counters[kind] = self.metrics.series(
+                self.metrics.toxics, self.name, kind
+            )
+        return counter
 
     async def _handle_toxic(self, request: Message, toxics: list[Toxic]) -> Reply:
         upstream = [t for t in toxics if t.stream == "upstream"]
         downstream = [t for t in toxics if t.stream == "downstream"]
-        early = await self._act(self._effect(upstream, len(request.body)), request)
-        if early is not None:
-            return early
+        if any(isinstance(t.fault, TransportFault) for t in upstream):
+            early = await self._act(self._effect(upstream, len(request.body)), request)
+            if early is not None:
+                return early
         body, frame, codec = self._request_faults(request, upstream, downstream)
         target = next(
             (t.fault.upstream for t in downstream if isinstance(t.fault, StaleModel)), None
@@ -349,12 +364,17 @@ class Proxy:
         reply = await self._forward(target or self.upstream, request, body)
         if any(isinstance(t.fault, ResponseFault) for t in downstream) and reply.data:
             reply.data = self._response_faults(reply.data, downstream, frame, codec)
-        effect = self._effect(downstream, len(reply.data))
-        late = await self._act(effect, request)
-        if late is not None:
-            return late
-        reply.close_delay, reply.rate, reply.limit = effect.close_delay, effect.rate, effect.limit
-        reply.slices = effect.slices
+        if any(isinstance(t.fault, TransportFault) for t in downstream):
+            effect = self._effect(downstream, len(reply.data))
+            late = await self._act(effect, request)
+            if late is not None:
+                return late
+            reply.close_delay, reply.rate, reply.limit = (
+                effect.close_delay,
+                effect.rate,
+                effect.limit,
+            )
+            reply.slices = effect.slices
         return reply
 
     def _effect(self, toxics: list[Toxic], size: int) -> Effect:
@@ -385,42 +405,52 @@ class Proxy:
     def _request_faults(
         self, request: Message, upstream: list[Toxic], downstream: list[Toxic]
     ) -> tuple[bytes, Table | None, Codec | None]:
-        faults = [t.fault for t in upstream if isinstance(t.fault, RequestFault)]
-        wants_frame = any(isinstance(t.fault, ResponseFault) and t.fault.where for t in downstream)
-        if not faults and not wants_frame:
+        faults = [t for t in upstream if isinstance(t.fault, RequestFault)]
+        framing = [t for t in downstream if isinstance(t.fault, ResponseFault) and t.fault.where]
+        if not faults and not framing:
             return request.body, None, None
         try:
-            payload = json.loads(request.body)
+            payload = orjson.loads(request.body)
             codec = self._codec(payload)
             if codec is None:
                 raise CodecError("no codec recognises the request")
-            batch = codec.decode_request(payload)
+            reads = [cast(PayloadFault, t.fault).reads() for t in faults + framing]
+            records = None if None in reads else codec.records(payload)
+            if records is not None:  # decode only the columns the faults read, patch them back
+                names = set().union(*(r for r in reads if r is not None))
+                before = partial_table(records, names)
+                batch = None
+            else:
+                batch = codec.decode_request(payload)
+                before = batch.columns
         except UNREADABLE:
             self.metrics.series(self.metrics.unparsed, self.name, "request").inc()
             return request.body, None, None
-        columns = batch.columns
-        for toxic in upstream:
-            if isinstance(toxic.fault, RequestFault):
-                changed = guarded(
-                    self.metrics, self.name, toxic, toxic.fault.apply, columns, toxic.rng
-                )
-                columns = changed if changed is not None else columns
-        if columns is batch.columns:
-            return request.body, columns, codec
-        batch.columns = columns
+        columns = before
+        for toxic in faults:
+            apply = cast(RequestFault, toxic.fault).apply
+            changed = guarded(self.metrics, self.name, toxic, apply, columns, toxic.rng)
+            columns = changed if changed is not None else columns
         try:
-            body = json.dumps(codec.encode_request(batch)).encode()
+            if records is not None:
+                if not patch_records(records, before, columns):
+                    return request.body, columns, codec
+                return orjson.dumps(payload), columns, codec
+            assert batch is not None
+            if columns is before:
+                return request.body, columns, codec
+            batch.columns = columns
+            return orjson.dumps(codec.encode_request(batch)), columns, codec
         except UNREADABLE:
             self.metrics.series(self.metrics.unparsed, self.name, "request").inc()
             return request.body, None, None
-        return body, batch.columns, codec
 
     def _response_faults(
         self, data: bytes, toxics: list[Toxic], table: Table | None, codec: Codec | None
     ) -> bytes:
         head, _, body = data.partition(b"\r\n\r\n")
         try:
-            payload = json.loads(body)
+            payload = orjson.loads(body)
             codec = codec or self._codec(payload) or get_codec("records")
             outputs = codec.decode_response(payload)
             predictions = np.asarray(outputs.predictions, dtype=object)
@@ -446,7 +476,7 @@ class Proxy:
         outputs.predictions = predictions.tolist()
         outputs.scores = None if scores is None else scores.tolist()
         try:
-            new_body = json.dumps(codec.encode_response(outputs)).encode()
+            new_body = orjson.dumps(codec.encode_response(outputs))
         except UNREADABLE:
             self.metrics.series(self.metrics.unparsed, self.name, "response").inc()
             return data

@@ -41,6 +41,8 @@ TRANSPORT_FAULTS = {
     "bandwidth",
     "slow_close",
     "limit_data",
+    "slicer",
+    "noop",
 }
 
 
