@@ -227,6 +227,8 @@ class ProxyServer:
                 raise
         finally:
             self._connections.discard(writer)
+            with contextlib.suppress(Exception):  # a reset's error, retrieved: nothing logged
+                await writer.wait_closed()
 
     def _refused(self, request: Message) -> ApiError | None:
         """Why a request may not reach the API: a browser (Toxiproxy refuses those too, so a web

@@ -14,6 +14,7 @@ does for any TCP protocol: a feature store, a database, a queue behind the model
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -267,6 +268,8 @@ class Proxy:
                 raise
         finally:
             self._connections.discard(writer)
+            with contextlib.suppress(Exception):  # a reset's error, retrieved: nothing logged
+                await writer.wait_closed()
 
     async def _sniff(self, reader: asyncio.StreamReader) -> bytes | None:
         """The connection's first bytes, enough to tell HTTP from another protocol; b"" if the

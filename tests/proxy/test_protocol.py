@@ -186,6 +186,12 @@ def test_client_resets_print_no_traceback(echo_service: str) -> None:
             sock.sendall(post("/predict", b"{}"))
             time.sleep(0.05 if toxic_on else 0.0)
             rst(sock)
+        requests.post(f"{api}/reset", timeout=5)
+        for _ in range(20):  # a keep-alive connection reset between requests (as wrk ends)
+            sock = connect(listen)
+            sock.sendall(post("/predict", b"{}"))
+            read_response(sock)
+            rst(sock)
         sock = connect(listen)  # and a reset of the control API's own connection
         sock.sendall(b"POST /proxies HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
         rst(sock)
