@@ -168,14 +168,19 @@ def go(checkout: Path) -> tuple[list[str], list[str]]:
     return passed, failed
 
 
+def outcomes(output: str, passed: str, failed: str) -> tuple[list[str], list[str]]:
+    """The names of passed and failed tests in a runner's output (all of it, if none is found)."""
+    found = re.findall(passed, output, re.M), re.findall(failed, output, re.M)
+    if not any(found):
+        print(output[-3000:])
+    return found
+
+
 def ruby(checkout: Path) -> tuple[list[str], list[str]]:
     with chaosml_proxy(8474):
         output = run(["ruby", "-Ilib", "-Itest", "test/toxiproxy_test.rb", "-v"], checkout)
-    passed = re.findall(r"^ToxiproxyTest#(\S+) = [\d.]+ s = \.", output, re.M)
-    failed = re.findall(r"^ToxiproxyTest#(\S+) = [\d.]+ s = [FE]", output, re.M)
-    if not passed and not failed:
-        print(output[-3000:])
-    return passed, failed
+    test = r"^ToxiproxyTest#(\S+) = [\d.]+ s = "
+    return outcomes(output, test + r"\.", test + "[FE]")
 
 
 def node(checkout: Path) -> tuple[list[str], list[str]]:
@@ -183,21 +188,13 @@ def node(checkout: Path) -> tuple[list[str], list[str]]:
         run(["npm", "install", "--no-audit", "--no-fund"], checkout)
     with chaosml_proxy(8474):
         output = run(["npx", "jest", "--runInBand", "--verbose"], checkout)
-    passed = re.findall(r"^\s+✓ (.+?)(?: \(\d+ ms\))?$", output, re.M)
-    failed = re.findall(r"^\s+✕ (.+?)(?: \(\d+ ms\))?$", output, re.M)
-    if not passed and not failed:
-        print(output[-3000:])
-    return passed, failed
+    return outcomes(output, r"^\s+✓ (.+?)(?: \(\d+ ms\))?$", r"^\s+✕ (.+?)(?: \(\d+ ms\))?$")
 
 
 def python(checkout: Path) -> tuple[list[str], list[str]]:
     with chaosml_proxy(8474):
         output = run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider"], checkout)
-    passed = re.findall(r"^(\S+::\S+) PASSED", output, re.M)
-    failed = re.findall(r"^(\S+::\S+) (?:FAILED|ERROR)", output, re.M)
-    if not passed and not failed:
-        print(output[-3000:])
-    return passed, failed
+    return outcomes(output, r"^(\S+::\S+) PASSED", r"^(\S+::\S+) (?:FAILED|ERROR)")
 
 
 def chaostoolkit(checkout: Path) -> tuple[list[str], list[str]]:

@@ -32,7 +32,7 @@ from chaosml._types import Table
 from chaosml.codecs import Codec, CodecError, detect, get_codec, partial_table, patch_records
 from chaosml.faults import PayloadFault, RequestFault, ResponseFault, TransportFault
 from chaosml.faults.predictions import StaleModel
-from chaosml.faults.transport import Effect, slices
+from chaosml.faults.transport import Effect
 from chaosml.proxy.http import (
     READ_SIZE,
     Clock,
@@ -44,7 +44,7 @@ from chaosml.proxy.http import (
     serialize_response,
 )
 from chaosml.proxy.metrics import ProxyMetrics
-from chaosml.proxy.stream import Link, reset
+from chaosml.proxy.stream import Link, reset, write_shaped
 from chaosml.proxy.toxics import ApiError, Toxic
 
 # What a codec raises on a payload it cannot read; anything else in the payload path is a bug in a
@@ -316,21 +316,7 @@ class Proxy:
         data, truncated = reply.data, reply.limit is not None and reply.limit < len(reply.data)
         if truncated:
             data = data[: reply.limit]
-        pieces = [data]
-        if reply.slices is not None:
-            pieces = slices(data, reply.slices[0], reply.slices[1], self.rng)
-        for piece in pieces:
-            if reply.rate:
-                step = max(reply.rate * 100, 1)  # bytes per 0.1 s at rate KB/s
-                for start in range(0, len(piece), step):
-                    writer.write(piece[start : start + step])
-                    await writer.drain()
-                    await asyncio.sleep(0.1)
-            elif piece:
-                writer.write(piece)
-                await writer.drain()
-            if reply.slices is not None and reply.slices[2]:
-                await asyncio.sleep(reply.slices[2])
+        await write_shaped(writer, data, reply.rate, reply.slices, self.rng)
         if reply.close_delay:
             await asyncio.sleep(reply.close_delay)
         return reply.close or truncated

@@ -19,6 +19,8 @@ import socket
 import struct
 from typing import TYPE_CHECKING, cast
 
+import numpy as np
+
 from chaosml._net import split_address
 from chaosml.faults import TransportFault
 from chaosml.faults.transport import Effect, HttpError, slices
@@ -43,6 +45,31 @@ def reset(writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+async def write_shaped(
+    writer: asyncio.StreamWriter,
+    data: bytes,
+    rate: int,
+    cut: tuple[int, int, float] | None,
+    rng: np.random.Generator,
+) -> None:
+    """Write ``data`` cut into ``slicer`` pieces (``cut``: average size, variation, delay) and
+    paced to ``rate`` KB/s (``bandwidth``; 0: unpaced)."""
+    pieces = [data] if cut is None else slices(data, cut[0], cut[1], rng)
+    for piece in pieces:
+        if rate:
+            step = max(rate * 100, 1)  # a tenth of a second's worth
+            for start in range(0, len(piece), step):
+                chunk = piece[start : start + step]
+                writer.write(chunk)
+                await writer.drain()
+                await asyncio.sleep(len(chunk) / (rate * 1000))
+        elif piece:
+            writer.write(piece)
+            await writer.drain()
+        if cut is not None and cut[2]:
+            await asyncio.sleep(cut[2])
 
 
 class Link:
@@ -156,21 +183,7 @@ class Link:
                 await asyncio.sleep(wait)
         if effect.limit is not None:
             data = data[: max(effect.limit - self.sent[stream], 0)]
-        pieces = [data]
-        if effect.slices is not None:
-            pieces = slices(data, effect.slices[0], effect.slices[1], self.proxy.rng)
-        for piece in pieces:
-            if effect.rate:
-                step = max(effect.rate * 100, 1)  # bytes per 0.1 s at rate KB/s
-                for start in range(0, len(piece), step):
-                    writer.write(piece[start : start + step])
-                    await writer.drain()
-                    await asyncio.sleep(len(piece[start : start + step]) / (effect.rate * 1000))
-            elif piece:
-                writer.write(piece)
-                await writer.drain()
-            if effect.slices is not None and effect.slices[2]:
-                await asyncio.sleep(effect.slices[2])
+        await write_shaped(writer, data, effect.rate, effect.slices, self.proxy.rng)
         self.sent[stream] += len(data)
         if effect.limit is not None and self.sent[stream] >= effect.limit:
             raise _Closed("limit_data")
