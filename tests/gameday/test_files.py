@@ -55,7 +55,7 @@ BAD_SCENARIOS = {
         "missing_values, scale, shift, noise, constant, wrong_type, unseen_category, "
         "swap_columns, drop_field, score_noise, label_flip, constant_prediction, nan_prediction, "
         "bias, stale_model, latency, http_error, timeout, reset_peer, bandwidth, slow_close, "
-        "limit_data)"
+        "limit_data, slicer, noop)"
     ],
     "unknown_key": ["{path}:3: durration: unknown key"],
     "wrong_type": [
