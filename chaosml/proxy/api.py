@@ -197,8 +197,8 @@ class ProxyServer:
             await self._connections.close_all()
             await self._server.wait_closed()
             self._server = None
-        for _ in range(3):  # connections accepted just before: their handlers start, see closed
-            await asyncio.sleep(0)
+        # connections accepted just before: their handlers start, see closed, close them
+        await asyncio.sleep(0.05)
 
     # --- HTTP ------------------------------------------------------------------------------------
 

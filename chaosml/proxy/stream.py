@@ -135,10 +135,10 @@ class Link:
                 if watch in done or any(t.exception() is not None for t in done):
                     break  # a toxic (or an error) ends the connection both ways
         finally:
+            upstream_writer.close()  # first: the gather below may itself be cancelled
             for task in [*pumps, watch]:
                 task.cancel()
             await asyncio.gather(*pumps, watch, return_exceptions=True)
-            upstream_writer.close()
 
     async def pump(
         self,

@@ -3,6 +3,7 @@ a client sends (or fails to send) breaks the proxy or prints a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -216,23 +217,21 @@ def test_half_sent_requests_and_idle_connections_time_out(echo_service: str) -> 
         listen = requests.post(
             f"http://{server.api}/proxies", json={"name": "t", "upstream": echo_service}, timeout=5
         ).json()["listen"]
-        half = [connect(listen) for _ in range(100)]
-        for sock in half:
-            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
-        idle = connect(listen)
-        idle.sendall(post("/predict", b"{}"))
-        assert read_response(idle)[0] == 200
-        api = connect(server.api)
-        api.sendall(b"GET /proxies HTTP/1.1\r\nHost: localhost\r\n")  # never finished
-        time.sleep(1.6)
-        for sock in half:
-            status, _, _ = read_response(sock)
-            assert status == 408 and no_more(sock)
-            sock.close()
-        assert read_response(api)[0] == 408 and no_more(api)
-        assert idle.recv(1) == b""
-        idle.close()
-        api.close()
+        with contextlib.ExitStack() as stack:
+            half = [stack.enter_context(connect(listen)) for _ in range(100)]
+            for sock in half:
+                sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+            idle = stack.enter_context(connect(listen))
+            idle.sendall(post("/predict", b"{}"))
+            assert read_response(idle)[0] == 200
+            api = stack.enter_context(connect(server.api))
+            api.sendall(b"GET /proxies HTTP/1.1\r\nHost: localhost\r\n")  # never finished
+            time.sleep(1.6)
+            for sock in half:
+                status, _, _ = read_response(sock)
+                assert status == 408 and no_more(sock)
+            assert read_response(api)[0] == 408 and no_more(api)
+            assert idle.recv(1) == b""
 
 
 def test_metric_labels_are_capped_and_dropped_with_their_proxy() -> None:
