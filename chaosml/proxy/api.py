@@ -568,6 +568,7 @@ def running(server: ProxyServer) -> Iterator[ProxyServer]:
         ready.set()
         with contextlib.suppress(asyncio.CancelledError):
             await server.serve()
+        await asyncio.sleep(0.05)  # closed transports release their sockets before the loop ends
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
     thread.start()

@@ -238,6 +238,7 @@ class Proxy:
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
+        await asyncio.sleep(0)  # closed transports release their sockets
 
     def check(self, toxic: Toxic) -> None:
         """Refuse a toxic this fault point cannot act out (``ApiError`` 400)."""
