@@ -35,10 +35,9 @@ import numpy.typing as npt
 from chaosml._types import Table
 from chaosml.faults import RequestFault, ResponseFault, TransportFault
 from chaosml.faults.predictions import StaleModel
-from chaosml.faults.transport import Effect
 from chaosml.proxy.api import ProxyServer, running
 from chaosml.proxy.server import Proxy, guarded
-from chaosml.proxy.toxics import ApiError, Toxic
+from chaosml.proxy.toxics import ApiError, Toxic, effect_of
 
 PROXY_NAME = "service"
 ENV_ADDRESS, ENV_TOKEN, ENV_SEED = (
@@ -165,10 +164,7 @@ class FaultPoint:
     ) -> Answer:
         for toxic in toxics:
             point.metrics.series(point.metrics.toxics, point.name, toxic.type).inc()
-        effect = Effect()
-        for toxic in toxics:
-            if isinstance(toxic.fault, TransportFault):
-                toxic.fault.shape(effect, 0, toxic.rng)
+        effect = effect_of(toxics, 0)
         if effect.delay:
             time.sleep(effect.delay)
         if effect.status is not None:

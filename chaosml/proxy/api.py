@@ -29,7 +29,7 @@ from chaosml.errors import InputError
 from chaosml.proxy.http import Connections, Message, MessageReader, json_response
 from chaosml.proxy.metrics import ProxyMetrics
 from chaosml.proxy.server import Proxy, Timeouts, split_address
-from chaosml.proxy.toxics import ApiError, build_toxic
+from chaosml.proxy.toxics import ApiError, build_toxic, typed
 
 VERSION = "2.12.0-chaosml"  # the Toxiproxy API version it speaks
 FIXED = "this fault point's proxies are fixed: only their toxics can change"
@@ -55,6 +55,14 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _host_name(host: str) -> str:
+    """The name in a ``Host`` header: ``[::1]:8474`` -> ``::1``, ``localhost:8474`` ->
+    ``localhost``, ``10.0.0.5`` -> ``10.0.0.5``."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if ":" in host else host
 
 
 def parse_json(raw: bytes) -> Any:
@@ -83,17 +91,12 @@ def parse_json(raw: bytes) -> Any:
 
 
 def _text(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ApiError(f"invalid attribute '{key}': expected a string", 400)
-    return value or None
+    return typed(body, key, str, "a string") or None
 
 
 def _flag(body: dict[str, Any], key: str) -> bool | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, bool):
-        raise ApiError(f"invalid attribute '{key}': expected true or false", 400)
-    return value
+    flag: bool | None = typed(body, key, bool, "true or false")
+    return flag
 
 
 @dataclass
@@ -123,7 +126,6 @@ class ProxyServer:
     _server: asyncio.base_events.Server | None = None
     _routes: list[tuple[str, re.Pattern[str], Handler]] = field(default_factory=list)
     _connections: Connections = field(default_factory=Connections)
-    _sweeper: asyncio.Future[None] | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -171,9 +173,7 @@ class ProxyServer:
             raise InputError(f"cannot listen on {self.api}: {exc.strerror or exc}") from exc
         bound = self._server.sockets[0].getsockname()
         self.api = f"{bound[0]}:{bound[1]}"
-        self._sweeper = asyncio.ensure_future(
-            self._connections.sweep(self.timeouts.idle, self.timeouts.request)
-        )
+        self._connections.sweep(self.timeouts.idle, self.timeouts.request)
 
     async def serve(self) -> None:
         if self._server is None:
@@ -189,9 +189,6 @@ class ProxyServer:
     async def stop(self) -> None:
         for proxy in self.proxies.values():
             await proxy.stop()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
         if self._server is not None:
             self._server.close()
             await self._connections.close_all()
@@ -245,17 +242,13 @@ class ProxyServer:
             if not hmac.compare_digest(given, f"Bearer {self.token}".encode()):
                 return ApiError("missing or wrong token", 401)
             return None
-        host = request.header(b"host")
-        if host is not None:
-            name = host.decode("latin-1").rsplit(":", 1)[0] if b"]" not in host else ""
-            if b"]" in host:
-                name = host.decode("latin-1").partition("]")[0].lstrip("[")
-            if not is_loopback_host(name):
-                return ApiError(
-                    f"refusing Host {host.decode('latin-1')!r}: without a token the control "
-                    "API answers only to loopback names",
-                    403,
-                )
+        host = (request.header(b"host") or b"").decode("latin-1")
+        if host and not is_loopback_host(_host_name(host)):
+            return ApiError(
+                f"refusing Host {host!r}: without a token the control API answers only to "
+                "loopback names",
+                403,
+            )
         return None
 
     async def respond(self, request: Message) -> bytes:

@@ -194,34 +194,16 @@ class MessageReader:
                 return None
             except asyncio.LimitOverrunError as exc:
                 raise ValueError("response headers too large") from exc
-            head = _Head()
-            parser = httptools.HttpResponseParser(head)
+            collector = _Collector(response=True)  # a header block alone: no body follows
             try:
-                parser.feed_data(block)
+                collector.parser.feed_data(block)
             except httptools.HttpParserError as exc:
                 raise ValueError(f"malformed HTTP: {exc}") from exc
-            status = parser.get_status_code()
-            if not 100 <= status < 200:
-                return Message(
-                    head.headers, status=status, reason=head.reason, keep_alive=head.keep_alive
-                )
-
-
-class _Head:
-    """httptools callbacks for a header block alone."""
-
-    def __init__(self) -> None:
-        self.headers: Headers = []
-        self.reason = b""
-        self.keep_alive = True
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        if name.lower() == b"connection" and value.lower() == b"close":
-            self.keep_alive = False
+            message = collector.current
+            message.status = collector.parser.get_status_code()  # type: ignore[union-attr]
+            if not 100 <= message.status < 200:
+                message.keep_alive = collector.parser.should_keep_alive()
+                return message
 
 
 @dataclass
@@ -238,6 +220,7 @@ class Connections:
 
     def __init__(self) -> None:
         self._open: dict[asyncio.StreamWriter, tuple[asyncio.Task[object], Clock]] = {}
+        self._sweeper: asyncio.Future[None] | None = None
         self.closed = False
 
     def add(self, writer: asyncio.StreamWriter) -> Clock | None:
@@ -258,10 +241,13 @@ class Connections:
         if not writer.is_closing():
             writer.close()
 
-    async def sweep(self, idle: float, whole: float) -> None:
-        """Until cancelled: close connections idle for ``idle`` seconds, and answer 408 to those
-        whose request has not arrived whole ``whole`` seconds after its first bytes. One task per
-        server instead of a timer per read: the hot path only notes the time."""
+    def sweep(self, idle: float, whole: float) -> None:
+        """Until ``close_all``: close connections idle for ``idle`` seconds, and answer 408 to
+        those whose request has not arrived whole ``whole`` seconds after its first bytes. One
+        task per server instead of a timer per read: the hot path only notes the time."""
+        self._sweeper = asyncio.ensure_future(self._sweep(idle, whole))
+
+    async def _sweep(self, idle: float, whole: float) -> None:
         loop = asyncio.get_running_loop()
         every = max(min(idle, whole) / 4, 0.02)
         while True:
@@ -277,6 +263,8 @@ class Connections:
 
     async def close_all(self) -> None:
         self.closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         tasks = [task for task, _ in self._open.values()]
         for writer, (task, _) in list(self._open.items()):
             writer.close()

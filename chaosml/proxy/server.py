@@ -45,7 +45,7 @@ from chaosml.proxy.http import (
 )
 from chaosml.proxy.metrics import ProxyMetrics
 from chaosml.proxy.stream import Link, reset, write_shaped
-from chaosml.proxy.toxics import ApiError, Toxic
+from chaosml.proxy.toxics import ApiError, Toxic, effect_of
 
 # What a codec raises on a payload it cannot read; anything else in the payload path is a bug in a
 # fault, counted as a fault error (not as an unreadable payload) so a game day can tell them apart.
@@ -178,13 +178,10 @@ class Proxy:
     _pools: dict[str, _Pool] = field(default_factory=dict)
     _connections: Connections = field(default_factory=Connections)
     _counters: dict[str, Any] = field(default_factory=dict)
-    _sweeper: asyncio.Future[None] | None = None
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     def __post_init__(self) -> None:
-        self._requests = self.metrics.series(
-            self.metrics.requests, self.name
-        )  # the hot path's counter
+        self._requests = self.metrics.series(self.metrics.requests, self.name)  # the hot path's
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -222,14 +219,9 @@ class Proxy:
             raise ApiError(f"listen tcp {shown}:{port}: bind: {reason}", 500) from exc
         bound = self._server.sockets[0].getsockname()
         self.listen = f"{bound[0]}:{bound[1]}"
-        self._sweeper = asyncio.ensure_future(
-            self._connections.sweep(self.timeouts.idle, self.timeouts.request)
-        )
+        self._connections.sweep(self.timeouts.idle, self.timeouts.request)
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
         if self._server is not None:
             self._server.close()
             await self._connections.close_all()
@@ -344,7 +336,7 @@ class Proxy:
         upstream = [t for t in toxics if t.stream == "upstream"]
         downstream = [t for t in toxics if t.stream == "downstream"]
         if any(isinstance(t.fault, TransportFault) for t in upstream):
-            early = await self._act(self._effect(upstream, len(request.body)), request)
+            early = await self._act(effect_of(upstream, len(request.body)), request)
             if early is not None:
                 return early
         body, frame, codec = self._request_faults(request, upstream, downstream)
@@ -355,7 +347,7 @@ class Proxy:
         if any(isinstance(t.fault, ResponseFault) for t in downstream) and reply.data:
             reply.data = self._response_faults(reply.data, downstream, frame, codec)
         if any(isinstance(t.fault, TransportFault) for t in downstream):
-            effect = self._effect(downstream, len(reply.data))
+            effect = effect_of(downstream, len(reply.data))
             late = await self._act(effect, request)
             if late is not None:
                 return late
@@ -366,13 +358,6 @@ class Proxy:
             )
             reply.slices = effect.slices
         return reply
-
-    def _effect(self, toxics: list[Toxic], size: int) -> Effect:
-        effect = Effect()
-        for toxic in toxics:
-            if isinstance(toxic.fault, TransportFault):
-                toxic.fault.shape(effect, size, toxic.rng)
-        return effect
 
     async def _act(self, effect: Effect, request: Message) -> Reply | None:
         """Wait out the effect's delay; a Reply if it ends the exchange here, else None."""

@@ -25,7 +25,7 @@ from chaosml._net import split_address
 from chaosml.faults import TransportFault
 from chaosml.faults.transport import Effect, HttpError, slices
 from chaosml.proxy.http import READ_SIZE
-from chaosml.proxy.toxics import STREAMS, Toxic
+from chaosml.proxy.toxics import STREAMS, Toxic, effect_of
 
 if TYPE_CHECKING:
     from chaosml.proxy.server import Proxy
@@ -110,10 +110,7 @@ class Link:
         return hit
 
     def effect(self, stream: str, size: int) -> Effect:
-        effect = Effect()
-        for toxic in self.toxics(stream):
-            cast(TransportFault, toxic.fault).shape(effect, size, toxic.rng)
-        return effect
+        return effect_of(self.toxics(stream), size)
 
     async def run(self) -> None:
         try:
@@ -196,8 +193,7 @@ class Link:
             now = loop.time()
             for stream in STREAMS:
                 for toxic in self.toxics(stream):
-                    effect = Effect()
-                    cast(TransportFault, toxic.fault).shape(effect, 0, toxic.rng)
+                    effect = effect_of([toxic], 0)
                     if effect.hold is None and effect.reset_after is None:
                         continue
                     since = self.since.setdefault(toxic.name, now)

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from chaosml.faults import Fault, make_fault
+from chaosml.faults import Fault, TransportFault, make_fault
+from chaosml.faults.transport import Effect
 
 STREAMS = ("upstream", "downstream")
 OWN = ("lease", "seed")  # chaosml's own attributes, not the fault's
@@ -63,7 +64,16 @@ class Toxic:
         }
 
 
-def _field(body: dict[str, Any], key: str, kinds: type | tuple[type, ...], what: str) -> Any:
+def effect_of(toxics: list[Toxic], size: int) -> Effect:
+    """What the transport toxics among ``toxics`` do to ``size`` bytes, together."""
+    effect = Effect()
+    for toxic in toxics:
+        if isinstance(toxic.fault, TransportFault):
+            toxic.fault.shape(effect, size, toxic.rng)
+    return effect
+
+
+def typed(body: dict[str, Any], key: str, kinds: type | tuple[type, ...], what: str) -> Any:
     """``body[key]`` if present and not null, checked against ``kinds`` (bools are not numbers)."""
     value = body.get(key)
     if value is None:
@@ -84,25 +94,25 @@ def build_toxic(
     downstream, none), and an update changes only the attributes it names."""
     if not isinstance(body, dict):
         raise ApiError("bad request body: expected a JSON object", 400)
-    kind = _field(body, "type", str, "a toxic type name")
+    kind = typed(body, "type", str, "a toxic type name")
     if existing is not None:
         if kind not in (None, existing.type):
             raise ApiError("invalid attribute 'type': a toxic's type cannot change", 400)
         kind = existing.type
     if not kind:
         raise ApiError("invalid toxic type", 400)
-    stream = _field(body, "stream", str, "upstream or downstream") or (
+    stream = typed(body, "stream", str, "upstream or downstream") or (
         existing.stream if existing else "downstream"
     )
     if existing is not None and stream != existing.stream:
         raise ApiError("invalid attribute 'stream': a toxic's stream cannot change", 400)
     if stream not in STREAMS:
         raise ApiError(INVALID_STREAM, 400)
-    toxicity = _field(body, "toxicity", (int, float), "a number in [0, 1]")
+    toxicity = typed(body, "toxicity", (int, float), "a number in [0, 1]")
     toxicity = (existing.toxicity if existing else 1.0) if toxicity is None else toxicity
     if not 0 <= toxicity <= 1:
         raise ApiError("invalid attribute 'toxicity': expected a number in [0, 1]", 400)
-    attributes = _field(body, "attributes", dict, "an object") or {}
+    attributes = typed(body, "attributes", dict, "an object") or {}
     if existing is not None:
         attributes = {**existing.attributes, **attributes}
     lease = attributes.get("lease")
@@ -123,7 +133,7 @@ def build_toxic(
             f"({'the request' if fault.stream == 'upstream' else 'the response'})",
             400,
         )
-    name = _field(body, "name", str, "a string") or (
+    name = typed(body, "name", str, "a string") or (
         existing.name if existing else f"{kind}_{stream}"
     )
     toxic = Toxic(
