@@ -42,7 +42,7 @@ class _ColumnFault(RequestFault):
         out = dict(table)
         for column in targets:
             rows = self.rows(table, n, rng, self.rate)
-            if rows.any():
+            if np.count_nonzero(rows):  # not rows.any(): a tenth the cost on one row
                 out[column] = self._change(table[column], rows, rng)
         return out
 

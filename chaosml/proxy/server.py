@@ -111,6 +111,48 @@ class Reply:
     slices: tuple[int, int, float] | None = None
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A set of toxics rolled for a request, sorted by what each does to the exchange."""
+
+    toxics: tuple[Toxic, ...]
+    counters: tuple[Any, ...]  # their toxics-applied counters
+    upstream: list[Toxic]
+    downstream: list[Toxic]
+    early: bool  # a transport toxic acts before the request is forwarded
+    request: list[Toxic]  # request faults, in order
+    decode: bool  # the request payload is read (to change it, or to frame a response fault)
+    reads: tuple[str, ...] | None  # the columns read, sorted (None: the whole table)
+    stale: str | None  # the upstream a stale_model toxic sends requests to
+    respond: bool  # response faults change the answer
+    late: bool  # a transport toxic acts on the answer
+
+    @classmethod
+    def of(cls, toxics: list[Toxic], counters: list[Any]) -> _Plan:
+        upstream = [t for t in toxics if t.stream == "upstream"]
+        downstream = [t for t in toxics if t.stream == "downstream"]
+        request = [t for t in upstream if isinstance(t.fault, RequestFault)]
+        framing = [t for t in downstream if isinstance(t.fault, ResponseFault) and t.fault.where]
+        reads = [cast(PayloadFault, t.fault).reads() for t in request + framing]
+        return cls(
+            toxics=tuple(toxics),
+            counters=tuple(counters),
+            upstream=upstream,
+            downstream=downstream,
+            early=any(isinstance(t.fault, TransportFault) for t in upstream),
+            request=request,
+            decode=bool(request or framing),
+            reads=None
+            if None in reads
+            else tuple(sorted(set().union(*cast(list[set[str]], reads)))),
+            stale=next(
+                (t.fault.upstream for t in downstream if isinstance(t.fault, StaleModel)), None
+            ),
+            respond=any(isinstance(t.fault, ResponseFault) for t in downstream),
+            late=any(isinstance(t.fault, TransportFault) for t in downstream),
+        )
+
+
 class _Pool:
     """Idle keep-alive connections to one upstream address. A connection goes back to the pool
     only after its answer was read whole and nothing followed it."""
@@ -178,6 +220,7 @@ class Proxy:
     _pools: dict[str, _Pool] = field(default_factory=dict)
     _connections: Connections = field(default_factory=Connections)
     _counters: dict[str, Any] = field(default_factory=dict)
+    _plans: dict[tuple[int, ...], _Plan] = field(default_factory=dict)
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     def __post_init__(self) -> None:
@@ -319,9 +362,21 @@ class Proxy:
         toxics = [t for t in self.active() if t.hits()] if self.toxics else None
         if not toxics:
             return await self._forward(self.upstream, request, request.body)
-        for toxic in toxics:
-            self._applied(toxic.type).inc()
-        return await self._handle_toxic(request, toxics)
+        plan = self._plan(toxics)
+        for counter in plan.counters:
+            counter.inc()
+        return await self._handle_toxic(request, plan)
+
+    def _plan(self, toxics: list[Toxic]) -> _Plan:
+        """What the toxics rolled for a request do, sorted once per set of toxics (the hot
+        path): the same set comes back on every request while a game day's faults stay on."""
+        key = tuple(map(id, toxics))  # the plan holds the toxics, so their ids stay theirs
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= 64:  # many toxics with partial toxicity: many subsets
+                self._plans.clear()
+            plan = self._plans[key] = _Plan.of(toxics, [self._applied(t.type) for t in toxics])
+        return plan
 
     def _applied(self, kind: str) -> Any:
         """The toxics-applied counter of ``kind`` on this proxy (cached: the hot path)."""
@@ -332,22 +387,17 @@ class Proxy:
             )
         return counter
 
-    async def _handle_toxic(self, request: Message, toxics: list[Toxic]) -> Reply:
-        upstream = [t for t in toxics if t.stream == "upstream"]
-        downstream = [t for t in toxics if t.stream == "downstream"]
-        if any(isinstance(t.fault, TransportFault) for t in upstream):
-            early = await self._act(effect_of(upstream, len(request.body)), request)
+    async def _handle_toxic(self, request: Message, plan: _Plan) -> Reply:
+        if plan.early:
+            early = await self._act(effect_of(plan.upstream, len(request.body)), request)
             if early is not None:
                 return early
-        body, frame, codec = self._request_faults(request, upstream, downstream)
-        target = next(
-            (t.fault.upstream for t in downstream if isinstance(t.fault, StaleModel)), None
-        )
-        reply = await self._forward(target or self.upstream, request, body)
-        if any(isinstance(t.fault, ResponseFault) for t in downstream) and reply.data:
-            reply.data = self._response_faults(reply.data, downstream, frame, codec)
-        if any(isinstance(t.fault, TransportFault) for t in downstream):
-            effect = effect_of(downstream, len(reply.data))
+        body, frame, codec = self._request_faults(request, plan)
+        reply = await self._forward(plan.stale or self.upstream, request, body)
+        if plan.respond and reply.data:
+            reply.data = self._response_faults(reply.data, plan.downstream, frame, codec)
+        if plan.late:
+            effect = effect_of(plan.downstream, len(reply.data))
             late = await self._act(effect, request)
             if late is not None:
                 return late
@@ -378,22 +428,19 @@ class Proxy:
         return detect(payload) if self.codec == "auto" else get_codec(self.codec)
 
     def _request_faults(
-        self, request: Message, upstream: list[Toxic], downstream: list[Toxic]
+        self, request: Message, plan: _Plan
     ) -> tuple[bytes, Table | None, Codec | None]:
-        faults = [t for t in upstream if isinstance(t.fault, RequestFault)]
-        framing = [t for t in downstream if isinstance(t.fault, ResponseFault) and t.fault.where]
-        if not faults and not framing:
+        if not plan.decode:
             return request.body, None, None
         try:
             payload = orjson.loads(request.body)
             codec = self._codec(payload)
             if codec is None:
                 raise CodecError("no codec recognises the request")
-            reads = [cast(PayloadFault, t.fault).reads() for t in faults + framing]
-            records = None if None in reads else codec.records(payload)
-            if records is not None:  # decode only the columns the faults read, patch them back
-                names = set().union(*(r for r in reads if r is not None))
-                before = partial_table(records, names)
+            reads = plan.reads
+            records = None if reads is None else codec.records(payload)
+            if records is not None and reads is not None:  # decode only the columns read
+                before = partial_table(records, reads)  # and patch them back in place
                 batch = None
             else:
                 batch = codec.decode_request(payload)
@@ -402,7 +449,7 @@ class Proxy:
             self.metrics.series(self.metrics.unparsed, self.name, "request").inc()
             return request.body, None, None
         columns = before
-        for toxic in faults:
+        for toxic in plan.request:
             apply = cast(RequestFault, toxic.fault).apply
             changed = guarded(self.metrics, self.name, toxic, apply, columns, toxic.rng)
             columns = changed if changed is not None else columns
