@@ -1,12 +1,22 @@
 """``slices compare v1 v2``: per-slice paired comparison of two versions on the same rows.
 
-Per slice: the delta v2 - v1 of the suite's compared metric, a paired bootstrap interval computed from
-the slice's cell counts, a paired test (McNemar's exact test where the metric is a proportion of a
-fixed set of rows: accuracy on all rows, recall on positives, false positive rate on negatives,
-selection rate on predictions; a bootstrap test otherwise), p-values adjusted across slices (Holm or
-Benjamini-Hochberg; the overall row is reported unadjusted) and a verdict. A slice *regressed* when its
-adjusted p-value is below ``alpha`` **and** the metric got worse by more than ``max_drop``; *improved*
-likewise in the other direction; *too_small* below ``min_size`` rows; *unchanged* otherwise.
+Per slice: the delta v2 - v1 of the suite's compared metric, a paired test and a per-slice interval
+(``chaosml.slices.stats``: McNemar's exact test and Newcombe's score interval for proportion metrics,
+an exact paired permutation test and a bootstrap interval for ratio metrics), p-values adjusted across
+slices (Holm or Benjamini-Hochberg; the overall row is reported unadjusted) and a verdict:
+
+- *too_small*: fewer than ``min_size`` rows;
+- *undefined*: the metric is undefined for a version (no positives for recall, no positive
+  predictions for precision): there is nothing to compare, and no p-value;
+- *inconclusive*: the versions differ on some rows, but on fewer than ``min_discordant(alpha)`` of
+  them, too few for any test to reach ``alpha`` even before correction (nor for an interval to be
+  trusted); the delta is shown, undecided;
+- *regressed*: adjusted p below ``alpha`` **and** the metric worse by more than ``max_drop``;
+  *improved* likewise the other way; *unchanged* otherwise.
+
+Slices that cannot reach ``alpha`` (too small, undefined, inconclusive, or no discordant row) are left
+out of the correction's family, as Tarone (1990) showed one may for discrete tests: they could never be
+rejected, and counting them would only make the others harder to flag.
 """
 
 from __future__ import annotations
@@ -24,19 +34,21 @@ from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS
 from chaosml.errors import InputError
 from chaosml.slices.collect import Progress, evaluate
-from chaosml.slices.engine import IntArray, confusion
+from chaosml.slices.engine import IntArray, confusion, quadrants
 from chaosml.slices.metrics import METRICS, Metric, PairedTest, as_number
 from chaosml.slices.stats import (
     adjust,
     bootstrap_cells,
-    bootstrap_p_value,
     mcnemar_exact,
+    min_discordant,
+    newcombe_interval,
     percentile_interval,
+    permutation_p_values,
 )
 from chaosml.slices.suite import SliceSuite
 from chaosml.versions import Version
 
-Verdict = Literal["regressed", "improved", "unchanged", "too_small"]
+Verdict = Literal["regressed", "improved", "unchanged", "inconclusive", "undefined", "too_small"]
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -47,6 +59,7 @@ class SliceComparison:
     name: str
     where: str
     n: int
+    discordant: int  # rows on which the versions differ (in the metric's event, for a proportion)
     v1: float | None
     v2: float | None
     delta: float | None
@@ -79,6 +92,7 @@ class Comparison:
     confidence: float
     n_boot: int
     seed: int
+    min_discordant: int
     overall: SliceComparison
     slices: list[SliceComparison]
 
@@ -101,6 +115,7 @@ class Comparison:
         frame = pd.DataFrame(
             {
                 "n": [r.n for r in rows],
+                "discordant": [r.discordant for r in rows],
                 "v1": [r.v1 for r in rows],
                 "v2": [r.v2 for r in rows],
                 "delta": [r.delta for r in rows],
@@ -116,7 +131,7 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": "chaosml.slices.compare/1",
+            "schema": "chaosml.slices.compare/2",
             "suite": self.suite,
             "data": self.data,
             "label": self.label,
@@ -130,6 +145,7 @@ class Comparison:
             "confidence": self.confidence,
             "n_boot": self.n_boot,
             "seed": self.seed,
+            "min_discordant": self.min_discordant,
             "passed": self.passed,
             "regressed": [s.name for s in self.regressed],
             "overall": self.overall.to_dict(),
@@ -152,40 +168,48 @@ def compare_versions(
 ) -> Comparison:
     """Compare ``v2`` against ``v1`` on every slice of ``suite``, paired on the same rows."""
     policy = suite.compare
-    if n_boot < 0 or (n_boot == 0 and METRICS[policy.metric].paired_test == "bootstrap"):
-        raise InputError(
-            f"n_boot must be > 0: {policy.metric} is compared with a bootstrap test"
-            if n_boot == 0
-            else "n_boot must be >= 0"
-        )
+    if n_boot < 0:
+        raise InputError("n_boot must be >= 0")
     correction = correction or policy.correction
     evaluation = evaluate(
         suite, data, [v1, v2], config=config, chunk_rows=chunk_rows, progress=progress
     )
-    stats = evaluation.stats
+    stats, cells = evaluation.stats, evaluation.stats.cells
     metric = METRICS[policy.metric]
     first, second = evaluation.metric(metric.name, 0), evaluation.metric(metric.name, 1)
     delta = second - first
 
-    ci_low = ci_high = np.full(len(stats.slices), np.nan)
-    replicates = None
-    if n_boot > 0:
-        boot = bootstrap_cells(stats.cells, n_boot, np.random.default_rng(seed))
-        replicates = _metric(metric, boot, 1) - _metric(metric, boot, 0)
-        ci_low, ci_high = percentile_interval(replicates, policy.confidence)
-    p_values = paired_p_values(metric, stats.cells, replicates)
+    if metric.proportion:
+        a, b, c, d = paired_table(metric, cells)
+        discordant = b + c
+        p_values = mcnemar_exact(b, c)
+        ci_low, ci_high = newcombe_interval(a, b, c, d, policy.confidence)
+    else:
+        discordant = cells[:, [0b001, 0b010, 0b101, 0b110]].sum(axis=1)
+        p_values = permutation_p_values(lambda x: studentized(metric, x), cells)
+        ci_low = ci_high = np.full(len(stats.slices), np.nan)
+        if n_boot > 0:
+            boot = bootstrap_cells(cells, n_boot, np.random.default_rng(seed))
+            replicates = _metric(metric, boot, 1) - _metric(metric, boot, 0)
+            ci_low, ci_high = percentile_interval(replicates, policy.confidence)
+    defined = np.isfinite(delta)
+    ci_low, ci_high = np.where(defined, ci_low, np.nan), np.where(defined, ci_high, np.nan)
+    p_values = np.where(defined, p_values, np.nan)
 
-    min_sizes = np.array([info.min_size for info in stats.slices])
-    eligible = (stats.n >= min_sizes) & np.isfinite(delta)
-    family = np.where(eligible, p_values, np.nan)
+    needed = min_discordant(policy.alpha)
+    big_enough = stats.n >= np.array([info.min_size for info in stats.slices])
+    testable = big_enough & defined & (discordant >= needed)
+    family = np.where(testable, p_values, np.nan)
     family[0] = np.nan
     p_adjusted = adjust(family, correction)
-    p_adjusted[0] = p_values[0] if eligible[0] else np.nan
+    p_adjusted[0] = p_values[0] if testable[0] else np.nan
 
     verdicts = verdict(
         delta,
         p_adjusted,
-        eligible=stats.n >= min_sizes,
+        big_enough=big_enough,
+        discordant=discordant,
+        needed=needed,
         direction=metric.direction,
         alpha=policy.alpha,
         max_drop=policy.max_drop,
@@ -199,6 +223,7 @@ def compare_versions(
             name=info.name,
             where=info.where,
             n=int(stats.n[i]),
+            discordant=int(discordant[i]),
             v1=as_number(first[i]),
             v2=as_number(second[i]),
             delta=as_number(delta[i]),
@@ -227,6 +252,7 @@ def compare_versions(
         confidence=policy.confidence,
         n_boot=n_boot,
         seed=seed,
+        min_discordant=needed,
         overall=rows[0],
         slices=rows[1:],
     )
@@ -237,42 +263,68 @@ def _metric(metric: Metric, cells: IntArray, version: int) -> FloatArray:
     return metric.confusion(*confusion(cells, 2, version))
 
 
-def paired_p_values(metric: Metric, cells: IntArray, replicates: FloatArray | None) -> FloatArray:
-    """Two-sided p-values of "no difference" per slice, by the metric's paired test."""
-    if metric.paired_test == "bootstrap":
-        if replicates is None:
-            return np.full(len(cells), np.nan)
-        return bootstrap_p_value(replicates)
-    bits = np.arange(cells.shape[-1])
-    label, first, second = (bits >> 2) & 1, (bits >> 1) & 1, bits & 1
-    if metric.paired_test == "mcnemar_selection":
-        only_first, only_second = (first == 1) & (second == 0), (first == 0) & (second == 1)
-    else:
-        rows = {
-            "mcnemar_all": label >= 0,
-            "mcnemar_positives": label == 1,
-            "mcnemar_negatives": label == 0,
-        }[metric.paired_test]
-        right1, right2 = first == label, second == label
-        only_first, only_second = rows & right1 & ~right2, rows & ~right1 & right2
-    return mcnemar_exact(cells[:, only_first].sum(axis=1), cells[:, only_second].sum(axis=1))
+def paired_table(metric: Metric, cells: IntArray) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+    """A proportion metric's paired 2x2 table per slice, over the rows it counts: the event (its
+    numerator: a correct answer, a false positive, a positive prediction) under both versions, v1
+    only, v2 only, neither."""
+    ratio = metric.ratios[0]
+    first, second = quadrants(2, 0), quadrants(2, 1)
+    counted = first @ np.array(ratio.den)  # the same rows for both: the set depends on the label
+    e1, e2 = first @ np.array(ratio.num), second @ np.array(ratio.num)
+    masks = [
+        counted & e1 & e2,
+        counted & e1 & (1 - e2),
+        counted & (1 - e1) & e2,
+        counted & (1 - e1) & (1 - e2),
+    ]
+    a, b, c, d = (cells[:, mask.astype(bool)].sum(axis=1) for mask in masks)
+    return a, b, c, d
+
+
+def studentized(metric: Metric, cells: FloatArray) -> FloatArray:
+    """The delta v2 - v1 over its delta-method standard error, for cell counts of shape (..., 8).
+
+    The metric is a weighted sum of ratios N/D of cell counts, so the delta's gradient in the counts
+    is exact, and its multinomial variance is sum(gradient**2 * counts) (the gradient of a ratio is
+    orthogonal to the counts). 0 where the delta is 0; +-inf where it is not but has no variance."""
+    delta = np.zeros(cells.shape[:-1])
+    gradient = np.zeros(cells.shape)
+    for version, sign in ((1, 1.0), (0, -1.0)):
+        quads = quadrants(2, version)
+        for ratio in metric.ratios:
+            num, den = quads @ np.array(ratio.num), quads @ np.array(ratio.den)
+            n, d = cells @ num, cells @ den
+            with np.errstate(all="ignore"):
+                value = np.where(d > 0, n / np.where(d > 0, d, 1.0), np.nan)
+                delta += sign * ratio.weight * value
+                gradient += sign * ratio.weight * (num - value[..., None] * den) / d[..., None]
+    se = np.sqrt(np.sum(gradient**2 * cells, axis=-1))
+    with np.errstate(all="ignore"):
+        t = np.where(se > 0, delta / se, np.sign(delta) * np.inf)
+    return np.where(delta == 0, 0.0, t)
 
 
 def verdict(
     delta: FloatArray,
     p_adjusted: FloatArray,
     *,
-    eligible: npt.NDArray[np.bool_],
+    big_enough: npt.NDArray[np.bool_],
+    discordant: IntArray,
+    needed: int,
     direction: int,
     alpha: float,
     max_drop: float,
 ) -> list[Verdict]:
     """Regressed/improved need significance and a change beyond ``max_drop`` in that direction."""
     out: list[Verdict] = []
-    for d, p, ok in zip(delta, p_adjusted, eligible, strict=True):
+    for d, p, ok, k in zip(delta, p_adjusted, big_enough, discordant, strict=True):
         better = direction * d
         if not ok:
             out.append("too_small")
+        elif math.isnan(d):
+            out.append("undefined")
+        elif 0 < k < needed:
+            out.append("inconclusive")
         elif p < alpha and better < -max_drop:
             out.append("regressed")
         elif p < alpha and better > max_drop:

@@ -160,15 +160,19 @@ class SliceStats:
         return np.asarray(self.cells.sum(axis=1), dtype=np.int64)
 
 
-def confusion(cells: IntArray, n_versions: int, version: int) -> tuple[IntArray, ...]:
-    """(tp, fp, fn, tn) of ``version`` from cell counts of shape (..., 2 ** (n_versions + 1))."""
-    bits = np.arange(cells.shape[-1])
+def quadrants(n_versions: int, version: int) -> IntArray:
+    """Which of (tp, fp, fn, tn) each cell is for ``version``: shape (2 ** (n_versions + 1), 4)."""
+    bits = np.arange(2 ** (n_versions + 1))
     label = (bits >> n_versions) & 1
     pred = (bits >> (n_versions - 1 - version)) & 1
-    pick = np.stack(
+    return np.stack(
         [label & pred, (1 - label) & pred, label & (1 - pred), (1 - label) & (1 - pred)], axis=1
     )
-    counts = cells @ pick
+
+
+def confusion(cells: IntArray, n_versions: int, version: int) -> tuple[IntArray, ...]:
+    """(tp, fp, fn, tn) of ``version`` from cell counts of shape (..., 2 ** (n_versions + 1))."""
+    counts = cells @ quadrants(n_versions, version)
     return tuple(counts[..., k] for k in range(4))
 
 

@@ -1,4 +1,22 @@
-"""Paired statistics on cell counts: bootstrap, McNemar's exact test, multiple-testing corrections.
+"""Paired statistics on cell counts: exact paired tests, score intervals, the bootstrap, and
+multiple-testing corrections.
+
+A slice's rows fall into cells (label x v1's prediction x v2's prediction); everything here is a
+function of those counts. Rows on which the two versions differ are the *discordant* rows: only they
+carry information about a difference, and each test's smallest attainable p-value is set by their
+number (``min_discordant``).
+
+- Proportion metrics (accuracy, recall, FPR, ...): McNemar's exact test, and Newcombe's hybrid score
+  interval for a difference of paired proportions (Newcombe 1998, method 10), which holds its
+  coverage with few discordant rows where a bootstrap percentile interval does not.
+- Ratio metrics (precision, F1, balanced accuracy): an exact paired permutation test. Under "the
+  versions are exchangeable on each row" each discordant row is v1's way or v2's way with
+  probability 1/2, so the permutation distribution is a grid over how many discordant rows of each
+  label fall each way, enumerated with binomial weights: no Monte Carlo floor on the p-value. The
+  statistic is studentized (delta over its delta-method standard error), which keeps the test valid
+  for "same metric" when the versions are not exchangeable (Janssen 1997; Chung & Romano 2013).
+  With thousands of discordant rows of both labels the grid is replaced by the normal limit of the
+  same studentized statistic. McNemar's exact test is the same permutation test for a proportion.
 
 The bootstrap resamples a slice's *cell counts*: drawing ``n`` rows with replacement from a slice and
 counting them by cell is a multinomial draw with the slice's cell frequencies, so
@@ -8,11 +26,12 @@ alone, at a cost independent of ``n``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
+from scipy import special, stats
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -42,17 +61,6 @@ def percentile_interval(replicates: FloatArray, confidence: float) -> tuple[Floa
     return np.where(defined, low, np.nan), np.where(defined, high, np.nan)
 
 
-def bootstrap_p_value(replicates: FloatArray) -> FloatArray:
-    """Two-sided p-value of "delta = 0" from bootstrap replicates of delta (axis 0)."""
-    finite = np.isfinite(replicates)
-    count = finite.sum(axis=0)
-    below = np.sum(np.where(finite, replicates <= 0, False), axis=0)
-    above = np.sum(np.where(finite, replicates >= 0, False), axis=0)
-    with np.errstate(all="ignore"):
-        p = 2 * (np.minimum(below, above) + 1) / (count + 1)
-    return np.where(count > 0, np.minimum(p, 1.0), np.nan)
-
-
 def mcnemar_exact(only_first: IntArray, only_second: IntArray) -> FloatArray:
     """McNemar's exact test from discordant counts; p = 1 where there are none."""
     b = np.asarray(only_first, dtype=np.int64)
@@ -80,3 +88,105 @@ def adjust(p_values: FloatArray, method: Literal["holm", "bh"]) -> FloatArray:
         adjusted = np.minimum.accumulate((ranked * m / np.arange(1, m + 1))[::-1])[::-1]
     out[order] = np.minimum(adjusted, 1.0)
     return out
+
+
+def min_discordant(alpha: float) -> int:
+    """Fewest discordant rows with which an exact paired test can reach ``p < alpha`` at all (its
+    smallest p-value is 2 / 2**k): 6 at alpha = 0.05."""
+    k = 1
+    while 2.0 * 0.5**k >= alpha:
+        k += 1
+    return k
+
+
+def wilson(x: npt.ArrayLike, n: npt.ArrayLike, z: float) -> tuple[FloatArray, FloatArray]:
+    """Wilson score interval of a proportion ``x / n`` (NaN where n = 0)."""
+    k, m = np.asarray(x, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        p = k / m
+        center = (k + z * z / 2) / (m + z * z)
+        half = z * np.sqrt(m * p * (1 - p) + z * z / 4) / (m + z * z)
+    return center - half, center + half
+
+
+def newcombe_interval(
+    a: IntArray, b: IntArray, c: IntArray, d: IntArray, confidence: float
+) -> tuple[FloatArray, FloatArray]:
+    """Newcombe's hybrid score interval for ``p2 - p1`` from a paired 2x2 table: ``a`` rows with
+    the event under both versions, ``b`` under v1 only, ``c`` under v2 only, ``d`` under neither.
+    Wilson intervals of the two margins, combined with their correlation (continuity-adjusted as
+    Newcombe recommends). NaN where the table is empty."""
+    fa, fb, fc, fd = (np.asarray(x, dtype=np.float64) for x in (a, b, c, d))
+    n = fa + fb + fc + fd
+    z = float(stats.norm.ppf(1 - (1 - confidence) / 2))
+    with np.errstate(all="ignore"):
+        p1, p2 = (fa + fb) / n, (fa + fc) / n
+        l1, u1 = wilson(fa + fb, n, z)
+        l2, u2 = wilson(fa + fc, n, z)
+        margins = (fa + fb) * (fc + fd) * (fa + fc) * (fb + fd)
+        cross = fa * fd - fb * fc
+        cross = np.where(cross > n / 2, cross - n / 2, np.where(cross < 0, cross, 0.0))
+        phi = np.where(margins > 0, cross / np.sqrt(np.where(margins > 0, margins, 1.0)), 0.0)
+        delta = p2 - p1
+        low = delta - np.sqrt(
+            np.maximum((p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2, 0.0)
+        )
+        high = delta + np.sqrt(
+            np.maximum((u2 - p2) ** 2 - 2 * phi * (u2 - p2) * (p1 - l1) + (p1 - l1) ** 2, 0.0)
+        )
+    empty = n == 0
+    return np.where(empty, np.nan, np.maximum(low, -1.0)), np.where(
+        empty, np.nan, np.minimum(high, 1.0)
+    )
+
+
+# Above this many grid points (discordant rows of both labels in the thousands) the permutation
+# distribution of the studentized statistic is replaced by its normal limit.
+EXACT_GRID = 250_000
+_TAIL_SD = 9.0  # the binomial grid is cut 9 standard deviations out: less than 1e-18 of mass left
+
+
+def permutation_p_values(
+    statistic: Callable[[FloatArray], FloatArray], cells: IntArray
+) -> FloatArray:
+    """Exact paired permutation p-values, one per slice, of the studentized ``statistic``.
+
+    ``cells`` has shape (slices, 8), bits label|v1|v2. Under the null each discordant row of label
+    y is (y, 1, 0) or (y, 0, 1) with probability 1/2, independently; ``statistic`` maps cell counts
+    of shape (..., 8) to delta / standard error. The p-value is the probability of a statistic at
+    least as far from 0 as the observed one, among permutations where it is defined."""
+    cells = np.asarray(cells, dtype=np.int64)
+    observed = statistic(cells.astype(np.float64))
+    out = np.full(len(cells), np.nan)
+    for i, row in enumerate(cells):
+        if np.isnan(observed[i]):  # the metric is undefined for a version
+            continue
+        d0, d1 = row[0b010] + row[0b001], row[0b110] + row[0b101]
+        if d0 + d1 == 0:
+            out[i] = 1.0
+            continue
+        k0, w0 = _binomial_grid(int(d0))
+        k1, w1 = _binomial_grid(int(d1))
+        if len(k0) * len(k1) > EXACT_GRID:
+            out[i] = 2 * stats.norm.sf(abs(observed[i])) if np.isfinite(observed[i]) else 0.0
+            continue
+        grid = np.broadcast_to(row.astype(np.float64), (len(k0), len(k1), 8)).copy()
+        grid[..., 0b010], grid[..., 0b001] = k0[:, None], d0 - k0[:, None]
+        grid[..., 0b110], grid[..., 0b101] = k1[None, :], d1 - k1[None, :]
+        values = np.abs(statistic(grid))
+        weight = w0[:, None] * w1[None, :]
+        defined = ~np.isnan(values)
+        target = abs(observed[i])
+        extreme = defined & (values >= target * (1 - 1e-9) - 1e-12)
+        total = weight[defined].sum()
+        if total > 0:  # never below the chance of the most extreme split: 2 / 2**discordant
+            out[i] = min(max(weight[extreme].sum() / total, 2 * 0.5 ** float(d0 + d1)), 1.0)
+    return out
+
+
+def _binomial_grid(d: int) -> tuple[FloatArray, FloatArray]:
+    """Counts k of Binomial(d, 1/2) within the grid's cut, with their probabilities."""
+    half_width = _TAIL_SD * np.sqrt(d) / 2
+    low, high = max(0, int(np.floor(d / 2 - half_width))), min(d, int(np.ceil(d / 2 + half_width)))
+    k = np.arange(low, high + 1, dtype=np.float64)
+    return k, stats.binom.pmf(k, d, 0.5)
