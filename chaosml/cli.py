@@ -486,12 +486,20 @@ def demo_up(
 
 
 @demo_app.command("train")
-def demo_train(out: DemoFolder = Path(".chaosml/demo")) -> None:
-    """Generate the demo data and fit the two demo model versions (v1, v2)."""
+def demo_train(
+    out: DemoFolder = Path(".chaosml/demo"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Train again even if nothing changed.")
+    ] = False,
+) -> None:
+    """Generate the demo data and fit the two demo model versions (v1, v2).
+
+    Models whose inputs (seed, data generator, training code, library versions) have not changed
+    since the last run in OUT are reused."""
     from chaosml.demo.train import train_demo
 
     with _errors():
-        artifacts = train_demo(out)
+        artifacts = train_demo(out, force=force, say=lambda line: stderr.print(line))
     stderr.print(f"wrote {artifacts.v1}, {artifacts.v2}, {artifacts.data} and {artifacts.config}")
 
 
@@ -519,9 +527,7 @@ def demo_serve(
     with _errors():
         if version not in ("v1", "v2"):
             raise InputError(f"--version: expected v1 or v2, got {version!r}")
-        model = out / f"{version}.skops"
-        if not model.is_file():
-            train_demo(out)
+        model = train_demo(out, say=lambda line: stderr.print(line)).folder / f"{version}.skops"
         app_ = create_app(
             model,
             version=version,

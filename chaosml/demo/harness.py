@@ -237,9 +237,7 @@ def reference_stack(
     from chaosml.proxy.client import ToxiproxyTarget
 
     folder = Path(folder).resolve()  # the target file names its data absolutely
-    if not (folder / "v2.skops").is_file() or not (folder / "eval.parquet").is_file():
-        say(f"training the demo models in {folder}")
-        train_demo(folder)
+    train_demo(folder, say=say)
     logs = folder / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     service, point = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"

@@ -22,8 +22,18 @@ from chaosml.slices.compare import compare_versions
 from chaosml.slices.suite import load_suite
 from chaosml.versions import resolve_version
 
-SUITE = Path(__file__).with_name("credit.yaml")
-SCENARIOS = Path(__file__).with_name("scenarios")
+
+def bundled(source: str, packaged: str) -> Path:
+    """A file the repository keeps once at its top (``slices/credit.yaml``, ``scenarios/``): that
+    one when chaosml runs from a clone, so editing it changes the demo; else the copy a wheel
+    carries."""
+    here = Path(__file__).resolve()
+    in_clone = here.parents[2] / source
+    return in_clone if in_clone.exists() else here.with_name(packaged)
+
+
+SUITE = bundled("slices/credit.yaml", "credit.yaml")
+SCENARIOS = bundled("scenarios", "scenarios")
 DEMO_TIME_SCALE = 0.05
 
 
@@ -77,7 +87,7 @@ def run_demo(
     """Bring the reference stack up, run the bundled game day on a shortened profile, then test
     v2 per slice and compare it with v1; everything started is stopped."""
     err.print(f"chaosml demo: models, data and logs in {folder}")
-    artifacts = train_demo(folder) if not (folder / "v2.skops").is_file() else None
+    artifacts = train_demo(folder, say=lambda line: err.print(line))
     report: GamedayReport | None = None
     with reference_stack(folder, time_scale=time_scale, say=lambda line: err.print(line)) as stack:
         target = write_target(stack, folder / "target.yaml")
@@ -100,7 +110,7 @@ def run_demo(
         f"  chaosml gameday scenarios/ --target target.yaml --time-scale {time_scale:g}"
         f" --html gameday.html\n"
     )
-    config_path = artifacts.config if artifacts else folder / "chaosml.yaml"
+    config_path = artifacts.config
     config = load_config(config_path)
     suite = load_suite(SUITE)
     v1, v2 = resolve_version("v1", config), resolve_version("v2", config)

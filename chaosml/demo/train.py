@@ -8,6 +8,8 @@ Both are saved with skops (no pickle), next to ``eval.parquet`` and a ``chaosml.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,12 +80,52 @@ def build_v2() -> object:
     return make_pipeline(features, model)
 
 
-def train_demo(folder: str | Path, *, seed: int = 0) -> DemoArtifacts:
-    """Generate the demo data, fit v1 and v2, and write them with a config into ``folder``."""
+def fingerprint(seed: int) -> str:
+    """What the demo's models depend on: the seed, the data generator and this training code,
+    and the versions of the libraries that fit them."""
+    import sklearn
+
+    from chaosml.demo import data
+
+    digest = hashlib.sha256()
+    for part in (
+        str(seed),
+        Path(data.__file__).read_text(encoding="utf-8"),
+        Path(__file__).read_text(encoding="utf-8"),
+        np.__version__,
+        sklearn.__version__,
+    ):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def train_demo(
+    folder: str | Path,
+    *,
+    seed: int = 0,
+    force: bool = False,
+    say: Callable[[str], None] = lambda line: None,
+) -> DemoArtifacts:
+    """Generate the demo data, fit v1 and v2, and write them with a config into ``folder``;
+    unless ``folder`` holds them already, fitted from the same inputs (``fingerprint``)."""
     import skops.io as sio
 
     folder = Path(folder)
+    artifacts = DemoArtifacts(
+        folder,
+        folder / "v1.skops",
+        folder / "v2.skops",
+        folder / "eval.parquet",
+        folder / "chaosml.yaml",
+    )
+    stamp, inputs = folder / "trained.sha256", fingerprint(seed)
+    files = (artifacts.v1, artifacts.v2, artifacts.data, artifacts.config, artifacts.reference)
+    fresh = all(f.is_file() for f in (*files, stamp)) and not force
+    if fresh and stamp.read_text(encoding="utf-8").strip() == inputs:
+        return artifacts
+    say(f"training the demo models in {folder}")
     folder.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
     train = make_credit(TRAIN_ROWS, seed=seed + 1)
     evaluation = make_credit(EVAL_ROWS, seed=seed + 2)
     rng = np.random.default_rng(seed + 3)
@@ -94,13 +136,6 @@ def train_demo(folder: str | Path, *, seed: int = 0) -> DemoArtifacts:
     v1.fit(train[list(FEATURES)], train[LABEL])  # type: ignore[attr-defined]
     v2.fit(snapshot[list(FEATURES)], snapshot[LABEL])  # type: ignore[attr-defined]
 
-    artifacts = DemoArtifacts(
-        folder,
-        folder / "v1.skops",
-        folder / "v2.skops",
-        folder / "eval.parquet",
-        folder / "chaosml.yaml",
-    )
     train.sample(5000, random_state=seed).to_parquet(artifacts.reference, index=False)
     sio.dump(v1, artifacts.v1)
     sio.dump(v2, artifacts.v2)
@@ -111,4 +146,5 @@ def train_demo(folder: str | Path, *, seed: int = 0) -> DemoArtifacts:
         "label": LABEL,
     }
     artifacts.config.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    stamp.write_text(inputs + "\n", encoding="utf-8")  # last: a cut-short run trains again
     return artifacts
