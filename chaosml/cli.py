@@ -223,13 +223,19 @@ def slices_compare(
     from chaosml.report.junit import write_compare_junit
     from chaosml.slices.compare import compare_versions
     from chaosml.slices.suite import load_suite
-    from chaosml.versions import resolve_version
+    from chaosml.versions import distinct_versions, resolve_version
 
     with _errors():
         _check_outputs(junit, html)
         config = load_config(config_path)
         loaded = load_suite(suite)
-        first, second = resolve_version(v1, config), resolve_version(v2, config)
+        first, second, warning = distinct_versions(
+            resolve_version(v1, config), resolve_version(v2, config), (v1, v2)
+        )
+        if warning is not None:
+            stderr.print(
+                f"chaosml: warning: {warning}", markup=False, highlight=False, soft_wrap=True
+            )
         with _progress(not as_json) as progress:
             comparison = compare_versions(
                 loaded,

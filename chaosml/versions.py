@@ -19,7 +19,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -303,9 +303,11 @@ def load_model(path: Path) -> Any:
     except VersionError:
         raise
     except Exception as exc:  # unpickling raises anything
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         raise VersionError(
-            f"{path}: cannot load the model: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+            f"{path}: not a model chaosml can load ({reason}); expected a scikit-learn-style "
+            "model saved with skops (.skops) or joblib (.joblib, .pkl), or a predictions file "
+            "(.parquet, .csv with a `prediction` column)"
         ) from exc
     if not hasattr(model, "predict"):
         raise VersionError(
@@ -326,11 +328,42 @@ def resolve_version(spec: str | Version, config: ProjectConfig) -> Version:
         return ArtifactVersion(spec, path, _cache_dir(config))
     path = Path(spec)
     if not path.exists():
-        known = ", ".join(config.versions) or "none configured"
-        raise VersionError(f"{spec}: not a version name ({known}) nor an existing file")
+        if config.versions:
+            known = f"the config names {', '.join(config.versions)}"
+        else:  # nothing configured here: say where versions come from
+            known = (
+                "no versions are configured (pass --config FILE, e.g. the demo's "
+                ".chaosml/demo/chaosml.yaml after `chaosml demo train`)"
+            )
+        raise VersionError(
+            f"{spec}: not a version name nor an existing file: {known}; a version is a config "
+            "name, a model artifact (.skops, .joblib, .pkl) or a predictions file (.parquet, .csv)"
+        )
     if path.suffix.lower() in (".parquet", ".pq", ".csv", ".tsv"):
         return PredictionsFile(path.stem, path)
     return ArtifactVersion(path.stem, path, _cache_dir(config))
+
+
+def distinct_versions(
+    first: Version, second: Version, specs: tuple[str, str]
+) -> tuple[Version, Version, str | None]:
+    """``first`` and ``second`` with distinct labels (two files both called ``model`` are labelled
+    by the paths given), and a warning if both sides are the same content."""
+    warning = None
+    paths = [getattr(v, "path", None) for v in (first, second)]
+    if paths[0] is not None and paths[1] is not None:
+        a, b = Path(paths[0]), Path(paths[1])
+        same = a.resolve() == b.resolve() or (
+            a.stat().st_size == b.stat().st_size and file_digest(a) == file_digest(b)
+        )
+        if same:
+            warning = f"{specs[0]} and {specs[1]} are the same content ({a}): every delta will be 0"
+    if first.name == second.name:
+        if specs[0] == specs[1]:
+            specs = (f"{specs[0]} (v1)", f"{specs[1]} (v2)")
+        first = replace(first, name=specs[0])  # type: ignore[type-var]
+        second = replace(second, name=specs[1])  # type: ignore[type-var]
+    return first, second, warning
 
 
 def _cache_dir(config: ProjectConfig) -> Path | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -16,6 +18,8 @@ VERDICT_STYLE = {
     "regressed": "bold red",
     "improved": "green",
     "unchanged": "dim",
+    "inconclusive": "yellow",
+    "undefined": "yellow",
     "too_small": "yellow",
 }
 STATUS_STYLE = {"failed": "bold red", "passed": "green", "skipped": "yellow"}
@@ -34,7 +38,14 @@ def _p(value: float | None) -> str:
 
 def worst_first(comparison: Comparison) -> list[SliceComparison]:
     """Regressed slices first, then by how much worse v2 is (metric direction aware)."""
-    rank = {"regressed": 0, "unchanged": 1, "improved": 2, "too_small": 3}
+    rank = {
+        "regressed": 0,
+        "inconclusive": 1,
+        "unchanged": 2,
+        "improved": 3,
+        "undefined": 4,
+        "too_small": 5,
+    }
     direction = METRICS[comparison.metric].direction
 
     def key(row: SliceComparison) -> tuple[int, float]:
@@ -44,42 +55,93 @@ def worst_first(comparison: Comparison) -> list[SliceComparison]:
     return sorted(comparison.slices, key=key)
 
 
+@dataclass
+class Column:
+    header: str
+    cells: list[str | Text]
+    priority: int  # lower is kept longer when the terminal is narrow
+    numeric: bool = True
+
+    @property
+    def width(self) -> int:
+        """Columns it needs: every number whole; a name column folds down to 12."""
+        widest = max([cell_len(self.header), *(_cell_width(cell) for cell in self.cells)])
+        return widest if self.numeric else min(widest, 12)
+
+
+def _cell_width(cell: str | Text) -> int:
+    return cell.cell_len if isinstance(cell, Text) else cell_len(cell)
+
+
+def fitted_table(title: str, columns: list[Column], console: Console) -> tuple[Table, list[str]]:
+    """A table of the columns that fit the console without cutting a number: lower-priority
+    columns are dropped first (slice names fold instead); also the headers left out."""
+    kept = list(columns)
+    while True:
+        table = Table(title=title, title_justify="left", header_style="bold")
+        for column in kept:
+            table.add_column(
+                column.header,
+                justify="right" if column.numeric else "left",
+                no_wrap=column.numeric,
+                overflow="fold",
+                min_width=None if column.numeric else 12,
+            )
+        for row in zip(*(column.cells for column in kept), strict=True):
+            table.add_row(*row)
+        droppable = [c for c in kept if c.priority > 0]
+        if sum(c.width + 3 for c in kept) + 1 <= console.width or not droppable:
+            break
+        kept.remove(max(droppable, key=lambda c: c.priority))
+    return table, [c.header for c in columns if c not in kept]
+
+
 def render_comparison(comparison: Comparison, console: Console) -> None:
     c = comparison
-    title = (
-        f"{c.metric}: {c.v2_name} vs {c.v1_name} on {c.data} "
-        f"({c.correction} α={c.alpha}, max_drop={c.max_drop}, {c.n_boot} bootstrap)"
+    metric = METRICS[c.metric]
+    rows = [c.overall, *worst_first(c)]
+    interval = (
+        "Newcombe score interval"
+        if metric.proportion
+        else f"bootstrap percentile interval, {c.n_boot} replicates"
     )
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for name in (
-        "slice",
-        "n",
-        c.v1_name,
-        c.v2_name,
-        "Δ",
-        f"{c.confidence:.0%} CI",
-        "p",
-        "p adj",
-        "verdict",
-    ):
-        table.add_column(
-            name, justify="left" if name in ("slice", "verdict") else "right", no_wrap=True
-        )
-    for index, row in enumerate([c.overall, *worst_first(c)]):
-        ci = f"[{row.ci[0]:+.3f}, {row.ci[1]:+.3f}]" if row.ci else "–"
-        table.add_row(
-            row.name,
-            f"{row.n:,}",
-            fmt(row.v1),
-            fmt(row.v2),
-            fmt(row.delta, 4) if row.delta is None else f"{row.delta:+.4f}",
-            ci,
-            _p(row.p_value),
-            _p(row.p_adjusted),
-            Text(row.verdict, style=VERDICT_STYLE[row.verdict]),
-            end_section=index == 0,
-        )
+    test = "McNemar's exact test" if metric.proportion else "exact paired permutation test"
+    columns = [
+        Column("slice", [r.name for r in rows], 0, numeric=False),
+        Column("Δ", ["–" if r.delta is None else f"{r.delta:+.4f}" for r in rows], 0),
+        Column(
+            "verdict", [Text(r.verdict, style=VERDICT_STYLE[r.verdict]) for r in rows], 0, False
+        ),
+        Column("p adj", [_p(r.p_adjusted) for r in rows], 1),
+        Column(f"{c.confidence:.0%} CI", [_ci(r) for r in rows], 2),
+        Column(c.v1_name, [fmt(r.v1) for r in rows], 3),
+        Column(c.v2_name, [fmt(r.v2) for r in rows], 3),
+        Column("n", [f"{r.n:,}" for r in rows], 4),
+        Column("changed", [f"{r.discordant:,}" for r in rows], 5),
+        Column("p", [_p(r.p_value) for r in rows], 6),
+    ]
+    order = ["slice", "n", "changed", c.v1_name, c.v2_name, "Δ", columns[4].header, "p", "p adj"]
+    columns.sort(key=lambda col: order.index(col.header) if col.header in order else len(order))
+    title = f"{c.metric}: {c.v2_name} vs {c.v1_name} on {c.data}"
+    table, dropped = fitted_table(title, columns, console)
+    table.rows[0].end_section = True
     console.print(table)
+    tested = sum(r.p_adjusted is not None for r in c.slices)
+    notes = [
+        f"Δ = {c.v2_name} − {c.v1_name}; changed = rows on which the versions differ; "
+        f"{c.confidence:.0%} CI per slice ({interval}); p by {test}.",
+        f"Verdict: p adjusted over the {tested} slices that can reach α ({c.correction}) below "
+        f"α={c.alpha} and worse by more than max_drop={c.max_drop}. A CI that excludes 0 next to "
+        "'unchanged' is significant for that slice alone, not after the correction.",
+        f"inconclusive: fewer than {c.min_discordant} changed rows, too few to reach α at all; "
+        "undefined: the metric is undefined for a version; too_small: below min_size rows.",
+    ]
+    if dropped:
+        notes.append(
+            f"(not shown, the terminal is too narrow: {', '.join(dropped)}; --json has all)"
+        )
+    for note in notes:
+        console.print(Text(note, style="dim"))
     if c.regressed:
         names = ", ".join(row.name for row in c.regressed)
         console.print(Text(f"{len(c.regressed)} slice(s) regressed: {names}", style="bold red"))
@@ -87,22 +149,42 @@ def render_comparison(comparison: Comparison, console: Console) -> None:
         console.print(Text(f"no slice regressed ({len(c.improved)} improved)", style="green"))
 
 
+def _ci(row: SliceComparison) -> str:
+    return f"[{row.ci[0]:+.3f}, {row.ci[1]:+.3f}]" if row.ci else "–"
+
+
 def render_test_report(report: SliceTestReport, console: Console) -> None:
-    table = Table(
-        title=f"{report.version} on {report.data}", title_justify="left", header_style="bold"
-    )
-    table.add_column("slice", no_wrap=True)
-    table.add_column("n", justify="right")
-    for metric in report.metrics:
-        table.add_column(METRICS[metric].short or metric, justify="right")
     failing = {outcome.slice for outcome in report.failed}
-    for index, (info, (_, row)) in enumerate(
-        zip(report.slices, report.table.iterrows(), strict=True)
-    ):
-        name = Text(info.name, style="bold red" if info.name in failing else "")
-        size = f"{int(row['n']):,}" + (" (small)" if row["n"] < info.min_size else "")
-        table.add_row(name, size, *[fmt(row[m]) for m in report.metrics], end_section=index == 0)
+    tested = {outcome.metric for outcome in report.outcomes}
+    rows = list(zip(report.slices, (row for _, row in report.table.iterrows()), strict=True))
+    columns = [
+        Column(
+            "slice",
+            [Text(i.name, style="bold red" if i.name in failing else "") for i, _ in rows],
+            0,
+            numeric=False,
+        ),
+        Column(
+            "n",
+            [f"{int(r['n']):,}" + (" (small)" if r["n"] < i.min_size else "") for i, r in rows],
+            0,
+        ),
+    ]
+    for index, metric in enumerate(report.metrics):  # metrics a test reads are kept longest
+        priority = 1 + index + (0 if metric in tested else len(report.metrics))
+        columns.append(
+            Column(METRICS[metric].short or metric, [fmt(r[metric]) for _, r in rows], priority)
+        )
+    table, dropped = fitted_table(f"{report.version} on {report.data}", columns, console)
+    table.rows[0].end_section = True
     console.print(table)
+    if dropped:
+        console.print(
+            Text(
+                f"(not shown, the terminal is too narrow: {', '.join(dropped)}; --json has all)",
+                style="dim",
+            )
+        )
     counts = {
         status: sum(o.status == status for o in report.outcomes)
         for status in ("passed", "failed", "skipped")

@@ -12,10 +12,11 @@ import pandas as pd
 
 from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS
+from chaosml.errors import InputError
 from chaosml.slices.collect import Evaluation, Progress, evaluate
 from chaosml.slices.engine import SliceInfo
 from chaosml.slices.metrics import METRICS, as_number
-from chaosml.slices.suite import SliceSuite, SliceTest
+from chaosml.slices.suite import SliceSuite, SliceTest, no_such_slice
 from chaosml.versions import Version
 
 Status = Literal["passed", "failed", "skipped"]
@@ -111,7 +112,7 @@ def run_slice_tests(
     outcomes = [
         outcome
         for index, test in enumerate(suite.tests)
-        for outcome in _run_test(test, suite.test_line(index), evaluation, table)
+        for outcome in _run_test(test, index, suite.test_line(index), evaluation, table)
     ]
     return SliceTestReport(
         version.name,
@@ -126,7 +127,7 @@ def run_slice_tests(
 
 
 def _run_test(
-    test: SliceTest, location: str, evaluation: Evaluation, table: pd.DataFrame
+    test: SliceTest, index: int, location: str, evaluation: Evaluation, table: pd.DataFrame
 ) -> list[TestOutcome]:
     if test.by is not None:
         return [_group_test(test, location, evaluation, table)]
@@ -138,18 +139,10 @@ def _run_test(
         if not test.matches(info.name):
             continue
         outcomes.append(_slice_test(test, location, info, float(value), int(n), overall))
-    if not outcomes:
-        outcomes.append(
-            TestOutcome(
-                _describe(test),
-                test.slice or "",
-                test.metric,
-                None,
-                "failed",
-                f"no slice matches {test.slice!r}",
-                location,
-            )
-        )
+    if not outcomes:  # a pattern the data gave no slice for: the suite is wrong, not the model
+        names = [info.name for info in evaluation.stats.slices[1:]]
+        problem = no_such_slice(test.slice or "", names).replace("named", "matches")
+        raise InputError(f"{location}: tests[{index}].slice: {problem}")
     return outcomes
 
 

@@ -170,6 +170,11 @@ def compare_versions(
     policy = suite.compare
     if n_boot < 0:
         raise InputError("n_boot must be >= 0")
+    if v1.name == v2.name:
+        raise InputError(
+            f"both versions are labelled {v1.name!r}: give them distinct names, or the report "
+            "cannot tell them apart"
+        )
     correction = correction or policy.correction
     evaluation = evaluate(
         suite, data, [v1, v2], config=config, chunk_rows=chunk_rows, progress=progress

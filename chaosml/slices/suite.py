@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -118,12 +120,24 @@ class ComparePolicy(_Spec):
         return value
 
 
+def is_pattern(name: str) -> bool:
+    """A test's ``slice`` that is a glob, or names a ``by`` slice (``region=EU``), whose values
+    only the data knows."""
+    return any(c in name for c in "*?[=")
+
+
+def no_such_slice(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"no slice named {name!r}{hint}"
+
+
 class SliceSuite(_Spec):
     """A slice suite file."""
 
     label: str | None = None
     positive: Scalar | None = None
-    slices: list[SliceSpec] = Field(default_factory=list)
+    slices: list[SliceSpec] = Field(default_factory=list, min_length=1)  # absent: overall only
     min_size: int = Field(default=30, ge=1)
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
     tests: list[SliceTest] = Field(default_factory=list)
@@ -150,6 +164,9 @@ class SliceSuite(_Spec):
                     ("slices", index, "name"), f"slice name {spec.name!r} is used twice"
                 )
             seen.add(spec.name or "")
+        for index, test in enumerate(self.tests):
+            if test.slice is not None and not is_pattern(test.slice) and test.slice not in seen:
+                raise FieldError(("tests", index, "slice"), no_such_slice(test.slice, seen))
         return self
 
     @property
