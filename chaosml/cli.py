@@ -16,24 +16,64 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from typer.core import TyperOption
 
 from chaosml.errors import ChaosmlError, InputError, SpecError
 
+EXIT_CODES = (
+    "Exit codes: 0 every check holds, 1 a check failed, 2 bad input or configuration, "
+    "3 a target or component unreachable."
+)
+HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     name="chaosml",
-    help="Chaos game days and slice-based model tests for ML services.",
+    help="Chaos game days and slice-based model tests for ML services.\n\n" + EXIT_CODES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings=HELP,
 )
 slices_app = typer.Typer(
     help="Slice-based model tests: per-slice thresholds and paired version comparisons.",
     no_args_is_help=True,
+    context_settings=HELP,
 )
+
+
+def _flag_type(self: TyperOption, ctx: Any) -> str | None:
+    """No type placeholder (``<bool>``) after an on/off flag in ``--help``: it takes no value."""
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+_option_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from chaosml import __version__
+
+        stdout.out(f"chaosml {__version__}", highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
 demo_app = typer.Typer(
     help="The built-in demo: a game day on the reference stack, then slice tests of two model "
     "versions, on synthetic credit data.",
     invoke_without_command=True,
+    context_settings=HELP,
 )
 app.add_typer(slices_app, name="slices")
 app.add_typer(demo_app, name="demo")
@@ -134,6 +174,32 @@ def _finish(
     raise typer.Exit(getattr(result, "exit_code", 0 if result.passed else 1))
 
 
+SuiteArgument = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Slice suite YAML, e.g. slices/credit.yaml (or give it as --suite).",
+        metavar="SUITE",
+        show_default=False,
+    ),
+]
+SuiteOption = Annotated[
+    Path | None,
+    typer.Option("--suite", "-s", help="Slice suite YAML (or give it as the last argument)."),
+]
+
+
+def _suite(argument: Path | None, option: Path | None) -> Path:
+    """The suite, given as the argument or as --suite (one of them)."""
+    if argument is not None and option is not None and argument != option:
+        raise InputError(f"two suites given: {argument} and --suite {option}; give one")
+    suite = argument or option
+    if suite is None:
+        raise InputError(
+            "no slice suite: give it as an argument or --suite, e.g. slices/credit.yaml"
+        )
+    return suite
+
+
 def _data(data: Path | None, config: Any) -> Path:
     if data is not None:
         return data
@@ -144,7 +210,8 @@ def _data(data: Path | None, config: Any) -> Path:
 
 @slices_app.command("test")
 def slices_test(
-    suite: Annotated[Path, typer.Argument(help="Slice suite YAML, e.g. slices/credit.yaml.")],
+    suite_argument: SuiteArgument = None,
+    *,
     model: Annotated[
         str,
         typer.Option(
@@ -154,6 +221,7 @@ def slices_test(
             "model artifact (.joblib/.skops) or a predictions file.",
         ),
     ],
+    suite_option: SuiteOption = None,
     data: DataOption = None,
     as_json: JsonOption = False,
     junit: JunitOption = None,
@@ -162,7 +230,7 @@ def slices_test(
 ) -> None:
     """Evaluate one model version per slice and run the suite's tests.
 
-    Exits 1 if a test fails, 2 on bad input.
+    Exits 0 if every test holds, 1 if a test fails, 2 on bad input (suite, data, version).
     """
     from chaosml.config import load_config
     from chaosml.report.console import render_test_report
@@ -174,8 +242,8 @@ def slices_test(
 
     with _errors():
         _check_outputs(junit, html)
+        loaded = load_suite(_suite(suite_argument, suite_option))
         config = load_config(config_path)
-        loaded = load_suite(suite)
         version = resolve_version(model, config)
         with _progress(not as_json) as progress:
             report = run_slice_tests(
@@ -188,10 +256,14 @@ def slices_test(
 def slices_compare(
     v1: Annotated[
         str,
-        typer.Argument(help="Baseline version: a config name, an artifact or a predictions file."),
+        typer.Argument(
+            help="Baseline version: a config name, an artifact or a predictions file.",
+            metavar="V1",
+        ),
     ],
-    v2: Annotated[str, typer.Argument(help="Candidate version, likewise.")],
-    suite: Annotated[Path, typer.Option("--suite", "-s", help="Slice suite YAML.")],
+    v2: Annotated[str, typer.Argument(help="Candidate version, likewise.", metavar="V2")],
+    suite_argument: SuiteArgument = None,
+    suite_option: SuiteOption = None,
     data: DataOption = None,
     as_json: JsonOption = False,
     junit: JunitOption = None,
@@ -199,7 +271,10 @@ def slices_compare(
     n_boot: Annotated[
         int,
         typer.Option(
-            "--n-boot", min=0, help="Bootstrap replicates for the confidence intervals (0: none)."
+            "--n-boot",
+            min=0,
+            help="Bootstrap replicates for the intervals of ratio metrics (precision, F1, "
+            "balanced accuracy; 0: none). Proportion metrics need none.",
         ),
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
@@ -213,9 +288,9 @@ def slices_compare(
 ) -> None:
     """Compare V2 against V1 per slice, paired on the same rows.
 
-    A slice regressed when significant after correction and worse by more than max_drop.
+    Regressed: p adjusted across slices below alpha, and worse by more than max_drop (compare:).
 
-    Exits 1 if any slice regressed, 2 on bad input.
+    Exits 0 if no slice regressed, 1 if one did, 2 on bad input (suite, data, versions).
     """
     from chaosml.config import load_config
     from chaosml.report.console import render_comparison
@@ -227,8 +302,8 @@ def slices_compare(
 
     with _errors():
         _check_outputs(junit, html)
+        loaded = load_suite(_suite(suite_argument, suite_option))
         config = load_config(config_path)
-        loaded = load_suite(suite)
         first, second, warning = distinct_versions(
             resolve_version(v1, config), resolve_version(v2, config), (v1, v2)
         )

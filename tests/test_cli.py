@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import xml.etree.ElementTree as ET
@@ -9,11 +10,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
+import chaosml
 from chaosml.cli import app
+from chaosml.config import load_config
 from chaosml.demo.train import DemoArtifacts
-from chaosml.versions import load_model
+from chaosml.slices.checks import run_slice_tests
+from chaosml.slices.compare import compare_versions
+from chaosml.slices.suite import load_suite
+from chaosml.versions import load_model, resolve_version
 
 runner = CliRunner()
 SUITE = Path(__file__).parents[1] / "slices" / "credit.yaml"
@@ -21,6 +28,7 @@ SLICE_KEYS = {
     "name",
     "where",
     "n",
+    "discordant",
     "v1",
     "v2",
     "delta",
@@ -50,7 +58,7 @@ def test_compare_outputs(demo: DemoArtifacts, in_tmp: Path) -> None:
     )
     assert code == 1, err  # the demo's v2 regresses in APAC
     report = json.loads(out)
-    assert report["schema"] == "chaosml.slices.compare/1"
+    assert report["schema"] == "chaosml.slices.compare/2"
     assert "region=APAC" in report["regressed"]
     assert set(report["overall"]) >= SLICE_KEYS
     for entry in report["slices"]:
@@ -79,15 +87,48 @@ def test_compare_is_reproducible_and_table_lists_worst_first(
     assert code == 1
     lines = [line for line in table.splitlines() if "│" in line]
     assert "overall" in lines[0] and "regressed" in lines[1]
-    assert "slice(s) regressed" in table
+    assert "regressed: region=APAC" in table
+    assert "significant for that slice alone, not after the correction" in table
 
 
 def test_identical_versions_do_not_regress(demo: DemoArtifacts, in_tmp: Path) -> None:
     code, out, err = compare(demo, "--json", "--n-boot", "50", versions=("v2", "v2"))
     assert code == 0, err
+    assert "warning: v2 and v2 are the same content" in err
     report = json.loads(out)
+    assert (report["v1"], report["v2"]) == ("v2 (v1)", "v2 (v2)")  # labels stay distinct
     assert {s["verdict"] for s in report["slices"]} <= {"unchanged", "too_small"}
-    assert all(s["delta"] == 0 for s in report["slices"])
+    assert all(s["delta"] == 0 and s["discordant"] == 0 for s in report["slices"])
+
+
+def test_colliding_labels_are_told_apart(demo: DemoArtifacts, in_tmp: Path) -> None:
+    for folder, model in (("a", demo.v1), ("b", demo.v2)):
+        Path(folder).mkdir()
+        shutil.copy(model, Path(folder) / "model.skops")
+    code, out, err = compare(
+        demo, "--json", "--n-boot", "50", versions=("a/model.skops", "b/model.skops")
+    )
+    assert code == 1 and "warning" not in err
+    report = json.loads(out)
+    assert (report["v1"], report["v2"]) == ("a/model.skops", "b/model.skops")
+
+
+def test_the_suite_is_given_the_same_way_to_both_commands(
+    demo: DemoArtifacts, in_tmp: Path
+) -> None:
+    by_option = invoke("slices", "test", "--suite", SUITE, "-m", "v2", "-c", demo.config, "--json")
+    by_argument = invoke("slices", "test", SUITE, "-m", "v2", "-c", demo.config, "--json")
+    assert by_option == by_argument and by_option[0] == 1
+    args = ("-c", demo.config, "--json", "--n-boot", "20")
+    assert invoke("slices", "compare", "v1", "v2", SUITE, *args) == compare(demo, *args[2:])
+    code, _, err = invoke("slices", "compare", "v1", "v2", *args)
+    assert (code, err.strip()) == (
+        2,
+        "chaosml: error: no slice suite: give it as an argument or --suite, e.g. "
+        "slices/credit.yaml",
+    )
+    code, _, err = invoke("slices", "compare", "v1", "v2", "other.yaml", "--suite", SUITE, *args)
+    assert code == 2 and "two suites given" in err
 
 
 def test_slices_test_outputs(demo: DemoArtifacts, in_tmp: Path) -> None:
@@ -177,9 +218,15 @@ def test_help_explains_every_command() -> None:
         ["demo"],
         ["demo", "train"],
     ):
-        result = runner.invoke(app, [*command, "--help"])
-        assert result.exit_code == 0
-        assert "Usage" in result.stdout
+        for flag in ("--help", "-h"):
+            result = runner.invoke(app, [*command, flag])
+            assert result.exit_code == 0
+            assert "Usage" in result.stdout
+            assert "<bool>" not in result.stdout  # an on/off flag takes no value
+    top = runner.invoke(app, ["--help"]).stdout
+    assert "3 a target or component unreachable" in " ".join(top.split())
+    version = runner.invoke(app, ["--version"])
+    assert (version.exit_code, version.stdout.strip()) == (0, f"chaosml {chaosml.__version__}")
 
 
 @pytest.fixture
@@ -198,7 +245,12 @@ def broken_inputs(demo: DemoArtifacts, in_tmp: Path) -> Path:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "broken.joblib"], "broken.joblib: cannot load the model: KeyError: 110"),
+        (
+            ["--model", "broken.joblib"],
+            "broken.joblib: not a model chaosml can load (KeyError: 110); expected a "
+            "scikit-learn-style model saved with skops (.skops) or joblib (.joblib, .pkl), or a "
+            "predictions file (.parquet, .csv with a `prediction` column)",
+        ),
         (
             ["--model", "short.csv"],
             "short.csv: 20 prediction rows for 20000 data rows (they must be row-aligned)",
@@ -222,7 +274,12 @@ def broken_inputs(demo: DemoArtifacts, in_tmp: Path) -> Path:
             "bad.parquet: cannot read as parquet: Parquet file size is 7 bytes, smaller than the "
             "minimum file footer (8 bytes)",
         ),
-        (["--model", "v9"], "v9: not a version name (v1, v2) nor an existing file"),
+        (
+            ["--model", "v9"],
+            "v9: not a version name nor an existing file: the config names v1, v2; a version is "
+            "a config name, a model artifact (.skops, .joblib, .pkl) or a predictions file "
+            "(.parquet, .csv)",
+        ),
         (
             ["--model", "v2", "--junit", "no/such/dir/t.xml"],
             "no/such/dir/t.xml: cannot write: folder no/such/dir does not exist",
@@ -249,3 +306,32 @@ def test_missing_suite_and_no_data(demo: DemoArtifacts, in_tmp: Path) -> None:
         2,
         "chaosml: error: no data: pass --data FILE or set `data:` in chaosml.yaml",
     )
+
+
+def test_an_unconfigured_version_name_says_where_versions_come_from(in_tmp: Path) -> None:
+    code, _, err = invoke("slices", "test", SUITE, "--model", "v2", "--data", "x.parquet")
+    assert code == 2
+    assert "no versions are configured (pass --config FILE" in err
+    assert "chaosml demo train" in err
+
+
+@pytest.mark.parametrize("width", [50, 80, 120])
+def test_narrow_terminals_drop_columns_not_digits(demo: DemoArtifacts, width: int) -> None:
+    """Every number shown is whole at any width: lower-priority columns go first."""
+    from chaosml.report.console import render_comparison, render_test_report
+
+    config = load_config(demo.config)
+    suite = load_suite(SUITE)
+    v1, v2 = resolve_version("v1", config), resolve_version("v2", config)
+    comparison = compare_versions(suite, v1, v2, demo.data, config=config, n_boot=50)
+    report = run_slice_tests(suite, v2, demo.data, config=config)
+    console = Console(file=io.StringIO(), width=width)
+    render_comparison(comparison, console)
+    render_test_report(report, console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "…" not in text
+    for row in [comparison.overall, *comparison.slices]:
+        assert row.delta is not None and f"{row.delta:+.4f}" in text
+    assert f"{report.table['accuracy'].iloc[0]:.4f}" in text  # the first metric is kept
+    if width < 100:
+        assert "not shown, the terminal is too narrow" in text

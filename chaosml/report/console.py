@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 from rich.cells import cell_len
@@ -30,7 +31,8 @@ def fmt(value: float | None, digits: int = 4) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _p(value: float | None) -> str:
+def fmt_p(value: float | None) -> str:
+    """A p-value for display: 4 decimals, ``<1e-4`` below."""
     if value is None:
         return "–"
     return "<1e-4" if value < 1e-4 else f"{value:.4f}"
@@ -96,29 +98,43 @@ def fitted_table(title: str, columns: list[Column], console: Console) -> tuple[T
     return table, [c.header for c in columns if c not in kept]
 
 
+def methods(comparison: Comparison) -> tuple[str, str]:
+    """How the comparison's intervals and p-values were computed, in words."""
+    if METRICS[comparison.metric].proportion:
+        return "Newcombe score interval", "McNemar's exact test"
+    return (
+        f"bootstrap percentile interval, {comparison.n_boot} replicates",
+        "exact paired permutation test",
+    )
+
+
+def counts(comparison: Comparison) -> str:
+    """How many slices got each verdict (the overall row is not a slice)."""
+    tally: Counter[str] = Counter(row.verdict for row in comparison.slices)
+    order = ("regressed", "improved", "unchanged", "inconclusive", "undefined", "too_small")
+    parts = [f"{tally[v]} {v}" for v in order if tally[v]]
+    return (
+        f"{len(comparison.slices)} slices: {', '.join(parts)}; overall {comparison.overall.verdict}"
+    )
+
+
 def render_comparison(comparison: Comparison, console: Console) -> None:
     c = comparison
-    metric = METRICS[c.metric]
     rows = [c.overall, *worst_first(c)]
-    interval = (
-        "Newcombe score interval"
-        if metric.proportion
-        else f"bootstrap percentile interval, {c.n_boot} replicates"
-    )
-    test = "McNemar's exact test" if metric.proportion else "exact paired permutation test"
+    interval, test = methods(c)
     columns = [
         Column("slice", [r.name for r in rows], 0, numeric=False),
         Column("Δ", ["–" if r.delta is None else f"{r.delta:+.4f}" for r in rows], 0),
         Column(
             "verdict", [Text(r.verdict, style=VERDICT_STYLE[r.verdict]) for r in rows], 0, False
         ),
-        Column("p adj", [_p(r.p_adjusted) for r in rows], 1),
+        Column("p adj", [fmt_p(r.p_adjusted) for r in rows], 1),
         Column(f"{c.confidence:.0%} CI", [_ci(r) for r in rows], 2),
         Column(c.v1_name, [fmt(r.v1) for r in rows], 3),
         Column(c.v2_name, [fmt(r.v2) for r in rows], 3),
         Column("n", [f"{r.n:,}" for r in rows], 4),
         Column("changed", [f"{r.discordant:,}" for r in rows], 5),
-        Column("p", [_p(r.p_value) for r in rows], 6),
+        Column("p", [fmt_p(r.p_value) for r in rows], 6),
     ]
     order = ["slice", "n", "changed", c.v1_name, c.v2_name, "Δ", columns[4].header, "p", "p adj"]
     columns.sort(key=lambda col: order.index(col.header) if col.header in order else len(order))
@@ -142,11 +158,11 @@ def render_comparison(comparison: Comparison, console: Console) -> None:
         )
     for note in notes:
         console.print(Text(note, style="dim"))
+    console.print(Text(counts(c), style="bold red" if c.regressed else "green"))
     if c.regressed:
-        names = ", ".join(row.name for row in c.regressed)
-        console.print(Text(f"{len(c.regressed)} slice(s) regressed: {names}", style="bold red"))
-    else:
-        console.print(Text(f"no slice regressed ({len(c.improved)} improved)", style="green"))
+        console.print(
+            Text(f"regressed: {', '.join(row.name for row in c.regressed)}", style="bold red")
+        )
 
 
 def _ci(row: SliceComparison) -> str:

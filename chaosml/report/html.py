@@ -6,7 +6,9 @@ import html
 import io
 from pathlib import Path
 
-from chaosml.report.console import fmt, worst_first
+import numpy as np
+
+from chaosml.report.console import counts, fmt, fmt_p, methods, worst_first
 from chaosml.slices.checks import SliceTestReport
 from chaosml.slices.compare import Comparison, SliceComparison
 
@@ -15,8 +17,17 @@ body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
 table{border-collapse:collapse;font-size:.9rem}td,th{padding:.25rem .6rem;border-bottom:1px solid #ddd}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .regressed,.failed{color:#b00020;font-weight:600}.improved,.passed{color:#1b7f3b}
-.too_small,.skipped{color:#a66b00}.unchanged{color:#666}
+.too_small,.skipped,.inconclusive,.undefined{color:#a66b00}.unchanged{color:#666}
+.legend span{margin-right:1.2rem}.note{color:#555;max-width:60rem}
 """
+COLORS = {
+    "regressed": "#b00020",
+    "improved": "#1b7f3b",
+    "unchanged": "#555",
+    "inconclusive": "#c8a000",
+    "undefined": "#c8a000",
+    "too_small": "#c8a000",
+}
 
 
 def _svg(figure: object) -> str:
@@ -30,7 +41,9 @@ def _svg(figure: object) -> str:
 
 
 def forest_plot(comparison: Comparison) -> str:
-    """Per-slice delta with its interval, worst first, as inline SVG."""
+    """Per-slice delta with its interval, worst first, as inline SVG. The axis spans the bulk of
+    the intervals (an outlier slice does not squash the others): an interval running past it is
+    cut at the edge and marked with an arrowhead."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,27 +51,48 @@ def forest_plot(comparison: Comparison) -> str:
 
     rows: list[SliceComparison] = [comparison.overall, *worst_first(comparison)]
     rows = [row for row in rows if row.delta is not None]
-    colors = {
-        "regressed": "#b00020",
-        "improved": "#1b7f3b",
-        "unchanged": "#555",
-        "too_small": "#c8a000",
-    }
+    ends = np.array(
+        [v for row in rows for v in (row.ci or (row.delta, row.delta)) if v is not None] or [0.0]
+    )
+    low_q, high_q = np.percentile(ends, [5, 95])
+    pad = max(high_q - low_q, 0.01) * 0.25
+    left = min(low_q - pad, -comparison.max_drop - pad / 2, -pad / 2)
+    right = max(high_q + pad, pad / 2)
     figure, axes = plt.subplots(figsize=(7, 0.28 * len(rows) + 1.2))
     for y, row in enumerate(reversed(rows)):
         assert row.delta is not None
+        color = COLORS[row.verdict]
         low, high = row.ci if row.ci else (row.delta, row.delta)
-        axes.plot([low, high], [y, y], color=colors[row.verdict], linewidth=1.5)
-        axes.plot(row.delta, y, "o", color=colors[row.verdict], markersize=4)
+        axes.plot([max(low, left), min(high, right)], [y, y], color=color, linewidth=1.5)
+        if left <= row.delta <= right:
+            axes.plot(row.delta, y, "o", color=color, markersize=4)
+        if low < left:
+            axes.plot(left, y, "<", color=color, markersize=5)
+        if high > right:
+            axes.plot(right, y, ">", color=color, markersize=5)
+    axes.set_xlim(left, right)
     axes.axvline(0, color="#999", linewidth=0.8)
     if comparison.max_drop:
         axes.axvline(-comparison.max_drop, color="#b00020", linewidth=0.6, linestyle="--")
     axes.set_yticks(range(len(rows)), [row.name for row in reversed(rows)], fontsize=8)
+    interval, _ = methods(comparison)
     axes.set_xlabel(
         f"Δ {comparison.metric} ({comparison.v2_name} − {comparison.v1_name}), "
-        f"{comparison.confidence:.0%} bootstrap CI"
+        f"{comparison.confidence:.0%} {interval} per slice"
     )
     return _svg(figure)
+
+
+def _legend(comparison: Comparison) -> str:
+    used = dict.fromkeys(row.verdict for row in [comparison.overall, *comparison.slices])
+    items = [f"<span><b style='color:{COLORS[v]}'>●</b> {html.escape(v)}</span>" for v in used]
+    if comparison.max_drop:
+        items.append(
+            f"<span><b style='color:#b00020'>┆</b> −max_drop ({comparison.max_drop:g}): "
+            "a drop must pass this line to count as a regression</span>"
+        )
+    items.append("<span>◀ ▶ interval runs past the axis</span>")
+    return f"<p class='legend'>{''.join(items)}</p>"
 
 
 def _page(title: str, body: str) -> str:
@@ -81,32 +115,56 @@ def _td(value: str, numeric: bool = False, css: str = "") -> str:
 
 def write_compare_html(comparison: Comparison, path: Path) -> None:
     c = comparison
+    interval, test = methods(c)
     rows = []
     for row in [c.overall, *worst_first(c)]:
-        ci = f"[{fmt(row.ci[0])}, {fmt(row.ci[1])}]" if row.ci else "–"
+        ci = f"[{row.ci[0]:+.4f}, {row.ci[1]:+.4f}]" if row.ci else "–"
         rows.append(
             [
                 _td(row.name),
                 _td(row.where),
                 _td(f"{row.n:,}", True),
+                _td(f"{row.discordant:,}", True),
                 _td(fmt(row.v1), True),
                 _td(fmt(row.v2), True),
-                _td(fmt(row.delta), True),
+                _td("–" if row.delta is None else f"{row.delta:+.4f}", True),
                 _td(ci, True),
-                _td(fmt(row.p_value), True),
-                _td(fmt(row.p_adjusted), True),
+                _td(fmt_p(row.p_value), True),
+                _td(fmt_p(row.p_adjusted), True),
                 _td(row.verdict, css=row.verdict),
             ]
         )
+    tested = sum(r.p_adjusted is not None for r in c.slices)
     summary = (
-        f"<p>{len(c.regressed)} regressed, {len(c.improved)} improved. Test: {c.test}, "
-        f"correction: {c.correction}, α={c.alpha}, max_drop={c.max_drop}, "
-        f"{c.n_boot} bootstrap replicates (seed {c.seed}). Data: {html.escape(c.data)}.</p>"
+        f"<p>{html.escape(counts(c))}.</p>"
+        f"<p class='note'>Δ = {html.escape(c.v2_name)} − {html.escape(c.v1_name)}; changed = rows "
+        f"on which the versions differ. Interval: {c.confidence:.0%} {interval}, per slice. "
+        f"p: {test}. <b>Verdict rule</b>: a slice <i>regressed</i> when its p-value adjusted "
+        f"over the {tested} slices that can reach α ({c.correction}) is below α={c.alpha} and the "
+        f"metric got worse by more than max_drop={c.max_drop}; <i>improved</i> likewise the other "
+        f"way; <i>inconclusive</i> below {c.min_discordant} changed rows (too few for any test "
+        "to reach α); <i>undefined</i> where the metric is undefined for a version; "
+        "<i>too_small</i> below min_size rows. An interval that excludes 0 next to "
+        "<i>unchanged</i> is significant for that slice alone, not after the correction. "
+        f"Data: {html.escape(c.data)}; seed {c.seed}.</p>"
     )
     table = _table(
-        ["slice", "where", "n", c.v1_name, c.v2_name, "Δ", "CI", "p", "p adj", "verdict"], rows
+        [
+            "slice",
+            "where",
+            "n",
+            "changed",
+            c.v1_name,
+            c.v2_name,
+            "Δ",
+            "CI",
+            "p",
+            "p adj",
+            "verdict",
+        ],
+        rows,
     )
-    body = summary + forest_plot(c) + table
+    body = summary + _legend(c) + forest_plot(c) + table
     path.write_text(_page(f"{c.metric}: {c.v2_name} vs {c.v1_name}", body), encoding="utf-8")
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from fairlearn.metrics import demographic_parity_difference, demographic_parity_ratio
 
-from chaosml.errors import DataError
+from chaosml.errors import DataError, InputError, SpecError
 from chaosml.slices.checks import run_slice_tests
-from chaosml.slices.suite import SliceSpec, SliceSuite, SliceTest
+from chaosml.slices.suite import SliceSpec, SliceSuite, SliceTest, load_suite
 from chaosml.versions import InMemory
 
 
@@ -68,7 +70,6 @@ def test_thresholds_gaps_and_small_slices() -> None:
         tests=[
             SliceTest(slice="*", metric="accuracy", min=0.0, max=1.0),
             SliceTest(slice="women", metric="recall", max_gap_to_overall=0.05),
-            SliceTest(slice="nothing*", metric="recall", min=0.5),
         ],
     )
     report = run_slice_tests(suite, InMemory("v", data["pred"].to_numpy()), data)
@@ -76,8 +77,35 @@ def test_thresholds_gaps_and_small_slices() -> None:
     assert status[("accuracy", "tiny")] == "skipped"  # below min_size
     assert status[("accuracy", "young")] == "passed"
     assert status[("recall", "women")] == "failed"  # women are selected less: lower recall
-    assert status[("recall", "nothing*")] == "failed"  # a pattern that matches nothing fails
     assert not report.passed
+
+
+def test_a_test_of_a_slice_that_does_not_exist_is_bad_input(tmp_path: Path) -> None:
+    """Not a failed test: the suite is wrong, so the run stops with the place and a suggestion."""
+    data = frame(seed=2)
+
+    def load_suite_text(text: str) -> SliceSuite:
+        (tmp_path / "suite.yaml").write_text(text, encoding="utf-8")
+        return load_suite(tmp_path / "suite.yaml")
+
+    with pytest.raises(
+        SpecError, match=r"tests\[0\]\.slice: no slice named 'youngg' \(did you mean 'young'\?\)"
+    ):
+        load_suite_text(
+            "slices: [{name: young, where: 'age < 25'}]\ntests: [{slice: youngg, metric: recall, min: 0.5}]\n"
+        )
+    suite = SliceSuite(
+        label="y",
+        slices=[SliceSpec(by=["sex"])],
+        tests=[SliceTest(slice="sx=*", metric="recall", min=0.5)],
+    )
+    with pytest.raises(
+        InputError,
+        match=r"tests\[0\]\.slice: no slice matches 'sx=\*' \(did you mean 'sex=[FM]'\?\)",
+    ):
+        run_slice_tests(suite, InMemory("v", data["pred"].to_numpy()), data)
+    with pytest.raises(SpecError, match="slices: List should have at least 1 item"):
+        load_suite_text("label: y\nslices: []\n")
 
 
 def test_string_labels_need_the_positive_class() -> None:
