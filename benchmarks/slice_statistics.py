@@ -159,7 +159,7 @@ def power(runs: int, rng: np.random.Generator) -> None:
     found_new = found_old = 0
     for _ in range(runs):
         slices = np.vstack([rng.multinomial(1000, same, size=99), rng.multinomial(1000, worse)])
-        found_new += _run(slices, "precision") == ["g=99"]
+        found_new += "g=99" in _run(slices, "precision")
         old = adjust(bootstrap_p(bootstrap_delta(metric, slices, rng)), "holm")
         found_old += bool(old[99] < 0.05)
     print(

@@ -55,10 +55,12 @@ def write_compare_junit(comparison: Comparison, path: Path) -> None:
     c = comparison
     cases = []
     for row in [c.overall, *c.slices]:
-        status = {"regressed": "failed", "too_small": "skipped"}.get(row.verdict, "passed")
+        untested = ("too_small", "undefined", "inconclusive")  # no verdict either way
+        status = "failed" if row.verdict == "regressed" else "passed"
+        status = "skipped" if row.verdict in untested else status
         detail = (
             f"{row.verdict}: {c.metric} {row.v1} -> {row.v2} (delta {row.delta}, "
-            f"ci {row.ci}, p_adjusted {row.p_adjusted}, n {row.n})"
+            f"ci {row.ci}, p_adjusted {row.p_adjusted}, n {row.n}, changed {row.discordant})"
         )
         cases.append(_case(f"chaosml.slices.compare.{c.metric}", row.name, status, detail))
     _suite(f"chaosml slices compare {c.v1_name} {c.v2_name}", cases).write(
