@@ -75,6 +75,11 @@ def test_compare_outputs(demo: DemoArtifacts, in_tmp: Path) -> None:
     assert sorted(failed) == sorted(report["regressed"])
     page = Path("c.html").read_text(encoding="utf-8")
     assert "<svg" in page and "region=APAC" in page and "<script" not in page
+    assert "class='legend'" in page and "Verdict rule" in page and "−max_drop" in page
+    assert "&lt;1e-4" in page and "0.0000<" not in page  # p-values as the console shows them
+    assert f"{apac['delta']:+.4f}" in page  # signed deltas
+    regressed = sum(s["verdict"] == "regressed" for s in report["slices"])
+    assert f"{len(report['slices'])} slices: {regressed} regressed" in page
 
 
 def test_compare_is_reproducible_and_table_lists_worst_first(
