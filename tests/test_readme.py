@@ -63,8 +63,8 @@ def test_every_readme_block_runs_in_order(tmp_path: Path) -> None:
     # the demo: every bundled failure mode noticed, the blind spot shown, the regression found
     assert "9 of 9 scenarios passed" in done.stdout, done.stdout[-4000:]
     assert "Blind spots (no alert fired): null-answers" in done.stdout
-    assert "slice(s) regressed" in done.stdout
-    assert "region=APAC" in done.stdout.split("slice(s) regressed")[1]
+    assert "\nregressed: " in done.stdout
+    assert "region=APAC" in done.stdout.split("\nregressed: ")[1].splitlines()[0]
 
     # each bundled scenario's time to detect, as Prometheus (activeAt + for) and Alertmanager
     # (startsAt: when Prometheus fired it) each say, and the webhook's delivery after them
