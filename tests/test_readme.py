@@ -89,4 +89,4 @@ def test_every_readme_block_runs_in_order(tmp_path: Path) -> None:
     assert [s.get("name") for s in junit] == ["income-nulls", "null-answers"]
     assert "<svg" in (tmp_path / "gameday.html").read_text()
     compare = json.loads((tmp_path / "compare.json").read_text())
-    assert compare["schema"] == "chaosml.slices.compare/1"
+    assert compare["schema"] == "chaosml.slices.compare/2"

@@ -181,7 +181,7 @@ def test_a_ratio_metric_regression_is_flagged_among_100_slices(metric: str) -> N
 @pytest.mark.parametrize("metric", ["precision", "f1", "balanced_accuracy", "accuracy"])
 def test_paired_tests_hold_their_level_with_few_discordant_rows(metric: str) -> None:
     """Seeded simulation, versions exchangeable (no difference): with 4-30 discordant rows the
-    share of p < 0.05 stays at or below 5% (the bootstrap test gave 7-15% here)."""
+    share of p < 0.05 stays at or below 5%."""
     rng = np.random.default_rng(3)
     runs = 3000
     counts = np.concatenate(
