@@ -284,6 +284,14 @@ def slices_compare(
             help="Multiple-testing correction across slices (default: the suite's, else holm)."
         ),
     ] = None,
+    scenarios: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--scenarios",
+            help="Also evaluate every slice under these scenario files' faults (files or "
+            "folders, e.g. scenarios/), applied offline, and flag where V2 loses more than V1.",
+        ),
+    ] = None,
     config_path: ConfigOption = None,
 ) -> None:
     """Compare V2 against V1 per slice, paired on the same rows.
@@ -293,12 +301,13 @@ def slices_compare(
     Exits 0 if no slice regressed, 1 if one did, 2 on bad input (suite, data, versions).
     """
     from chaosml.config import load_config
-    from chaosml.report.console import render_comparison
+    from chaosml.report.console import render_comparison, render_under_faults
     from chaosml.report.html import write_compare_html
-    from chaosml.report.junit import write_compare_junit
+    from chaosml.report.junit import write_compare_junit, write_under_faults_junit
     from chaosml.slices.compare import compare_versions
+    from chaosml.slices.fragility import UnderFaults, fragility, offline_scenarios
     from chaosml.slices.suite import load_suite
-    from chaosml.versions import distinct_versions, resolve_version
+    from chaosml.versions import distinct_versions, named_versions, resolve_version
 
     with _errors():
         _check_outputs(junit, html)
@@ -323,6 +332,28 @@ def slices_compare(
                 config=config,
                 progress=progress,
             )
+            if scenarios:
+                result = UnderFaults(
+                    comparison,
+                    fragility(
+                        loaded,
+                        [first, second],
+                        _data(data, config),
+                        offline_scenarios(scenarios),
+                        others=named_versions(config),
+                        seed=seed,
+                        n_boot=n_boot,
+                        correction=correction.value if correction else None,
+                        config=config,
+                    ),
+                )
+    if scenarios:
+        _finish(
+            result,
+            as_json,
+            render_under_faults,
+            {junit: write_under_faults_junit, html: lambda r, p: write_compare_html(r.clean, p)},
+        )
     _finish(
         comparison,
         as_json,

@@ -197,6 +197,10 @@ class ArtifactVersion:
         cache = self._cache_path(table, positive)
         if cache is not None and cache.is_file():
             return []
+        return self.model_columns(table, label)
+
+    def model_columns(self, table: DataSource, label: str) -> list[str]:
+        """The columns the model reads (all but the label if it does not say)."""
         names = getattr(self.model, "feature_names_in_", None)
         if names is None:
             return [column for column in table.columns if column != label]
@@ -214,17 +218,11 @@ class ArtifactVersion:
             with PredictionsFile(self.name, cache).predictor(table, label, True) as cached:
                 yield cached
             return
-        model, columns = self.model, self.feature_columns(table, label, positive)
-        classes = list(getattr(model, "classes_", []))
-        if classes and positive not in classes:
-            raise VersionError(
-                f"{self.path}: the model's classes are {classes}, "
-                f"not including the positive class {positive!r}"
-            )
+        fresh = self.fresh_predictor(table, label, positive)
         parts: list[pd.DataFrame] = []
 
         def predict(chunk: pd.DataFrame) -> Predictions:
-            predictions = _predict(model, chunk[columns], positive, classes, self.path)
+            predictions = fresh(chunk)
             if cache is not None:
                 part: dict[str, npt.NDArray[Any]] = {
                     PREDICTION_COLUMN: predictions.positive.astype(np.int8)
@@ -237,6 +235,17 @@ class ArtifactVersion:
         yield predict
         if cache is not None and parts:
             _write_atomically(pd.concat(parts, ignore_index=True), cache)
+
+    def fresh_predictor(self, table: DataSource, label: str, positive: Scalar) -> Predictor:
+        """The model's answers to whatever rows it is given (no cache: the rows may be changed)."""
+        model, columns = self.model, self.model_columns(table, label)
+        classes = list(getattr(model, "classes_", []))
+        if classes and positive not in classes:
+            raise VersionError(
+                f"{self.path}: the model's classes are {classes}, "
+                f"not including the positive class {positive!r}"
+            )
+        return lambda chunk: _predict(model, chunk[columns], positive, classes, self.path)
 
     @functools.cached_property
     def _digest(self) -> str:
@@ -342,6 +351,11 @@ def resolve_version(spec: str | Version, config: ProjectConfig) -> Version:
     if path.suffix.lower() in (".parquet", ".pq", ".csv", ".tsv"):
         return PredictionsFile(path.stem, path)
     return ArtifactVersion(path.stem, path, _cache_dir(config))
+
+
+def named_versions(config: ProjectConfig) -> dict[str, Version]:
+    """Every version the config names (what a ``stale_model`` fault can answer with)."""
+    return {name: resolve_version(name, config) for name in config.versions}
 
 
 def distinct_versions(

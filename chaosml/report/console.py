@@ -13,6 +13,7 @@ from rich.text import Text
 
 from chaosml.slices.checks import SliceTestReport
 from chaosml.slices.compare import Comparison, SliceComparison
+from chaosml.slices.fragility import Cell, Fragility, UnderFaults
 from chaosml.slices.metrics import METRICS
 
 VERDICT_STYLE = {
@@ -213,3 +214,68 @@ def render_test_report(report: SliceTestReport, console: Console) -> None:
             )
     summary = ", ".join(f"{count} {status}" for status, count in counts.items())
     console.print(Text(f"tests: {summary}", style="bold red" if counts["failed"] else "green"))
+
+
+def render_under_faults(result: UnderFaults, console: Console) -> None:
+    """The clean comparison, then the (slice, scenario) cells where the versions' fragility
+    differs most."""
+    render_comparison(result.clean, console)
+    render_fragility(result.fragility, console)
+
+
+def render_fragility(f: Fragility, console: Console, top: int = 15) -> None:
+    v1, v2 = f.versions
+    rank = {"regressed": 0, "inconclusive": 1, "unchanged": 2, "improved": 3, "": 4}
+    direction = METRICS[f.metric].direction
+
+    def key(c: Cell) -> tuple[int, float]:
+        return (rank.get(c.verdict or "", 4), direction * c.delta if c.delta is not None else 9)
+
+    cells = sorted((c for c in f.cells if c.slice != "overall"), key=key)
+    shown = cells[:top]
+
+    def change(c: Cell, version: str) -> str:
+        value = c.change(version)
+        return "–" if value is None else f"{value:+.4f}"
+
+    columns = [
+        Column("scenario", [c.scenario for c in shown], 0, numeric=False),
+        Column("slice", [c.slice for c in shown], 0, numeric=False),
+        Column(f"Δ {v1}", [change(c, v1) for c in shown], 2),
+        Column(f"Δ {v2}", [change(c, v2) for c in shown], 2),
+        Column("Δ−Δ", ["–" if c.delta is None else f"{c.delta:+.4f}" for c in shown], 0),
+        Column("p adj", [fmt_p(c.p_adjusted) for c in shown], 1),
+        Column(
+            "verdict",
+            [Text(c.verdict or "–", style=VERDICT_STYLE.get(c.verdict or "", "")) for c in shown],
+            0,
+            numeric=False,
+        ),
+        Column("n", [f"{c.n:,}" for c in shown], 3),
+    ]
+    title = f"{f.metric} under the scenarios' faults: change from clean data, {v2} vs {v1}"
+    table, dropped = fitted_table(title, columns, console)
+    console.print(table)
+    skipped = [s.name for s in f.scenarios if not s.applicable]
+    tally: Counter[str] = Counter(c.verdict or "" for c in cells)
+    notes = [
+        f"Δ = change from clean data on the same rows; Δ−Δ = {v2}'s change − {v1}'s; regressed: "
+        f"{v2} loses significantly more (p adjusted over every (slice, scenario), {f.correction}, "
+        f"below α={f.alpha}) and by more than max_drop_under_fault={f.max_drop}.",
+        f"{len(cells)} (slice, scenario) cells: "
+        + ", ".join(f"{tally[v]} {v or 'not compared (answer faults)'}" for v in rank if tally[v])
+        + (f"; the worst {len(shown)} shown, --json has all" if len(cells) > len(shown) else ""),
+    ]
+    if skipped:
+        notes.append(f"not applicable offline (transport faults only): {', '.join(skipped)}")
+    if dropped:
+        notes.append(f"(not shown, the terminal is too narrow: {', '.join(dropped)})")
+    for note in notes:
+        console.print(Text(note, style="dim"))
+    fragile = [c for c in f.fragile if c.slice != "overall"]
+    if fragile:
+        worst = ", ".join(f"{c.slice} under {c.scenario}" for c in fragile[:5])
+        more = f" and {len(fragile) - 5} more" if len(fragile) > 5 else ""
+        console.print(
+            Text(f"{v2} more fragile in {len(fragile)} cells: {worst}{more}", style="bold red")
+        )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from chaosml.slices.checks import SliceTestReport
 from chaosml.slices.compare import Comparison
+from chaosml.slices.fragility import UnderFaults
 
 
 def _suite(name: str, cases: list[ET.Element]) -> ET.ElementTree[ET.Element]:
@@ -55,9 +56,7 @@ def write_compare_junit(comparison: Comparison, path: Path) -> None:
     c = comparison
     cases = []
     for row in [c.overall, *c.slices]:
-        untested = ("too_small", "undefined", "inconclusive")  # no verdict either way
-        status = "failed" if row.verdict == "regressed" else "passed"
-        status = "skipped" if row.verdict in untested else status
+        status = _status(row.verdict)
         detail = (
             f"{row.verdict}: {c.metric} {row.v1} -> {row.v2} (delta {row.delta}, "
             f"ci {row.ci}, p_adjusted {row.p_adjusted}, n {row.n}, changed {row.discordant})"
@@ -66,3 +65,29 @@ def write_compare_junit(comparison: Comparison, path: Path) -> None:
     _suite(f"chaosml slices compare {c.v1_name} {c.v2_name}", cases).write(
         path, encoding="utf-8", xml_declaration=True
     )
+
+
+def write_under_faults_junit(result: UnderFaults, path: Path) -> None:
+    """The clean comparison's cases, then one per (slice, scenario) cell."""
+    write_compare_junit(result.clean, path)
+    f = result.fragility
+    cases = []
+    for cell in f.cells:
+        status = _status(cell.verdict)
+        detail = (
+            f"{cell.verdict}: {f.metric} change under {cell.scenario}: "
+            + ", ".join(f"{v} {cell.change(v)}" for v in f.versions)
+            + f" (difference {cell.delta}, ci {cell.ci}, p_adjusted {cell.p_adjusted})"
+        )
+        cases.append(_case(f"chaosml.slices.fragility.{cell.scenario}", cell.slice, status, detail))
+    suites = ET.parse(path).getroot()
+    suites.extend(_suite(f"chaosml slices fragility {' '.join(f.versions)}", cases).getroot())
+    ET.indent(suites)
+    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _status(verdict: str | None) -> str:
+    """A comparison verdict as a test status: a slice without a verdict either way is skipped."""
+    if verdict in ("too_small", "undefined", "inconclusive"):
+        return "skipped"
+    return "failed" if verdict == "regressed" else "passed"

@@ -165,8 +165,8 @@ def permutation_p_values(
         if d0 + d1 == 0:
             out[i] = 1.0
             continue
-        k0, w0 = _binomial_grid(int(d0))
-        k1, w1 = _binomial_grid(int(d1))
+        k0, w0 = binomial_grid(int(d0))
+        k1, w1 = binomial_grid(int(d1))
         if len(k0) * len(k1) > EXACT_GRID:
             out[i] = 2 * stats.norm.sf(abs(observed[i])) if np.isfinite(observed[i]) else 0.0
             continue
@@ -184,7 +184,7 @@ def permutation_p_values(
     return out
 
 
-def _binomial_grid(d: int) -> tuple[FloatArray, FloatArray]:
+def binomial_grid(d: int) -> tuple[FloatArray, FloatArray]:
     """Counts k of Binomial(d, 1/2) within the grid's cut, with their probabilities."""
     half_width = _TAIL_SD * np.sqrt(d) / 2
     low, high = max(0, int(np.floor(d / 2 - half_width))), min(d, int(np.ceil(d / 2 + half_width)))

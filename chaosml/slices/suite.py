@@ -107,6 +107,8 @@ class ComparePolicy(_Spec):
     alpha: float = Field(default=0.05, gt=0, lt=1)
     correction: Literal["holm", "bh"] = "holm"
     confidence: float = Field(default=0.95, gt=0, lt=1)
+    # the tolerance on how much more a version may lose under a scenario (default: max_drop)
+    max_drop_under_fault: float | None = Field(default=None, ge=0)
 
     @field_validator("metric")
     @classmethod
@@ -118,6 +120,11 @@ class ComparePolicy(_Spec):
                 "or no paired test (use accuracy, recall, precision, f1, ...)"
             )
         return value
+
+    @property
+    def drop_under_fault(self) -> float:
+        """How much more a version may lose under a scenario than the other one did."""
+        return self.max_drop if self.max_drop_under_fault is None else self.max_drop_under_fault
 
 
 def is_pattern(name: str) -> bool:

@@ -1,0 +1,485 @@
+"""Slices under failure scenarios: each scenario's faults applied offline to the evaluation rows, every
+slice evaluated under every scenario, and (for two versions) which one is more fragile where.
+
+A scenario file (``scenarios/*.yaml``) names the faults a game day injects; offline, its payload
+faults act on the evaluation data with the same fault code the proxy and the in-service fault point
+run (``chaosml.apply_offline``): request faults change the rows before the model predicts, response
+faults change its answers, ``stale_model`` answers with the named version. Transport faults
+(latency, resets) act on connections and have no offline meaning: such a scenario is listed as not
+applicable. Slices are always the *clean* rows' subpopulations: a row is in ``income_missing`` because
+its real income is missing, whatever the fault did to what the model saw.
+
+Per scenario, one pass over the data predicts each version on the clean and on the faulted rows
+(clean predictions come from the prediction cache when there is one). Rows are faulted the same way
+for every version (one seeded generator per chunk), so the comparison is paired on the same rows:
+
+- per version and (slice, scenario): the metric clean, under the fault, and its change;
+- for two versions, the *fragility* delta (v2's change) - (v1's change) with an exact paired test:
+  per row, d = (v2 faulted - v2 clean) - (v1 faulted - v1 clean) of the metric's event, and with the
+  versions exchangeable d is as likely as -d, so the null distribution is a grid over the rows with
+  |d| = 1 and |d| = 2 with binomial weights (McNemar's test is its one-version case); a bootstrap
+  interval from the cell counts; p-values adjusted over every (slice, scenario) cell; the clean
+  comparison's verdicts, with ``max_drop_under_fault`` as the tolerance.
+
+Only scenarios that change the model's inputs get a fragility verdict. A fault on the answers
+(``label_flip``, ``bias``, ``stale_model``) acts on every model's answers the same way: how much
+each version loses to it follows from how their answers differ on clean data, which the clean
+comparison already tests. Those cells show each version's change, with no verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from chaosml.config import ProjectConfig
+from chaosml.data import DEFAULT_CHUNK_ROWS, DataSource
+from chaosml.errors import InputError
+from chaosml.faults import Fault, RequestFault, ResponseFault, TransportFault, apply_offline
+from chaosml.faults.predictions import StaleModel
+from chaosml.gameday.scenario import load_scenarios
+from chaosml.slices.collect import Evaluation, Progress, evaluate
+from chaosml.slices.compare import Comparison, Verdict, verdict
+from chaosml.slices.engine import IntArray, confusion
+from chaosml.slices.metrics import METRICS, Metric, as_number
+from chaosml.slices.stats import (
+    EXACT_GRID,
+    FloatArray,
+    adjust,
+    binomial_grid,
+    bootstrap_cells,
+    min_discordant,
+    percentile_interval,
+)
+from chaosml.slices.suite import SliceSuite
+from chaosml.versions import ArtifactVersion, Predictions, Predictor, Scalar, Version
+
+SCHEMA = "chaosml.slices.fragility/1"
+
+
+@dataclass(frozen=True)
+class OfflineScenario:
+    """A scenario's payload faults, each with its toxicity (the share of rows it hits)."""
+
+    name: str
+    path: Path
+    faults: tuple[tuple[Fault, float], ...]
+    transport: tuple[str, ...] = ()  # fault types that act on connections: no offline effect
+
+    @property
+    def applicable(self) -> bool:
+        return bool(self.faults)
+
+    @property
+    def changes_features(self) -> bool:
+        return any(isinstance(fault, RequestFault) for fault, _ in self.faults)
+
+    @property
+    def stale_versions(self) -> list[str]:
+        return [f.version for f, _ in self.faults if isinstance(f, StaleModel) and f.version]
+
+
+def offline_scenarios(paths: Sequence[str | Path]) -> list[OfflineScenario]:
+    """Scenario files (and folders of them), validated as for a game day, as offline faults."""
+    out = []
+    for file in load_scenarios([Path(p) for p in paths]):
+        faults, transport = [], []
+        for spec in file.scenario.faults:
+            fault = spec.fault
+            if isinstance(fault, TransportFault):
+                transport.append(spec.type)
+            elif isinstance(fault, StaleModel) and fault.version is None:
+                transport.append(spec.type)  # another upstream: nothing to predict with offline
+            else:
+                faults.append((fault, spec.toxicity))
+        out.append(OfflineScenario(file.scenario.name, file.path, tuple(faults), tuple(transport)))
+    return out
+
+
+@dataclass
+class UnderFault:
+    """``base``'s answers on the rows with ``scenario``'s faults applied: a ``Version``.
+
+    Request faults need the model itself (an artifact version); response faults also apply to
+    precomputed predictions. A null answer (``nan_prediction``) counts as wrong."""
+
+    base: Version
+    scenario: OfflineScenario
+    seed: int
+    index: int = 0  # which scenario: each has its own stream of random choices
+    others: Mapping[str, Version] = field(default_factory=dict)  # stale_model's versions
+
+    def __post_init__(self) -> None:
+        self.name = f"{self.base.name} under {self.scenario.name}"
+        if self.scenario.changes_features and not isinstance(self.base, ArtifactVersion):
+            raise InputError(
+                f"scenario {self.scenario.name!r} changes the model's inputs, and version "
+                f"{self.base.name!r} is precomputed predictions: give a model artifact"
+            )
+        for name in self.scenario.stale_versions:
+            if name not in self.others:
+                known = ", ".join(self.others) or "none"
+                raise InputError(
+                    f"{self.scenario.path}: stale_model version {name!r} is not a version here "
+                    f"(known: {known})"
+                )
+
+    def feature_columns(self, table: DataSource, label: str, positive: Scalar) -> list[str]:
+        columns: list[str] = []
+        if self.scenario.changes_features:
+            assert isinstance(self.base, ArtifactVersion)
+            columns += self.base.model_columns(table, label)
+        else:
+            columns += self.base.feature_columns(table, label, positive)
+        for fault, _ in self.scenario.faults:
+            read = fault.reads() if hasattr(fault, "reads") else None
+            columns += [c for c in read or () if c in table.columns]
+        for name in self.scenario.stale_versions:
+            columns += self.others[name].feature_columns(table, label, positive)
+        return list(dict.fromkeys(columns))
+
+    @contextmanager
+    def predictor(self, table: DataSource, label: str, positive: Scalar) -> Iterator[Predictor]:
+        faults = self.scenario.faults
+        with ExitStack() as stack:
+            if self.scenario.changes_features:
+                assert isinstance(self.base, ArtifactVersion)
+                answer = self.base.fresh_predictor(table, label, positive)
+            else:
+                answer = stack.enter_context(self.base.predictor(table, label, positive))
+            stale = {
+                name: stack.enter_context(self.others[name].predictor(table, label, positive))
+                for name in self.scenario.stale_versions
+            }
+            offset = 0
+
+            def predict(chunk: pd.DataFrame) -> Predictions:
+                nonlocal offset
+                rng = np.random.default_rng([self.seed, self.index, offset])
+                offset += len(chunk)
+                rows = chunk
+                for fault, toxicity in faults:
+                    if isinstance(fault, RequestFault):
+                        rows, _, _ = apply_offline(fault, rows, toxicity=toxicity, rng=rng)
+                before = answer(rows if self.scenario.changes_features else chunk)
+                labels: np.ndarray = before.positive.astype(np.int64)
+                scores = before.score
+                for fault, toxicity in faults:
+                    if isinstance(fault, StaleModel) and fault.version is not None:
+                        old = stale[fault.version](rows)
+                        hit = (rng.random(len(rows)) < toxicity) & fault.rows(rows, len(rows), rng)
+                        labels = np.where(hit, old.positive.astype(np.int64), labels)
+                        if scores is not None and old.score is not None:
+                            scores = np.where(hit, old.score, scores)
+                    elif isinstance(fault, ResponseFault):
+                        _, new, scores = apply_offline(
+                            fault, rows, labels, scores, toxicity=toxicity, rng=rng
+                        )
+                        labels = labels if new is None else new
+                truth = np.asarray(chunk[label] == positive)
+                answered = ~pd.isna(labels)
+                said = np.where(answered, labels, 0)
+                is_positive = np.where(answered, said == 1, ~truth)  # no answer: a wrong one
+                if scores is not None:  # no score: the wrong end of the scale
+                    score = np.asarray(scores, dtype=np.float64)
+                    scores = np.where(np.isfinite(score), score, np.where(truth, 0.0, 1.0))
+                return Predictions(is_positive.astype(bool), scores)
+
+            yield predict
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (slice, scenario): each version's metric clean and under the scenario's faults, and
+    for two versions the fragility delta (v2's change - v1's change) with its test and verdict."""
+
+    slice: str
+    scenario: str
+    n: int
+    clean: dict[str, float | None]
+    faulted: dict[str, float | None]
+    discordant: int | None = None
+    delta: float | None = None
+    ci: tuple[float, float] | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    verdict: Verdict | None = None
+
+    def change(self, version: str) -> float | None:
+        clean, faulted = self.clean.get(version), self.faulted.get(version)
+        return None if clean is None or faulted is None else faulted - clean
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "slice": self.slice,
+            "scenario": self.scenario,
+            "n": self.n,
+            "versions": {
+                v: {"clean": self.clean[v], "faulted": self.faulted[v], "change": self.change(v)}
+                for v in self.clean
+            },
+            "discordant": self.discordant,
+            "delta": self.delta,
+            "ci": list(self.ci) if self.ci else None,
+            "p_value": self.p_value,
+            "p_adjusted": self.p_adjusted,
+            "verdict": self.verdict,
+        }
+
+
+@dataclass(frozen=True)
+class Fragility:
+    """Every slice under every applicable scenario, for one or two versions."""
+
+    suite: str
+    data: str
+    metric: str
+    versions: list[str]
+    scenarios: list[OfflineScenario]
+    cells: list[Cell]
+    alpha: float
+    max_drop: float
+    correction: str
+    seed: int
+    n_boot: int
+
+    @property
+    def fragile(self) -> list[Cell]:
+        """Cells where v2 lost significantly more than v1, largest difference first."""
+        flagged = [c for c in self.cells if c.verdict == "regressed"]
+        direction = METRICS[self.metric].direction
+        return sorted(flagged, key=lambda c: direction * (c.delta or 0.0))
+
+    @property
+    def passed(self) -> bool:
+        return not self.fragile
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "suite": self.suite,
+            "data": self.data,
+            "metric": self.metric,
+            "versions": self.versions,
+            "alpha": self.alpha,
+            "max_drop_under_fault": self.max_drop,
+            "correction": self.correction,
+            "seed": self.seed,
+            "n_boot": self.n_boot,
+            "scenarios": [
+                {
+                    "name": s.name,
+                    "path": str(s.path),
+                    "applicable": s.applicable,
+                    "faults": [fault.type for fault, _ in s.faults],
+                    "not_applicable_offline": list(s.transport),
+                }
+                for s in self.scenarios
+            ],
+            "passed": self.passed,
+            "fragile": [{"slice": c.slice, "scenario": c.scenario} for c in self.fragile],
+            "cells": [c.to_dict() for c in self.cells],
+        }
+
+
+@dataclass(frozen=True)
+class UnderFaults:
+    """A clean comparison of two versions and their fragility under the scenarios."""
+
+    clean: Comparison
+    fragility: Fragility
+
+    @property
+    def passed(self) -> bool:
+        return self.clean.passed and self.fragility.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.fragility.to_dict(), "passed": self.passed, "clean": self.clean.to_dict()}
+
+
+def fragility(
+    suite: SliceSuite,
+    versions: Sequence[Version],
+    data: str | Path | pd.DataFrame,
+    scenarios: Sequence[OfflineScenario],
+    *,
+    others: Mapping[str, Version] | None = None,
+    seed: int = 0,
+    n_boot: int = 1000,
+    correction: Literal["holm", "bh"] | None = None,
+    config: ProjectConfig | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: Callable[[str], Progress | None] | None = None,
+) -> Fragility:
+    """Evaluate every slice of ``suite`` under every scenario, for one or two versions."""
+    if not 1 <= len(versions) <= 2:
+        raise InputError("fragility takes one version, or two to compare")
+    policy = suite.compare
+    metric = METRICS[policy.metric]
+    if len(versions) == 2 and not metric.proportion:
+        raise InputError(
+            f"the fragility comparison needs a proportion metric (accuracy, recall, "
+            f"false_positive_rate, ...); the suite compares {metric.name}"
+        )
+    known = {v.name: v for v in versions} | dict(others or {})
+    names = [v.name for v in versions]
+    cells: list[Cell] = []
+    family: list[tuple[IntArray, bool]] = []  # 32-cell counts per slice; compared or not
+    for index, scenario in enumerate(scenarios):
+        if not scenario.applicable:
+            continue
+        faulted = [UnderFault(v, scenario, seed, index, known) for v in versions]
+        evaluation = evaluate(
+            suite,
+            data,
+            [*versions, *faulted],
+            config=config,
+            chunk_rows=chunk_rows,
+            progress=progress(scenario.name) if progress else None,
+        )
+        cells.extend(_cells(evaluation, metric, names, scenario.name))
+        if len(versions) == 2:
+            family.append((evaluation.stats.cells, scenario.changes_features))
+    if len(versions) == 2:
+        cells = _compare(cells, family, metric, suite, correction, seed, n_boot)
+    return Fragility(
+        suite=str(suite.path or "<suite>"),
+        data=str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>",
+        metric=metric.name,
+        versions=names,
+        scenarios=list(scenarios),
+        cells=cells,
+        alpha=policy.alpha,
+        max_drop=policy.drop_under_fault,
+        correction=correction or policy.correction,
+        seed=seed,
+        n_boot=n_boot,
+    )
+
+
+def _cells(evaluation: Evaluation, metric: Metric, names: list[str], scenario: str) -> list[Cell]:
+    k = len(names)
+    clean = {name: evaluation.metric(metric.name, i) for i, name in enumerate(names)}
+    under = {name: evaluation.metric(metric.name, k + i) for i, name in enumerate(names)}
+    return [
+        Cell(
+            slice=info.name,
+            scenario=scenario,
+            n=int(evaluation.stats.n[row]),
+            clean={name: as_number(clean[name][row]) for name in names},
+            faulted={name: as_number(under[name][row]) for name in names},
+        )
+        for row, info in enumerate(evaluation.stats.slices)
+    ]
+
+
+def events(metric: Metric, cells: IntArray, n_versions: int, version: int) -> FloatArray:
+    """Per cell: 1 if ``version``'s answer is the metric's event (a right answer for accuracy)
+    in a row the metric counts, 0 if not, NaN if the metric does not count the row."""
+    quads = np.stack(
+        [
+            np.asarray(q)
+            for q in confusion(np.eye(cells.shape[-1], dtype=np.int64), n_versions, version)
+        ]
+    )
+    ratio = metric.ratios[0]
+    counted = np.asarray(ratio.den) @ quads
+    event = np.asarray(ratio.num) @ quads
+    return np.where(counted > 0, event, np.nan)
+
+
+def did_p_values(ones: IntArray, twos: IntArray, observed: IntArray) -> FloatArray:
+    """Exact sign-flip p-values of sum(d) = ``observed`` with ``ones`` rows of |d| = 1 and
+    ``twos`` rows of |d| = 2, each as likely +d as -d (the normal limit when the grid is large)."""
+    out = np.ones(len(ones))
+    for i, (a, b, t) in enumerate(zip(ones, twos, observed, strict=True)):
+        if a + b == 0:
+            continue
+        ka, wa = binomial_grid(int(a))
+        kb, wb = binomial_grid(int(b))
+        if len(ka) * len(kb) > EXACT_GRID:
+            out[i] = 2 * scipy_stats.norm.sf(abs(t) / math.sqrt(a + 4 * b))
+            continue
+        total = (2 * ka - a)[:, None] + 2 * (2 * kb - b)[None, :]
+        p = (wa[:, None] * wb[None, :])[np.abs(total) >= abs(t) - 1e-9].sum()
+        out[i] = min(max(p, 2 * 0.5 ** float(a + b)), 1.0)
+    return out
+
+
+def _compare(
+    cells: list[Cell],
+    family: list[tuple[IntArray, bool]],
+    metric: Metric,
+    suite: SliceSuite,
+    correction: Literal["holm", "bh"] | None,
+    seed: int,
+    n_boot: int,
+) -> list[Cell]:
+    policy = suite.compare
+    counts = np.concatenate([c for c, _ in family])  # (cells, 32): label|v1|v2|v1 under|v2 under
+    compared = np.concatenate([np.full(len(c), inputs) for c, inputs in family])
+    e = [events(metric, counts, 4, v) for v in range(4)]
+    d = (e[3] - e[1]) - (e[2] - e[0])  # per cell pattern: v2's change - v1's change
+    counted = ~np.isnan(d)
+    d = np.where(counted, d, 0)
+    ones = counts @ (np.abs(d) == 1).astype(np.int64)
+    twos = counts @ (np.abs(d) == 2).astype(np.int64)
+    observed = (counts @ d).astype(np.int64)
+    p_values = did_p_values(ones, twos, observed)
+    discordant = ones + twos
+    delta = np.array([_delta(c) for c in cells], dtype=np.float64)
+    low = high = np.full(len(cells), np.nan)
+    if n_boot > 0:
+        boot = bootstrap_cells(counts, n_boot, np.random.default_rng(seed)).astype(np.float64)
+        rows = boot @ counted.astype(np.float64)
+        with np.errstate(all="ignore"):
+            replicates = np.where(rows > 0, (boot @ d) / rows, np.nan)
+        low, high = percentile_interval(replicates, policy.confidence)
+    defined = np.isfinite(delta)
+    needed = min_discordant(policy.alpha)
+    sizes = np.array([c.n for c in cells])
+    slice_min = {s.name: s.min_size for s in suite.slices if s.name and s.min_size}
+    min_sizes = np.array([slice_min.get(c.slice, suite.min_size) for c in cells])
+    big_enough = sizes >= min_sizes
+    overall = np.array([c.slice == "overall" for c in cells])
+    testable = big_enough & defined & (discordant >= needed) & ~overall & compared
+    p_adjusted = adjust(np.where(testable, p_values, np.nan), correction or policy.correction)
+    p_adjusted = np.where(
+        overall & big_enough & defined & (discordant >= needed), p_values, p_adjusted
+    )
+    verdicts = verdict(
+        delta,
+        p_adjusted,
+        big_enough=big_enough,
+        discordant=discordant,
+        needed=needed,
+        direction=metric.direction,
+        alpha=policy.alpha,
+        max_drop=policy.drop_under_fault,
+    )
+    return [
+        replace(
+            c,
+            discordant=int(discordant[i]),
+            delta=as_number(delta[i]),
+            ci=None if math.isnan(low[i]) else (float(low[i]), float(high[i])),
+            p_value=as_number(p_values[i]) if defined[i] and compared[i] else None,
+            p_adjusted=as_number(p_adjusted[i]),
+            verdict=verdicts[i] if compared[i] else None,
+        )
+        for i, c in enumerate(cells)
+    ]
+
+
+def _delta(cell: Cell) -> float:
+    v1, v2 = list(cell.clean)
+    first, second = cell.change(v1), cell.change(v2)
+    return math.nan if first is None or second is None else second - first
