@@ -340,3 +340,27 @@ def test_narrow_terminals_drop_columns_not_digits(demo: DemoArtifacts, width: in
     assert f"{report.table['accuracy'].iloc[0]:.4f}" in text  # the first metric is kept
     if width < 100:
         assert "not shown, the terminal is too narrow" in text
+
+
+def test_compare_under_the_bundled_scenarios(demo: DemoArtifacts, in_tmp: Path) -> None:
+    scenarios = Path(__file__).parents[1] / "scenarios"
+    code, out, err = compare(
+        demo, "--scenarios", scenarios, "--json", "--n-boot", "50", "--junit", "f.xml"
+    )
+    assert code == 1, err
+    report = json.loads(out)
+    assert report["schema"] == "chaosml.slices.fragility/1"
+    assert report["clean"]["schema"] == "chaosml.slices.compare/2"
+    skipped = {s["name"] for s in report["scenarios"] if not s["applicable"]}
+    assert skipped == {"error-burst", "latency"}  # transport faults: nothing to do offline
+    fragile = {(c["slice"], c["scenario"]) for c in report["fragile"]}
+    assert ("region=APAC", "income-units") in fragile  # v2 leans on income, and APAC is new
+    judged = {c["scenario"] for c in report["cells"] if c["verdict"] is not None}
+    assert judged == {"age-drift", "income-nulls", "income-units"}  # the input faults
+    suites = ET.parse("f.xml").getroot().findall("testsuite")
+    assert [s.get("name") for s in suites] == [
+        "chaosml slices compare v1 v2",
+        "chaosml slices fragility v1 v2",
+    ]
+    code, table, _ = compare(demo, "--scenarios", scenarios, "--n-boot", "50")
+    assert code == 1 and "v2 more fragile in" in table and "income-units" in table
