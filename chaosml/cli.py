@@ -345,6 +345,7 @@ def slices_compare(
                         n_boot=n_boot,
                         correction=correction.value if correction else None,
                         config=config,
+                        progress=None if progress is None else lambda scenario: progress,
                     ),
                 )
     if scenarios:
