@@ -15,10 +15,11 @@ from chaosml.config import load_config
 from chaosml.demo.harness import ReferenceStack, reference_stack
 from chaosml.demo.train import train_demo
 from chaosml.gameday import GamedayReport, Interrupted, RunOptions, run_files
-from chaosml.report.console import render_comparison, render_test_report
+from chaosml.report.console import render_comparison, render_fragility, render_test_report
 from chaosml.report.gameday import LiveDisplay, render_gameday
 from chaosml.slices.checks import run_slice_tests
 from chaosml.slices.compare import compare_versions
+from chaosml.slices.fragility import fragility, offline_scenarios
 from chaosml.slices.suite import load_suite
 from chaosml.versions import resolve_version
 
@@ -119,8 +120,11 @@ def run_demo(
     render_test_report(run_slice_tests(suite, v2, data, config=config), out)
     out.rule("chaosml slices compare v1 v2")
     render_comparison(compare_versions(suite, v1, v2, data, config=config), out)
+    out.rule("chaosml slices compare v1 v2 --scenarios: which version breaks more under the faults")
+    scenarios = offline_scenarios([SCENARIOS])
+    render_fragility(fragility(suite, [v1, v2], data, scenarios, config=config), out)
     out.print(
         f"\nThe same, by hand:\n"
         f"  chaosml slices compare v1 v2 --suite slices/credit.yaml --config {config_path}"
-        f" --html report.html\n"
+        f" --scenarios scenarios/ --html report.html\n"
     )
