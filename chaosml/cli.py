@@ -226,6 +226,15 @@ def slices_test(
     as_json: JsonOption = False,
     junit: JunitOption = None,
     html: HtmlOption = None,
+    scenarios: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--scenarios",
+            help="Also evaluate every slice under these scenario files' faults (files or "
+            "folders, e.g. scenarios/), applied offline; tests with `under:` run there.",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the faults' random choices.")] = 0,
     config_path: ConfigOption = None,
 ) -> None:
     """Evaluate one model version per slice and run the suite's tests.
@@ -237,8 +246,9 @@ def slices_test(
     from chaosml.report.html import write_test_html
     from chaosml.report.junit import write_test_junit
     from chaosml.slices.checks import run_slice_tests
+    from chaosml.slices.fragility import offline_scenarios
     from chaosml.slices.suite import load_suite
-    from chaosml.versions import resolve_version
+    from chaosml.versions import named_versions, resolve_version
 
     with _errors():
         _check_outputs(junit, html)
@@ -247,7 +257,14 @@ def slices_test(
         version = resolve_version(model, config)
         with _progress(not as_json) as progress:
             report = run_slice_tests(
-                loaded, version, _data(data, config), config=config, progress=progress
+                loaded,
+                version,
+                _data(data, config),
+                scenarios=offline_scenarios(scenarios) if scenarios else (),
+                others=named_versions(config),
+                seed=seed,
+                config=config,
+                progress=progress,
             )
     _finish(report, as_json, render_test_report, {junit: write_test_junit, html: write_test_html})
 
@@ -289,7 +306,8 @@ def slices_compare(
         typer.Option(
             "--scenarios",
             help="Also evaluate every slice under these scenario files' faults (files or "
-            "folders, e.g. scenarios/), applied offline, and flag where V2 loses more than V1.",
+            "folders, e.g. scenarios/), applied offline, and flag where V2 loses more than V1 "
+            "(--seed also seeds the faults).",
         ),
     ] = None,
     config_path: ConfigOption = None,

@@ -116,12 +116,14 @@ def run_demo(
     suite = load_suite(SUITE)
     v1, v2 = resolve_version("v1", config), resolve_version("v2", config)
     data = Path(config.resolve(config.data)) if config.data else folder / "eval.parquet"
-    out.rule("chaosml slices test: v2 per slice")
-    render_test_report(run_slice_tests(suite, v2, data, config=config), out)
+    scenarios = offline_scenarios([SCENARIOS])
+    out.rule("chaosml slices test --scenarios: v2 per slice, clean and under each scenario")
+    others = {"v1": v1, "v2": v2}
+    tested = run_slice_tests(suite, v2, data, scenarios=scenarios, others=others, config=config)
+    render_test_report(tested, out)
     out.rule("chaosml slices compare v1 v2")
     render_comparison(compare_versions(suite, v1, v2, data, config=config), out)
     out.rule("chaosml slices compare v1 v2 --scenarios: which version breaks more under the faults")
-    scenarios = offline_scenarios([SCENARIOS])
     render_fragility(fragility(suite, [v1, v2], data, scenarios, config=config), out)
     out.print(
         f"\nThe same, by hand:\n"

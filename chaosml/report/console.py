@@ -212,6 +212,8 @@ def render_test_report(report: SliceTestReport, console: Console) -> None:
                 Text(f"{outcome.status.upper():7} ", style=STATUS_STYLE[outcome.status])
                 + Text(f"{outcome.test} [{outcome.slice}]: {outcome.detail} ({outcome.location})")
             )
+    if report.under:
+        render_scenario_matrix(report, console)
     summary = ", ".join(f"{count} {status}" for status, count in counts.items())
     console.print(Text(f"tests: {summary}", style="bold red" if counts["failed"] else "green"))
 
@@ -278,4 +280,37 @@ def render_fragility(f: Fragility, console: Console, top: int = 15) -> None:
         more = f" and {len(fragile) - 5} more" if len(fragile) > 5 else ""
         console.print(
             Text(f"{v2} more fragile in {len(fragile)} cells: {worst}{more}", style="bold red")
+        )
+
+
+def render_scenario_matrix(report: SliceTestReport, console: Console) -> None:
+    """Each slice's change in the suite's first metric under each scenario, worst scenario
+    columns kept longest on a narrow terminal."""
+    metric = report.metrics[0]
+    names = list(report.under)
+    worst = {name: float(report.change(name, metric).min()) for name in names}
+    columns = [Column("slice", [info.name for info in report.slices], 0, numeric=False)]
+    for rank, name in enumerate(sorted(names, key=lambda n: worst[n])):
+        values = report.change(name, metric)
+        columns.append(
+            Column(name, [fmt(v, 3) if math.isnan(v) else f"{v:+.3f}" for v in values], 1 + rank)
+        )
+    columns = [columns[0], *sorted(columns[1:], key=lambda c: names.index(c.header))]
+    title = f"Δ {metric} of {report.version} under each scenario's faults (change from clean data)"
+    table, dropped = fitted_table(title, columns, console)
+    table.rows[0].end_section = True
+    console.print(table)
+    skipped = [s.name for s in report.scenarios if not s.applicable]
+    if skipped:
+        console.print(
+            Text(
+                f"not applicable offline (transport faults only): {', '.join(skipped)}", style="dim"
+            )
+        )
+    if dropped:
+        console.print(
+            Text(
+                f"(not shown, the terminal is too narrow: {', '.join(dropped)}; --json has all)",
+                style="dim",
+            )
         )

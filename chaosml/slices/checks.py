@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +17,7 @@ from chaosml.data import DEFAULT_CHUNK_ROWS
 from chaosml.errors import InputError
 from chaosml.slices.collect import Evaluation, Progress, evaluate
 from chaosml.slices.engine import SliceInfo
+from chaosml.slices.fragility import OfflineScenario, UnderFault
 from chaosml.slices.metrics import METRICS, as_number
 from chaosml.slices.suite import SliceSuite, SliceTest, no_such_slice
 from chaosml.versions import Version
@@ -52,6 +55,12 @@ class SliceTestReport:
     slices: list[SliceInfo]
     table: pd.DataFrame  # index: slice name (first row "overall"); columns: n, metrics
     outcomes: list[TestOutcome]
+    scenarios: list[OfflineScenario] = field(default_factory=list)
+    under: dict[str, pd.DataFrame] = field(default_factory=dict)  # scenario: the same table
+
+    def change(self, scenario: str, metric: str) -> pd.Series:
+        """Each slice's change in ``metric`` from clean data under ``scenario``'s faults."""
+        return self.under[scenario][metric] - self.table[metric]
 
     @property
     def overall(self) -> pd.Series:
@@ -91,7 +100,29 @@ class SliceTestReport:
             "overall": rows[0],
             "slices": rows[1:],
             "tests": [outcome.__dict__ for outcome in self.outcomes],
+            "scenarios": [self._scenario(s) for s in self.scenarios],
         }
+
+    def _scenario(self, scenario: OfflineScenario) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": scenario.name,
+            "path": str(scenario.path),
+            "applicable": scenario.applicable,
+            "not_applicable_offline": list(scenario.transport),
+        }
+        table = self.under.get(scenario.name)
+        if table is not None:
+            out["slices"] = [
+                {
+                    "name": name,
+                    "metrics": {m: as_number(row[m]) for m in self.metrics},
+                    "change": {m: as_number(row[m] - base[m]) for m in self.metrics},
+                }
+                for (name, row), (_, base) in zip(
+                    table.iterrows(), self.table.iterrows(), strict=True
+                )
+            ]
+        return out
 
 
 def run_slice_tests(
@@ -99,21 +130,61 @@ def run_slice_tests(
     version: Version,
     data: str | Path | pd.DataFrame,
     *,
+    scenarios: Sequence[OfflineScenario] = (),
+    others: Mapping[str, Version] | None = None,
+    seed: int = 0,
     config: ProjectConfig | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: Progress | None = None,
 ) -> SliceTestReport:
-    """Evaluate ``version`` on every slice of ``suite`` and run the suite's tests."""
+    """Evaluate ``version`` on every slice of ``suite`` and run the suite's tests; with
+    ``scenarios``, also every slice under each scenario's faults (applied offline), where the
+    tests with ``under:`` run."""
     evaluation = evaluate(
         suite, data, [version], config=config, chunk_rows=chunk_rows, progress=progress
     )
     metrics = suite.all_metrics
     table = evaluation.frame(0, metrics)
-    outcomes = [
-        outcome
-        for index, test in enumerate(suite.tests)
-        for outcome in _run_test(test, index, suite.test_line(index), evaluation, table)
-    ]
+    known = {version.name: version, **(others or {})}
+    under: dict[str, pd.DataFrame] = {}
+    faulted: dict[str, Evaluation] = {}
+    for index, scenario in enumerate(scenarios):
+        if scenario.applicable:
+            pair = [version, UnderFault(version, scenario, seed, index, known)]
+            faulted[scenario.name] = evaluate(
+                suite, data, pair, config=config, chunk_rows=chunk_rows, progress=progress
+            )
+            under[scenario.name] = faulted[scenario.name].frame(1, metrics)
+    outcomes = []
+    for index, test in enumerate(suite.tests):
+        location = suite.test_line(index)
+        if test.under is None:
+            outcomes += _run_test(test, index, location, evaluation, table)
+            continue
+        names = [s.name for s in scenarios]
+        if scenarios and test.under not in names:
+            close = difflib.get_close_matches(test.under, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InputError(
+                f"{location}: tests[{index}].under: no scenario named {test.under!r}{hint}"
+            )
+        if test.under not in under:
+            why = "not applicable offline" if scenarios else "needs --scenarios"
+            outcomes.append(
+                TestOutcome(
+                    _describe(test),
+                    test.slice or "",
+                    test.metric,
+                    None,
+                    "skipped",
+                    f"under {test.under}: {why}",
+                    location,
+                )
+            )
+            continue
+        outcomes += _run_test(
+            test, index, location, faulted[test.under], under[test.under], clean=table
+        )
     return SliceTestReport(
         version.name,
         str(suite.path or "<suite>"),
@@ -123,22 +194,35 @@ def run_slice_tests(
         evaluation.stats.slices,
         table,
         outcomes,
+        list(scenarios),
+        under,
     )
 
 
 def _run_test(
-    test: SliceTest, index: int, location: str, evaluation: Evaluation, table: pd.DataFrame
+    test: SliceTest,
+    index: int,
+    location: str,
+    evaluation: Evaluation,
+    table: pd.DataFrame,
+    clean: pd.DataFrame | None = None,
 ) -> list[TestOutcome]:
+    """``test`` on ``table`` (under a scenario: the faulted table, with the ``clean`` one)."""
     if test.by is not None:
         return [_group_test(test, location, evaluation, table)]
     overall = float(table[test.metric].iloc[0])
     outcomes = []
-    for info, value, n in zip(
-        evaluation.stats.slices[1:], table[test.metric].iloc[1:], table["n"].iloc[1:], strict=True
+    before = (table if clean is None else clean)[test.metric].iloc[1:]
+    for info, value, n, was in zip(
+        evaluation.stats.slices[1:],
+        table[test.metric].iloc[1:],
+        table["n"].iloc[1:],
+        before if clean is not None else [math.nan] * len(before),
+        strict=True,
     ):
         if not test.matches(info.name):
             continue
-        outcomes.append(_slice_test(test, location, info, float(value), int(n), overall))
+        outcomes.append(_slice_test(test, location, info, float(value), int(n), overall, was))
     if not outcomes:  # a pattern the data gave no slice for: the suite is wrong, not the model
         names = [info.name for info in evaluation.stats.slices[1:]]
         problem = no_such_slice(test.slice or "", names).replace("named", "matches")
@@ -147,7 +231,13 @@ def _run_test(
 
 
 def _slice_test(
-    test: SliceTest, location: str, info: SliceInfo, value: float, n: int, overall: float
+    test: SliceTest,
+    location: str,
+    info: SliceInfo,
+    value: float,
+    n: int,
+    overall: float,
+    clean: float = math.nan,
 ) -> TestOutcome:
     def outcome(status: Status, detail: str) -> TestOutcome:
         return TestOutcome(
@@ -175,6 +265,13 @@ def _slice_test(
             problems.append(
                 f"{test.metric}={value:.4f} is {gap:.4f} worse than overall "
                 f"{overall:.4f} (max gap {test.max_gap_to_overall})"
+            )
+    if test.max_drop is not None and not math.isnan(clean):
+        drop = _gap(test.metric, value, clean)
+        if drop > test.max_drop:
+            problems.append(
+                f"{test.metric}={value:.4f} under {test.under} is {drop:.4f} worse than clean "
+                f"{clean:.4f} (max drop {test.max_drop})"
             )
     if problems:
         return outcome("failed", "; ".join(problems))
@@ -231,9 +328,10 @@ def _group_test(
 
 def _describe(test: SliceTest) -> str:
     parts = []
-    for key in ("min", "max", "max_gap_to_overall", "max_difference", "min_ratio"):
+    for key in ("min", "max", "max_gap_to_overall", "max_drop", "max_difference", "min_ratio"):
         bound = getattr(test, key)
         if bound is not None:
             parts.append(f"{key}={bound}")
     target = f"slice {test.slice}" if test.slice is not None else f"by {', '.join(test.by or [])}"
-    return f"{test.metric} {' '.join(parts)} on {target}"
+    under = f" under {test.under}" if test.under is not None else ""
+    return f"{test.metric} {' '.join(parts)} on {target}{under}"

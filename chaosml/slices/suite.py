@@ -67,6 +67,8 @@ class SliceTest(_Spec):
     max_gap_to_overall: float | None = Field(default=None, ge=0)
     max_difference: float | None = Field(default=None, ge=0)
     min_ratio: float | None = Field(default=None, ge=0, le=1)
+    under: str | None = Field(default=None, min_length=1)  # a scenario's name: under its faults
+    max_drop: float | None = Field(default=None, ge=0)  # most the metric may lose under it
 
     @field_validator("metric")
     @classmethod
@@ -81,14 +83,18 @@ class SliceTest(_Spec):
 
     @model_validator(mode="after")
     def _bounds(self) -> SliceTest:
-        slice_bounds = (self.min, self.max, self.max_gap_to_overall)
+        if self.max_drop is not None and self.under is None:
+            raise ValueError("`max_drop` bounds the loss under a scenario: name it with `under`")
+        slice_bounds = (self.min, self.max, self.max_gap_to_overall, self.max_drop)
         group_bounds = (self.max_difference, self.min_ratio)
         if (self.slice is None) == (self.by is None):
             raise ValueError("a test needs exactly one of `slice` (a name or pattern) or `by`")
         if self.slice is not None and (
             all(b is None for b in slice_bounds) or any(b is not None for b in group_bounds)
         ):
-            raise ValueError("a `slice` test takes `min`, `max` and/or `max_gap_to_overall`")
+            raise ValueError(
+                "a `slice` test takes `min`, `max`, `max_gap_to_overall` and/or `max_drop`"
+            )
         if self.by is not None and (
             all(b is None for b in group_bounds) or any(b is not None for b in slice_bounds)
         ):

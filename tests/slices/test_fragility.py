@@ -14,8 +14,9 @@ from sklearn.linear_model import LogisticRegression
 
 from chaosml.errors import InputError
 from chaosml.faults import apply_offline
+from chaosml.slices.checks import run_slice_tests
 from chaosml.slices.fragility import did_p_values, fragility, offline_scenarios
-from chaosml.slices.suite import ComparePolicy, SliceSpec, SliceSuite
+from chaosml.slices.suite import ComparePolicy, SliceSpec, SliceSuite, SliceTest
 from chaosml.versions import ArtifactVersion, InMemory
 
 SCENARIOS = {
@@ -153,3 +154,45 @@ def test_scenarios_that_cannot_apply_to_a_version_are_bad_input(
     )
     with pytest.raises(InputError, match="stale_model version 'v0' is not a version here"):
         fragility(SUITE, versions, frame, offline_scenarios([stale]))
+
+
+def test_slice_tests_run_under_a_scenario(
+    world: tuple[pd.DataFrame, list[ArtifactVersion], Path],
+) -> None:
+    frame, versions, scenarios = world
+    suite = SliceSuite(
+        label="y",
+        slices=[SliceSpec(by=["g"])],
+        tests=[
+            SliceTest(slice="g=*", metric="accuracy", under="b-shift", max_drop=0.05),
+            SliceTest(slice="g=x", metric="accuracy", under="slow", min=0.5),
+        ],
+    )
+    loaded = offline_scenarios([scenarios])
+    report = run_slice_tests(suite, versions[1], frame, scenarios=loaded, seed=3)
+    status = {(o.slice, o.test.split(" under ")[-1]): o.status for o in report.outcomes}
+    assert status == {
+        ("g=x", "b-shift"): "failed",  # v2 leans on b, shifted for g == 'x' only
+        ("g=y", "b-shift"): "passed",
+        ("g=z", "b-shift"): "passed",
+        ("g=x", "slow"): "skipped",  # transport faults: nothing to run offline
+    }
+    cells = fragility(suite, [versions[1]], frame, loaded, seed=3, n_boot=0).cells
+    cell = next(c for c in cells if (c.slice, c.scenario) == ("g=x", "b-shift"))
+    assert report.change("b-shift", "accuracy")["g=x"] == pytest.approx(cell.change("v2"))
+    listed = {s["name"]: s for s in report.to_dict()["scenarios"]}
+    assert not listed["slow"]["applicable"] and "slices" not in listed["slow"]
+    x = next(s for s in listed["b-shift"]["slices"] if s["name"] == "g=x")
+    assert x["change"]["accuracy"] == pytest.approx(cell.change("v2"))
+
+    alone = run_slice_tests(suite, versions[1], frame)
+    assert {o.status for o in alone.outcomes} == {"skipped"}
+    assert all("needs --scenarios" in o.detail for o in alone.outcomes)
+    typo = suite.model_copy(
+        update={"tests": [SliceTest(slice="g=x", metric="accuracy", under="b-shfit", min=0.5)]}
+    )
+    with pytest.raises(
+        InputError,
+        match=r"tests\[0\]\.under: no scenario named 'b-shfit' \(did you mean 'b-shift'\?\)",
+    ):
+        run_slice_tests(typo, versions[1], frame, scenarios=loaded)
