@@ -320,7 +320,7 @@ def slices_compare(
     """
     from chaosml.config import load_config
     from chaosml.report.console import render_comparison, render_under_faults
-    from chaosml.report.html import write_compare_html
+    from chaosml.report.html import write_compare_html, write_under_faults_html
     from chaosml.report.junit import write_compare_junit, write_under_faults_junit
     from chaosml.slices.compare import compare_versions
     from chaosml.slices.fragility import UnderFaults, fragility, offline_scenarios
@@ -371,7 +371,7 @@ def slices_compare(
             result,
             as_json,
             render_under_faults,
-            {junit: write_under_faults_junit, html: lambda r, p: write_compare_html(r.clean, p)},
+            {junit: write_under_faults_junit, html: write_under_faults_html},
         )
     _finish(
         comparison,

@@ -362,5 +362,8 @@ def test_compare_under_the_bundled_scenarios(demo: DemoArtifacts, in_tmp: Path) 
         "chaosml slices compare v1 v2",
         "chaosml slices fragility v1 v2",
     ]
-    code, table, _ = compare(demo, "--scenarios", scenarios, "--n-boot", "50")
+    code, table, _ = compare(demo, "--scenarios", scenarios, "--n-boot", "50", "--html", "f.html")
     assert code == 1 and "v2 more fragile in" in table and "income-units" in table
+    page = Path("f.html").read_text(encoding="utf-8")
+    assert "Under the scenarios' faults" in page and page.count("<svg") == 4  # forest + 3 maps
+    assert "region=APAC under income-units" in page

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 from chaosml.report.console import counts, fmt, fmt_p, methods, worst_first
 from chaosml.slices.checks import SliceTestReport
 from chaosml.slices.compare import Comparison, SliceComparison
+from chaosml.slices.fragility import Cell, Fragility, UnderFaults
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
@@ -184,3 +186,81 @@ def write_test_html(report: SliceTestReport, path: Path) -> None:
     )
     body = f"<h2>Tests</h2>{tests}<h2>Metrics per slice</h2>{metrics}"
     path.write_text(_page(f"{report.version} on {report.data}", body), encoding="utf-8")
+
+
+def heatmap(rows: list[str], columns: list[str], values: np.ndarray, title: str) -> str:
+    """A slice x scenario grid of changes, as inline SVG: red for a loss, blue for a gain, the
+    number in each cell; the colour scale is symmetric around 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finite = values[np.isfinite(values)]
+    limit = max(float(np.abs(finite).max()) if finite.size else 0.0, 0.01)
+    figure, axes = plt.subplots(figsize=(1.1 * len(columns) + 2.5, 0.3 * len(rows) + 1.4))
+    image = axes.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    axes.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize=8)
+    axes.set_yticks(range(len(rows)), rows, fontsize=8)
+    for (i, j), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            color = "white" if abs(value) > 0.6 * limit else "black"
+            axes.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=6, color=color)
+    axes.set_title(title, fontsize=9)
+    figure.colorbar(image, ax=axes, fraction=0.03)
+    return _svg(figure)
+
+
+def _fragility_maps(f: Fragility) -> str:
+    """Per version, each (slice, scenario)'s change from clean data; for two, v2's minus v1's."""
+    scenarios = list(dict.fromkeys(c.scenario for c in f.cells))
+    slices = list(dict.fromkeys(c.slice for c in f.cells))
+    where = {(c.slice, c.scenario): c for c in f.cells}
+
+    def grid(value: Callable[[Cell], float | None]) -> np.ndarray:
+        out = np.full((len(slices), len(scenarios)), np.nan)
+        for i, name in enumerate(slices):
+            for j, scenario in enumerate(scenarios):
+                cell = where.get((name, scenario))
+                got = None if cell is None else value(cell)
+                out[i, j] = np.nan if got is None else got
+        return out
+
+    def change_of(version: str) -> Callable[[Cell], float | None]:
+        return lambda cell: cell.change(version)
+
+    parts = [
+        heatmap(slices, scenarios, grid(change_of(v)), f"Δ {f.metric} of {v}") for v in f.versions
+    ]
+    if len(f.versions) == 2:
+        v1, v2 = f.versions
+        parts.append(heatmap(slices, scenarios, grid(lambda c: c.delta), f"{v2}'s change − {v1}'s"))
+    skipped = [s.name for s in f.scenarios if not s.applicable]
+    note = (
+        f"<p class='note'>Not applicable offline (transport faults only): "
+        f"{html.escape(', '.join(skipped))}.</p>"
+        if skipped
+        else ""
+    )
+    return "<h2>Under the scenarios' faults</h2>" + note + "".join(parts)
+
+
+def write_under_faults_html(result: UnderFaults, path: Path) -> None:
+    """The clean comparison's page, with the slice x scenario heatmaps after it."""
+    write_compare_html(result.clean, path)
+    f = result.fragility
+    fragile = "".join(
+        f"<li>{html.escape(c.slice)} under {html.escape(c.scenario)}: {c.delta:+.4f} "
+        f"(p adj {fmt_p(c.p_adjusted)})</li>"
+        for c in f.fragile
+        if c.slice != "overall" and c.delta is not None
+    )
+    summary = (
+        f"<p>{html.escape(f.versions[1])} loses significantly more than {html.escape(f.versions[0])} "
+        f"(by more than max_drop_under_fault={f.max_drop}) in:</p><ul>{fragile}</ul>"
+        if fragile
+        else "<p>No cell where one version is significantly more fragile.</p>"
+    )
+    page = path.read_text(encoding="utf-8")
+    extra = _fragility_maps(f) + summary
+    path.write_text(page.replace("</body>", extra + "</body>"), encoding="utf-8")
