@@ -367,3 +367,23 @@ def test_compare_under_the_bundled_scenarios(demo: DemoArtifacts, in_tmp: Path) 
     page = Path("f.html").read_text(encoding="utf-8")
     assert "Under the scenarios' faults" in page and page.count("<svg") == 4  # forest + 3 maps
     assert "region=APAC under income-units" in page
+
+
+def test_slices_test_under_the_bundled_scenarios(demo: DemoArtifacts, in_tmp: Path) -> None:
+    scenarios = Path(__file__).parents[1] / "scenarios"
+    args = ("slices", "test", SUITE, "-m", "v2", "-c", demo.config, "--scenarios", scenarios)
+    code, out, err = invoke(*args, "--json", "--html", "t.html")
+    assert code == 1, err  # the clean recall floor on `young` still fails
+    report = json.loads(out)
+    listed = {s["name"]: s for s in report["scenarios"]}
+    assert not listed["latency"]["applicable"] and "slices" not in listed["latency"]
+    young = next(s for s in listed["income-nulls"]["slices"] if s["name"] == "young")
+    assert young["change"]["recall"] < 0  # fewer incomes: fewer approvals found
+    (under,) = [t for t in report["tests"] if t["test"].endswith("under income-nulls")]
+    assert under["status"] == "passed" and under["slice"] == "young"
+    assert "Under the scenarios' faults" in Path("t.html").read_text(encoding="utf-8")
+    code, table, _ = invoke(*args)
+    assert "under each scenario's faults" in table and "income-units" in table
+    _, plain, _ = invoke("slices", "test", SUITE, "-m", "v2", "-c", demo.config, "--json")
+    (skipped,) = [t for t in json.loads(plain)["tests"] if "under" in t["test"]]
+    assert skipped["status"] == "skipped" and "needs --scenarios" in skipped["detail"]

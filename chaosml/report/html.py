@@ -185,6 +185,14 @@ def write_test_html(report: SliceTestReport, path: Path) -> None:
         ],
     )
     body = f"<h2>Tests</h2>{tests}<h2>Metrics per slice</h2>{metrics}"
+    if report.under:
+        names = list(report.under)
+        metric = report.metrics[0]
+        values = np.column_stack([report.change(name, metric).to_numpy() for name in names])
+        title = f"Δ {metric} of {report.version} under each scenario (change from clean data)"
+        body += "<h2>Under the scenarios' faults</h2>" + heatmap(
+            [info.name for info in report.slices], names, values, title
+        )
     path.write_text(_page(f"{report.version} on {report.data}", body), encoding="utf-8")
 
 
