@@ -275,3 +275,30 @@ def test_ratio_metrics_need_no_replicates_for_their_test() -> None:
     suite = SliceSuite(label="y", slices=[SliceSpec(by=["g"])], compare=ComparePolicy(metric="f1"))
     result = compare_versions(suite, v1, v2, frame, n_boot=0)
     assert all(s.ci is None and s.p_value is not None for s in result.slices)
+
+
+@pytest.mark.parametrize("metric", ["precision", "f1", "balanced_accuracy"])
+def test_the_normal_limit_takes_over_where_it_agrees_with_the_exact_grid(
+    metric: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the grid's size limit the studentized statistic's normal limit is used: on tables
+    just past it (a few hundred discordant rows per label) both give the same p-value."""
+    import chaosml.slices.stats as stats
+
+    rng = np.random.default_rng(8)
+    m = METRICS[metric]
+    checked = 0
+    for _ in range(120):
+        cells = rng.multinomial(int(rng.integers(2000, 6000)), rng.dirichlet(np.ones(8) * 3))[None]
+        k0, _ = stats.binomial_grid(int(cells[0, 1] + cells[0, 2]))
+        k1, _ = stats.binomial_grid(int(cells[0, 5] + cells[0, 6]))
+        if len(k0) * len(k1) <= stats.EXACT_GRID:
+            continue
+        normal = permutation_p_values(lambda x: studentized(m, x), cells)[0]
+        monkeypatch.setattr(stats, "EXACT_GRID", 10**9)
+        exact = permutation_p_values(lambda x: studentized(m, x), cells)[0]
+        monkeypatch.undo()
+        if exact > 1e-4:
+            assert normal == pytest.approx(exact, rel=0.05)
+            checked += 1
+    assert checked >= 5
