@@ -22,6 +22,7 @@ rejected, and counting them would only make the others harder to flag.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -286,16 +287,22 @@ def paired_table(metric: Metric, cells: IntArray) -> tuple[IntArray, IntArray, I
     return a, b, c, d
 
 
-def studentized(metric: Metric, cells: FloatArray) -> FloatArray:
-    """The delta v2 - v1 over its delta-method standard error, for cell counts of shape (..., 8).
+def studentized(
+    metric: Metric,
+    cells: FloatArray,
+    signs: Sequence[tuple[int, float]] = ((1, 1.0), (0, -1.0)),
+    n_versions: int = 2,
+) -> FloatArray:
+    """A signed sum of versions' metric (by default v2 - v1) over its delta-method standard
+    error, for cell counts of shape (..., 2 ** (n_versions + 1)).
 
     The metric is a weighted sum of ratios N/D of cell counts, so the delta's gradient in the counts
     is exact, and its multinomial variance is sum(gradient**2 * counts) (the gradient of a ratio is
     orthogonal to the counts). 0 where the delta is 0; +-inf where it is not but has no variance."""
     delta = np.zeros(cells.shape[:-1])
     gradient = np.zeros(cells.shape)
-    for version, sign in ((1, 1.0), (0, -1.0)):
-        quads = quadrants(2, version)
+    for version, sign in signs:
+        quads = quadrants(n_versions, version)
         for ratio in metric.ratios:
             num, den = quads @ np.array(ratio.num), quads @ np.array(ratio.den)
             n, d = cells @ num, cells @ den

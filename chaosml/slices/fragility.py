@@ -14,12 +14,16 @@ Per scenario, one pass over the data predicts each version on the clean and on t
 for every version (one seeded generator per chunk), so the comparison is paired on the same rows:
 
 - per version and (slice, scenario): the metric clean, under the fault, and its change;
-- for two versions, the *fragility* delta (v2's change) - (v1's change) with an exact paired test:
-  per row, d = (v2 faulted - v2 clean) - (v1 faulted - v1 clean) of the metric's event, and with the
-  versions exchangeable d is as likely as -d, so the null distribution is a grid over the rows with
-  |d| = 1 and |d| = 2 with binomial weights (McNemar's test is its one-version case); a bootstrap
-  interval from the cell counts; p-values adjusted over every (slice, scenario) cell; the clean
-  comparison's verdicts, with ``max_drop_under_fault`` as the tolerance.
+- for two versions, the *fragility* delta (v2's change) - (v1's change) with a paired test under
+  "the versions are exchangeable": swapping v1 and v2 on a row (clean and faulted together) is as
+  likely as not. For a proportion metric each row has a score d = (v2 faulted - v2 clean) -
+  (v1 faulted - v1 clean) of the metric's event, a swap turns d into -d, and the null
+  distribution is an exact grid over the rows with |d| = 1 and |d| = 2 (McNemar's test is its
+  one-version case). For a ratio metric (precision, F1, balanced accuracy) it is the clean
+  comparison's studentized permutation test over the 12 pairs of cells a swap exchanges (exact
+  where the grid is small, its normal limit beyond). A bootstrap interval from the cell counts;
+  p-values adjusted over every (slice, scenario) cell; the clean comparison's verdicts, with
+  ``max_drop_under_fault`` as the tolerance.
 
 Only scenarios that change the model's inputs get a fragility verdict. A fault on the answers
 (``label_flip``, ``bias``, ``stale_model``) acts on every model's answers the same way: how much
@@ -47,7 +51,7 @@ from chaosml.faults import Fault, RequestFault, ResponseFault, TransportFault, a
 from chaosml.faults.predictions import StaleModel
 from chaosml.gameday.scenario import load_scenarios
 from chaosml.slices.collect import Evaluation, Progress, evaluate
-from chaosml.slices.compare import Comparison, Verdict, verdict
+from chaosml.slices.compare import Comparison, Verdict, studentized, verdict
 from chaosml.slices.engine import IntArray, confusion
 from chaosml.slices.metrics import METRICS, Metric, as_number
 from chaosml.slices.stats import (
@@ -58,11 +62,23 @@ from chaosml.slices.stats import (
     bootstrap_cells,
     min_discordant,
     percentile_interval,
+    permutation_p_values,
 )
 from chaosml.slices.suite import SliceSuite
 from chaosml.versions import ArtifactVersion, Predictions, Predictor, Scalar, Version
 
 SCHEMA = "chaosml.slices.fragility/1"
+# versions in a scenario pass: v1, v2 clean, then v1, v2 under the faults (bits label|3|2|1|0)
+DID = ((3, 1.0), (1, -1.0), (2, -1.0), (0, 1.0))  # (v2 under - v2) - (v1 under - v1)
+
+
+def _swapped(cell: int) -> int:
+    """The cell a row moves to when v1 and v2 trade places (clean and under the fault)."""
+    label, a, b, c, d = cell >> 4, (cell >> 3) & 1, (cell >> 2) & 1, (cell >> 1) & 1, cell & 1
+    return label << 4 | b << 3 | a << 2 | d << 1 | c
+
+
+SWAPS = tuple((i, _swapped(i)) for i in range(32) if i < _swapped(i))
 
 
 @dataclass(frozen=True)
@@ -324,11 +340,6 @@ def fragility(
         raise InputError("fragility takes one version, or two to compare")
     policy = suite.compare
     metric = METRICS[policy.metric]
-    if len(versions) == 2 and not metric.proportion:
-        raise InputError(
-            f"the fragility comparison needs a proportion metric (accuracy, recall, "
-            f"false_positive_rate, ...); the suite compares {metric.name}"
-        )
     known = {v.name: v for v in versions} | dict(others or {})
     names = [v.name for v in versions]
     cells: list[Cell] = []
@@ -426,22 +437,25 @@ def _compare(
     policy = suite.compare
     counts = np.concatenate([c for c, _ in family])  # (cells, 32): label|v1|v2|v1 under|v2 under
     compared = np.concatenate([np.full(len(c), inputs) for c, inputs in family])
-    e = [events(metric, counts, 4, v) for v in range(4)]
-    d = (e[3] - e[1]) - (e[2] - e[0])  # per cell pattern: v2's change - v1's change
-    counted = ~np.isnan(d)
-    d = np.where(counted, d, 0)
-    ones = counts @ (np.abs(d) == 1).astype(np.int64)
-    twos = counts @ (np.abs(d) == 2).astype(np.int64)
-    observed = (counts @ d).astype(np.int64)
-    p_values = did_p_values(ones, twos, observed)
-    discordant = ones + twos
     delta = np.array([_delta(c) for c in cells], dtype=np.float64)
+    if metric.proportion:  # a per-row score: the exact two-dimensional sign-flip grid
+        e = [events(metric, counts, 4, v) for v in range(4)]
+        d = (e[3] - e[1]) - (e[2] - e[0])  # per cell pattern: v2's change - v1's change
+        d = np.where(np.isnan(d), 0, d)
+        ones = counts @ (np.abs(d) == 1).astype(np.int64)
+        twos = counts @ (np.abs(d) == 2).astype(np.int64)
+        p_values = did_p_values(ones, twos, (counts @ d).astype(np.int64))
+        discordant = ones + twos
+    else:  # a ratio: the studentized permutation test over the cells a swap exchanges
+        p_values = permutation_p_values(
+            lambda x: studentized(metric, x, DID, n_versions=4), counts, SWAPS
+        )
+        discordant = counts[:, [i for pair in SWAPS for i in pair]].sum(axis=1)
     low = high = np.full(len(cells), np.nan)
     if n_boot > 0:
-        boot = bootstrap_cells(counts, n_boot, np.random.default_rng(seed)).astype(np.float64)
-        rows = boot @ counted.astype(np.float64)
-        with np.errstate(all="ignore"):
-            replicates = np.where(rows > 0, (boot @ d) / rows, np.nan)
+        boot = bootstrap_cells(counts, n_boot, np.random.default_rng(seed))
+        value = [metric.value(*confusion(boot, 4, v)) for v in range(4)]
+        replicates = (value[3] - value[1]) - (value[2] - value[0])
         low, high = percentile_interval(replicates, policy.confidence)
     defined = np.isfinite(delta)
     needed = min_discordant(policy.alpha)

@@ -26,7 +26,8 @@ alone, at a cost independent of ``n``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -147,41 +148,51 @@ EXACT_GRID = 20_000
 _TAIL_SD = 9.0  # the binomial grid is cut 9 standard deviations out: less than 1e-18 of mass left
 
 
+PAIRED = ((0b010, 0b001), (0b110, 0b101))  # label|v1|v2: the cells a swap of versions exchanges
+
+
 def permutation_p_values(
-    statistic: Callable[[FloatArray], FloatArray], cells: IntArray
+    statistic: Callable[[FloatArray], FloatArray],
+    cells: IntArray,
+    pairs: Sequence[tuple[int, int]] = PAIRED,
 ) -> FloatArray:
     """Exact paired permutation p-values, one per slice, of the studentized ``statistic``.
 
-    ``cells`` has shape (slices, 8), bits label|v1|v2. Under the null each discordant row of label
-    y is (y, 1, 0) or (y, 0, 1) with probability 1/2, independently; ``statistic`` maps cell counts
-    of shape (..., 8) to delta / standard error. The p-value is the probability of a statistic at
-    least as far from 0 as the observed one, among permutations where it is defined."""
+    Under the null, swapping the versions on a row is as likely as not, so for each pair of cells
+    (a, b) that a swap exchanges, how many of their rows sit in a is Binomial(n_a + n_b, 1/2),
+    independently across pairs (``PAIRED``: bits label|v1|v2, the discordant rows of each label).
+    ``statistic`` maps cell counts of shape (..., cells) to delta / standard error. The p-value is
+    the probability of a statistic at least as far from 0 as the observed one, among permutations
+    where it is defined."""
     cells = np.asarray(cells, dtype=np.int64)
     observed = statistic(cells.astype(np.float64))
     out = np.full(len(cells), np.nan)
     for i, row in enumerate(cells):
         if np.isnan(observed[i]):  # the metric is undefined for a version
             continue
-        d0, d1 = row[0b010] + row[0b001], row[0b110] + row[0b101]
-        if d0 + d1 == 0:
+        moving = [(a, b, int(row[a] + row[b])) for a, b in pairs if row[a] + row[b] > 0]
+        total_moving = sum(d for _, _, d in moving)
+        if total_moving == 0:
             out[i] = 1.0
             continue
-        k0, w0 = binomial_grid(int(d0))
-        k1, w1 = binomial_grid(int(d1))
-        if len(k0) * len(k1) > EXACT_GRID:
+        grids = [binomial_grid(d) for _, _, d in moving]
+        if math.prod(len(k) for k, _ in grids) > EXACT_GRID:
             out[i] = 2 * stats.norm.sf(abs(observed[i])) if np.isfinite(observed[i]) else 0.0
             continue
-        grid = np.broadcast_to(row.astype(np.float64), (len(k0), len(k1), 8)).copy()
-        grid[..., 0b010], grid[..., 0b001] = k0[:, None], d0 - k0[:, None]
-        grid[..., 0b110], grid[..., 0b101] = k1[None, :], d1 - k1[None, :]
+        mesh = np.meshgrid(*[k for k, _ in grids], indexing="ij")
+        weight = np.ones(mesh[0].shape)
+        for axis, (_, w) in enumerate(grids):
+            weight = weight * w.reshape([-1 if j == axis else 1 for j in range(len(grids))])
+        grid = np.broadcast_to(row.astype(np.float64), (*mesh[0].shape, len(row))).copy()
+        for (a, b, d), k in zip(moving, mesh, strict=True):
+            grid[..., a], grid[..., b] = k, d - k
         values = np.abs(statistic(grid))
-        weight = w0[:, None] * w1[None, :]
         defined = ~np.isnan(values)
         target = abs(observed[i])
         extreme = defined & (values >= target * (1 - 1e-9) - 1e-12)
         total = weight[defined].sum()
         if total > 0:  # never below the chance of the most extreme split: 2 / 2**discordant
-            out[i] = min(max(weight[extreme].sum() / total, 2 * 0.5 ** float(d0 + d1)), 1.0)
+            out[i] = min(max(weight[extreme].sum() / total, 2 * 0.5 ** float(total_moving)), 1.0)
     return out
 
 

@@ -15,7 +15,18 @@ from sklearn.linear_model import LogisticRegression
 from chaosml.errors import InputError
 from chaosml.faults import apply_offline
 from chaosml.slices.checks import run_slice_tests
-from chaosml.slices.fragility import did_p_values, fragility, offline_scenarios
+from chaosml.slices.compare import studentized
+from chaosml.slices.engine import confusion
+from chaosml.slices.fragility import (
+    DID,
+    SWAPS,
+    did_p_values,
+    events,
+    fragility,
+    offline_scenarios,
+)
+from chaosml.slices.metrics import METRICS
+from chaosml.slices.stats import FloatArray, permutation_p_values
 from chaosml.slices.suite import ComparePolicy, SliceSpec, SliceSuite, SliceTest
 from chaosml.versions import ArtifactVersion, InMemory
 
@@ -196,3 +207,54 @@ def test_slice_tests_run_under_a_scenario(
         match=r"tests\[0\]\.under: no scenario named 'b-shfit' \(did you mean 'b-shift'\?\)",
     ):
         run_slice_tests(typo, versions[1], frame, scenarios=loaded)
+
+
+@pytest.mark.parametrize("metric", ["f1", "precision"])
+def test_ratio_metrics_are_compared_under_faults_too(
+    world: tuple[pd.DataFrame, list[ArtifactVersion], Path], metric: str
+) -> None:
+    frame, versions, scenarios = world
+    suite = SUITE.model_copy(
+        update={"compare": ComparePolicy(metric=metric, max_drop_under_fault=0.02)}
+    )
+    result = fragility(suite, versions, frame, offline_scenarios([scenarios]), n_boot=200)
+    flagged = {(c.slice, c.scenario) for c in result.fragile if c.slice != "overall"}
+    assert flagged == {("g=x", "b-shift")}
+
+
+def test_the_swap_grid_is_the_sign_flip_test_for_a_proportion() -> None:
+    """Unstudentized, the permutation over the 12 cell pairs a swap of versions exchanges gives
+    the two-dimensional sign-flip test's p-value for the accuracy difference of changes."""
+    rng = np.random.default_rng(2)
+    accuracy = METRICS["accuracy"]
+
+    def did(x: FloatArray) -> FloatArray:
+        value = [accuracy.value(*confusion(x, 4, v)) for v in range(4)]
+        return (value[3] - value[1]) - (value[2] - value[0])
+
+    for _ in range(8):
+        cells = rng.multinomial(14, rng.dirichlet(np.ones(32)))[None]
+        e = [events(accuracy, cells, 4, v) for v in range(4)]
+        d = np.nan_to_num((e[3] - e[1]) - (e[2] - e[0]))
+        ones, twos = cells @ (np.abs(d) == 1), cells @ (np.abs(d) == 2)
+        expected = did_p_values(ones, twos, (cells @ d).astype(np.int64))[0]
+        assert permutation_p_values(did, cells, SWAPS)[0] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("metric", ["f1", "precision", "balanced_accuracy"])
+def test_the_ratio_fragility_test_holds_its_level(metric: str) -> None:
+    """Seeded simulation: versions exchangeable under the faults (no difference in fragility);
+    the share of p < 0.05 stays within 5% (plus Monte Carlo error)."""
+    rng = np.random.default_rng(13)
+    swapped = np.arange(32)
+    for a, b in SWAPS:
+        swapped[a], swapped[b] = b, a
+    cells = []
+    for _ in range(1500):
+        pi = rng.dirichlet(np.ones(32) * 2)
+        cells.append(rng.multinomial(200, (pi + pi[swapped]) / 2))
+    m = METRICS[metric]
+    p = permutation_p_values(lambda x: studentized(m, x, DID, 4), np.array(cells), SWAPS)
+    p = p[np.isfinite(p)]
+    assert np.mean(p < 0.05) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / len(p))
