@@ -13,7 +13,7 @@ from rich.text import Text
 
 from chaosml.slices.checks import SliceTestReport
 from chaosml.slices.compare import Comparison, SliceComparison
-from chaosml.slices.fragility import Cell, Fragility, UnderFaults
+from chaosml.slices.fragility import Cell, Fragility, OfflineScenario, UnderFaults
 from chaosml.slices.metrics import METRICS
 
 VERDICT_STYLE = {
@@ -39,21 +39,33 @@ def fmt_p(value: float | None) -> str:
     return "<1e-4" if value < 1e-4 else f"{value:.4f}"
 
 
+# verdicts in the order tables list their slices: those that need a look first
+WORST_FIRST = ("regressed", "inconclusive", "unchanged", "improved", "undefined", "too_small")
+
+
+def _narrow(dropped: list[str]) -> Text:
+    return Text(
+        f"(not shown, the terminal is too narrow: {', '.join(dropped)}; --json has all)",
+        style="dim",
+    )
+
+
+def _not_applicable(scenarios: list[OfflineScenario]) -> Text | None:
+    skipped = [s.name for s in scenarios if not s.applicable]
+    if not skipped:
+        return None
+    return Text(
+        f"not applicable offline (transport faults only): {', '.join(skipped)}", style="dim"
+    )
+
+
 def worst_first(comparison: Comparison) -> list[SliceComparison]:
     """Regressed slices first, then by how much worse v2 is (metric direction aware)."""
-    rank = {
-        "regressed": 0,
-        "inconclusive": 1,
-        "unchanged": 2,
-        "improved": 3,
-        "undefined": 4,
-        "too_small": 5,
-    }
     direction = METRICS[comparison.metric].direction
 
     def key(row: SliceComparison) -> tuple[int, float]:
         better = direction * row.delta if row.delta is not None else math.inf
-        return (rank[row.verdict], better)
+        return (WORST_FIRST.index(row.verdict), better)
 
     return sorted(comparison.slices, key=key)
 
@@ -153,12 +165,10 @@ def render_comparison(comparison: Comparison, console: Console) -> None:
         f"inconclusive: fewer than {c.min_discordant} changed rows, too few to reach α at all; "
         "undefined: the metric is undefined for a version; too_small: below min_size rows.",
     ]
-    if dropped:
-        notes.append(
-            f"(not shown, the terminal is too narrow: {', '.join(dropped)}; --json has all)"
-        )
     for note in notes:
         console.print(Text(note, style="dim"))
+    if dropped:
+        console.print(_narrow(dropped))
     console.print(Text(counts(c), style="bold red" if c.regressed else "green"))
     if c.regressed:
         console.print(
@@ -196,12 +206,7 @@ def render_test_report(report: SliceTestReport, console: Console) -> None:
     table.rows[0].end_section = True
     console.print(table)
     if dropped:
-        console.print(
-            Text(
-                f"(not shown, the terminal is too narrow: {', '.join(dropped)}; --json has all)",
-                style="dim",
-            )
-        )
+        console.print(_narrow(dropped))
     counts = {
         status: sum(o.status == status for o in report.outcomes)
         for status in ("passed", "failed", "skipped")
@@ -227,11 +232,12 @@ def render_under_faults(result: UnderFaults, console: Console) -> None:
 
 def render_fragility(f: Fragility, console: Console, top: int = 15) -> None:
     v1, v2 = f.versions
-    rank = {"regressed": 0, "inconclusive": 1, "unchanged": 2, "improved": 3, "": 4}
+    order = (*WORST_FIRST, "")  # "": not compared
     direction = METRICS[f.metric].direction
 
     def key(c: Cell) -> tuple[int, float]:
-        return (rank.get(c.verdict or "", 4), direction * c.delta if c.delta is not None else 9)
+        better = direction * c.delta if c.delta is not None else math.inf
+        return (order.index(c.verdict or ""), better)
 
     cells = sorted((c for c in f.cells if c.slice != "overall"), key=key)
     shown = cells[:top]
@@ -258,22 +264,20 @@ def render_fragility(f: Fragility, console: Console, top: int = 15) -> None:
     title = f"{f.metric} under the scenarios' faults: change from clean data, {v2} vs {v1}"
     table, dropped = fitted_table(title, columns, console)
     console.print(table)
-    skipped = [s.name for s in f.scenarios if not s.applicable]
     tally: Counter[str] = Counter(c.verdict or "" for c in cells)
     notes = [
         f"Δ = change from clean data on the same rows; Δ−Δ = {v2}'s change − {v1}'s; regressed: "
         f"{v2} loses significantly more (p adjusted over every (slice, scenario), {f.correction}, "
         f"below α={f.alpha}) and by more than max_drop_under_fault={f.max_drop}.",
         f"{len(cells)} (slice, scenario) cells: "
-        + ", ".join(f"{tally[v]} {v or 'not compared (answer faults)'}" for v in rank if tally[v])
+        + ", ".join(f"{tally[v]} {v or 'not compared (answer faults)'}" for v in order if tally[v])
         + (f"; the worst {len(shown)} shown, --json has all" if len(cells) > len(shown) else ""),
     ]
-    if skipped:
-        notes.append(f"not applicable offline (transport faults only): {', '.join(skipped)}")
-    if dropped:
-        notes.append(f"(not shown, the terminal is too narrow: {', '.join(dropped)})")
     for note in notes:
         console.print(Text(note, style="dim"))
+    for line in (_not_applicable(f.scenarios), _narrow(dropped) if dropped else None):
+        if line is not None:
+            console.print(line)
     fragile = [c for c in f.fragile if c.slice != "overall"]
     if fragile:
         worst = ", ".join(f"{c.slice} under {c.scenario}" for c in fragile[:5])
@@ -300,17 +304,6 @@ def render_scenario_matrix(report: SliceTestReport, console: Console) -> None:
     table, dropped = fitted_table(title, columns, console)
     table.rows[0].end_section = True
     console.print(table)
-    skipped = [s.name for s in report.scenarios if not s.applicable]
-    if skipped:
-        console.print(
-            Text(
-                f"not applicable offline (transport faults only): {', '.join(skipped)}", style="dim"
-            )
-        )
-    if dropped:
-        console.print(
-            Text(
-                f"(not shown, the terminal is too narrow: {', '.join(dropped)}; --json has all)",
-                style="dim",
-            )
-        )
+    for line in (_not_applicable(report.scenarios), _narrow(dropped) if dropped else None):
+        if line is not None:
+            console.print(line)

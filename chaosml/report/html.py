@@ -115,7 +115,8 @@ def _td(value: str, numeric: bool = False, css: str = "") -> str:
     return f"<td class='{classes}'>{html.escape(value)}</td>"
 
 
-def write_compare_html(comparison: Comparison, path: Path) -> None:
+def write_compare_html(comparison: Comparison, path: Path, extra: str = "") -> None:
+    """The comparison's page; ``extra`` goes after its table."""
     c = comparison
     interval, test = methods(c)
     rows = []
@@ -166,7 +167,7 @@ def write_compare_html(comparison: Comparison, path: Path) -> None:
         ],
         rows,
     )
-    body = summary + _legend(c) + forest_plot(c) + table
+    body = summary + _legend(c) + forest_plot(c) + table + extra
     path.write_text(_page(f"{c.metric}: {c.v2_name} vs {c.v1_name}", body), encoding="utf-8")
 
 
@@ -255,7 +256,6 @@ def _fragility_maps(f: Fragility) -> str:
 
 def write_under_faults_html(result: UnderFaults, path: Path) -> None:
     """The clean comparison's page, with the slice x scenario heatmaps after it."""
-    write_compare_html(result.clean, path)
     f = result.fragility
     fragile = "".join(
         f"<li>{html.escape(c.slice)} under {html.escape(c.scenario)}: {c.delta:+.4f} "
@@ -269,6 +269,4 @@ def write_under_faults_html(result: UnderFaults, path: Path) -> None:
         if fragile
         else "<p>No cell where one version is significantly more fragile.</p>"
     )
-    page = path.read_text(encoding="utf-8")
-    extra = _fragility_maps(f) + summary
-    path.write_text(page.replace("</body>", extra + "</body>"), encoding="utf-8")
+    write_compare_html(result.clean, path, extra=_fragility_maps(f) + summary)

@@ -10,20 +10,24 @@ from chaosml.slices.checks import SliceTestReport
 from chaosml.slices.compare import Comparison
 from chaosml.slices.fragility import UnderFaults
 
+Suite = tuple[str, list[ET.Element]]  # a testsuite's name and its cases
 
-def _suite(name: str, cases: list[ET.Element]) -> ET.ElementTree[ET.Element]:
+
+def _write(path: Path, *suites: Suite) -> None:
+    """One JUnit document with ``suites`` under ``testsuites``."""
     root = ET.Element("testsuites")
-    suite = ET.SubElement(
-        root,
-        "testsuite",
-        name=name,
-        tests=str(len(cases)),
-        failures=str(sum(c.find("failure") is not None for c in cases)),
-        skipped=str(sum(c.find("skipped") is not None for c in cases)),
-    )
-    suite.extend(cases)
+    for name, cases in suites:
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=name,
+            tests=str(len(cases)),
+            failures=str(sum(c.find("failure") is not None for c in cases)),
+            skipped=str(sum(c.find("skipped") is not None for c in cases)),
+        )
+        suite.extend(cases)
     ET.indent(root)
-    return ET.ElementTree(root)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 
 def _case(classname: str, name: str, status: str, detail: str) -> ET.Element:
@@ -47,43 +51,39 @@ def write_test_junit(report: SliceTestReport, path: Path) -> None:
         )
         for outcome in report.outcomes
     ]
-    _suite(f"chaosml slices test {report.version}", cases).write(
-        path, encoding="utf-8", xml_declaration=True
-    )
+    _write(path, (f"chaosml slices test {report.version}", cases))
 
 
 def write_compare_junit(comparison: Comparison, path: Path) -> None:
-    c = comparison
-    cases = []
-    for row in [c.overall, *c.slices]:
-        status = _status(row.verdict)
-        detail = (
-            f"{row.verdict}: {c.metric} {row.v1} -> {row.v2} (delta {row.delta}, "
-            f"ci {row.ci}, p_adjusted {row.p_adjusted}, n {row.n}, changed {row.discordant})"
-        )
-        cases.append(_case(f"chaosml.slices.compare.{c.metric}", row.name, status, detail))
-    _suite(f"chaosml slices compare {c.v1_name} {c.v2_name}", cases).write(
-        path, encoding="utf-8", xml_declaration=True
-    )
+    _write(path, _compare_suite(comparison))
 
 
 def write_under_faults_junit(result: UnderFaults, path: Path) -> None:
     """The clean comparison's cases, then one per (slice, scenario) cell."""
-    write_compare_junit(result.clean, path)
     f = result.fragility
     cases = []
     for cell in f.cells:
-        status = _status(cell.verdict)
         detail = (
             f"{cell.verdict}: {f.metric} change under {cell.scenario}: "
             + ", ".join(f"{v} {cell.change(v)}" for v in f.versions)
             + f" (difference {cell.delta}, ci {cell.ci}, p_adjusted {cell.p_adjusted})"
         )
-        cases.append(_case(f"chaosml.slices.fragility.{cell.scenario}", cell.slice, status, detail))
-    suites = ET.parse(path).getroot()
-    suites.extend(_suite(f"chaosml slices fragility {' '.join(f.versions)}", cases).getroot())
-    ET.indent(suites)
-    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+        classname = f"chaosml.slices.fragility.{cell.scenario}"
+        cases.append(_case(classname, cell.slice, _status(cell.verdict), detail))
+    fragility = (f"chaosml slices fragility {' '.join(f.versions)}", cases)
+    _write(path, _compare_suite(result.clean), fragility)
+
+
+def _compare_suite(c: Comparison) -> Suite:
+    cases = []
+    for row in [c.overall, *c.slices]:
+        detail = (
+            f"{row.verdict}: {c.metric} {row.v1} -> {row.v2} (delta {row.delta}, "
+            f"ci {row.ci}, p_adjusted {row.p_adjusted}, n {row.n}, changed {row.discordant})"
+        )
+        classname = f"chaosml.slices.compare.{c.metric}"
+        cases.append(_case(classname, row.name, _status(row.verdict), detail))
+    return f"chaosml slices compare {c.v1_name} {c.v2_name}", cases
 
 
 def _status(verdict: str | None) -> str:

@@ -149,12 +149,16 @@ def run_slice_tests(
     under: dict[str, pd.DataFrame] = {}
     faulted: dict[str, Evaluation] = {}
     for index, scenario in enumerate(scenarios):
-        if scenario.applicable:
-            pair = [version, UnderFault(version, scenario, seed, index, known)]
+        if scenario.applicable:  # the faulted answers alone: the clean ones are in `evaluation`
             faulted[scenario.name] = evaluate(
-                suite, data, pair, config=config, chunk_rows=chunk_rows, progress=progress
+                suite,
+                data,
+                [UnderFault(version, scenario, seed, index, known)],
+                config=config,
+                chunk_rows=chunk_rows,
+                progress=progress,
             )
-            under[scenario.name] = faulted[scenario.name].frame(1, metrics)
+            under[scenario.name] = faulted[scenario.name].frame(0, metrics)
     outcomes = []
     for index, test in enumerate(suite.tests):
         location = suite.test_line(index)

@@ -45,6 +45,7 @@ from chaosml.slices.stats import (
     newcombe_interval,
     percentile_interval,
     permutation_p_values,
+    swappable,
 )
 from chaosml.slices.suite import SliceSuite
 from chaosml.versions import Version
@@ -191,7 +192,7 @@ def compare_versions(
         p_values = mcnemar_exact(b, c)
         ci_low, ci_high = newcombe_interval(a, b, c, d, policy.confidence)
     else:
-        discordant = cells[:, [0b001, 0b010, 0b101, 0b110]].sum(axis=1)
+        discordant = swappable(cells)
         p_values = permutation_p_values(lambda x: studentized(metric, x), cells)
         ci_low = ci_high = np.full(len(stats.slices), np.nan)
         if n_boot > 0:
@@ -202,20 +203,15 @@ def compare_versions(
     ci_low, ci_high = np.where(defined, ci_low, np.nan), np.where(defined, ci_high, np.nan)
     p_values = np.where(defined, p_values, np.nan)
 
-    needed = min_discordant(policy.alpha)
     big_enough = stats.n >= np.array([info.min_size for info in stats.slices])
-    testable = big_enough & defined & (discordant >= needed)
-    family = np.where(testable, p_values, np.nan)
-    family[0] = np.nan
-    p_adjusted = adjust(family, correction)
-    p_adjusted[0] = p_values[0] if testable[0] else np.nan
-
-    verdicts = verdict(
+    overall = np.arange(len(stats.slices)) == 0
+    p_adjusted, verdicts, needed = judge(
         delta,
-        p_adjusted,
-        big_enough=big_enough,
+        p_values,
         discordant=discordant,
-        needed=needed,
+        big_enough=big_enough,
+        overall=overall,
+        correction=correction,
         direction=metric.direction,
         alpha=policy.alpha,
         max_drop=policy.max_drop,
@@ -269,21 +265,27 @@ def _metric(metric: Metric, cells: IntArray, version: int) -> FloatArray:
     return metric.confusion(*confusion(cells, 2, version))
 
 
-def paired_table(metric: Metric, cells: IntArray) -> tuple[IntArray, IntArray, IntArray, IntArray]:
-    """A proportion metric's paired 2x2 table per slice, over the rows it counts: the event (its
-    numerator: a correct answer, a false positive, a positive prediction) under both versions, v1
-    only, v2 only, neither."""
+def events(metric: Metric, n_versions: int, version: int) -> FloatArray:
+    """Per cell (bits label|version 0|version 1|...): 1 if ``version``'s answer is a proportion
+    metric's event (its numerator: a right answer, a false positive, a positive prediction) in a
+    row the metric counts, 0 if not, NaN if the metric does not count the row."""
+    quads = quadrants(n_versions, version)
     ratio = metric.ratios[0]
-    first, second = quadrants(2, 0), quadrants(2, 1)
-    counted = first @ np.array(ratio.den)  # the same rows for both: the set depends on the label
-    e1, e2 = first @ np.array(ratio.num), second @ np.array(ratio.num)
+    counted, event = quads @ np.array(ratio.den), quads @ np.array(ratio.num)
+    return np.where(counted > 0, event, np.nan)
+
+
+def paired_table(metric: Metric, cells: IntArray) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+    """A proportion metric's paired 2x2 table per slice, over the rows it counts: the event under
+    both versions, v1 only, v2 only, neither (the rows it counts depend on the label alone)."""
+    e1, e2 = events(metric, 2, 0), events(metric, 2, 1)
     masks = [
-        counted & e1 & e2,
-        counted & e1 & (1 - e2),
-        counted & (1 - e1) & e2,
-        counted & (1 - e1) & (1 - e2),
+        (e1 == 1) & (e2 == 1),
+        (e1 == 1) & (e2 == 0),
+        (e1 == 0) & (e2 == 1),
+        (e1 == 0) & (e2 == 0),
     ]
-    a, b, c, d = (cells[:, mask.astype(bool)].sum(axis=1) for mask in masks)
+    a, b, c, d = (cells[:, mask].sum(axis=1) for mask in masks)
     return a, b, c, d
 
 
@@ -314,6 +316,39 @@ def studentized(
     with np.errstate(all="ignore"):
         t = np.where(se > 0, delta / se, np.sign(delta) * np.inf)
     return np.where(delta == 0, 0.0, t)
+
+
+def judge(
+    delta: FloatArray,
+    p_values: FloatArray,
+    *,
+    discordant: IntArray,
+    big_enough: npt.NDArray[np.bool_],
+    overall: npt.NDArray[np.bool_],
+    correction: Literal["holm", "bh"],
+    direction: int,
+    alpha: float,
+    max_drop: float,
+) -> tuple[FloatArray, list[Verdict], int]:
+    """Adjusted p-values, verdicts, and the fewest discordant rows that can reach ``alpha``.
+
+    The family is the rows that can reach ``alpha`` at all: large enough, with a p-value, with
+    enough discordant rows (Tarone 1990). ``overall`` rows keep their own p-value, outside it."""
+    needed = min_discordant(alpha)
+    testable = big_enough & np.isfinite(p_values) & (discordant >= needed)
+    p_adjusted = adjust(np.where(testable & ~overall, p_values, np.nan), correction)
+    p_adjusted = np.where(testable & overall, p_values, p_adjusted)
+    verdicts = verdict(
+        delta,
+        p_adjusted,
+        big_enough=big_enough,
+        discordant=discordant,
+        needed=needed,
+        direction=direction,
+        alpha=alpha,
+        max_drop=max_drop,
+    )
+    return p_adjusted, verdicts, needed
 
 
 def verdict(

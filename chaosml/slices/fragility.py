@@ -47,22 +47,21 @@ from scipy import stats as scipy_stats
 from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS, DataSource
 from chaosml.errors import InputError
-from chaosml.faults import Fault, RequestFault, ResponseFault, TransportFault, apply_offline
+from chaosml.faults import PayloadFault, RequestFault, ResponseFault, apply_offline
 from chaosml.faults.predictions import StaleModel
 from chaosml.gameday.scenario import load_scenarios
 from chaosml.slices.collect import Evaluation, Progress, evaluate
-from chaosml.slices.compare import Comparison, Verdict, studentized, verdict
+from chaosml.slices.compare import Comparison, Verdict, events, judge, studentized
 from chaosml.slices.engine import IntArray, confusion
 from chaosml.slices.metrics import METRICS, Metric, as_number
 from chaosml.slices.stats import (
     EXACT_GRID,
     FloatArray,
-    adjust,
     binomial_grid,
     bootstrap_cells,
-    min_discordant,
     percentile_interval,
     permutation_p_values,
+    swappable,
 )
 from chaosml.slices.suite import SliceSuite
 from chaosml.versions import ArtifactVersion, Predictions, Predictor, Scalar, Version
@@ -87,7 +86,7 @@ class OfflineScenario:
 
     name: str
     path: Path
-    faults: tuple[tuple[Fault, float], ...]
+    faults: tuple[tuple[PayloadFault, float], ...]
     transport: tuple[str, ...] = ()  # fault types that act on connections: no offline effect
 
     @property
@@ -110,12 +109,11 @@ def offline_scenarios(paths: Sequence[str | Path]) -> list[OfflineScenario]:
         faults, transport = [], []
         for spec in file.scenario.faults:
             fault = spec.fault
-            if isinstance(fault, TransportFault):
-                transport.append(spec.type)
-            elif isinstance(fault, StaleModel) and fault.version is None:
-                transport.append(spec.type)  # another upstream: nothing to predict with offline
-            else:
+            elsewhere = isinstance(fault, StaleModel) and fault.version is None  # an upstream
+            if isinstance(fault, PayloadFault) and not elsewhere:
                 faults.append((fault, spec.toxicity))
+            else:
+                transport.append(spec.type)
         out.append(OfflineScenario(file.scenario.name, file.path, tuple(faults), tuple(transport)))
     return out
 
@@ -156,8 +154,7 @@ class UnderFault:
         else:
             columns += self.base.feature_columns(table, label, positive)
         for fault, _ in self.scenario.faults:
-            read = fault.reads() if hasattr(fault, "reads") else None
-            columns += [c for c in read or () if c in table.columns]
+            columns += [c for c in fault.reads() or () if c in table.columns]
         for name in self.scenario.stale_versions:
             columns += self.others[name].feature_columns(table, label, positive)
         return list(dict.fromkeys(columns))
@@ -185,7 +182,7 @@ class UnderFault:
                 for fault, toxicity in faults:
                     if isinstance(fault, RequestFault):
                         rows, _, _ = apply_offline(fault, rows, toxicity=toxicity, rng=rng)
-                before = answer(rows if self.scenario.changes_features else chunk)
+                before = answer(rows)  # the chunk itself when no fault changed it
                 labels: np.ndarray = before.positive.astype(np.int64)
                 scores = before.score
                 for fault, toxicity in faults:
@@ -307,6 +304,16 @@ class Fragility:
 
 
 @dataclass(frozen=True)
+class Pass:
+    """One scenario's pass: per slice, the 32 cells label|v1|v2|v1 under|v2 under, the slice's
+    ``min_size``, and whether the scenario is judged (it changes the model's inputs)."""
+
+    cells: IntArray
+    min_sizes: IntArray
+    compared: bool
+
+
+@dataclass(frozen=True)
 class UnderFaults:
     """A clean comparison of two versions and their fragility under the scenarios."""
 
@@ -343,7 +350,7 @@ def fragility(
     known = {v.name: v for v in versions} | dict(others or {})
     names = [v.name for v in versions]
     cells: list[Cell] = []
-    family: list[tuple[IntArray, bool]] = []  # 32-cell counts per slice; compared or not
+    family: list[Pass] = []
     for index, scenario in enumerate(scenarios):
         if not scenario.applicable:
             continue
@@ -358,7 +365,9 @@ def fragility(
         )
         cells.extend(_cells(evaluation, metric, names, scenario.name))
         if len(versions) == 2:
-            family.append((evaluation.stats.cells, scenario.changes_features))
+            stats = evaluation.stats
+            sizes = np.array([info.min_size for info in stats.slices])
+            family.append(Pass(stats.cells, sizes, scenario.changes_features))
     if len(versions) == 2:
         cells = _compare(cells, family, metric, suite, correction, seed, n_boot)
     return Fragility(
@@ -392,21 +401,6 @@ def _cells(evaluation: Evaluation, metric: Metric, names: list[str], scenario: s
     ]
 
 
-def events(metric: Metric, cells: IntArray, n_versions: int, version: int) -> FloatArray:
-    """Per cell: 1 if ``version``'s answer is the metric's event (a right answer for accuracy)
-    in a row the metric counts, 0 if not, NaN if the metric does not count the row."""
-    quads = np.stack(
-        [
-            np.asarray(q)
-            for q in confusion(np.eye(cells.shape[-1], dtype=np.int64), n_versions, version)
-        ]
-    )
-    ratio = metric.ratios[0]
-    counted = np.asarray(ratio.den) @ quads
-    event = np.asarray(ratio.num) @ quads
-    return np.where(counted > 0, event, np.nan)
-
-
 def did_p_values(ones: IntArray, twos: IntArray, observed: IntArray) -> FloatArray:
     """Exact sign-flip p-values of sum(d) = ``observed`` with ``ones`` rows of |d| = 1 and
     ``twos`` rows of |d| = 2, each as likely +d as -d (the normal limit when the grid is large)."""
@@ -427,7 +421,7 @@ def did_p_values(ones: IntArray, twos: IntArray, observed: IntArray) -> FloatArr
 
 def _compare(
     cells: list[Cell],
-    family: list[tuple[IntArray, bool]],
+    family: list[Pass],
     metric: Metric,
     suite: SliceSuite,
     correction: Literal["holm", "bh"] | None,
@@ -435,11 +429,12 @@ def _compare(
     n_boot: int,
 ) -> list[Cell]:
     policy = suite.compare
-    counts = np.concatenate([c for c, _ in family])  # (cells, 32): label|v1|v2|v1 under|v2 under
-    compared = np.concatenate([np.full(len(c), inputs) for c, inputs in family])
+    counts = np.concatenate([p.cells for p in family])
+    min_sizes = np.concatenate([p.min_sizes for p in family])
+    compared = np.concatenate([np.full(len(p.cells), p.compared) for p in family])
     delta = np.array([_delta(c) for c in cells], dtype=np.float64)
     if metric.proportion:  # a per-row score: the exact two-dimensional sign-flip grid
-        e = [events(metric, counts, 4, v) for v in range(4)]
+        e = [events(metric, 4, v) for v in range(4)]
         d = (e[3] - e[1]) - (e[2] - e[0])  # per cell pattern: v2's change - v1's change
         d = np.where(np.isnan(d), 0, d)
         ones = counts @ (np.abs(d) == 1).astype(np.int64)
@@ -450,7 +445,7 @@ def _compare(
         p_values = permutation_p_values(
             lambda x: studentized(metric, x, DID, n_versions=4), counts, SWAPS
         )
-        discordant = counts[:, [i for pair in SWAPS for i in pair]].sum(axis=1)
+        discordant = swappable(counts, SWAPS)
     low = high = np.full(len(cells), np.nan)
     if n_boot > 0:
         boot = bootstrap_cells(counts, n_boot, np.random.default_rng(seed))
@@ -458,23 +453,14 @@ def _compare(
         replicates = (value[3] - value[1]) - (value[2] - value[0])
         low, high = percentile_interval(replicates, policy.confidence)
     defined = np.isfinite(delta)
-    needed = min_discordant(policy.alpha)
-    sizes = np.array([c.n for c in cells])
-    slice_min = {s.name: s.min_size for s in suite.slices if s.name and s.min_size}
-    min_sizes = np.array([slice_min.get(c.slice, suite.min_size) for c in cells])
-    big_enough = sizes >= min_sizes
-    overall = np.array([c.slice == "overall" for c in cells])
-    testable = big_enough & defined & (discordant >= needed) & ~overall & compared
-    p_adjusted = adjust(np.where(testable, p_values, np.nan), correction or policy.correction)
-    p_adjusted = np.where(
-        overall & big_enough & defined & (discordant >= needed), p_values, p_adjusted
-    )
-    verdicts = verdict(
+    p_values = np.where(defined & compared, p_values, np.nan)
+    p_adjusted, verdicts, _ = judge(
         delta,
-        p_adjusted,
-        big_enough=big_enough,
+        p_values,
         discordant=discordant,
-        needed=needed,
+        big_enough=np.array([c.n for c in cells]) >= min_sizes,
+        overall=np.array([c.slice == "overall" for c in cells]),
+        correction=correction or policy.correction,
         direction=metric.direction,
         alpha=policy.alpha,
         max_drop=policy.drop_under_fault,
@@ -485,7 +471,7 @@ def _compare(
             discordant=int(discordant[i]),
             delta=as_number(delta[i]),
             ci=None if math.isnan(low[i]) else (float(low[i]), float(high[i])),
-            p_value=as_number(p_values[i]) if defined[i] and compared[i] else None,
+            p_value=as_number(p_values[i]),
             p_adjusted=as_number(p_adjusted[i]),
             verdict=verdicts[i] if compared[i] else None,
         )

@@ -151,6 +151,12 @@ _TAIL_SD = 9.0  # the binomial grid is cut 9 standard deviations out: less than 
 PAIRED = ((0b010, 0b001), (0b110, 0b101))  # label|v1|v2: the cells a swap of versions exchanges
 
 
+def swappable(cells: IntArray, pairs: Sequence[tuple[int, int]] = PAIRED) -> IntArray:
+    """Per slice, the rows a swap of versions can move: the discordant rows."""
+    moved: IntArray = np.asarray(cells)[:, [cell for pair in pairs for cell in pair]].sum(axis=1)
+    return moved
+
+
 def permutation_p_values(
     statistic: Callable[[FloatArray], FloatArray],
     cells: IntArray,

@@ -15,13 +15,12 @@ from sklearn.linear_model import LogisticRegression
 from chaosml.errors import InputError
 from chaosml.faults import apply_offline
 from chaosml.slices.checks import run_slice_tests
-from chaosml.slices.compare import studentized
+from chaosml.slices.compare import events, studentized
 from chaosml.slices.engine import confusion
 from chaosml.slices.fragility import (
     DID,
     SWAPS,
     did_p_values,
-    events,
     fragility,
     offline_scenarios,
 )
@@ -234,7 +233,7 @@ def test_the_swap_grid_is_the_sign_flip_test_for_a_proportion() -> None:
 
     for _ in range(8):
         cells = rng.multinomial(14, rng.dirichlet(np.ones(32)))[None]
-        e = [events(accuracy, cells, 4, v) for v in range(4)]
+        e = [events(accuracy, 4, v) for v in range(4)]
         d = np.nan_to_num((e[3] - e[1]) - (e[2] - e[0]))
         ones, twos = cells @ (np.abs(d) == 1), cells @ (np.abs(d) == 2)
         expected = did_p_values(ones, twos, (cells @ d).astype(np.int64))[0]
