@@ -53,16 +53,30 @@ class Predictions:
 Predictor = Callable[[pd.DataFrame], Predictions]
 
 
+class PartPredictor(Protocol):
+    """Predictions for any range of rows, given the rows and where they start in the table:
+    picklable, so a distributed engine ships it to its workers once."""
+
+    def __call__(self, rows: pd.DataFrame, start: int) -> Predictions: ...
+
+
 class Version(Protocol):
     name: str
 
-    def feature_columns(self, table: DataSource, label: str, positive: Scalar) -> list[str]:
-        """Columns of the data this version needs to predict (none for precomputed predictions)."""
+    def feature_columns(
+        self, table: DataSource, label: str, positive: Scalar, *, cached: bool = True
+    ) -> list[str]:
+        """Columns of the data this version needs to predict (none for precomputed predictions,
+        nor for an artifact whose predictions of this data are ``cached`` and may be used)."""
         ...
 
     @contextmanager
     def predictor(self, table: DataSource, label: str, positive: Scalar) -> Iterator[Predictor]:
         """A function from a data chunk to its predictions; checks alignment when the block ends."""
+        ...
+
+    def part_predictor(self, table: DataSource, label: str, positive: Scalar) -> PartPredictor:
+        """Predictions for rows read in any order (partitions of a distributed engine)."""
         ...
 
 
@@ -102,11 +116,24 @@ class InMemory:
     prediction: npt.ArrayLike
     score: npt.ArrayLike | None = None
 
-    def feature_columns(self, table: DataSource, label: str, positive: Scalar) -> list[str]:
+    def feature_columns(
+        self, table: DataSource, label: str, positive: Scalar, *, cached: bool = True
+    ) -> list[str]:
         return []
 
     @contextmanager
     def predictor(self, table: DataSource, label: str, positive: Scalar) -> Iterator[Predictor]:
+        part = self.part_predictor(table, label, positive)
+        offset = 0
+
+        def predict(chunk: pd.DataFrame) -> Predictions:
+            nonlocal offset
+            offset += len(chunk)
+            return part(chunk, offset - len(chunk))
+
+        yield predict
+
+    def part_predictor(self, table: DataSource, label: str, positive: Scalar) -> PartPredictor:
         prediction = np.asarray(self.prediction)
         where = f"version {self.name!r}"
         if table.num_rows is not None and len(prediction) != table.num_rows:
@@ -115,15 +142,17 @@ class InMemory:
             )
         positives = as_binary(prediction, positive, f"{where} predictions")
         scores = None if self.score is None else _scores(pd.Series(self.score), f"{where} scores")
-        offset = 0
+        return _Arrays(positives, scores)
 
-        def predict(chunk: pd.DataFrame) -> Predictions:
-            nonlocal offset
-            rows = slice(offset, offset + len(chunk))
-            offset += len(chunk)
-            return Predictions(positives[rows], None if scores is None else scores[rows])
 
-        yield predict
+@dataclass(frozen=True)
+class _Arrays:
+    positive: BoolArray
+    score: FloatArray | None
+
+    def __call__(self, rows: pd.DataFrame, start: int) -> Predictions:
+        span = slice(start, start + len(rows))
+        return Predictions(self.positive[span], None if self.score is None else self.score[span])
 
 
 @dataclass
@@ -133,7 +162,9 @@ class PredictionsFile:
     name: str
     path: Path
 
-    def feature_columns(self, table: DataSource, label: str, positive: Scalar) -> list[str]:
+    def feature_columns(
+        self, table: DataSource, label: str, positive: Scalar, *, cached: bool = True
+    ) -> list[str]:
         return []
 
     @contextmanager
@@ -177,6 +208,44 @@ class PredictionsFile:
                 )
             )
 
+    def part_predictor(self, table: DataSource, label: str, positive: Scalar) -> PartPredictor:
+        try:
+            source = open_table(self.path)
+        except DataError as exc:
+            raise VersionError(f"version {self.name!r}: {exc}") from exc
+        if PREDICTION_COLUMN not in source.columns:
+            raise VersionError(
+                f"{self.path}: no {PREDICTION_COLUMN!r} column "
+                f"(a predictions file needs `prediction` and optionally `score`)"
+            )
+        if not source.parquet:
+            raise VersionError(
+                f"{self.path}: a distributed engine reads predictions by row range, which needs "
+                "Parquet (convert it, e.g. pandas.read_csv(...).to_parquet(...))"
+            )
+        if table.num_rows is None or source.num_rows != table.num_rows:
+            raise VersionError(
+                LENGTH_MISMATCH.format(path=self.path, count=source.num_rows, rows=table.num_rows)
+            )
+        return _FileRows(source, positive, SCORE_COLUMN in source.columns)
+
+
+@dataclass(frozen=True)
+class _FileRows:
+    """A predictions file's rows for a range of data rows (read from the row groups holding it)."""
+
+    source: DataSource
+    positive: Scalar
+    has_score: bool
+
+    def __call__(self, rows: pd.DataFrame, start: int) -> Predictions:
+        columns = [PREDICTION_COLUMN] + ([SCORE_COLUMN] if self.has_score else [])
+        found = self.source.read(columns, start, start + len(rows))
+        where = self.source.name
+        positives = as_binary(found[PREDICTION_COLUMN], self.positive, f"{where}: prediction")
+        score = _scores(found[SCORE_COLUMN], f"{where}: score") if self.has_score else None
+        return Predictions(positives, score)
+
 
 @dataclass
 class ArtifactVersion:
@@ -193,8 +262,10 @@ class ArtifactVersion:
             self._model = load_model(self.path)
         return self._model
 
-    def feature_columns(self, table: DataSource, label: str, positive: Scalar) -> list[str]:
-        cache = self._cache_path(table, positive)
+    def feature_columns(
+        self, table: DataSource, label: str, positive: Scalar, *, cached: bool = True
+    ) -> list[str]:
+        cache = self._cache_path(table, positive) if cached else None
         if cache is not None and cache.is_file():
             return []
         return self.model_columns(table, label)
@@ -247,6 +318,19 @@ class ArtifactVersion:
             )
         return lambda chunk: _predict(model, chunk[columns], positive, classes, self.path)
 
+    def part_predictor(self, table: DataSource, label: str, positive: Scalar) -> PartPredictor:
+        """The model itself, shipped to the workers (no prediction cache: they may not share it)."""
+        self.fresh_predictor(table, label, positive)  # checks the classes and feature columns
+        model = self.model
+        return _ModelRows(
+            model,
+            tuple(self.model_columns(table, label)),
+            positive,
+            tuple(getattr(model, "classes_", [])),
+            self.path,
+        )
+
+
     @functools.cached_property
     def _digest(self) -> str:
         return file_digest(self.path)
@@ -259,6 +343,19 @@ class ArtifactVersion:
         key.update(table.fingerprint.encode())
         key.update(repr(positive).encode())
         return self.cache_dir / "predictions" / f"{key.hexdigest()}.parquet"
+
+
+@dataclass(frozen=True)
+class _ModelRows:
+    model: Any
+    columns: tuple[str, ...]
+    positive: Scalar
+    classes: tuple[Any, ...]
+    path: Path
+
+    def __call__(self, rows: pd.DataFrame, start: int) -> Predictions:
+        features = rows[list(self.columns)]
+        return _predict(self.model, features, self.positive, list(self.classes), self.path)
 
 
 def _predict(

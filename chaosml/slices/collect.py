@@ -1,10 +1,9 @@
-"""From a suite, a data source and versions to ``SliceStats``: validation against the data, then one
-streamed pass through the engine."""
+"""From a suite, a data source and versions to ``SliceStats``: validation against the data, a
+``SlicePlan`` of what to count, then one pass on the chosen engine (``engines``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,14 +12,14 @@ import numpy.typing as npt
 import pandas as pd
 
 from chaosml.config import ProjectConfig
-from chaosml.data import DEFAULT_CHUNK_ROWS, DataSource, open_table
-from chaosml.errors import DataError, InputError, PredicateError
-from chaosml.slices.engine import Accumulator, ChunkData, SliceInfo, SliceStats, confusion
+from chaosml.data import DEFAULT_CHUNK_ROWS, DataSource
+from chaosml.errors import DataError, InputError
+from chaosml.slices.engine import SliceInfo, SlicePlan, SliceStats, confusion, slice_stats
+from chaosml.slices.engines import Engine, Job, Progress, choose_engine
 from chaosml.slices.metrics import METRICS, auc_histogram_error, roc_auc_from_histograms
 from chaosml.slices.suite import SliceSuite
-from chaosml.versions import Version, as_binary
+from chaosml.versions import Version
 
-Progress = Callable[[int, int | None], None]
 NO_LABEL = "no label column: set `label:` in the suite or in chaosml.yaml"
 EMPTY_SLICE = "{where}: slice {name!r} matches no rows of {data}"
 
@@ -61,16 +60,40 @@ class Evaluation:
 
 def evaluate(
     suite: SliceSuite,
-    data: str | Path | pd.DataFrame,
+    data: object,
     versions: Sequence[Version],
     *,
     config: ProjectConfig | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: Progress | None = None,
+    engine: Engine | str | None = None,
 ) -> Evaluation:
-    """Stream ``data`` once and accumulate every slice's statistics for ``versions``."""
+    """Read ``data`` once and accumulate every slice's statistics for ``versions``.
+
+    ``data`` is a path (a Parquet or CSV file, a folder or glob of Parquet files), a pandas
+    DataFrame, or a Dask or Spark DataFrame (or, with the Spark engine, a table name). ``engine``
+    says where the work runs (``"local"``, ``"dask"``, ``"spark"`` or an ``Engine``); by default in
+    this process, or on the engine a Dask or Spark DataFrame belongs to. The answer is the same on
+    every engine."""
     config = config or ProjectConfig()
-    table = open_table(data)
+    runner = choose_engine(engine, data)
+    try:
+        return _evaluate(suite, data, versions, config, chunk_rows, progress, runner)
+    finally:
+        if runner is not engine:  # started here for this pass
+            runner.close()
+
+
+def _evaluate(
+    suite: SliceSuite,
+    data: object,
+    versions: Sequence[Version],
+    config: ProjectConfig,
+    chunk_rows: int,
+    progress: Progress | None,
+    runner: Engine,
+) -> Evaluation:
+    table = runner.open(data)
     label = suite.label or config.label
     if label is None:
         raise InputError(f"{suite.path or '<suite>'}: {NO_LABEL}")
@@ -81,41 +104,35 @@ def evaluate(
         (
             SliceInfo(spec.name or "", spec.where or "", spec.min_size or suite.min_size),
             spec.predicate,
+            f"{suite.where_line(index)}: slices[{index}].where",
         )
-        for spec in suite.slices
+        for index, spec in enumerate(suite.slices)
         if spec.where is not None
     ]
-    accumulator = Accumulator(
-        where=where,
-        groups=_groups(suite),
+    plan = SlicePlan(
+        where=tuple(where),
+        groups=tuple(_groups(suite)),
         n_versions=len(versions),
         scores="roc_auc" in suite.all_metrics,
-        on_error=lambda i, exc: _slice_error(suite, i, exc),
     )
-    features = [c for version in versions for c in version.feature_columns(table, label, positive)]
+    features = [
+        c
+        for version in versions
+        for c in version.feature_columns(table, label, positive, cached=runner.name == "local")
+    ]
     columns = [
         label,
-        *sorted({c for _, p in where for c in p.columns}),
+        *sorted({c for _, p, _ in where for c in p.columns}),
         *[c for spec in suite.slices for c in spec.by or []],
         *[c for test in suite.tests for c in test.by or []],
         *features,
     ]
-    rows = 0
-    with ExitStack() as stack:
-        predictors = [stack.enter_context(v.predictor(table, label, positive)) for v in versions]
-        for frame in table.chunks(columns, chunk_rows):
-            y = as_binary(frame[label], positive, f"{table.name}: label {label!r}")
-            outputs = [predict(frame) for predict in predictors]
-            accumulator.add(
-                ChunkData(frame, y, [o.positive for o in outputs], [o.score for o in outputs])
-            )
-            rows += len(frame)
-            if progress is not None:
-                progress(rows, table.num_rows)
-    if rows == 0:
+    job = Job(table, plan, label, positive, list(dict.fromkeys(columns)), versions, chunk_rows)
+    sums = runner.run(job, progress)
+    if sums.rows == 0:
         raise DataError(f"{table.name}: no rows")
-    stats = accumulator.result(suite.min_size)
-    for i, (info, _) in enumerate(where):
+    stats = slice_stats(plan, sums, suite.min_size)
+    for i, (info, _, _) in enumerate(where):
         if stats.n[i + 1] == 0:
             raise DataError(
                 EMPTY_SLICE.format(
@@ -161,11 +178,3 @@ def _check_columns(suite: SliceSuite, table: DataSource) -> None:
 def _where_line(suite: SliceSuite, name: str) -> str:
     index = next(i for i, spec in enumerate(suite.slices) if spec.name == name)
     return f"{suite.where_line(index)}: slices[{index}].where"
-
-
-def _slice_error(suite: SliceSuite, where_index: int, exc: Exception) -> Exception:
-    specs = [i for i, spec in enumerate(suite.slices) if spec.where is not None]
-    index = specs[where_index]
-    if isinstance(exc, PredicateError | TypeError | ValueError):
-        return PredicateError(f"{suite.where_line(index)}: slices[{index}].where: {exc}")
-    return exc

@@ -24,6 +24,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from chaosml.codecs import plain
+from chaosml.errors import PredicateError
 from chaosml.predicate import BoolOp as And
 from chaosml.predicate import Column, Compare, IsNa, Node, Predicate, Value, render
 
@@ -54,10 +55,12 @@ class ChunkData:
 
 
 @dataclass
-class _ByGroup:
+class GroupSums:
+    """One ``by`` group's sums: a row of cell counts (and score histograms) per value seen."""
+
     columns: tuple[str, ...]
     min_size: int
-    ids: dict[tuple[object, ...], int] = field(default_factory=dict)
+    ids: dict[tuple[object, ...], int] = field(default_factory=dict)  # value -> row, first seen first
     cells: IntArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     hist: IntArray | None = None
 
@@ -74,6 +77,23 @@ class _ByGroup:
             for v, key in enumerate(keys):
                 counts = np.bincount(gid * width + key, minlength=size * width).reshape(size, width)
                 self.hist[:, v * width : (v + 1) * width] += counts
+
+    def merge(self, other: GroupSums) -> None:
+        """Add ``other``'s sums (from later rows: values new here are appended in its order)."""
+        if not other.ids:
+            return
+        rows = np.array(
+            [self.ids.setdefault(value, len(self.ids)) for value in other.ids], dtype=np.int64
+        )
+        size = len(self.ids)
+        width = other.cells.shape[1]
+        if self.cells.shape[0] < size or self.cells.shape[1] != width:
+            self.cells = _grow(self.cells if self.cells.size else None, size, width)
+        np.add.at(self.cells, rows, other.cells[list(other.ids.values())])
+        if other.hist is not None:
+            if self.hist is None or self.hist.shape[0] < size:
+                self.hist = _grow(self.hist, size, other.hist.shape[1])
+            np.add.at(self.hist, rows, other.hist[list(other.ids.values())])
 
     def _group_ids(self, frame: pd.DataFrame) -> IntArray:
         combined = np.zeros(len(frame), dtype=np.int64)
@@ -176,87 +196,131 @@ def confusion(cells: IntArray, n_versions: int, version: int) -> tuple[IntArray,
     return tuple(counts[..., k] for k in range(4))
 
 
-class Accumulator:
-    """Accumulates ``SliceStats`` chunk by chunk."""
+@dataclass(frozen=True)
+class SlicePlan:
+    """What to accumulate, complete and picklable, so a worker process can reduce a partition:
+    the ``where`` slices (each with the prefix its errors get, naming the suite line), the ``by``
+    groups, the number of versions and whether scores are kept."""
 
-    def __init__(
-        self,
-        *,
-        where: Sequence[tuple[SliceInfo, Predicate]],
-        groups: Sequence[tuple[tuple[str, ...], int]],
-        n_versions: int,
-        scores: bool,
-        on_error: Callable[[int, Exception], Exception],
-    ):
-        self.where = list(where)
-        self.groups = [_ByGroup(columns, min_size) for columns, min_size in groups]
-        self.n_versions = n_versions
-        self.n_cells = 2 ** (n_versions + 1)
-        self.scores = scores
-        self.has_scores = [scores] * n_versions
-        self.on_error = on_error
-        rows = 1 + len(self.where)
-        self.cells = np.zeros((rows, self.n_cells), dtype=np.int64)
-        self.hist = (
-            np.zeros((rows, n_versions * 2 * SCORE_BINS), dtype=np.int64) if scores else None
+    where: tuple[tuple[SliceInfo, Predicate, str], ...]
+    groups: tuple[tuple[tuple[str, ...], int], ...]
+    n_versions: int
+    scores: bool
+
+    @property
+    def n_cells(self) -> int:
+        return 2 ** (self.n_versions + 1)
+
+
+@dataclass
+class Partial:
+    """The sums over some rows: what a chunk or a partition reduces to. Partials add up (``merge``)
+    to the sums over all their rows, in any grouping; merged in row order, even the order in which
+    ``by`` values were first seen is the single pass's."""
+
+    cells: IntArray  # (1 + len(where), n_cells): overall, then each where slice
+    hist: IntArray | None  # (1 + len(where), n_versions * 2 * SCORE_BINS) or None
+    groups: list[GroupSums]
+    has_scores: list[bool]
+    rows: int = 0
+
+    @classmethod
+    def empty(cls, plan: SlicePlan) -> Partial:
+        rows = 1 + len(plan.where)
+        return cls(
+            cells=np.zeros((rows, plan.n_cells), dtype=np.int64),
+            hist=(
+                np.zeros((rows, plan.n_versions * 2 * SCORE_BINS), dtype=np.int64)
+                if plan.scores
+                else None
+            ),
+            groups=[GroupSums(columns, min_size) for columns, min_size in plan.groups],
+            has_scores=[plan.scores] * plan.n_versions,
         )
 
+    def merge(self, other: Partial) -> Partial:
+        """Add ``other`` (sums over later rows) into this one; returns this one."""
+        self.cells += other.cells
+        if self.hist is not None and other.hist is not None:
+            self.hist += other.hist
+        for mine, theirs in zip(self.groups, other.groups, strict=True):
+            mine.merge(theirs)
+        self.has_scores = [a and b for a, b in zip(self.has_scores, other.has_scores, strict=True)]
+        self.rows += other.rows
+        return self
+
+
+class Accumulator:
+    """Accumulates a ``SlicePlan``'s sums chunk by chunk into a ``Partial``."""
+
+    def __init__(self, plan: SlicePlan):
+        self.plan = plan
+        self.n_versions = plan.n_versions
+        self.n_cells = plan.n_cells
+        self.sums = Partial.empty(plan)
+
     def add(self, chunk: ChunkData) -> None:
+        sums = self.sums
         cell = chunk.label.astype(np.int64) << self.n_versions
         for v, pred in enumerate(chunk.predictions):
             cell |= pred.astype(np.int64) << (self.n_versions - 1 - v)
         keys = self._score_keys(chunk)
         masks = [None] + [
-            self._mask(i, predicate, chunk) for i, (_, predicate) in enumerate(self.where)
+            self._mask(predicate, prefix, chunk) for _, predicate, prefix in self.plan.where
         ]
         for row, mask in enumerate(masks):
             picked = cell if mask is None else cell[mask]
-            self.cells[row] += np.bincount(picked, minlength=self.n_cells)
-            if self.hist is not None:
+            sums.cells[row] += np.bincount(picked, minlength=self.n_cells)
+            if sums.hist is not None:
                 width = 2 * SCORE_BINS
                 for v, key in enumerate(keys):
                     picked_key = key if mask is None else key[mask]
-                    self.hist[row, v * width : (v + 1) * width] += np.bincount(
+                    sums.hist[row, v * width : (v + 1) * width] += np.bincount(
                         picked_key, minlength=width
                     )
-        for group in self.groups:
+        for group in sums.groups:
             group.add(chunk, cell, self.n_cells, keys)
+        sums.rows += len(chunk.label)
 
-    def _mask(self, index: int, predicate: Predicate, chunk: ChunkData) -> npt.NDArray[np.bool_]:
+    @staticmethod
+    def _mask(predicate: Predicate, prefix: str, chunk: ChunkData) -> npt.NDArray[np.bool_]:
         try:
             return predicate.evaluate(chunk.frame)
-        except Exception as exc:
-            raise self.on_error(index, exc) from exc
+        except (PredicateError, TypeError, ValueError) as exc:
+            raise PredicateError(f"{prefix}: {exc}") from exc
 
     def _score_keys(self, chunk: ChunkData) -> list[IntArray]:
-        if not self.scores:
+        if not self.plan.scores:
             return []
         keys = []
         for v, score in enumerate(chunk.scores):
             if score is None:
-                self.has_scores[v] = False
+                self.sums.has_scores[v] = False
                 score = np.zeros(len(chunk.label))
             bins = np.minimum((score * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
             keys.append(chunk.label.astype(np.int64) * SCORE_BINS + bins)
         return keys
 
-    def result(self, overall_min_size: int) -> SliceStats:
-        infos = [SliceInfo("overall", "all rows", overall_min_size)]
-        infos += [info for info, _ in self.where]
-        cells = [self.cells]
-        hists = [self.hist] if self.hist is not None else []
-        for group in self.groups:
-            group_infos, order = group.slices()
-            infos += group_infos
-            cells.append(group.cells[order] if len(order) else group.cells[:0])
-            if self.hist is not None:
-                group_hist = (
-                    group.hist
-                    if group.hist is not None
-                    else np.zeros((0, self.hist.shape[1]), dtype=np.int64)
-                )
-                hists.append(group_hist[order] if len(order) else group_hist[:0])
-        hist = None
-        if hists:
-            hist = np.concatenate(hists).reshape(len(infos), self.n_versions, 2, SCORE_BINS)
-        return SliceStats(infos, np.concatenate(cells), hist, self.n_versions, self.has_scores)
+
+def slice_stats(plan: SlicePlan, sums: Partial, overall_min_size: int) -> SliceStats:
+    """The per-slice statistics from a plan's sums over every row."""
+    infos = [SliceInfo("overall", "all rows", overall_min_size)]
+    infos += [info for info, _, _ in plan.where]
+    cells = [sums.cells]
+    hists = [sums.hist] if sums.hist is not None else []
+    for group in sums.groups:
+        group_infos, order = group.slices()
+        infos += group_infos
+        group_cells = group.cells if group.cells.size else np.zeros((0, plan.n_cells), np.int64)
+        cells.append(group_cells[order] if len(order) else group_cells[:0])
+        if sums.hist is not None:
+            group_hist = (
+                group.hist
+                if group.hist is not None
+                else np.zeros((0, sums.hist.shape[1]), dtype=np.int64)
+            )
+            hists.append(group_hist[order] if len(order) else group_hist[:0])
+    hist = None
+    if hists:
+        hist = np.concatenate(hists).reshape(len(infos), plan.n_versions, 2, SCORE_BINS)
+    return SliceStats(infos, np.concatenate(cells), hist, plan.n_versions, sums.has_scores)

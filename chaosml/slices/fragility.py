@@ -11,7 +11,8 @@ its real income is missing, whatever the fault did to what the model saw.
 
 Per scenario, one pass over the data predicts each version on the clean and on the faulted rows
 (clean predictions come from the prediction cache when there is one). Rows are faulted the same way
-for every version (one seeded generator per chunk), so the comparison is paired on the same rows:
+for every version (one seeded generator per block of rows, the same whatever engine or chunking
+read them), so the comparison is paired on the same rows:
 
 - per version and (slice, scenario): the metric clean, under the fault, and its change;
 - for two versions, the *fragility* delta (v2's change) - (v1's change) with a paired test under
@@ -33,6 +34,7 @@ comparison already tests. Those cells show each version's change, with no verdic
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -64,9 +66,17 @@ from chaosml.slices.stats import (
     swappable,
 )
 from chaosml.slices.suite import SliceSuite
-from chaosml.versions import ArtifactVersion, Predictions, Predictor, Scalar, Version
+from chaosml.versions import (
+    ArtifactVersion,
+    PartPredictor,
+    Predictions,
+    Predictor,
+    Scalar,
+    Version,
+)
 
 SCHEMA = "chaosml.slices.fragility/1"
+FAULT_BLOCK = 10_000  # rows per random stream of the faults; chunks and partitions cut at multiples
 # versions in a scenario pass: v1, v2 clean, then v1, v2 under the faults (bits label|3|2|1|0)
 DID = ((3, 1.0), (1, -1.0), (2, -1.0), (0, 1.0))  # (v2 under - v2) - (v1 under - v1)
 
@@ -146,22 +156,23 @@ class UnderFault:
                     f"(known: {known})"
                 )
 
-    def feature_columns(self, table: DataSource, label: str, positive: Scalar) -> list[str]:
+    def feature_columns(
+        self, table: DataSource, label: str, positive: Scalar, *, cached: bool = True
+    ) -> list[str]:
         columns: list[str] = []
         if self.scenario.changes_features:
             assert isinstance(self.base, ArtifactVersion)
             columns += self.base.model_columns(table, label)
         else:
-            columns += self.base.feature_columns(table, label, positive)
+            columns += self.base.feature_columns(table, label, positive, cached=cached)
         for fault, _ in self.scenario.faults:
             columns += [c for c in fault.reads() or () if c in table.columns]
         for name in self.scenario.stale_versions:
-            columns += self.others[name].feature_columns(table, label, positive)
+            columns += self.others[name].feature_columns(table, label, positive, cached=cached)
         return list(dict.fromkeys(columns))
 
     @contextmanager
     def predictor(self, table: DataSource, label: str, positive: Scalar) -> Iterator[Predictor]:
-        faults = self.scenario.faults
         with ExitStack() as stack:
             if self.scenario.changes_features:
                 assert isinstance(self.base, ArtifactVersion)
@@ -172,41 +183,129 @@ class UnderFault:
                 name: stack.enter_context(self.others[name].predictor(table, label, positive))
                 for name in self.scenario.stale_versions
             }
+            faulting = self._faulting(label, positive)
             offset = 0
 
             def predict(chunk: pd.DataFrame) -> Predictions:
                 nonlocal offset
-                rng = np.random.default_rng([self.seed, self.index, offset])
                 offset += len(chunk)
-                rows = chunk
-                for fault, toxicity in faults:
-                    if isinstance(fault, RequestFault):
-                        rows, _, _ = apply_offline(fault, rows, toxicity=toxicity, rng=rng)
-                before = answer(rows)  # the chunk itself when no fault changed it
-                labels: np.ndarray = before.positive.astype(np.int64)
-                scores = before.score
-                for fault, toxicity in faults:
-                    if isinstance(fault, StaleModel) and fault.version is not None:
-                        old = stale[fault.version](rows)
-                        hit = (rng.random(len(rows)) < toxicity) & fault.rows(rows, len(rows), rng)
-                        labels = np.where(hit, old.positive.astype(np.int64), labels)
-                        if scores is not None and old.score is not None:
-                            scores = np.where(hit, old.score, scores)
-                    elif isinstance(fault, ResponseFault):
-                        _, new, scores = apply_offline(
-                            fault, rows, labels, scores, toxicity=toxicity, rng=rng
-                        )
-                        labels = labels if new is None else new
-                truth = np.asarray(chunk[label] == positive)
-                answered = ~pd.isna(labels)
-                said = np.where(answered, labels, 0)
-                is_positive = np.where(answered, said == 1, ~truth)  # no answer: a wrong one
-                if scores is not None:  # no score: the wrong end of the scale
-                    score = np.asarray(scores, dtype=np.float64)
-                    scores = np.where(np.isfinite(score), score, np.where(truth, 0.0, 1.0))
-                return Predictions(is_positive.astype(bool), scores)
+                return faulting.answer(chunk, offset - len(chunk), answer, stale)
 
             yield predict
+
+    def part_predictor(self, table: DataSource, label: str, positive: Scalar) -> PartPredictor:
+        return _FaultedRows(
+            self._faulting(label, positive),
+            self.base.part_predictor(table, label, positive),
+            {
+                name: self.others[name].part_predictor(table, label, positive)
+                for name in self.scenario.stale_versions
+            },
+        )
+
+    def _faulting(self, label: str, positive: Scalar) -> Faulting:
+        return Faulting(self.scenario.faults, self.seed, self.index, label, positive)
+
+
+def fault_blocks(start: int, rows: int) -> list[tuple[int, int]]:
+    """The pieces of rows ``start`` to ``start + rows`` cut at multiples of ``FAULT_BLOCK``."""
+    cuts = range((start // FAULT_BLOCK + 1) * FAULT_BLOCK, start + rows, FAULT_BLOCK)
+    edges = [start, *cuts, start + rows]
+    return [(lo, hi) for lo, hi in zip(edges, edges[1:], strict=False) if hi > lo]
+
+
+@dataclass(frozen=True)
+class Faulting:
+    """A scenario's faults on a range of rows. Random choices come from one generator per block of
+    ``FAULT_BLOCK`` rows, seeded by (seed, scenario, the block's first row): the rows a fault hits
+    depend on where the rows are in the table, not on how a pass or an engine cut it into chunks."""
+
+    faults: tuple[tuple[PayloadFault, float], ...]
+    seed: int
+    index: int
+    label: str
+    positive: Scalar
+
+    def answer(
+        self,
+        chunk: pd.DataFrame,
+        start: int,
+        answer: Predictor,
+        stale: Mapping[str, Predictor],
+    ) -> Predictions:
+        blocks = fault_blocks(start, len(chunk))
+        rngs = [np.random.default_rng([self.seed, self.index, lo]) for lo, _ in blocks]
+        rows = chunk
+        if any(isinstance(fault, RequestFault) for fault, _ in self.faults):
+            pieces = []
+            for (lo, hi), rng in zip(blocks, rngs, strict=True):
+                piece = chunk.iloc[lo - start : hi - start]
+                for fault, toxicity in self.faults:
+                    if isinstance(fault, RequestFault):
+                        piece, _, _ = apply_offline(fault, piece, toxicity=toxicity, rng=rng)
+                pieces.append(piece)
+            rows = pd.concat(pieces) if len(pieces) > 1 else pieces[0]
+        before = answer(rows)  # the chunk itself when no fault changed it
+        labels: np.ndarray = before.positive.astype(np.int64)
+        scores = before.score
+        old = {name: stale[name](rows) for name in stale}
+        if any(not isinstance(fault, RequestFault) for fault, _ in self.faults):
+            label_parts, score_parts = [], []
+            for (lo, hi), rng in zip(blocks, rngs, strict=True):
+                span = slice(lo - start, hi - start)
+                part = self._answers(rows.iloc[span], labels[span], scores, span, old, rng)
+                label_parts.append(part[0])
+                score_parts.append(part[1])
+            labels = np.concatenate(label_parts) if label_parts else labels
+            if scores is not None:
+                scores = np.concatenate(score_parts) if score_parts else scores
+        truth = np.asarray(chunk[self.label] == self.positive)
+        answered = ~pd.isna(labels)
+        said = np.where(answered, labels, 0)
+        is_positive = np.where(answered, said == 1, ~truth)  # no answer: a wrong one
+        if scores is not None:  # no score: the wrong end of the scale
+            score = np.asarray(scores, dtype=np.float64)
+            scores = np.where(np.isfinite(score), score, np.where(truth, 0.0, 1.0))
+        return Predictions(is_positive.astype(bool), scores)
+
+    def _answers(
+        self,
+        rows: pd.DataFrame,
+        labels: np.ndarray,
+        all_scores: np.ndarray | None,
+        span: slice,
+        old: Mapping[str, Predictions],
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        scores = None if all_scores is None else all_scores[span]
+        for fault, toxicity in self.faults:
+            if isinstance(fault, StaleModel) and fault.version is not None:
+                stale = old[fault.version]
+                hit = (rng.random(len(rows)) < toxicity) & fault.rows(rows, len(rows), rng)
+                labels = np.where(hit, stale.positive[span].astype(np.int64), labels)
+                if scores is not None and stale.score is not None:
+                    scores = np.where(hit, stale.score[span], scores)
+            elif isinstance(fault, ResponseFault):
+                _, new, scores = apply_offline(
+                    fault, rows, labels, scores, toxicity=toxicity, rng=rng
+                )
+                labels = labels if new is None else new
+        return labels, scores
+
+
+@dataclass(frozen=True)
+class _FaultedRows:
+    faulting: Faulting
+    base: PartPredictor
+    stale: Mapping[str, PartPredictor]
+
+    def __call__(self, rows: pd.DataFrame, start: int) -> Predictions:
+        return self.faulting.answer(
+            rows,
+            start,
+            lambda frame: self.base(frame, start),
+            {name: functools.partial(part, start=start) for name, part in self.stale.items()},
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,585 @@
+"""Where a slice pass runs: in this process, on a Dask cluster, or on Spark.
+
+The engine's statistics are sums (``Partial``), so a pass splits into partitions anywhere: each
+partition is reduced to its sums where its rows are, the sums come back (a few kilobytes per
+partition) and add up on the client, and the statistics code after that is the same for every
+engine. The engine changes where work runs, never the answer:
+
+- counts are sums of integers, so they are identical bit for bit, and everything computed from
+  them (p-values, the seeded bootstrap) is too;
+- a path is cut into partitions of ``chunk_rows`` rows at fixed row offsets, planned from the
+  Parquet footers, exactly where the local pass cuts its chunks: each partition reads its rows
+  from the row groups that hold them, a predictions file is read at the same rows (row-aligned
+  without a join), and offline faults draw the same random choices for the same rows;
+- partial sums are merged in partition order, so even which ``by`` value was seen first is the
+  local pass's.
+
+A worker gets what it needs once (``Work``: the plan, and each version's ``PartPredictor``, which
+for an artifact is the model itself): Dask broadcasts it to every worker, Spark as a broadcast
+variable. Data given as the engine's own DataFrame (or, for Spark, a table name) is reduced
+partition by partition as the engine reads it; predictions for it come from artifacts, since a
+Spark table has no row order to align a predictions file with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from chaosml.data import DataSource, open_table
+from chaosml.errors import ChaosmlError, DataError, InputError, UnreachableError
+from chaosml.slices.engine import Accumulator, ChunkData, Partial, SlicePlan
+from chaosml.versions import ArtifactVersion, PartPredictor, Scalar, Version, as_binary
+
+Progress = Callable[[int, int | None], None]  # (done, total): rows locally, partitions elsewhere
+ENGINES = ("local", "dask", "spark")
+MISSING_EXTRA = (
+    "the {engine} engine needs {package}: pip install 'chaosml[{engine}]' ({reason})"
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One pass: the data, what to count, the columns to read and the versions to predict with."""
+
+    table: DataSource
+    plan: SlicePlan
+    label: str
+    positive: Scalar
+    columns: list[str]
+    versions: Sequence[Version]
+    chunk_rows: int
+
+    def work(self) -> Work:
+        """What every partition needs, picklable: shipped to each worker once."""
+        predictors = tuple(
+            v.part_predictor(self.table, self.label, self.positive) for v in self.versions
+        )
+        return Work(self.plan, self.label, self.positive, tuple(self.columns), predictors, self.table)
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """The partitions of a path: ``chunk_rows`` rows each, at the local pass's chunk offsets."""
+        rows = self.table.num_rows or 0
+        step = self.chunk_rows
+        return [(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+    @property
+    def aligned(self) -> bool:
+        """Whether predictions need each row's position in the table (anything but a model)."""
+        return not all(isinstance(v, ArtifactVersion) for v in self.versions)
+
+
+@dataclass(frozen=True)
+class Work:
+    """A pass as a worker sees it: reduce rows to their sums."""
+
+    plan: SlicePlan
+    label: str
+    positive: Scalar
+    columns: tuple[str, ...]
+    predictors: tuple[PartPredictor, ...]
+    table: DataSource
+
+    def reduce(self, rows: pd.DataFrame, start: int) -> Partial:
+        """The sums over ``rows``, which start at row ``start`` of the table."""
+        accumulator = Accumulator(self.plan)
+        if len(rows):
+            rows = rows.reset_index(drop=True)
+            where = f"{self.table.name}: label {self.label!r}"
+            y = as_binary(rows[self.label], self.positive, where)
+            outputs = [predict(rows, start) for predict in self.predictors]
+            accumulator.add(
+                ChunkData(rows, y, [o.positive for o in outputs], [o.score for o in outputs])
+            )
+        return accumulator.sums
+
+    def reduce_range(self, start: int, stop: int) -> Partial:
+        """Read rows ``start`` to ``stop`` of a path and reduce them."""
+        return self.reduce(self.table.read(self.columns, start, stop), start)
+
+
+class Engine(Protocol):
+    """Runs a pass: opens the data, reduces it to sums, reports progress as (done, total)."""
+
+    name: str
+    unit: str  # what progress counts
+
+    def open(self, data: object) -> DataSource: ...
+
+    def run(self, job: Job, progress: Progress | None) -> Partial: ...
+
+    def close(self) -> None: ...
+
+
+class LocalEngine:
+    """This process: the data streamed once in chunks, predictions cached per artifact and data."""
+
+    name = "local"
+    unit = "rows"
+
+    def open(self, data: object) -> DataSource:
+        if not isinstance(data, str | Path | pd.DataFrame):
+            raise InputError(
+                f"the local engine reads a path or a pandas DataFrame, not a "
+                f"{type(data).__module__}.{type(data).__name__} (use engine='dask' or 'spark')"
+            )
+        return open_table(data)
+
+    def run(self, job: Job, progress: Progress | None) -> Partial:
+        table = job.table
+        accumulator = Accumulator(job.plan)
+        with contextlib.ExitStack() as stack:
+            predictors = [
+                stack.enter_context(v.predictor(table, job.label, job.positive))
+                for v in job.versions
+            ]
+            where = f"{table.name}: label {job.label!r}"
+            for frame in table.chunks(job.columns, job.chunk_rows):
+                y = as_binary(frame[job.label], job.positive, where)
+                outputs = [predict(frame) for predict in predictors]
+                accumulator.add(
+                    ChunkData(frame, y, [o.positive for o in outputs], [o.score for o in outputs])
+                )
+                if progress is not None:
+                    progress(accumulator.sums.rows, table.num_rows)
+        return accumulator.sums
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> LocalEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _need(engine: str, module: str, package: str) -> Any:
+    """Import an optional engine's package, or say in one line how to get it."""
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError as exc:
+        raise InputError(
+            MISSING_EXTRA.format(engine=engine, package=package, reason=f"{exc.name} not found")
+        ) from exc
+
+
+def _merge_in_order(parts: Iterator[tuple[int, Partial]], total: int, progress: Progress | None) -> Partial:
+    """Add partitions' sums as they arrive, in partition order (holding those that come early)."""
+    waiting: dict[int, Partial] = {}
+    merged: Partial | None = None
+    following = done = 0
+    for index, sums in parts:
+        waiting[index] = sums
+        done += 1
+        while following in waiting:
+            ready = waiting.pop(following)
+            merged = ready if merged is None else merged.merge(ready)
+            following += 1
+        if progress is not None:
+            progress(done, total)
+    if merged is None or waiting:
+        raise DataError("no partitions were read")
+    return merged
+
+
+class DaskEngine:
+    """A Dask ``distributed`` cluster: a scheduler's address, or a ``LocalCluster`` started here
+    (``workers`` processes, one thread each) and stopped by ``close``."""
+
+    name = "dask"
+    unit = "partitions"
+
+    def __init__(self, scheduler: str | None = None, *, workers: int = 2, retries: int = 2):
+        self.scheduler = scheduler
+        self.workers = workers
+        self.retries = retries
+        self._client: Any = None
+        self._cluster: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            distributed = _need("dask", "distributed", "dask[distributed]")
+            _need("dask", "dask.dataframe", "dask[dataframe]")
+            try:
+                if self.scheduler is None:
+                    with contextlib.suppress(ValueError):  # a client this process already has
+                        self._client = distributed.default_client()
+                        return self._client
+                    self._cluster = distributed.LocalCluster(
+                        n_workers=self.workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                    )
+                    self._client = distributed.Client(self._cluster)
+                else:
+                    self._client = distributed.Client(self.scheduler, timeout="10s")
+            except OSError as exc:
+                raise UnreachableError(
+                    f"dask scheduler {self.scheduler}: cannot connect: {exc}"
+                ) from exc
+        return self._client
+
+    def open(self, data: object) -> DataSource:
+        if _is_dask_frame(data):
+            frame: Any = data
+            return DataSource(frame, tuple(map(str, frame.columns)), None, display="<dask DataFrame>")
+        if isinstance(data, str | Path):
+            return _planned(data, self.name)
+        raise InputError(
+            f"the dask engine reads a Parquet path or a dask DataFrame, not a "
+            f"{type(data).__module__}.{type(data).__name__}"
+        )
+
+    def run(self, job: Job, progress: Progress | None) -> Partial:
+        import dask
+        import dask.dataframe as dd
+        from distributed import as_completed
+
+        client = self.client
+        work = job.work()
+        if _is_dask_frame(job.table.source):
+            frame: Any = job.table.source
+            frame = frame[job.columns]
+            parts = frame.to_delayed()
+            starts = _offsets(frame) if job.aligned else [i << 40 for i in range(len(parts))]
+        else:
+            ranges = job.ranges()
+            meta = job.table.read(job.columns, 0, 0)
+            table = job.table
+            columns = tuple(job.columns)
+            frame = dd.from_map(
+                _ReadRange(table, columns), ranges, meta=meta, enforce_metadata=False
+            )
+            parts = frame.to_delayed()
+            starts = [start for start, _ in ranges]
+        shipped = client.scatter(work, broadcast=True, hash=False)
+        reduce = dask.delayed(_reduce_part, pure=True)
+        tasks = [reduce(shipped, part, start) for part, start in zip(parts, starts, strict=True)]
+        futures = client.compute(tasks, retries=self.retries)
+        position = {future.key: index for index, future in enumerate(futures)}
+        try:
+            return _merge_in_order(
+                ((position[f.key], f.result()) for f in as_completed(futures)),
+                len(futures),
+                progress,
+            )
+        finally:
+            client.cancel(futures)
+            client.cancel(shipped)
+
+    def close(self) -> None:
+        if self._client is not None and (self._cluster is not None or self.scheduler is not None):
+            self._client.close()
+        self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    def __enter__(self) -> DaskEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class _ReadRange:
+    """Reads one planned partition (``dd.from_map``'s function): picklable, so workers call it."""
+
+    table: DataSource
+    columns: tuple[str, ...]
+
+    def __call__(self, span: tuple[int, int]) -> pd.DataFrame:
+        return self.table.read(self.columns, span[0], span[1])
+
+
+def _reduce_part(work: Work, rows: pd.DataFrame, start: int) -> Partial:
+    return work.reduce(rows, start)
+
+
+def _offsets(frame: Any) -> list[int]:
+    lengths = frame.map_partitions(len).compute()
+    starts, total = [], 0
+    for length in lengths:
+        starts.append(total)
+        total += int(length)
+    return starts
+
+
+def _is_dask_frame(data: object) -> bool:
+    module = sys.modules.get("dask.dataframe")
+    return module is not None and isinstance(data, module.DataFrame)
+
+
+def _is_spark_frame(data: object) -> bool:
+    module = sys.modules.get("pyspark.sql")
+    return module is not None and isinstance(data, module.DataFrame)
+
+
+def _planned(data: str | Path, engine: str) -> DataSource:
+    table = open_table(data)
+    if not table.parquet:
+        raise DataError(
+            f"{table.name}: the {engine} engine reads Parquet (a file, a folder or a glob of "
+            "files), not CSV: its partitions are row ranges found from the Parquet footers"
+        )
+    return table
+
+
+class SparkEngine:
+    """Spark through pyspark: the active session, or one started on ``master`` (``local[2]`` if
+    not given) and stopped by ``close``."""
+
+    name = "spark"
+    unit = "partitions"
+
+    def __init__(self, master: str | None = None, *, session: Any = None):
+        self.master = master
+        self._session = session
+        self._started = False
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            sql = _need("spark", "pyspark.sql", "pyspark")
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+            active = sql.SparkSession.getActiveSession()
+            if active is not None and self.master is None:
+                self._session = active
+            else:
+                try:
+                    self._session = (
+                        sql.SparkSession.builder.master(self.master or "local[2]")
+                        .appName("chaosml")
+                        .config("spark.ui.enabled", "false")
+                        .config("spark.ui.showConsoleProgress", "false")
+                        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+                        .getOrCreate()
+                    )
+                except Exception as exc:  # py4j and the JVM launcher raise anything
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    raise UnreachableError(
+                        f"spark {self.master or 'local[2]'}: cannot start a session "
+                        f"({type(exc).__name__}: {first}); Spark needs Java 17 or later"
+                    ) from exc
+                self._session.sparkContext.setLogLevel("ERROR")
+                self._started = True
+        return self._session
+
+    def open(self, data: object) -> DataSource:
+        if _is_spark_frame(data):
+            frame: Any = data
+            return DataSource(frame, tuple(frame.columns), None, display="<Spark DataFrame>")
+        if isinstance(data, Path) or (isinstance(data, str) and _looks_like_path(data)):
+            return _planned(data, self.name)
+        if isinstance(data, str):
+            try:
+                frame = self.session.table(data)
+            except Exception as exc:  # pyspark's AnalysisException
+                raise DataError(
+                    f"{data}: not a file, folder or glob, nor a Spark table "
+                    f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+                ) from exc
+            return DataSource(frame, tuple(frame.columns), None, display=data)
+        raise InputError(
+            f"the spark engine reads a Parquet path, a table name or a Spark DataFrame, not a "
+            f"{type(data).__module__}.{type(data).__name__}"
+        )
+
+    def run(self, job: Job, progress: Progress | None) -> Partial:
+        session = self.session
+        context = session.sparkContext
+        work = context.broadcast(job.work())
+        group = f"chaosml-{uuid.uuid4().hex[:12]}"
+        context.setJobGroup(group, "chaosml slice pass", interruptOnCancel=True)
+        schema = "part long, sums binary, error binary"
+        if _is_spark_frame(job.table.source):
+            if job.aligned:
+                raise InputError(
+                    f"{job.table.name}: a Spark table has no row order, so only model artifacts "
+                    "can predict on it (not predictions files, arrays or offline faults); "
+                    "give a Parquet path to align predictions files by row"
+                )
+            frame: Any = job.table.source
+            rows = frame.select(*job.columns).mapInPandas(
+                _SparkPartition(work, job.chunk_rows), schema
+            )
+            total = rows.rdd.getNumPartitions()
+        else:
+            ranges = job.ranges()
+            spans = session.createDataFrame(
+                context.parallelize(
+                    [(i, start, stop) for i, (start, stop) in enumerate(ranges)],
+                    max(len(ranges), 1),
+                ),
+                "part long, start long, stop long",
+            )
+            rows = spans.mapInPandas(_SparkRanges(work), schema)
+            total = len(ranges)
+        with _spark_progress(context, group, total, progress):
+            try:
+                collected = rows.collect()
+            except BaseException:
+                context.cancelJobGroup(group)
+                raise
+            finally:
+                work.unpersist()
+        for row in collected:
+            if row.error is not None:
+                raise pickle.loads(row.error)
+        parts = sorted(((row.part, pickle.loads(row.sums)) for row in collected), key=lambda x: x[0])
+        return _merge_in_order(((i, sums) for i, (_, sums) in enumerate(parts)), len(parts), None)
+
+    def close(self) -> None:
+        if self._started and self._session is not None:
+            self._session.stop()
+            self._session = None
+            self._started = False
+
+    def __enter__(self) -> SparkEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _looks_like_path(text: str) -> bool:
+    import glob
+
+    return Path(text).exists() or glob.has_magic(text) or text.endswith((".parquet", ".pq", ".csv"))
+
+
+def _caught(part: int, run: Callable[[], Partial]) -> pd.DataFrame:
+    """One partition's sums as a row; a chaosml error travels back pickled, to be raised as is."""
+    try:
+        return pd.DataFrame({"part": [part], "sums": [pickle.dumps(run())], "error": [None]})
+    except ChaosmlError as exc:
+        return pd.DataFrame({"part": [part], "sums": [None], "error": [pickle.dumps(exc)]})
+
+
+@dataclass(frozen=True)
+class _SparkRanges:
+    """``mapInPandas`` over planned partitions: each input row is one row range to read."""
+
+    work: Any  # a Broadcast of Work
+
+    def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        work: Work = self.work.value
+        for batch in batches:
+            for part, start, stop in batch[["part", "start", "stop"]].itertuples(index=False):
+                yield _caught(int(part), lambda s=int(start), e=int(stop): work.reduce_range(s, e))
+
+
+@dataclass(frozen=True)
+class _SparkPartition:
+    """``mapInPandas`` over a Spark DataFrame's own partitions: one sums row per partition."""
+
+    work: Any  # a Broadcast of Work
+    chunk_rows: int
+
+    def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from pyspark import TaskContext
+
+        work: Work = self.work.value
+        context = TaskContext.get()
+        part = context.partitionId() if context is not None else 0
+
+        def run() -> Partial:
+            sums = Partial.empty(work.plan)
+            start = part << 40  # a table has no row order: a partition's rows start apart
+            for rows in _rebatch(batches, self.chunk_rows):
+                sums.merge(work.reduce(rows, start))
+                start += len(rows)
+            return sums
+
+        yield _caught(part, run)
+
+
+def _rebatch(batches: Iterator[pd.DataFrame], rows: int) -> Iterator[pd.DataFrame]:
+    """Arrow batches (10,000 rows by default) joined into chunks of ``rows``."""
+    held: list[pd.DataFrame] = []
+    count = 0
+    for batch in batches:
+        held.append(batch)
+        count += len(batch)
+        if count >= rows:
+            yield pd.concat(held, ignore_index=True)
+            held, count = [], 0
+    if held:
+        yield pd.concat(held, ignore_index=True)
+
+
+@contextlib.contextmanager
+def _spark_progress(
+    context: Any, group: str, total: int, progress: Progress | None
+) -> Iterator[None]:
+    """Report finished tasks of the job group while Spark runs it (polled from a thread)."""
+    if progress is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def poll() -> None:
+        tracker = context.statusTracker()
+        shown = -1
+        while not stop.wait(0.25):
+            done = 0
+            for job_id in tracker.getJobIdsForGroup(group):
+                job = tracker.getJobInfo(job_id)
+                for stage_id in job.stageIds if job is not None else []:
+                    stage = tracker.getStageInfo(stage_id)
+                    if stage is not None:
+                        done += stage.numCompletedTasks
+            if done != shown:
+                shown = done
+                progress(min(done, total), total)
+
+    thread = threading.Thread(target=poll, name="chaosml-spark-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        progress(total, total)
+
+
+def make_engine(name: str, scheduler: str | None = None) -> Engine:
+    """An engine by name: ``local``, ``dask`` (``scheduler``: its address; none starts a
+    LocalCluster) or ``spark`` (``scheduler``: the master URL, ``local[2]`` if none)."""
+    if name == "local":
+        if scheduler is not None:
+            raise InputError("--scheduler is for the dask and spark engines, not local")
+        return LocalEngine()
+    if name == "dask":
+        _need("dask", "distributed", "dask[distributed]")
+        return DaskEngine(scheduler)
+    if name == "spark":
+        _need("spark", "pyspark", "pyspark")
+        return SparkEngine(scheduler)
+    raise InputError(f"unknown engine {name!r} (expected one of: {', '.join(ENGINES)})")
+
+
+def choose_engine(engine: Engine | str | None, data: object) -> Engine:
+    """The engine a pass runs on: the one given, else the one ``data`` belongs to, else local."""
+    if engine is None:
+        if _is_dask_frame(data):
+            return DaskEngine()
+        if _is_spark_frame(data):
+            return SparkEngine(session=getattr(data, "sparkSession", None))
+        return LocalEngine()
+    return make_engine(engine) if isinstance(engine, str) else engine
