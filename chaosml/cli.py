@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -101,7 +101,34 @@ DataOption = Annotated[
     typer.Option(
         "--data",
         "-d",
-        help="Evaluation data, Parquet or CSV (default: `data` from the project config).",
+        help="Evaluation data: a Parquet or CSV file, a folder or a quoted glob of Parquet files, "
+        "or with --engine spark a table name (default: `data` from the project config).",
+    ),
+]
+
+
+class EngineName(StrEnum):
+    local = "local"
+    dask = "dask"
+    spark = "spark"
+
+
+EngineOption = Annotated[
+    EngineName,
+    typer.Option(
+        "--engine",
+        help="Where the pass over the data runs: local (this process), dask (the --scheduler's "
+        "cluster, else a LocalCluster of 2 worker processes) or spark (pyspark on the "
+        "--scheduler's master, else local[2]). Same answer on each; dask and spark need "
+        "chaosml[dask] / chaosml[spark].",
+    ),
+]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="The Dask scheduler's address (tcp://host:8786) or the Spark master URL "
+        "(local[4], spark://host:7077).",
     ),
 ]
 JsonOption = Annotated[
@@ -130,15 +157,19 @@ def _errors() -> Iterator[None]:
 
 
 @contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[int, int | None], None] | None]:
-    """A progress bar on stderr for long passes over the data (only on a terminal)."""
+def _progress(
+    enabled: bool, unit: str = "rows"
+) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A progress bar on stderr for long passes over the data (only on a terminal): rows read
+    locally, partitions done on a distributed engine."""
     if not enabled or not stderr.is_terminal:
         yield None
         return
-    from rich.progress import Progress
+    from rich.progress import MofNCompleteColumn, Progress
 
-    with Progress(console=stderr, transient=True) as bar:
-        task = bar.add_task("reading rows", total=None)
+    columns = [*Progress.get_default_columns(), MofNCompleteColumn()]
+    with Progress(*columns, console=stderr, transient=True) as bar:
+        task = bar.add_task("reading rows" if unit == "rows" else unit, total=None)
 
         def update(rows: int, total: int | None) -> None:
             bar.update(task, completed=rows, total=total)
@@ -235,6 +266,8 @@ def slices_test(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the faults' random choices.")] = 0,
+    engine_name: EngineOption = EngineName.local,
+    scheduler: SchedulerOption = None,
     config_path: ConfigOption = None,
 ) -> None:
     """Evaluate one model version per slice and run the suite's tests.
@@ -246,6 +279,7 @@ def slices_test(
     from chaosml.report.html import write_test_html
     from chaosml.report.junit import write_test_junit
     from chaosml.slices.checks import run_slice_tests
+    from chaosml.slices.engines import make_engine
     from chaosml.slices.fragility import offline_scenarios
     from chaosml.slices.suite import load_suite
     from chaosml.versions import named_versions, resolve_version
@@ -255,7 +289,8 @@ def slices_test(
         loaded = load_suite(_suite(suite_argument, suite_option))
         config = load_config(config_path)
         version = resolve_version(model, config)
-        with _progress(not as_json) as progress:
+        engine = make_engine(engine_name.value, scheduler)
+        with closing(engine), _progress(not as_json, engine.unit) as progress:
             report = run_slice_tests(
                 loaded,
                 version,
@@ -265,6 +300,7 @@ def slices_test(
                 seed=seed,
                 config=config,
                 progress=progress,
+                engine=engine,
             )
     _finish(report, as_json, render_test_report, {junit: write_test_junit, html: write_test_html})
 
@@ -310,6 +346,8 @@ def slices_compare(
             "(--seed also seeds the faults).",
         ),
     ] = None,
+    engine_name: EngineOption = EngineName.local,
+    scheduler: SchedulerOption = None,
     config_path: ConfigOption = None,
 ) -> None:
     """Compare V2 against V1 per slice, paired on the same rows.
@@ -323,6 +361,7 @@ def slices_compare(
     from chaosml.report.html import write_compare_html, write_under_faults_html
     from chaosml.report.junit import write_compare_junit, write_under_faults_junit
     from chaosml.slices.compare import compare_versions
+    from chaosml.slices.engines import make_engine
     from chaosml.slices.fragility import UnderFaults, fragility, offline_scenarios
     from chaosml.slices.suite import load_suite
     from chaosml.versions import distinct_versions, named_versions, resolve_version
@@ -338,7 +377,8 @@ def slices_compare(
             stderr.print(
                 f"chaosml: warning: {warning}", markup=False, highlight=False, soft_wrap=True
             )
-        with _progress(not as_json) as progress:
+        engine = make_engine(engine_name.value, scheduler)
+        with closing(engine), _progress(not as_json, engine.unit) as progress:
             comparison = compare_versions(
                 loaded,
                 first,
@@ -349,6 +389,7 @@ def slices_compare(
                 correction=correction.value if correction else None,
                 config=config,
                 progress=progress,
+                engine=engine,
             )
             if scenarios:
                 result = UnderFaults(
@@ -364,6 +405,7 @@ def slices_compare(
                         correction=correction.value if correction else None,
                         config=config,
                         progress=None if progress is None else lambda scenario: progress,
+                        engine=engine,
                     ),
                 )
     if scenarios:

@@ -78,8 +78,9 @@ class DataSource:
             if self.parquet:
                 yield from self._parquet_chunks(wanted, chunk_rows)
             else:
+                path = Path(str(self.source))
                 yield from pd.read_csv(
-                    self.source, usecols=wanted, chunksize=chunk_rows, sep=_separator(self.source)
+                    path, usecols=wanted, chunksize=chunk_rows, sep=_separator(path)
                 )
         except (OSError, ValueError) as exc:
             raise DataError(f"{self.source}: cannot read: {_first_line(exc)}") from exc

@@ -330,7 +330,6 @@ class ArtifactVersion:
             self.path,
         )
 
-
     @functools.cached_property
     def _digest(self) -> str:
         return file_digest(self.path)

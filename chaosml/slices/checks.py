@@ -6,7 +6,6 @@ import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -15,8 +14,9 @@ import pandas as pd
 from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS
 from chaosml.errors import InputError
-from chaosml.slices.collect import Evaluation, Progress, evaluate
+from chaosml.slices.collect import Evaluation, evaluate
 from chaosml.slices.engine import SliceInfo
+from chaosml.slices.engines import Engine, Progress, engine_for
 from chaosml.slices.fragility import OfflineScenario, UnderFault
 from chaosml.slices.metrics import METRICS, as_number
 from chaosml.slices.suite import SliceSuite, SliceTest, no_such_slice
@@ -128,7 +128,7 @@ class SliceTestReport:
 def run_slice_tests(
     suite: SliceSuite,
     version: Version,
-    data: str | Path | pd.DataFrame,
+    data: object,
     *,
     scenarios: Sequence[OfflineScenario] = (),
     others: Mapping[str, Version] | None = None,
@@ -136,12 +136,37 @@ def run_slice_tests(
     config: ProjectConfig | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: Progress | None = None,
+    engine: Engine | str | None = None,
 ) -> SliceTestReport:
     """Evaluate ``version`` on every slice of ``suite`` and run the suite's tests; with
     ``scenarios``, also every slice under each scenario's faults (applied offline), where the
-    tests with ``under:`` run."""
+    tests with ``under:`` run. ``data`` and ``engine`` are as for ``evaluate``."""
+    with engine_for(engine, data) as runner:
+        return _run_slice_tests(
+            suite, version, data, scenarios, others, seed, config, chunk_rows, progress, runner
+        )
+
+
+def _run_slice_tests(
+    suite: SliceSuite,
+    version: Version,
+    data: object,
+    scenarios: Sequence[OfflineScenario],
+    others: Mapping[str, Version] | None,
+    seed: int,
+    config: ProjectConfig | None,
+    chunk_rows: int,
+    progress: Progress | None,
+    engine: Engine,
+) -> SliceTestReport:
     evaluation = evaluate(
-        suite, data, [version], config=config, chunk_rows=chunk_rows, progress=progress
+        suite,
+        data,
+        [version],
+        config=config,
+        chunk_rows=chunk_rows,
+        progress=progress,
+        engine=engine,
     )
     metrics = suite.all_metrics
     table = evaluation.frame(0, metrics)
@@ -157,6 +182,7 @@ def run_slice_tests(
                 config=config,
                 chunk_rows=chunk_rows,
                 progress=progress,
+                engine=engine,
             )
             under[scenario.name] = faulted[scenario.name].frame(0, metrics)
     outcomes = []

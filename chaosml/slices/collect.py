@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -15,7 +14,7 @@ from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS, DataSource
 from chaosml.errors import DataError, InputError
 from chaosml.slices.engine import SliceInfo, SlicePlan, SliceStats, confusion, slice_stats
-from chaosml.slices.engines import Engine, Job, Progress, choose_engine
+from chaosml.slices.engines import Engine, Job, Progress, engine_for
 from chaosml.slices.metrics import METRICS, auc_histogram_error, roc_auc_from_histograms
 from chaosml.slices.suite import SliceSuite
 from chaosml.versions import Version
@@ -76,12 +75,8 @@ def evaluate(
     this process, or on the engine a Dask or Spark DataFrame belongs to. The answer is the same on
     every engine."""
     config = config or ProjectConfig()
-    runner = choose_engine(engine, data)
-    try:
+    with engine_for(engine, data) as runner:
         return _evaluate(suite, data, versions, config, chunk_rows, progress, runner)
-    finally:
-        if runner is not engine:  # started here for this pass
-            runner.close()
 
 
 def _evaluate(

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -34,8 +33,9 @@ import pandas as pd
 from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS
 from chaosml.errors import InputError
-from chaosml.slices.collect import Progress, evaluate
+from chaosml.slices.collect import evaluate
 from chaosml.slices.engine import IntArray, confusion, quadrants
+from chaosml.slices.engines import Engine, Progress
 from chaosml.slices.metrics import METRICS, Metric, PairedTest, as_number
 from chaosml.slices.stats import (
     adjust,
@@ -159,7 +159,7 @@ def compare_versions(
     suite: SliceSuite,
     v1: Version,
     v2: Version,
-    data: str | Path | pd.DataFrame,
+    data: object,
     *,
     n_boot: int = 1000,
     seed: int = 0,
@@ -167,8 +167,12 @@ def compare_versions(
     config: ProjectConfig | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: Progress | None = None,
+    engine: Engine | str | None = None,
 ) -> Comparison:
-    """Compare ``v2`` against ``v1`` on every slice of ``suite``, paired on the same rows."""
+    """Compare ``v2`` against ``v1`` on every slice of ``suite``, paired on the same rows.
+
+    ``data`` and ``engine`` are as for ``evaluate``: a path, a pandas, Dask or Spark DataFrame;
+    the pass runs locally, on Dask or on Spark, with the same result."""
     policy = suite.compare
     if n_boot < 0:
         raise InputError("n_boot must be >= 0")
@@ -179,7 +183,13 @@ def compare_versions(
         )
     correction = correction or policy.correction
     evaluation = evaluate(
-        suite, data, [v1, v2], config=config, chunk_rows=chunk_rows, progress=progress
+        suite,
+        data,
+        [v1, v2],
+        config=config,
+        chunk_rows=chunk_rows,
+        progress=progress,
+        engine=engine,
     )
     stats, cells = evaluation.stats, evaluation.stats.cells
     metric = METRICS[policy.metric]

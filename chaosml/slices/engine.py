@@ -15,7 +15,6 @@ stays bounded by the chunk size.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +59,9 @@ class GroupSums:
 
     columns: tuple[str, ...]
     min_size: int
-    ids: dict[tuple[object, ...], int] = field(default_factory=dict)  # value -> row, first seen first
+    ids: dict[tuple[object, ...], int] = field(
+        default_factory=dict
+    )  # value -> row, first seen first
     cells: IntArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     hist: IntArray | None = None
 
@@ -209,7 +210,7 @@ class SlicePlan:
 
     @property
     def n_cells(self) -> int:
-        return 2 ** (self.n_versions + 1)
+        return int(2 ** (self.n_versions + 1))
 
 
 @dataclass

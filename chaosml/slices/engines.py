@@ -24,11 +24,13 @@ Spark table has no row order to align a predictions file with.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import sys
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +43,10 @@ from chaosml.errors import ChaosmlError, DataError, InputError, UnreachableError
 from chaosml.slices.engine import Accumulator, ChunkData, Partial, SlicePlan
 from chaosml.versions import ArtifactVersion, PartPredictor, Scalar, Version, as_binary
 
+LOG4J = Path(__file__).with_name("log4j2.properties")  # a session started here logs errors only
 Progress = Callable[[int, int | None], None]  # (done, total): rows locally, partitions elsewhere
 ENGINES = ("local", "dask", "spark")
-MISSING_EXTRA = (
-    "the {engine} engine needs {package}: pip install 'chaosml[{engine}]' ({reason})"
-)
+MISSING_EXTRA = "the {engine} engine needs {package}: pip install 'chaosml[{engine}]' ({reason})"
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,9 @@ class Job:
         predictors = tuple(
             v.part_predictor(self.table, self.label, self.positive) for v in self.versions
         )
-        return Work(self.plan, self.label, self.positive, tuple(self.columns), predictors, self.table)
+        return Work(
+            self.plan, self.label, self.positive, tuple(self.columns), predictors, self.table
+        )
 
     def ranges(self) -> list[tuple[int, int]]:
         """The partitions of a path: ``chunk_rows`` rows each, at the local pass's chunk offsets."""
@@ -174,14 +177,15 @@ def _need(engine: str, module: str, package: str) -> Any:
         ) from exc
 
 
-def _merge_in_order(parts: Iterator[tuple[int, Partial]], total: int, progress: Progress | None) -> Partial:
+def _merge_in_order(
+    parts: Iterator[tuple[int, Partial]], total: int, progress: Progress | None
+) -> Partial:
     """Add partitions' sums as they arrive, in partition order (holding those that come early)."""
     waiting: dict[int, Partial] = {}
     merged: Partial | None = None
-    following = done = 0
-    for index, sums in parts:
+    following = 0
+    for done, (index, sums) in enumerate(parts, start=1):
         waiting[index] = sums
-        done += 1
         while following in waiting:
             ready = waiting.pop(following)
             merged = ready if merged is None else merged.merge(ready)
@@ -235,7 +239,9 @@ class DaskEngine:
     def open(self, data: object) -> DataSource:
         if _is_dask_frame(data):
             frame: Any = data
-            return DataSource(frame, tuple(map(str, frame.columns)), None, display="<dask DataFrame>")
+            return DataSource(
+                frame, tuple(map(str, frame.columns)), None, display="<dask DataFrame>"
+            )
         if isinstance(data, str | Path):
             return _planned(data, self.name)
         raise InputError(
@@ -244,8 +250,8 @@ class DaskEngine:
         )
 
     def run(self, job: Job, progress: Progress | None) -> Partial:
-        import dask
         import dask.dataframe as dd
+        from dask.delayed import delayed
         from distributed import as_completed
 
         client = self.client
@@ -260,19 +266,19 @@ class DaskEngine:
             meta = job.table.read(job.columns, 0, 0)
             table = job.table
             columns = tuple(job.columns)
-            frame = dd.from_map(
+            frame = dd.from_map(  # type: ignore[no-untyped-call]
                 _ReadRange(table, columns), ranges, meta=meta, enforce_metadata=False
             )
             parts = frame.to_delayed()
             starts = [start for start, _ in ranges]
         shipped = client.scatter(work, broadcast=True, hash=False)
-        reduce = dask.delayed(_reduce_part, pure=True)
+        reduce = delayed(_reduce_part, pure=True)
         tasks = [reduce(shipped, part, start) for part, start in zip(parts, starts, strict=True)]
         futures = client.compute(tasks, retries=self.retries)
         position = {future.key: index for index, future in enumerate(futures)}
         try:
             return _merge_in_order(
-                ((position[f.key], f.result()) for f in as_completed(futures)),
+                ((position[f.key], f.result()) for f in as_completed(futures)),  # type: ignore[no-untyped-call]
                 len(futures),
                 progress,
             )
@@ -353,10 +359,16 @@ class SparkEngine:
 
     @property
     def session(self) -> Any:
+        with _quiet_pyspark():
+            return self._start()
+
+    def _start(self) -> Any:
         if self._session is None:
             sql = _need("spark", "pyspark.sql", "pyspark")
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+            if (self.master or "local").startswith("local"):  # stay on the loopback interface
+                os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             active = sql.SparkSession.getActiveSession()
             if active is not None and self.master is None:
                 self._session = active
@@ -367,6 +379,7 @@ class SparkEngine:
                         .appName("chaosml")
                         .config("spark.ui.enabled", "false")
                         .config("spark.ui.showConsoleProgress", "false")
+                        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J}")
                         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                         .getOrCreate()
                     )
@@ -384,23 +397,30 @@ class SparkEngine:
         if _is_spark_frame(data):
             frame: Any = data
             return DataSource(frame, tuple(frame.columns), None, display="<Spark DataFrame>")
-        if isinstance(data, Path) or (isinstance(data, str) and _looks_like_path(data)):
+        if isinstance(data, str | Path) and _looks_like_path(str(data)):
             return _planned(data, self.name)
-        if isinstance(data, str):
+        if isinstance(data, str | Path):
+            name = str(data)
             try:
-                frame = self.session.table(data)
+                with _quiet_pyspark():
+                    frame = self.session.table(name)
             except Exception as exc:  # pyspark's AnalysisException
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise DataError(
-                    f"{data}: not a file, folder or glob, nor a Spark table "
-                    f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+                    f"{name}: not a file, folder or glob, nor a Spark table "
+                    f"({type(exc).__name__}: {first})"
                 ) from exc
-            return DataSource(frame, tuple(frame.columns), None, display=data)
+            return DataSource(frame, tuple(frame.columns), None, display=name)
         raise InputError(
             f"the spark engine reads a Parquet path, a table name or a Spark DataFrame, not a "
             f"{type(data).__module__}.{type(data).__name__}"
         )
 
     def run(self, job: Job, progress: Progress | None) -> Partial:
+        with _quiet_pyspark():
+            return self._run(job, progress)
+
+    def _run(self, job: Job, progress: Progress | None) -> Partial:
         session = self.session
         context = session.sparkContext
         work = context.broadcast(job.work())
@@ -441,7 +461,9 @@ class SparkEngine:
         for row in collected:
             if row.error is not None:
                 raise pickle.loads(row.error)
-        parts = sorted(((row.part, pickle.loads(row.sums)) for row in collected), key=lambda x: x[0])
+        parts = sorted(
+            ((row.part, pickle.loads(row.sums)) for row in collected), key=lambda x: x[0]
+        )
         return _merge_in_order(((i, sums) for i, (_, sums) in enumerate(parts)), len(parts), None)
 
     def close(self) -> None:
@@ -455,6 +477,15 @@ class SparkEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _quiet_pyspark() -> Iterator[None]:
+    """pyspark warns on each pandas UDF that it does not yet support pandas 3; chaosml only moves
+    pickled sums through pandas there (and its tests check the results are identical)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "PySpark does not yet fully support", FutureWarning)
+        yield
 
 
 def _looks_like_path(text: str) -> bool:
@@ -481,7 +512,9 @@ class _SparkRanges:
         work: Work = self.work.value
         for batch in batches:
             for part, start, stop in batch[["part", "start", "stop"]].itertuples(index=False):
-                yield _caught(int(part), lambda s=int(start), e=int(stop): work.reduce_range(s, e))
+                yield _caught(
+                    int(part), functools.partial(work.reduce_range, int(start), int(stop))
+                )
 
 
 @dataclass(frozen=True)
@@ -572,6 +605,17 @@ def make_engine(name: str, scheduler: str | None = None) -> Engine:
         _need("spark", "pyspark", "pyspark")
         return SparkEngine(scheduler)
     raise InputError(f"unknown engine {name!r} (expected one of: {', '.join(ENGINES)})")
+
+
+@contextlib.contextmanager
+def engine_for(engine: Engine | str | None, data: object) -> Iterator[Engine]:
+    """``choose_engine``'s engine for the passes in the block; one started here stops after it."""
+    runner = choose_engine(engine, data)
+    try:
+        yield runner
+    finally:
+        if runner is not engine:
+            runner.close()
 
 
 def choose_engine(engine: Engine | str | None, data: object) -> Engine:

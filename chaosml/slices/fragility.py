@@ -35,6 +35,7 @@ comparison already tests. Those cells show each version's change, with no verdic
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -52,9 +53,10 @@ from chaosml.errors import InputError
 from chaosml.faults import PayloadFault, RequestFault, ResponseFault, apply_offline
 from chaosml.faults.predictions import StaleModel
 from chaosml.gameday.scenario import load_scenarios
-from chaosml.slices.collect import Evaluation, Progress, evaluate
+from chaosml.slices.collect import Evaluation, evaluate
 from chaosml.slices.compare import Comparison, Verdict, events, judge, studentized
 from chaosml.slices.engine import IntArray, confusion
+from chaosml.slices.engines import Engine, Progress, engine_for
 from chaosml.slices.metrics import METRICS, Metric, as_number
 from chaosml.slices.stats import (
     EXACT_GRID,
@@ -211,7 +213,7 @@ def fault_blocks(start: int, rows: int) -> list[tuple[int, int]]:
     """The pieces of rows ``start`` to ``start + rows`` cut at multiples of ``FAULT_BLOCK``."""
     cuts = range((start // FAULT_BLOCK + 1) * FAULT_BLOCK, start + rows, FAULT_BLOCK)
     edges = [start, *cuts, start + rows]
-    return [(lo, hi) for lo, hi in zip(edges, edges[1:], strict=False) if hi > lo]
+    return [(lo, hi) for lo, hi in itertools.pairwise(edges) if hi > lo]
 
 
 @dataclass(frozen=True)
@@ -250,12 +252,14 @@ class Faulting:
         scores = before.score
         old = {name: stale[name](rows) for name in stale}
         if any(not isinstance(fault, RequestFault) for fault, _ in self.faults):
-            label_parts, score_parts = [], []
+            label_parts: list[np.ndarray] = []
+            score_parts: list[np.ndarray] = []
             for (lo, hi), rng in zip(blocks, rngs, strict=True):
                 span = slice(lo - start, hi - start)
                 part = self._answers(rows.iloc[span], labels[span], scores, span, old, rng)
                 label_parts.append(part[0])
-                score_parts.append(part[1])
+                if part[1] is not None:
+                    score_parts.append(part[1])
             labels = np.concatenate(label_parts) if label_parts else labels
             if scores is not None:
                 scores = np.concatenate(score_parts) if score_parts else scores
@@ -430,7 +434,7 @@ class UnderFaults:
 def fragility(
     suite: SliceSuite,
     versions: Sequence[Version],
-    data: str | Path | pd.DataFrame,
+    data: object,
     scenarios: Sequence[OfflineScenario],
     *,
     others: Mapping[str, Version] | None = None,
@@ -440,8 +444,41 @@ def fragility(
     config: ProjectConfig | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: Callable[[str], Progress | None] | None = None,
+    engine: Engine | str | None = None,
 ) -> Fragility:
-    """Evaluate every slice of ``suite`` under every scenario, for one or two versions."""
+    """Evaluate every slice of ``suite`` under every scenario, for one or two versions (``data``
+    and ``engine`` as for ``evaluate``: one pass per scenario on that engine)."""
+    with engine_for(engine, data) as runner:
+        return _fragility(
+            suite,
+            versions,
+            data,
+            scenarios,
+            others,
+            seed,
+            n_boot,
+            correction,
+            config,
+            chunk_rows,
+            progress,
+            runner,
+        )
+
+
+def _fragility(
+    suite: SliceSuite,
+    versions: Sequence[Version],
+    data: object,
+    scenarios: Sequence[OfflineScenario],
+    others: Mapping[str, Version] | None,
+    seed: int,
+    n_boot: int,
+    correction: Literal["holm", "bh"] | None,
+    config: ProjectConfig | None,
+    chunk_rows: int,
+    progress: Callable[[str], Progress | None] | None,
+    engine: Engine,
+) -> Fragility:
     if not 1 <= len(versions) <= 2:
         raise InputError("fragility takes one version, or two to compare")
     policy = suite.compare
@@ -461,6 +498,7 @@ def fragility(
             config=config,
             chunk_rows=chunk_rows,
             progress=progress(scenario.name) if progress else None,
+            engine=engine,
         )
         cells.extend(_cells(evaluation, metric, names, scenario.name))
         if len(versions) == 2:
@@ -471,7 +509,7 @@ def fragility(
         cells = _compare(cells, family, metric, suite, correction, seed, n_boot)
     return Fragility(
         suite=str(suite.path or "<suite>"),
-        data=str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>",
+        data=str(data) if isinstance(data, str | Path) else "<DataFrame>",
         metric=metric.name,
         versions=names,
         scenarios=list(scenarios),
