@@ -86,7 +86,6 @@ class DataSource:
             raise DataError(f"{self.source}: cannot read: {_first_line(exc)}") from exc
 
     def _parquet_chunks(self, wanted: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         dictionary = [column for column in wanted if column in self.categorical]
@@ -98,12 +97,12 @@ class DataSource:
                 pending.append(batch)
                 held += batch.num_rows
                 while held >= chunk_rows:
-                    table = pa.Table.from_batches(pending)
+                    table = _concat(pending)
                     yield _frame(table.slice(0, chunk_rows))
                     rest = table.slice(chunk_rows)
                     pending, held = rest.to_batches(), rest.num_rows
         if held:
-            yield _frame(pa.Table.from_batches(pending))
+            yield _frame(_concat(pending))
         elif self.num_rows == 0:
             yield _frame(_schema(self.files[0], wanted).empty_table())
 
@@ -116,7 +115,6 @@ class DataSource:
             return self.source.iloc[start:stop][wanted].reset_index(drop=True)
         if not self.parquet:
             raise DataError(f"{self.name}: reading a range of rows needs Parquet, not CSV")
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         dictionary = [column for column in wanted if column in self.categorical]
@@ -138,7 +136,7 @@ class DataSource:
             raise DataError(f"{self.name}: cannot read: {_first_line(exc)}") from exc
         if not pieces:
             return _frame(_schema(self.files[0], wanted).empty_table())
-        table = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
+        table = _concat(pieces)
         offset = start - (first_row or 0)
         return _frame(table.slice(offset, stop - start))
 
@@ -153,6 +151,17 @@ class DataSource:
         for path in self.files or (Path(str(self.source)),):
             digest.update(file_digest(path).encode())
         return digest.hexdigest()
+
+
+def _concat(pieces: list[Any]) -> Any:
+    """Record batches or tables as one table; a file's all-null column (Parquet type null) or
+    narrower type is promoted to the others' type."""
+    import pyarrow as pa
+
+    tables = [pa.Table.from_batches([p]) if isinstance(p, pa.RecordBatch) else p for p in pieces]
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def _frame(table: Any) -> pd.DataFrame:

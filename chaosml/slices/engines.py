@@ -32,7 +32,7 @@ import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -66,9 +66,10 @@ class Job:
         predictors = tuple(
             v.part_predictor(self.table, self.label, self.positive) for v in self.versions
         )
-        return Work(
-            self.plan, self.label, self.positive, tuple(self.columns), predictors, self.table
-        )
+        table = self.table
+        if not isinstance(table.source, Path):  # an engine's frame stays on the client
+            table = replace(table, source=table.name)
+        return Work(self.plan, self.label, self.positive, tuple(self.columns), predictors, table)
 
     def ranges(self) -> list[tuple[int, int]]:
         """The partitions of a path: ``chunk_rows`` rows each, at the local pass's chunk offsets."""
@@ -255,12 +256,15 @@ class DaskEngine:
         from distributed import as_completed
 
         client = self.client
-        work = job.work()
         if _is_dask_frame(job.table.source):
             frame: Any = job.table.source
             frame = frame[job.columns]
             parts = frame.to_delayed()
-            starts = _offsets(frame) if job.aligned else [i << 40 for i in range(len(parts))]
+            if job.aligned:  # predictions by row position: count the partitions' rows first
+                starts, rows = _offsets(frame)
+                job = replace(job, table=replace(job.table, num_rows=rows))
+            else:  # a model needs no positions: partitions just start apart
+                starts = [i << 40 for i in range(len(parts))]
         else:
             ranges = job.ranges()
             meta = job.table.read(job.columns, 0, 0)
@@ -271,7 +275,7 @@ class DaskEngine:
             )
             parts = frame.to_delayed()
             starts = [start for start, _ in ranges]
-        shipped = client.scatter(work, broadcast=True, hash=False)
+        shipped = client.scatter(job.work(), broadcast=True, hash=False)
         reduce = delayed(_reduce_part, pure=True)
         tasks = [reduce(shipped, part, start) for part, start in zip(parts, starts, strict=True)]
         futures = client.compute(tasks, retries=self.retries)
@@ -316,13 +320,14 @@ def _reduce_part(work: Work, rows: pd.DataFrame, start: int) -> Partial:
     return work.reduce(rows, start)
 
 
-def _offsets(frame: Any) -> list[int]:
+def _offsets(frame: Any) -> tuple[list[int], int]:
+    """Where each partition of a dask DataFrame starts, and its rows in all."""
     lengths = frame.map_partitions(len).compute()
     starts, total = [], 0
     for length in lengths:
         starts.append(total)
         total += int(length)
-    return starts
+    return starts, total
 
 
 def _is_dask_frame(data: object) -> bool:
@@ -379,7 +384,9 @@ class SparkEngine:
                         .appName("chaosml")
                         .config("spark.ui.enabled", "false")
                         .config("spark.ui.showConsoleProgress", "false")
-                        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J}")
+                        .config(
+                            "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J}"
+                        )
                         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                         .getOrCreate()
                     )
@@ -423,17 +430,17 @@ class SparkEngine:
     def _run(self, job: Job, progress: Progress | None) -> Partial:
         session = self.session
         context = session.sparkContext
+        if _is_spark_frame(job.table.source) and job.aligned:
+            raise InputError(
+                f"{job.table.name}: a Spark table has no row order, so only model artifacts "
+                "can predict on it (not predictions files, arrays or offline faults); "
+                "give a Parquet path to align predictions files by row"
+            )
         work = context.broadcast(job.work())
         group = f"chaosml-{uuid.uuid4().hex[:12]}"
         context.setJobGroup(group, "chaosml slice pass", interruptOnCancel=True)
         schema = "part long, sums binary, error binary"
         if _is_spark_frame(job.table.source):
-            if job.aligned:
-                raise InputError(
-                    f"{job.table.name}: a Spark table has no row order, so only model artifacts "
-                    "can predict on it (not predictions files, arrays or offline faults); "
-                    "give a Parquet path to align predictions files by row"
-                )
             frame: Any = job.table.source
             rows = frame.select(*job.columns).mapInPandas(
                 _SparkPartition(work, job.chunk_rows), schema
