@@ -5,8 +5,11 @@ whose labels are all one class, the fault matrix, and a worker killed in the mid
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.tree import DecisionTreeClassifier
 
+from chaosml.demo.train import DemoArtifacts
 from chaosml.errors import InputError, VersionError
 from chaosml.slices.checks import run_slice_tests
 from chaosml.slices.collect import evaluate
@@ -29,7 +33,6 @@ from chaosml.slices.engines import DaskEngine, SparkEngine, make_engine
 from chaosml.slices.fragility import fragility, offline_scenarios
 from chaosml.slices.suite import ComparePolicy, SliceSpec, SliceSuite, SliceTest
 from chaosml.versions import ArtifactVersion, PredictionsFile, Version
-
 from tests.conftest import needs
 
 CHUNK = 700  # rows per chunk and per partition: cuts files and row groups mid-way
@@ -250,8 +253,6 @@ def test_a_dask_dataframe_with_empty_partitions(
 
 
 def test_a_missing_engine_package_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
     monkeypatch.setitem(sys.modules, "distributed", None)
     monkeypatch.setitem(sys.modules, "pyspark", None)
     with pytest.raises(InputError, match=r"pip install 'chaosml\[dask\]'") as dask:
@@ -338,3 +339,32 @@ def test_csv_and_csv_predictions_are_refused_in_one_line(
     table = make_engine("local").open(world["data"])
     with pytest.raises(VersionError, match="needs Parquet"):
         PredictionsFile("p", predictions).part_predictor(table, "y", 1)
+
+
+@pytest.mark.parametrize("engine", ["dask", "spark"])
+def test_the_cli_gives_the_local_answer_on_each_engine(
+    demo: DemoArtifacts, engine: str, tmp_path: Path
+) -> None:
+    needs(engine)
+    root = Path(__file__).parents[2]
+    args = [
+        *("slices", "compare", "v1", "v2", root / "slices" / "credit.yaml"),
+        *("--config", demo.config, "--scenarios", root / "scenarios", "--json"),
+    ]
+
+    def run(*extra: str | Path) -> tuple[int, str, str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "chaosml", *map(str, args), *map(str, extra)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=300,
+        )
+        return done.returncode, done.stdout, done.stderr
+
+    code, out, err = run("--engine", engine)
+    assert code == 1, err  # the demo's v2 regresses
+    assert "Traceback" not in err
+    local = run()
+    assert (code, out) == local[:2]
+    assert json.loads(out)["clean"]["regressed"] == ["region=APAC", "employment=unemployed"]
