@@ -34,6 +34,7 @@ if _TYPE_CHECKING:
     from chaosml.slices.checks import SliceTestReport, TestOutcome, run_slice_tests
     from chaosml.slices.collect import Evaluation, evaluate
     from chaosml.slices.compare import Comparison, SliceComparison, compare_versions
+    from chaosml.slices.engines import DaskEngine, LocalEngine, SparkEngine
     from chaosml.slices.metrics import METRICS
     from chaosml.slices.suite import SliceSuite, load_suite
     from chaosml.versions import (
@@ -55,6 +56,7 @@ _EXPORTS = {
     "Codec": "chaosml.codecs",
     "Comparison": "chaosml.slices.compare",
     "ConfigError": "chaosml.errors",
+    "DaskEngine": "chaosml.slices.engines",
     "DataError": "chaosml.errors",
     "Evaluation": "chaosml.slices.collect",
     "FAULTS": "chaosml.faults",
@@ -64,6 +66,7 @@ _EXPORTS = {
     "InMemory": "chaosml.versions",
     "InputError": "chaosml.errors",
     "LoadPlan": "chaosml.load",
+    "LocalEngine": "chaosml.slices.engines",
     "METRICS": "chaosml.slices.metrics",
     "Predicate": "chaosml.predicate",
     "PredicateError": "chaosml.errors",
@@ -75,6 +78,7 @@ _EXPORTS = {
     "SliceSuite": "chaosml.slices.suite",
     "SliceTestReport": "chaosml.slices.checks",
     "SpecError": "chaosml.errors",
+    "SparkEngine": "chaosml.slices.engines",
     "TestOutcome": "chaosml.slices.checks",
     "UnreachableError": "chaosml.errors",
     "Version": "chaosml.versions",
@@ -114,6 +118,7 @@ __all__ = [
     "Codec",
     "Comparison",
     "ConfigError",
+    "DaskEngine",
     "DataError",
     "Evaluation",
     "Fault",
@@ -122,6 +127,7 @@ __all__ = [
     "InMemory",
     "InputError",
     "LoadPlan",
+    "LocalEngine",
     "Predicate",
     "PredicateError",
     "PredictionsFile",
@@ -132,6 +138,7 @@ __all__ = [
     "SliceSuite",
     "SliceTestReport",
     "SpecError",
+    "SparkEngine",
     "TestOutcome",
     "UnreachableError",
     "Version",

@@ -66,6 +66,7 @@ def test_every_readme_block_runs_in_order(tmp_path: Path) -> None:
     assert "\nregressed: " in done.stdout
     assert "region=APAC" in done.stdout.split("\nregressed: ")[1].splitlines()[0]
     assert "v2 more fragile in" in done.stdout  # under the scenarios' input faults
+    assert "same answer on every engine" in done.stdout  # local, dask and spark: one JSON
 
     # each bundled scenario's time to detect, as Prometheus (activeAt + for) and Alertmanager
     # (startsAt: when Prometheus fired it) each say, and the webhook's delivery after them

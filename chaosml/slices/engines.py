@@ -211,6 +211,16 @@ class DaskEngine:
         self.retries = retries
         self._client: Any = None
         self._cluster: Any = None
+        self._config: Any = None
+
+    def _start_method(self) -> None:
+        """Worker processes start by spawn, which re-imports ``__main__`` from its file; a
+        program read from stdin or ``-c`` has none, so its workers fork instead."""
+        main = getattr(sys.modules.get("__main__"), "__file__", None)
+        if main is not None and not Path(main).is_file():
+            import dask
+
+            self._config = dask.config.set({"distributed.worker.multiprocessing-method": "fork"})
 
     @property
     def client(self) -> Any:
@@ -222,6 +232,7 @@ class DaskEngine:
                     with contextlib.suppress(ValueError):  # a client this process already has
                         self._client = distributed.default_client()
                         return self._client
+                    self._start_method()
                     self._cluster = distributed.LocalCluster(
                         n_workers=self.workers,
                         threads_per_worker=1,
@@ -297,6 +308,9 @@ class DaskEngine:
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
+        if self._config is not None:
+            self._config.__exit__(None, None, None)
+            self._config = None
 
     def __enter__(self) -> DaskEngine:
         return self
