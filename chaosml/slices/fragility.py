@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
+from scipy import special
 
 from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS, DataSource
@@ -548,7 +548,7 @@ def did_p_values(ones: IntArray, twos: IntArray, observed: IntArray) -> FloatArr
         ka, wa = binomial_grid(int(a))
         kb, wb = binomial_grid(int(b))
         if len(ka) * len(kb) > EXACT_GRID:
-            out[i] = 2 * scipy_stats.norm.sf(abs(t) / math.sqrt(a + 4 * b))
+            out[i] = 2 * special.ndtr(-abs(t) / math.sqrt(a + 4 * b))
             continue
         total = (2 * ka - a)[:, None] + 2 * (2 * kb - b)[None, :]
         p = (wa[:, None] * wb[None, :])[np.abs(total) >= abs(t) - 1e-9].sum()
