@@ -185,6 +185,8 @@ def _merge_in_order(
     waiting: dict[int, Partial] = {}
     merged: Partial | None = None
     following = 0
+    if progress is not None:
+        progress(0, total)
     for done, (index, sums) in enumerate(parts, start=1):
         waiting[index] = sums
         while following in waiting:
@@ -586,6 +588,7 @@ def _spark_progress(
         yield
         return
     stop = threading.Event()
+    progress(0, total)
 
     def poll() -> None:
         tracker = context.statusTracker()
