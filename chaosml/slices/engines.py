@@ -43,6 +43,7 @@ from chaosml.errors import ChaosmlError, DataError, InputError, UnreachableError
 from chaosml.slices.engine import Accumulator, ChunkData, Partial, SlicePlan
 from chaosml.versions import ArtifactVersion, PartPredictor, Scalar, Version, as_binary
 
+FAULT_BLOCK = 10_000  # rows per random stream of offline faults: partitions cut at multiples
 LOG4J = Path(__file__).with_name("log4j2.properties")  # a session started here logs errors only
 Progress = Callable[[int, int | None], None]  # (done, total): rows locally, partitions elsewhere
 ENGINES = ("local", "dask", "spark")
@@ -72,9 +73,16 @@ class Job:
         return Work(self.plan, self.label, self.positive, tuple(self.columns), predictors, table)
 
     def ranges(self) -> list[tuple[int, int]]:
-        """The partitions of a path: ``chunk_rows`` rows each, at the local pass's chunk offsets."""
+        """The partitions of a path: ``chunk_rows`` rows each, at the local pass's chunk offsets.
+
+        Row groups larger than that (Spark writes 128 MB ones) widen the partitions to the largest
+        row group, so each is read by at most two partitions rather than by every one it spans;
+        the width stays a multiple of ``FAULT_BLOCK``, so offline faults still hit the same rows."""
         rows = self.table.num_rows or 0
         step = self.chunk_rows
+        largest = max((count for _, count in self.table.row_groups), default=0)
+        if step % FAULT_BLOCK == 0 and largest > step:
+            step = -(-largest // FAULT_BLOCK) * FAULT_BLOCK
         return [(start, min(start + step, rows)) for start in range(0, rows, step)]
 
     @property

@@ -56,7 +56,7 @@ from chaosml.gameday.scenario import load_scenarios
 from chaosml.slices.collect import Evaluation, evaluate
 from chaosml.slices.compare import Comparison, Verdict, events, judge, studentized
 from chaosml.slices.engine import IntArray, confusion
-from chaosml.slices.engines import Engine, Progress, engine_for
+from chaosml.slices.engines import FAULT_BLOCK, Engine, Progress, engine_for
 from chaosml.slices.metrics import METRICS, Metric, as_number
 from chaosml.slices.stats import (
     EXACT_GRID,
@@ -78,7 +78,6 @@ from chaosml.versions import (
 )
 
 SCHEMA = "chaosml.slices.fragility/1"
-FAULT_BLOCK = 10_000  # rows per random stream of the faults; chunks and partitions cut at multiples
 # versions in a scenario pass: v1, v2 clean, then v1, v2 under the faults (bits label|3|2|1|0)
 DID = ((3, 1.0), (1, -1.0), (2, -1.0), (0, 1.0))  # (v2 under - v2) - (v1 under - v1)
 

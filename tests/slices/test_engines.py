@@ -372,3 +372,31 @@ def test_the_cli_gives_the_local_answer_on_dask(demo: DemoArtifacts, tmp_path: P
     local = run()
     assert (code, out) == local[:2]
     assert json.loads(out)["clean"]["regressed"] == ["region=APAC", "employment=unemployed"]
+
+
+def test_row_groups_larger_than_a_partition_widen_it_and_faults_stay_the_same(
+    world: dict[str, Any], dask_engine: DaskEngine, tmp_path: Path
+) -> None:
+    from chaosml.slices.engines import FAULT_BLOCK, Job
+
+    rows = pd.concat([world["whole"]] * 7, ignore_index=True)  # 25,900 rows
+    path = tmp_path / "one-group.parquet"
+    rows.to_parquet(path, index=False, row_group_size=len(rows))
+    table = make_engine("local").open(path)
+    job = Job(table, None, "y", 1, ["y"], [], FAULT_BLOCK)  # type: ignore[arg-type]
+    assert job.ranges() == [(0, 25_900)]  # one read of the row group, not three
+
+    def matrix(engine: Any) -> dict[str, Any]:
+        result = fragility(
+            SUITE,
+            world["models"],
+            path,
+            world["scenarios"],
+            seed=5,
+            n_boot=100,
+            chunk_rows=FAULT_BLOCK,  # the local pass: three chunks; Dask: one partition
+            engine=engine,
+        )
+        return result.to_dict()
+
+    assert matrix(dask_engine) == matrix("local")
