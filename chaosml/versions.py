@@ -39,6 +39,10 @@ FloatArray = npt.NDArray[np.float64]
 PREDICTION_COLUMN = "prediction"
 SCORE_COLUMN = "score"
 LENGTH_MISMATCH = "{path}: {count} prediction rows for {rows} data rows (they must be row-aligned)"
+RANGE_NEEDS_PARQUET = (
+    "{path}: a distributed engine reads predictions by row range, which needs Parquet "
+    "(convert it, e.g. pandas.read_csv(...).to_parquet(...))"
+)
 NOT_BINARY = "{where}: expected two classes, found {values}"
 # skops checks what a functools.partial wraps separately, so trusting partial itself is safe.
 TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.", "functools.partial")
@@ -219,10 +223,7 @@ class PredictionsFile:
                 f"(a predictions file needs `prediction` and optionally `score`)"
             )
         if not source.parquet:
-            raise VersionError(
-                f"{self.path}: a distributed engine reads predictions by row range, which needs "
-                "Parquet (convert it, e.g. pandas.read_csv(...).to_parquet(...))"
-            )
+            raise VersionError(RANGE_NEEDS_PARQUET.format(path=self.path))
         if table.num_rows is None or source.num_rows != table.num_rows:
             raise VersionError(
                 LENGTH_MISMATCH.format(path=self.path, count=source.num_rows, rows=table.num_rows)

@@ -46,8 +46,21 @@ from chaosml.versions import ArtifactVersion, PartPredictor, Scalar, Version, as
 FAULT_BLOCK = 10_000  # rows per random stream of offline faults: partitions cut at multiples
 LOG4J = Path(__file__).with_name("log4j2.properties")  # a session started here logs errors only
 Progress = Callable[[int, int | None], None]  # (done, total): rows locally, partitions elsewhere
-ENGINES = ("local", "dask", "spark")
 MISSING_EXTRA = "the {engine} engine needs {package}: pip install 'chaosml[{engine}]' ({reason})"
+WRONG_DATA = "the {engine} engine reads {reads}, not a {kind}"
+NOT_PARQUET = (
+    "{data}: the {engine} engine reads Parquet (a file, a folder or a glob of files), not CSV: "
+    "its partitions are row ranges found from the Parquet footers"
+)
+NO_ROW_ORDER = (
+    "{data}: a Spark table has no row order, so only model artifacts can predict on it (not "
+    "predictions files, arrays or offline faults); give a Parquet path to align predictions "
+    "files by row"
+)
+NO_TABLE = "{data}: not a file, folder or glob, nor a Spark table ({reason})"
+LOCAL_SCHEDULER = "--scheduler is for the dask and spark engines, not local"
+UNKNOWN_ENGINE = "unknown engine {name!r} (expected one of: {known})"
+UNREACHABLE_SCHEDULER = "dask scheduler {address}: cannot connect: {reason}"
 
 
 @dataclass(frozen=True)
@@ -142,8 +155,9 @@ class LocalEngine:
     def open(self, data: object) -> DataSource:
         if not isinstance(data, str | Path | pd.DataFrame):
             raise InputError(
-                f"the local engine reads a path or a pandas DataFrame, not a "
-                f"{type(data).__module__}.{type(data).__name__} (use engine='dask' or 'spark')"
+                WRONG_DATA.format(
+                    engine=self.name, reads="a path or a pandas DataFrame", kind=_kind(data)
+                )
             )
         return open_table(data)
 
@@ -216,6 +230,7 @@ class DaskEngine:
     unit = "partitions"
 
     def __init__(self, scheduler: str | None = None, *, workers: int = 2, retries: int = 2):
+        _need(self.name, "distributed", "dask[distributed]")
         self.scheduler = scheduler
         self.workers = workers
         self.retries = retries
@@ -254,7 +269,7 @@ class DaskEngine:
                     self._client = distributed.Client(self.scheduler, timeout="10s")
             except OSError as exc:
                 raise UnreachableError(
-                    f"dask scheduler {self.scheduler}: cannot connect: {exc}"
+                    UNREACHABLE_SCHEDULER.format(address=self.scheduler, reason=exc)
                 ) from exc
         return self._client
 
@@ -267,8 +282,9 @@ class DaskEngine:
         if isinstance(data, str | Path):
             return _planned(data, self.name)
         raise InputError(
-            f"the dask engine reads a Parquet path or a dask DataFrame, not a "
-            f"{type(data).__module__}.{type(data).__name__}"
+            WRONG_DATA.format(
+                engine=self.name, reads="a Parquet path or a dask DataFrame", kind=_kind(data)
+            )
         )
 
     def run(self, job: Job, progress: Progress | None) -> Partial:
@@ -354,6 +370,10 @@ def _offsets(frame: Any) -> tuple[list[int], int]:
     return starts, total
 
 
+def _kind(data: object) -> str:
+    return f"{type(data).__module__}.{type(data).__name__}"
+
+
 def _is_dask_frame(data: object) -> bool:
     module = sys.modules.get("dask.dataframe")
     return module is not None and isinstance(data, module.DataFrame)
@@ -367,10 +387,7 @@ def _is_spark_frame(data: object) -> bool:
 def _planned(data: str | Path, engine: str) -> DataSource:
     table = open_table(data)
     if not table.parquet:
-        raise DataError(
-            f"{table.name}: the {engine} engine reads Parquet (a file, a folder or a glob of "
-            "files), not CSV: its partitions are row ranges found from the Parquet footers"
-        )
+        raise DataError(NOT_PARQUET.format(data=table.name, engine=engine))
     return table
 
 
@@ -382,6 +399,7 @@ class SparkEngine:
     unit = "partitions"
 
     def __init__(self, master: str | None = None, *, session: Any = None):
+        _need(self.name, "pyspark", "pyspark")
         self.master = master
         self._session = session
         self._started = False
@@ -437,15 +455,11 @@ class SparkEngine:
                     frame = self.session.table(name)
             except Exception as exc:  # pyspark's AnalysisException
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise DataError(
-                    f"{name}: not a file, folder or glob, nor a Spark table "
-                    f"({type(exc).__name__}: {first})"
-                ) from exc
+                reason = f"{type(exc).__name__}: {first}"
+                raise DataError(NO_TABLE.format(data=name, reason=reason)) from exc
             return DataSource(frame, tuple(frame.columns), None, display=name)
-        raise InputError(
-            f"the spark engine reads a Parquet path, a table name or a Spark DataFrame, not a "
-            f"{type(data).__module__}.{type(data).__name__}"
-        )
+        reads = "a Parquet path, a table name or a Spark DataFrame"
+        raise InputError(WRONG_DATA.format(engine=self.name, reads=reads, kind=_kind(data)))
 
     def run(self, job: Job, progress: Progress | None) -> Partial:
         with _quiet_pyspark():
@@ -455,11 +469,7 @@ class SparkEngine:
         session = self.session
         context = session.sparkContext
         if _is_spark_frame(job.table.source) and job.aligned:
-            raise InputError(
-                f"{job.table.name}: a Spark table has no row order, so only model artifacts "
-                "can predict on it (not predictions files, arrays or offline faults); "
-                "give a Parquet path to align predictions files by row"
-            )
+            raise InputError(NO_ROW_ORDER.format(data=job.table.name))
         work = context.broadcast(job.work())
         group = f"chaosml-{uuid.uuid4().hex[:12]}"
         context.setJobGroup(group, "chaosml slice pass", interruptOnCancel=True)
@@ -623,20 +633,27 @@ def _spark_progress(
         progress(total, total)
 
 
+def _local(scheduler: str | None) -> Engine:
+    if scheduler is not None:
+        raise InputError(LOCAL_SCHEDULER)
+    return LocalEngine()
+
+
+# name -> a constructor from the --scheduler value (the dask scheduler's address, Spark's master)
+ENGINES: dict[str, Callable[[str | None], Engine]] = {
+    "local": _local,
+    "dask": lambda scheduler: DaskEngine(scheduler),
+    "spark": lambda scheduler: SparkEngine(scheduler),
+}
+
+
 def make_engine(name: str, scheduler: str | None = None) -> Engine:
     """An engine by name: ``local``, ``dask`` (``scheduler``: its address; none starts a
     LocalCluster) or ``spark`` (``scheduler``: the master URL, ``local[2]`` if none)."""
-    if name == "local":
-        if scheduler is not None:
-            raise InputError("--scheduler is for the dask and spark engines, not local")
-        return LocalEngine()
-    if name == "dask":
-        _need("dask", "distributed", "dask[distributed]")
-        return DaskEngine(scheduler)
-    if name == "spark":
-        _need("spark", "pyspark", "pyspark")
-        return SparkEngine(scheduler)
-    raise InputError(f"unknown engine {name!r} (expected one of: {', '.join(ENGINES)})")
+    make = ENGINES.get(name)
+    if make is None:
+        raise InputError(UNKNOWN_ENGINE.format(name=name, known=", ".join(ENGINES)))
+    return make(scheduler)
 
 
 @contextlib.contextmanager

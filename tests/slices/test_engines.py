@@ -400,3 +400,33 @@ def test_row_groups_larger_than_a_partition_widen_it_and_faults_stay_the_same(
         return result.to_dict()
 
     assert matrix(dask_engine) == matrix("local")
+
+
+def test_bad_engine_input_is_one_line_and_no_result_is_half_written(
+    demo: DemoArtifacts, in_tmp: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from chaosml.cli import app
+    from chaosml.slices.engines import LOCAL_SCHEDULER, NOT_PARQUET
+
+    needs("dask")
+    csv = in_tmp / "eval.csv"
+    pd.read_parquet(demo.data).to_csv(csv, index=False)
+    suite = Path(__file__).parents[2] / "slices" / "credit.yaml"
+    base = ["slices", "compare", "v1", "v2", str(suite), "--config", str(demo.config)]
+    cases = [
+        (["--data", str(csv), "--engine", "dask"], 2, NOT_PARQUET.format(data=csv, engine="dask")),
+        (["--scheduler", "tcp://127.0.0.1:9"], 2, LOCAL_SCHEDULER),
+        (
+            ["--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "--html", "c.html"],
+            3,
+            "dask scheduler tcp://127.0.0.1:9: cannot connect: ",
+        ),
+    ]
+    for extra, code, message in cases:
+        result = CliRunner().invoke(app, [*base, *extra])
+        assert result.exit_code == code, result.output
+        assert result.stderr.startswith(f"chaosml: error: {message}")
+        assert result.stderr.count("\n") == 1 and result.stdout == ""
+    assert not Path("c.html").exists()
