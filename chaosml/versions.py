@@ -86,6 +86,12 @@ class Version(Protocol):
 
 def as_binary(values: pd.Series | npt.NDArray[Any], positive: Scalar, where: str) -> BoolArray:
     """Map a column of two classes to "is positive"; refuse missing values and a third class."""
+    array = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+    binary = array.dtype.kind == "b" or (
+        array.dtype.kind in "iu" and len(array) > 0 and array.min() >= 0 and array.max() <= 1
+    )
+    if binary and isinstance(positive, int):  # 0/1 or booleans: no need for pd.unique's hashing
+        return np.asarray(array == positive, dtype=bool)
     series = pd.Series(values)
     if series.isna().any():
         raise DataError(f"{where}: has missing values (expected a class for every row)")

@@ -103,7 +103,10 @@ class GroupSums:
             codes, uniques = pd.factorize(frame[column], use_na_sentinel=False)
             combined = combined * len(uniques) + codes
             uniques_per_column.append(uniques)
-        local, combos = pd.factorize(combined)
+        if len(self.columns) == 1:  # one column's codes are already dense and in order seen
+            local, combos = combined, np.arange(len(uniques_per_column[0]))
+        else:
+            local, combos = pd.factorize(combined)
         lut = np.empty(len(combos), dtype=np.int64)
         for i, combo in enumerate(np.asarray(combos)):
             key = _decode(int(combo), [np.asarray(u) for u in uniques_per_column])
