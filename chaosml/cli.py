@@ -120,7 +120,7 @@ EngineOption = Annotated[
         help="Where the pass over the data runs: local (this process), dask (the --scheduler's "
         "cluster, else a LocalCluster of 2 worker processes) or spark (pyspark on the "
         "--scheduler's master, else local[2]). Same answer on each; dask and spark need "
-        "chaosml[dask] / chaosml[spark].",
+        "chaosml\\[dask] / chaosml\\[spark].",
     ),
 ]
 SchedulerOption = Annotated[

@@ -230,6 +230,9 @@ def test_help_explains_every_command() -> None:
             assert "<bool>" not in result.stdout  # an on/off flag takes no value
     top = runner.invoke(app, ["--help"]).stdout
     assert "3 a target or component unreachable" in " ".join(top.split())
+    compare = runner.invoke(app, ["slices", "compare", "--help"], env={"COLUMNS": "100"}).stdout
+    words = " ".join(compare.replace("│", " ").split())
+    assert "need chaosml[dask] / chaosml[spark]" in words  # extras' names survive rich markup
     version = runner.invoke(app, ["--version"])
     assert (version.exit_code, version.stdout.strip()) == (0, f"chaosml {chaosml.__version__}")
 
