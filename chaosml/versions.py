@@ -177,8 +177,8 @@ class PredictionsFile:
     ) -> list[str]:
         return []
 
-    @contextmanager
-    def predictor(self, table: DataSource, label: str, positive: Scalar) -> Iterator[Predictor]:
+    def _open(self) -> DataSource:
+        """The file as a table, refused if it cannot be read or has no ``prediction`` column."""
         try:
             source = open_table(self.path)
         except DataError as exc:
@@ -188,12 +188,17 @@ class PredictionsFile:
                 f"{self.path}: no {PREDICTION_COLUMN!r} column "
                 f"(a predictions file needs `prediction` and optionally `score`)"
             )
+        return source
+
+    @contextmanager
+    def predictor(self, table: DataSource, label: str, positive: Scalar) -> Iterator[Predictor]:
+        source = self._open()
         if None not in (source.num_rows, table.num_rows) and source.num_rows != table.num_rows:
             raise VersionError(
                 LENGTH_MISMATCH.format(path=self.path, count=source.num_rows, rows=table.num_rows)
             )
         has_score = SCORE_COLUMN in source.columns
-        reader = RowReader(source, [PREDICTION_COLUMN] + ([SCORE_COLUMN] if has_score else []))
+        reader = RowReader(source, _prediction_columns(has_score))
 
         def predict(chunk: pd.DataFrame) -> Predictions:
             rows = reader.take(len(chunk))
@@ -205,9 +210,7 @@ class PredictionsFile:
                         rows=table.num_rows or f"at least {reader.rows_read + len(chunk)}",
                     )
                 )
-            positives = as_binary(rows[PREDICTION_COLUMN], positive, f"{self.path}: prediction")
-            score = _scores(rows[SCORE_COLUMN], f"{self.path}: score") if has_score else None
-            return Predictions(positives, score)
+            return _read_predictions(rows, positive, has_score, str(self.path))
 
         yield predict
         extra = reader.remaining()
@@ -219,15 +222,7 @@ class PredictionsFile:
             )
 
     def part_predictor(self, table: DataSource, label: str, positive: Scalar) -> PartPredictor:
-        try:
-            source = open_table(self.path)
-        except DataError as exc:
-            raise VersionError(f"version {self.name!r}: {exc}") from exc
-        if PREDICTION_COLUMN not in source.columns:
-            raise VersionError(
-                f"{self.path}: no {PREDICTION_COLUMN!r} column "
-                f"(a predictions file needs `prediction` and optionally `score`)"
-            )
+        source = self._open()
         if not source.parquet:
             raise VersionError(RANGE_NEEDS_PARQUET.format(path=self.path))
         if table.num_rows is None or source.num_rows != table.num_rows:
@@ -246,12 +241,22 @@ class _FileRows:
     has_score: bool
 
     def __call__(self, rows: pd.DataFrame, start: int) -> Predictions:
-        columns = [PREDICTION_COLUMN] + ([SCORE_COLUMN] if self.has_score else [])
+        columns = _prediction_columns(self.has_score)
         found = self.source.read(columns, start, start + len(rows))
-        where = self.source.name
-        positives = as_binary(found[PREDICTION_COLUMN], self.positive, f"{where}: prediction")
-        score = _scores(found[SCORE_COLUMN], f"{where}: score") if self.has_score else None
-        return Predictions(positives, score)
+        return _read_predictions(found, self.positive, self.has_score, self.source.name)
+
+
+def _prediction_columns(has_score: bool) -> list[str]:
+    return [PREDICTION_COLUMN] + ([SCORE_COLUMN] if has_score else [])
+
+
+def _read_predictions(
+    rows: pd.DataFrame, positive: Scalar, has_score: bool, where: str
+) -> Predictions:
+    """A predictions file's rows as "is positive" (and scores), checked."""
+    positives = as_binary(rows[PREDICTION_COLUMN], positive, f"{where}: prediction")
+    score = _scores(rows[SCORE_COLUMN], f"{where}: score") if has_score else None
+    return Predictions(positives, score)
 
 
 @dataclass

@@ -34,14 +34,21 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import pandas as pd
 
 from chaosml.data import DataSource, open_table
 from chaosml.errors import ChaosmlError, DataError, InputError, UnreachableError
 from chaosml.slices.engine import Accumulator, ChunkData, Partial, SlicePlan
-from chaosml.versions import ArtifactVersion, PartPredictor, Scalar, Version, as_binary
+from chaosml.versions import (
+    ArtifactVersion,
+    PartPredictor,
+    Predictions,
+    Scalar,
+    Version,
+    as_binary,
+)
 
 FAULT_BLOCK = 10_000  # rows per random stream of offline faults: partitions cut at multiples
 LOG4J = Path(__file__).with_name("log4j2.properties")  # a session started here logs errors only
@@ -120,17 +127,44 @@ class Work:
         accumulator = Accumulator(self.plan)
         if len(rows):
             rows = rows.reset_index(drop=True)
-            where = f"{self.table.name}: label {self.label!r}"
-            y = as_binary(rows[self.label], self.positive, where)
-            outputs = [predict(rows, start) for predict in self.predictors]
-            accumulator.add(
-                ChunkData(rows, y, [o.positive for o in outputs], [o.score for o in outputs])
+            _add(
+                accumulator,
+                rows,
+                (self.table.name, self.label, self.positive),
+                [functools.partial(predict, start=start) for predict in self.predictors],
             )
         return accumulator.sums
 
     def reduce_range(self, start: int, stop: int) -> Partial:
         """Read rows ``start`` to ``stop`` of a path and reduce them."""
         return self.reduce(self.table.read(self.columns, start, stop), start)
+
+
+def _add(
+    accumulator: Accumulator,
+    rows: pd.DataFrame,
+    labelled: tuple[str, str, Scalar],
+    predictors: Sequence[Callable[[pd.DataFrame], Predictions]],
+) -> None:
+    """Add ``rows`` to ``accumulator``: their labels (``labelled``: the data's name, the label
+    column, the positive class) checked, then each version's predictions."""
+    data, label, positive = labelled
+    y = as_binary(rows[label], positive, f"{data}: label {label!r}")
+    outputs = [predict(rows) for predict in predictors]
+    accumulator.add(ChunkData(rows, y, [o.positive for o in outputs], [o.score for o in outputs]))
+
+
+class _Closing:
+    """``with engine:`` closes the engine (what it started) at the end of the block."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Engine(Protocol):
@@ -146,7 +180,7 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-class LocalEngine:
+class LocalEngine(_Closing):
     """This process: the data streamed once in chunks, predictions cached per artifact and data."""
 
     name = "local"
@@ -169,25 +203,11 @@ class LocalEngine:
                 stack.enter_context(v.predictor(table, job.label, job.positive))
                 for v in job.versions
             ]
-            where = f"{table.name}: label {job.label!r}"
             for frame in table.chunks(job.columns, job.chunk_rows):
-                y = as_binary(frame[job.label], job.positive, where)
-                outputs = [predict(frame) for predict in predictors]
-                accumulator.add(
-                    ChunkData(frame, y, [o.positive for o in outputs], [o.score for o in outputs])
-                )
+                _add(accumulator, frame, (table.name, job.label, job.positive), predictors)
                 if progress is not None:
                     progress(accumulator.sums.rows, table.num_rows)
         return accumulator.sums
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> LocalEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _need(engine: str, module: str, package: str) -> Any:
@@ -222,7 +242,7 @@ def _merge_in_order(
     return merged
 
 
-class DaskEngine:
+class DaskEngine(_Closing):
     """A Dask ``distributed`` cluster: a scheduler's address, or a ``LocalCluster`` started here
     (``workers`` processes, one thread each) and stopped by ``close``."""
 
@@ -338,12 +358,6 @@ class DaskEngine:
             self._config.__exit__(None, None, None)
             self._config = None
 
-    def __enter__(self) -> DaskEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 @dataclass(frozen=True)
 class _ReadRange:
@@ -370,6 +384,12 @@ def _offsets(frame: Any) -> tuple[list[int], int]:
     return starts, total
 
 
+def _reason(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def _kind(data: object) -> str:
     return f"{type(data).__module__}.{type(data).__name__}"
 
@@ -391,7 +411,7 @@ def _planned(data: str | Path, engine: str) -> DataSource:
     return table
 
 
-class SparkEngine:
+class SparkEngine(_Closing):
     """Spark through pyspark: the active session, or one started on ``master`` (``local[2]`` if
     not given) and stopped by ``close``."""
 
@@ -433,10 +453,9 @@ class SparkEngine:
                         .getOrCreate()
                     )
                 except Exception as exc:  # py4j and the JVM launcher raise anything
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                     raise UnreachableError(
                         f"spark {self.master or 'local[2]'}: cannot start a session "
-                        f"({type(exc).__name__}: {first}); Spark needs Java 17 or later"
+                        f"({_reason(exc)}); Spark needs Java 17 or later"
                     ) from exc
                 self._session.sparkContext.setLogLevel("ERROR")
                 self._started = True
@@ -454,9 +473,7 @@ class SparkEngine:
                 with _quiet_pyspark():
                     frame = self.session.table(name)
             except Exception as exc:  # pyspark's AnalysisException
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                reason = f"{type(exc).__name__}: {first}"
-                raise DataError(NO_TABLE.format(data=name, reason=reason)) from exc
+                raise DataError(NO_TABLE.format(data=name, reason=_reason(exc))) from exc
             return DataSource(frame, tuple(frame.columns), None, display=name)
         reads = "a Parquet path, a table name or a Spark DataFrame"
         raise InputError(WRONG_DATA.format(engine=self.name, reads=reads, kind=_kind(data)))
@@ -512,12 +529,6 @@ class SparkEngine:
             self._session.stop()
             self._session = None
             self._started = False
-
-    def __enter__(self) -> SparkEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @contextlib.contextmanager
