@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from chaosml._types import Table
-from chaosml.faults import RequestFault, ResponseFault, TransportFault
+from chaosml.faults import RequestFault, ResponseFault
 from chaosml.faults.predictions import StaleModel
 from chaosml.proxy.api import ProxyServer, running
 from chaosml.proxy.server import Proxy, guarded
@@ -79,8 +79,9 @@ class _InService(Proxy):
 
     def check(self, toxic: Toxic) -> None:
         fault = toxic.fault
-        if isinstance(fault, TransportFault) and not fault.in_service:
-            raise ApiError(f"{toxic.type} is a connection fault: apply it at a proxy", 400)
+        refused = fault.runs_where("service")
+        if refused is not None:
+            raise ApiError(refused, 400)
         if isinstance(fault, StaleModel) and fault.version not in self.alternates:
             known = ", ".join(self.alternates) or "none"
             raise ApiError(

@@ -109,7 +109,10 @@ def test_refuses_what_it_cannot_act_out_and_keeps_its_one_proxy(
         f"{api}/proxies/service/toxics", json={"type": "reset_peer", "attributes": {}}, timeout=5
     )
     assert answer.status_code == 400
-    assert answer.json()["error"] == "reset_peer is a connection fault: apply it at a proxy"
+    assert answer.json()["error"] == (
+        "reset_peer cannot run at the in-service fault point (it runs at: chaosml's proxy "
+        "(HTTP), chaosml's proxy relaying raw TCP, a real Toxiproxy)"
+    )
     answer = requests.post(
         f"{api}/proxies/service/toxics",
         json={"type": "stale_model", "stream": "downstream", "attributes": {"version": "v7"}},

@@ -4,8 +4,11 @@ from chaosml.faults import features, predictions, transport
 from chaosml.faults.base import (
     FAULTS,
     INVALID_TYPE,
+    PLACE_NAMES,
+    PLACES,
     Fault,
     PayloadFault,
+    Place,
     RequestFault,
     ResponseFault,
     TransportFault,
@@ -16,8 +19,11 @@ from chaosml.faults.offline import apply_offline
 __all__ = [
     "FAULTS",
     "INVALID_TYPE",
+    "PLACES",
+    "PLACE_NAMES",
     "Fault",
     "PayloadFault",
+    "Place",
     "RequestFault",
     "ResponseFault",
     "TransportFault",

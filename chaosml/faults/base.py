@@ -27,6 +27,17 @@ if TYPE_CHECKING:
 
 Side = Literal["request", "response", "transport"]
 Rows = Table | pd.DataFrame | None
+# Where a fault can be acted out: chaosml's proxy on HTTP, chaosml's proxy relaying raw TCP, the
+# in-service fault point around a predict call, a real Toxiproxy, the offline path on a DataFrame.
+Place = Literal["proxy", "tcp", "service", "toxiproxy", "offline"]
+PLACES: tuple[Place, ...] = ("proxy", "tcp", "service", "toxiproxy", "offline")
+PLACE_NAMES: dict[Place, str] = {
+    "proxy": "chaosml's proxy (HTTP)",
+    "tcp": "chaosml's proxy relaying raw TCP",
+    "service": "the in-service fault point",
+    "toxiproxy": "a real Toxiproxy",
+    "offline": "offline evaluation data",
+}
 
 FAULTS: dict[str, type[Fault]] = {}
 INVALID_TYPE = "invalid toxic type"
@@ -39,11 +50,25 @@ class Fault(BaseModel):
 
     type: ClassVar[str]
     side: ClassVar[Side]
+    # Where this kind can run: the one table validate, the runner, the fault points and the
+    # offline path consult (``places`` narrows it per instance where attributes decide).
+    runs_at: ClassVar[frozenset[Place]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "type" in cls.__dict__:
             FAULTS[cls.type] = cls
+
+    def places(self) -> frozenset[Place]:
+        """Where this fault (with these attributes) can be acted out."""
+        return self.runs_at
+
+    def runs_where(self, place: Place) -> str | None:
+        """None if this fault can run at ``place``, else why not, in one phrase."""
+        if place in self.places():
+            return None
+        where = ", ".join(PLACE_NAMES[p] for p in PLACES if p in self.places()) or "nowhere"
+        return f"{self.type} cannot run at {PLACE_NAMES[place]} (it runs at: {where})"
 
     @property
     def stream(self) -> Literal["upstream", "downstream"] | None:
@@ -55,6 +80,7 @@ class PayloadFault(Fault):
     """A fault on the payload, optionally limited to rows where a predicate holds."""
 
     where: str | None = None
+    runs_at: ClassVar[frozenset[Place]] = frozenset({"proxy", "service", "offline"})
 
     @field_validator("where")
     @classmethod
@@ -130,7 +156,7 @@ class TransportFault(Fault):
     the effect out."""
 
     side: ClassVar[Side] = "transport"
-    in_service: ClassVar[bool] = False  # the in-service point can act it out around a call
+    runs_at: ClassVar[frozenset[Place]] = frozenset({"proxy", "tcp", "toxiproxy"})
 
     def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
         """Record this fault in ``effect`` (``size``: bytes of the message it applies to)."""

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from chaosml._types import BoolArray
-from chaosml.faults.base import Predictions, Rate, ResponseFault, Scores
+from chaosml.faults.base import Place, Predictions, Rate, ResponseFault, Scores
 
 Label = int | float | str | bool
 
@@ -122,6 +122,13 @@ class StaleModel(ResponseFault):
         if (self.upstream is None) == (self.version is None):
             raise ValueError("expected exactly one of upstream (host:port) or version")
         return self
+
+    def places(self) -> frozenset[Place]:
+        """Another upstream is a proxy's to route to; another version is the service's (or, offline,
+        that version's predictions)."""
+        return (
+            frozenset({"proxy"}) if self.upstream is not None else frozenset({"service", "offline"})
+        )
 
     def change(
         self, predictions: Predictions, scores: Scores, rows: BoolArray, rng: np.random.Generator

@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from chaosml.faults.base import TransportFault
+from chaosml.faults.base import Place, TransportFault
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Latency(TransportFault):
     """Delay each request (upstream) or response (downstream) by ``latency`` ± ``jitter`` ms."""
 
     type: ClassVar[str] = "latency"
-    in_service: ClassVar[bool] = True
+    runs_at: ClassVar[frozenset[Place]] = frozenset({"proxy", "tcp", "service", "toxiproxy"})
     latency: int = Field(default=0, ge=0, le=86_400_000)
     jitter: int = Field(default=0, ge=0, le=86_400_000)
 
@@ -48,7 +48,7 @@ class HttpError(TransportFault):
     """Answer with HTTP ``status`` instead of forwarding (a fraction of requests by toxicity)."""
 
     type: ClassVar[str] = "http_error"
-    in_service: ClassVar[bool] = True
+    runs_at: ClassVar[frozenset[Place]] = frozenset({"proxy", "service"})  # HTTP only
     status: int = Field(default=500, ge=400, le=599)
     body: str = '{"error": "injected by chaosml"}'
 
@@ -125,7 +125,7 @@ class Noop(TransportFault):
     """Does nothing (Toxiproxy's ``noop``: a placeholder, or a check that toxics apply)."""
 
     type: ClassVar[str] = "noop"
-    in_service: ClassVar[bool] = True
+    runs_at: ClassVar[frozenset[Place]] = frozenset({"proxy", "tcp", "service", "toxiproxy"})
 
     def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
         pass

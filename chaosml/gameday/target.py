@@ -32,10 +32,11 @@ from chaosml._net import split_address
 from chaosml.codecs import CODECS
 from chaosml.durations import Duration
 from chaosml.errors import SpecError
+from chaosml.faults import FAULTS
 from chaosml.spec import UNION_TAGS, Loc, one_of, read_yaml, validate_spec
 
-# Toxiproxy's own toxic types: what a real Toxiproxy can act out.
-TOXIPROXY_TYPES = ("latency", "bandwidth", "slow_close", "timeout", "reset_peer", "limit_data")
+# Toxiproxy's own toxic types: what a real Toxiproxy can act out (from the fault catalogue).
+TOXIPROXY_TYPES = tuple(name for name, kind in FAULTS.items() if "toxiproxy" in kind.runs_at)
 
 
 class _Model(BaseModel):

@@ -14,7 +14,7 @@ from pathlib import Path
 from chaosml.alerts import make_source
 from chaosml.errors import SpecError
 from chaosml.gameday.scenario import ScenarioFile, load_scenarios
-from chaosml.gameday.target import TOXIPROXY_TYPES, TargetFile, load_target
+from chaosml.gameday.target import TargetFile, load_target
 
 
 @dataclass
@@ -74,13 +74,9 @@ def _against(file: ScenarioFile, target: TargetFile) -> list[str]:
                     f"(expected one of {', '.join(points) or 'none: add fault_points'})",
                 )
             )
-        elif point.kind == "toxiproxy" and fault.type not in TOXIPROXY_TYPES:
+        elif point.kind == "toxiproxy" and (why := fault.fault.runs_where("toxiproxy")):
             problems.append(
-                file.problem(
-                    ("faults", index, "type"),
-                    f"{fault.type} cannot run at {fault.point!r}, a Toxiproxy (expected one of "
-                    f"{', '.join(TOXIPROXY_TYPES)}, or a chaosml fault point)",
-                )
+                file.problem(("faults", index, "type"), f"{why}; {fault.point!r} is a Toxiproxy")
             )
     data = file.data or target.data
     if data is None:

@@ -276,7 +276,11 @@ class Proxy:
         await asyncio.sleep(0)  # closed transports release their sockets
 
     def check(self, toxic: Toxic) -> None:
-        """Refuse a toxic this fault point cannot act out (``ApiError`` 400)."""
+        """Refuse a toxic this fault point cannot act out (``ApiError`` 400). A proxy with codec
+        ``auto`` takes HTTP faults; a connection it relays raw skips them, and says so."""
+        refused = toxic.fault.runs_where("tcp" if self.codec == "tcp" else "proxy")
+        if refused is not None:
+            raise ApiError(refused, 400)
 
     def active(self) -> list[Toxic]:
         now = time.monotonic()

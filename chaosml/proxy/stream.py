@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from chaosml._net import split_address
-from chaosml.faults import TransportFault
-from chaosml.faults.transport import Effect, HttpError, slices
+from chaosml.faults.transport import Effect, slices
 from chaosml.proxy.http import READ_SIZE
 from chaosml.proxy.toxics import STREAMS, Toxic, effect_of
 
@@ -35,7 +34,7 @@ WATCH = 0.01  # seconds between checks of the timeout and reset_peer toxics
 
 
 def acts_on_streams(toxic: Toxic) -> bool:
-    return isinstance(toxic.fault, TransportFault) and not isinstance(toxic.fault, HttpError)
+    return "tcp" in toxic.fault.places()
 
 
 def reset(writer: asyncio.StreamWriter) -> None:

@@ -97,9 +97,9 @@ AGAINST_TARGET = {
         "(expected one of proxy, network)"
     ],
     "payload_at_toxiproxy": [
-        "{path}:3: faults[0].type: missing_values cannot run at 'network', a Toxiproxy "
-        "(expected one of latency, bandwidth, slow_close, timeout, reset_peer, limit_data, or a "
-        "chaosml fault point)"
+        "{path}:3: faults[0].type: missing_values cannot run at a real Toxiproxy (it runs at: "
+        "chaosml's proxy (HTTP), the in-service fault point, offline evaluation data); "
+        "'network' is a Toxiproxy"
     ],
     "unknown_point": [
         "{path}:3: faults[0].at: no fault point 'nowhere' in {target} (expected one of proxy, "
