@@ -74,9 +74,9 @@ def _against(file: ScenarioFile, target: TargetFile) -> list[str]:
                     f"(expected one of {', '.join(points) or 'none: add fault_points'})",
                 )
             )
-        elif point.kind == "toxiproxy" and (why := fault.fault.runs_where("toxiproxy")):
+        elif point.kind == "toxiproxy" and (refused := fault.fault.runs_where("toxiproxy")):
             problems.append(
-                file.problem(("faults", index, "type"), f"{why}; {fault.point!r} is a Toxiproxy")
+                file.problem(("faults", index, "type"), f"{refused}; {fault.point!r} is a Toxiproxy")
             )
     data = file.data or target.data
     if data is None:
