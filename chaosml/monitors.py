@@ -9,11 +9,18 @@ A ``ModelMonitor`` keeps sliding windows over the last ``window`` rows a service
 - ``chaosml_model_score`` (histogram), ``chaosml_model_positive_rate`` (window) and
   ``chaosml_model_reference_positive_rate`` (set by the service from its training reference);
 - ``chaosml_model_fairness_gap{attribute}``: the selection-rate difference between groups of the
-  sensitive attribute over the window (fairlearn's demographic parity difference);
+  sensitive attribute over the last ``fairness_window`` rows (fairlearn's demographic parity
+  difference); by default four times ``window``, since a difference of two group rates, each from
+  about half the rows, has four times the variance of one rate over all of them;
 - ``chaosml_model_online_accuracy`` over the last ``window`` feedback labels, and
   ``chaosml_model_feedback_total``;
 - ``chaosml_model_info{version}`` = 1, and ``chaosml_model_answers_total{version}``: rows
   answered per model version (a stale model behind a fault or a botched rollout shows here).
+
+A window statistic is NaN until its window is full: a statistic of the first few rows is noise
+(one row has a positive rate of 0 or 1), and alert rules' thresholds are set for full windows.
+Prometheus compares NaN as false, so an idle or just-started service fires nothing. Once full, a
+window keeps its last rows while no traffic comes.
 
 Windows are ring buffers updated in O(features) per row, so a request pays microseconds.
 Add them to a FastAPI/Starlette app with ``instrument(app, monitor)``.
@@ -57,6 +64,37 @@ class _Ring:
             self.counts[b] += 1
             self.position = (self.position + 1) % size
             self.filled = min(self.filled + 1, size)
+
+    @property
+    def full(self) -> bool:
+        return self.filled == len(self.index)
+
+
+class _Tally:
+    """The last ``size`` codes (small non-negative integers), with running counts per code."""
+
+    def __init__(self, size: int) -> None:
+        self.codes = np.full(size, -1, dtype=np.int64)
+        self.counts = np.zeros(4, dtype=np.int64)
+        self.filled = 0
+        self.position = 0
+
+    def push(self, codes: Sequence[int]) -> None:
+        size = len(self.codes)
+        for code in codes[-size:]:
+            if code >= len(self.counts):
+                self.counts = np.pad(self.counts, (0, code + 1 - len(self.counts)))
+            old = self.codes[self.position]
+            if old >= 0:
+                self.counts[old] -= 1
+            self.codes[self.position] = code
+            self.counts[code] += 1
+            self.position = (self.position + 1) % size
+            self.filled = min(self.filled + 1, size)
+
+    @property
+    def full(self) -> bool:
+        return self.filled == len(self.codes)
 
 
 class _Feature:
@@ -102,16 +140,18 @@ class _Feature:
         )
 
     def missing_rate(self) -> float:
-        return self.ring.counts[-1] / self.ring.filled if self.ring.filled else 0.0
+        return float(self.ring.counts[-1] / self.ring.filled) if self.ring.full else math.nan
 
     def mean(self) -> float:
-        if not self.numeric or not self.ring.filled:
+        if not self.numeric or not self.ring.full:
             return float("nan")
         values = self.ring.values[: self.ring.filled]
         present = values[~np.isnan(values)]
         return float(present.mean()) if len(present) else float("nan")
 
     def psi(self) -> float:
+        if not self.ring.full:
+            return math.nan
         counts = self.ring.counts[:-1]
         total = counts.sum()
         if total == 0:
@@ -130,7 +170,8 @@ def _number(value: Any) -> float:
 
 
 class ModelMonitor:
-    """Sliding-window ML monitors for one model version."""
+    """Sliding-window ML monitors for one model version: the last ``window`` rows (and feedback
+    labels), and the last ``fairness_window`` rows (default ``4 * window``) for the fairness gap."""
 
     def __init__(
         self,
@@ -140,16 +181,20 @@ class ModelMonitor:
         model_version: str,
         sensitive: str | None = None,
         window: int = 500,
+        fairness_window: int | None = None,
         positive: Any = 1,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.registry = registry or CollectorRegistry()
         self.window, self.positive, self.sensitive = window, positive, sensitive
+        self.fairness_window = fairness_window or 4 * window
         self.features = [_Feature(f, reference[f], window) for f in features]
         self._lock = threading.Lock()
-        self._predictions: list[tuple[Any, bool]] = []  # (sensitive group, predicted positive)
+        self._positives = _Tally(window)  # 1: predicted positive
+        self._groups: dict[Any, int] = {None: 0}  # sensitive group -> index (None: no group)
+        self._selections = _Tally(self.fairness_window)  # 2 * group index + predicted positive
         self._pending: OrderedDict[str, Any] = OrderedDict()  # request id -> prediction
-        self._correct: list[bool] = []
+        self._correct = _Tally(window)  # 1: feedback label equals the prediction
         r = self.registry
         self.latency = Histogram(
             "chaosml_model_request_latency_seconds",
@@ -216,7 +261,8 @@ class ModelMonitor:
             ["version"],
             registry=r,
         )
-        self.accuracy.set(float("nan"))
+        for gauge in (self.accuracy, self.positive_rate):
+            gauge.set(math.nan)
 
     def observe(
         self,
@@ -231,7 +277,7 @@ class ModelMonitor:
         if not the one served (a stale model behind a fault or a botched rollout)."""
         n = len(predictions)
         self.answers.labels(version or self.model_version).inc(n)
-        positive = [p == self.positive for p in predictions]
+        positive = [int(p == self.positive) for p in predictions]
         with self._lock:
             for feature in self.features:
                 values = list(columns[feature.name]) if feature.name in columns else [None] * n
@@ -239,16 +285,13 @@ class ModelMonitor:
                 self.missing.labels(feature.name).set(feature.missing_rate())
                 self.means.labels(feature.name).set(feature.mean())
                 self.psi.labels(feature.name).set(feature.psi())
-            groups = (
-                list(columns[self.sensitive])
-                if self.sensitive and self.sensitive in columns
-                else [None] * n
-            )
-            self._predictions = [*self._predictions, *zip(groups, positive, strict=True)][
-                -self.window :
-            ]
-            self.positive_rate.set(float(np.mean([p for _, p in self._predictions])))
+            self._positives.push(positive)
+            self.positive_rate.set(_share(self._positives, 1))
             if self.sensitive:
+                groups = list(columns[self.sensitive]) if self.sensitive in columns else [None] * n
+                self._selections.push(
+                    [2 * self._group(g) + p for g, p in zip(groups, positive, strict=True)]
+                )
                 self.fairness.labels(self.sensitive).set(self._gap())
             for request_id, prediction in zip(request_ids, predictions, strict=True):
                 self._pending[request_id] = prediction
@@ -257,13 +300,21 @@ class ModelMonitor:
         for score in scores or []:
             self.scores.observe(score)
 
+    def _group(self, group: Any) -> int:
+        if isinstance(group, float) and math.isnan(group):
+            group = None
+        return self._groups.setdefault(group, len(self._groups))
+
     def _gap(self) -> float:
-        rates: dict[Any, list[bool]] = {}
-        for group, positive in self._predictions:
-            if group is not None:
-                rates.setdefault(group, []).append(positive)
-        means = [float(np.mean(v)) for v in rates.values() if v]
-        return max(means) - min(means) if len(means) >= 2 else 0.0
+        if not self._selections.full:
+            return math.nan
+        counts = np.pad(self._selections.counts, (0, len(self._selections.counts) % 2))
+        rows, positives = counts[0::2] + counts[1::2], counts[1::2]
+        present = rows[1:] > 0  # group 0 is "no group"
+        if present.sum() < 2:
+            return 0.0
+        rates = positives[1:][present] / rows[1:][present]
+        return float(rates.max() - rates.min())
 
     def feedback(self, request_id: str, label: Any) -> bool:
         """Record the true label of an earlier prediction; False if the id is unknown."""
@@ -271,8 +322,8 @@ class ModelMonitor:
             prediction = self._pending.pop(request_id, _UNKNOWN)
             if prediction is _UNKNOWN:
                 return False
-            self._correct = ([*self._correct, prediction == label])[-self.window :]
-            self.accuracy.set(float(np.mean(self._correct)))
+            self._correct.push([int(prediction == label)])
+            self.accuracy.set(_share(self._correct, 1))
         self.feedback_total.inc()
         return True
 
@@ -281,6 +332,13 @@ class ModelMonitor:
 
 
 _UNKNOWN = object()
+
+
+def _share(tally: _Tally, code: int) -> float:
+    """The share of ``code`` in a full window, else NaN."""
+    if not tally.full:
+        return math.nan
+    return float(tally.counts[code] / tally.filled) if code < len(tally.counts) else 0.0
 
 
 def instrument(app: Any, monitor: ModelMonitor, *, path: str = "/predict") -> None:

@@ -29,7 +29,12 @@ def samples(monitor: ModelMonitor) -> dict[tuple[str, tuple[tuple[str, str], ...
 def test_window_statistics() -> None:
     reference = make_credit(3000, seed=1)
     monitor = ModelMonitor(
-        reference=reference, features=FEATURES, model_version="v9", sensitive="sex", window=400
+        reference=reference,
+        features=FEATURES,
+        model_version="v9",
+        sensitive="sex",
+        window=400,
+        fairness_window=600,
     )
     traffic = make_credit(1000, seed=2)
     predictions = (traffic["income"].fillna(0) > 40000).astype(int).tolist()
@@ -59,7 +64,9 @@ def test_window_statistics() -> None:
         psi, abs=1e-6
     )
     gap = demographic_parity_difference(
-        window["approved"], predictions[-400:], sensitive_features=window["sex"]
+        traffic["approved"].iloc[-600:],
+        predictions[-600:],
+        sensitive_features=traffic["sex"].iloc[-600:],
     )
     assert got[("chaosml_model_fairness_gap", (("attribute", "sex"),))] == pytest.approx(gap)
     assert got[("chaosml_model_positive_rate", ())] == pytest.approx(np.mean(predictions[-400:]))
@@ -67,10 +74,58 @@ def test_window_statistics() -> None:
 
     labels = traffic["approved"].tolist()
     assert monitor.feedback("r999", labels[999]) and not monitor.feedback("nope", 1)
-    for i in range(900, 999):
+    for i in range(500, 999):
         monitor.feedback(f"r{i}", labels[i])
-    accuracy = np.mean([predictions[i] == labels[i] for i in range(900, 1000)])
+    accuracy = np.mean([predictions[i] == labels[i] for i in range(599, 999)])  # the last 400
     assert samples(monitor)[("chaosml_model_online_accuracy", ())] == pytest.approx(accuracy)
+
+
+def test_no_statistic_until_its_window_is_full() -> None:
+    """An idle or just-started service exports NaN (which no rule's comparison matches), not the
+    0 or 1 of its first rows."""
+    monitor = ModelMonitor(
+        reference=make_credit(3000, seed=1),
+        features=FEATURES,
+        model_version="v",
+        sensitive="sex",
+        window=100,
+    )
+    window_statistics = {
+        "chaosml_model_feature_missing_rate",
+        "chaosml_model_feature_mean",
+        "chaosml_model_feature_psi",
+        "chaosml_model_positive_rate",
+        "chaosml_model_fairness_gap",
+        "chaosml_model_online_accuracy",
+    }
+
+    def values() -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for (name, _), value in samples(monitor).items():
+            if name in window_statistics:
+                out.setdefault(name, []).append(value)
+        return out
+
+    assert values() == {
+        "chaosml_model_positive_rate": [pytest.approx(np.nan, nan_ok=True)],
+        "chaosml_model_online_accuracy": [pytest.approx(np.nan, nan_ok=True)],
+    }
+    traffic = make_credit(400, seed=2)
+    monitor.observe(traffic.iloc[:99], [0] * 99, None, [str(i) for i in range(99)])
+    assert all(np.isnan(v) for vs in values().values() for v in vs)
+    monitor.observe(traffic.iloc[99:100], [0], None, ["99"])
+    full = values()
+    assert full["chaosml_model_positive_rate"] == [0.0]
+    assert full["chaosml_model_feature_missing_rate"] and not any(
+        np.isnan(full["chaosml_model_feature_missing_rate"])
+    )
+    assert np.isnan(full["chaosml_model_fairness_gap"][0])  # its window is 400 rows
+    monitor.observe(traffic.iloc[100:], [1] * 300, None, [str(i) for i in range(100, 400)])
+    assert values()["chaosml_model_positive_rate"] == [1.0]
+    gap = demographic_parity_difference(
+        traffic["approved"], [0] * 100 + [1] * 300, sensitive_features=traffic["sex"]
+    )
+    assert values()["chaosml_model_fairness_gap"] == [pytest.approx(gap)]
 
 
 def test_shifted_traffic_raises_psi() -> None:
