@@ -6,7 +6,7 @@ maps it to::
     ChaosmlError                    exit 2 unless a subclass says otherwise
     ├── InputError                  a user's file, argument or data is wrong (exit 2)
     │   ├── ConfigError             project config (chaosml.yaml / [tool.chaosml])
-    │   ├── SpecError               a YAML spec (slice suite, later scenarios) failed validation
+    │   ├── SpecError               a YAML spec failed validation (exit 3 if a component was down)
     │   ├── PredicateError          a predicate does not parse, uses a forbidden construct, ...
     │   ├── DataError               a data file is missing, unreadable, or lacks a column
     │   └── VersionError            a model version cannot be loaded or its predictions do not fit
@@ -34,10 +34,14 @@ class ConfigError(InputError):
 
 
 class SpecError(InputError):
-    """A YAML spec failed validation; ``problems`` holds every problem found, one line each."""
+    """A YAML spec failed validation; ``problems`` holds every problem found, one line each.
 
-    def __init__(self, problems: list[str]) -> None:
+    ``exit_code`` 3 when one of the problems is a component that could not be reached (``validate``
+    against a target whose fault point does not answer), else 2."""
+
+    def __init__(self, problems: list[str], *, exit_code: int = 2) -> None:
         self.problems = problems
+        self.exit_code = exit_code
         super().__init__("\n".join(problems))
 
 
