@@ -27,16 +27,16 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from chaosml._types import Table
-from chaosml.faults import RequestFault, ResponseFault
+from chaosml.faults import RequestFault, TransportFault
 from chaosml.faults.predictions import StaleModel
 from chaosml.proxy.api import ProxyServer, running
-from chaosml.proxy.server import Proxy, guarded
+from chaosml.proxy.server import Proxy, apply_request_faults, apply_response_faults, record
 from chaosml.proxy.toxics import ApiError, Toxic, effect_of
 
 PROXY_NAME = "service"
@@ -165,25 +165,25 @@ class FaultPoint:
     ) -> Answer:
         for toxic in toxics:
             point.metrics.series(point.metrics.toxics, point.name, toxic.type).inc()
-        effect = effect_of(toxics, 0)
+        transport = [t for t in toxics if isinstance(t.fault, TransportFault)]
+        for toxic in transport:
+            toxic.evidence.act()
+        effect = effect_of(transport, 0)
         if effect.delay:
             time.sleep(effect.delay)
         if effect.status is not None:
             raise InjectedError(effect.status, effect.body)
         metrics, name = point.metrics, point.name
-        stale: StaleModel | None = None
-        for toxic in toxics:
-            if isinstance(toxic.fault, RequestFault):
-                changed = guarded(metrics, name, toxic, toxic.fault.apply, columns, toxic.rng)
-                columns = changed if changed is not None else columns
-            elif isinstance(toxic.fault, StaleModel):
-                stale = toxic.fault
-        version = stale.version if stale is not None else None
+        requests = [t for t in toxics if isinstance(t.fault, RequestFault)]
+        n = len(next(iter(columns.values()))) if columns else 0
+        columns, pending = apply_request_faults(requests, columns, n, metrics, name)
+        stale = next((t for t in toxics if isinstance(t.fault, StaleModel)), None)
+        version = cast(StaleModel, stale.fault).version if stale is not None else None
+        if stale is not None:
+            stale.evidence.act(n)
         predictions, scores = (self.alternates[version] if version else predict)(columns)
-        for toxic in toxics:
-            if isinstance(toxic.fault, ResponseFault) and not isinstance(toxic.fault, StaleModel):
-                answer = guarded(
-                    metrics, name, toxic, toxic.fault.apply, columns, predictions, scores, toxic.rng
-                )
-                predictions, scores = answer or (predictions, scores)
+        predictions, scores, answered = apply_response_faults(
+            toxics, columns, np.asarray(predictions), scores, metrics, name
+        )
+        record(pending + answered)
         return Answer(predictions, scores, columns, version)

@@ -3,7 +3,8 @@ names, status codes and error bodies, so ``toxiproxy-python`` (or any Toxiproxy 
 
 Endpoints: ``GET/POST /proxies``, ``GET/POST/PATCH/DELETE /proxies/{name}``,
 ``GET/POST /proxies/{name}/toxics``, ``GET/POST/PATCH/DELETE /proxies/{name}/toxics/{toxic}``,
-``POST /populate``, ``POST /reset``, ``GET /version``, and ``GET /metrics`` (Prometheus).
+``POST /populate``, ``POST /reset``, ``GET /version``, and ``GET /metrics`` (Prometheus); and
+chaosml's own ``GET /proxies/{name}/toxics/{toxic}/evidence`` (what a toxic did, also once removed).
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ class ProxyServer:
             ("GET", route + r"/toxics/(?P<toxic>[^/]+)", self.show_toxic),
             ("POST|PATCH", route + r"/toxics/(?P<toxic>[^/]+)", self.update_toxic),
             ("DELETE", route + r"/toxics/(?P<toxic>[^/]+)", self.delete_toxic),
+            ("GET", route + r"/toxics/(?P<toxic>[^/]+)/evidence", self.show_evidence),
         ]
         self._routes = [(m, re.compile(p + "$"), h) for m, p, h in table]
         self._seeds = np.random.SeedSequence(self.seed)
@@ -396,7 +398,8 @@ class ProxyServer:
         """Every toxic off and every proxy enabled; a listener that cannot bind is reported after
         all the others are done (a reset never stops half-way with faults left on)."""
         for proxy in self.proxies.values():
-            proxy.toxics.clear()
+            for name in list(proxy.toxics):
+                proxy.remove(name)
         failed = []
         for proxy in self.proxies.values():
             proxy.enabled = True
@@ -491,8 +494,18 @@ class ProxyServer:
 
     async def delete_toxic(self, body: Any, proxy: str, toxic: str) -> tuple[int, Any]:
         target, _ = self._toxic(proxy, toxic)
-        del target.toxics[toxic]
+        target.remove(toxic)
         return 204, None
+
+    async def show_evidence(self, body: Any, proxy: str, toxic: str) -> tuple[int, Any]:
+        """chaosml's own: what the toxic did (requests met and hit, rows and cells changed,
+        skips by reason, errors), while active and after its removal."""
+        target = self._proxy(proxy)
+        target.active()
+        found = target.evidence(toxic)
+        if found is None:
+            raise ApiError("toxic not found", 404)
+        return 200, found
 
 
 def _check_codec(codec: str) -> None:

@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from chaosml._net import split_address as _split
 from chaosml._types import Table
 from chaosml.codecs import Codec, CodecError, detect, get_codec, partial_table, patch_records
 from chaosml.faults import PayloadFault, RequestFault, ResponseFault, TransportFault
+from chaosml.faults.evidence import Change, Evidence, answer_changes, table_changes
 from chaosml.faults.predictions import StaleModel
 from chaosml.faults.transport import Effect
 from chaosml.proxy.http import (
@@ -60,6 +62,7 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 T = TypeVar("T")
+RETIRED = 256  # removed toxics whose evidence a proxy keeps
 REQUEST_LINE = re.compile(rb"[A-Z][A-Z_-]{0,23} \S+ HTTP/\d\.\d\r?")
 METHOD = re.compile(rb"[A-Z][A-Z_-]{0,23}")
 
@@ -89,13 +92,82 @@ def looks_like_http(data: bytes) -> bool | None:
 def guarded(
     metrics: ProxyMetrics, point: str, toxic: Toxic, apply: Callable[..., T], *args: Any
 ) -> T | None:
-    """``apply(*args)``; None if the fault failed, which is counted per fault type (the payload
-    then passes through, as the fault could not change it)."""
+    """``apply(*args)``; None if the fault failed, which is counted per fault type and in the
+    toxic's evidence (the payload then passes through, as the fault could not change it)."""
     try:
         return apply(*args)
     except Exception:  # a bug in a fault must not take the service down with it
         metrics.series(metrics.fault_errors, point, toxic.type).inc()
+        toxic.evidence.error()
         return None
+
+
+Pending = list[tuple[Toxic, int, Change, set[str]]]  # evidence to record once the payload is sent
+
+
+def apply_request_faults(
+    toxics: list[Toxic], columns: Table, n: int, metrics: ProxyMetrics, point: str
+) -> tuple[Table, Pending]:
+    """``columns`` (``n`` rows) with each request toxic applied in order, and what each changed."""
+    pending: Pending = []
+    for toxic in toxics:
+        fault = cast(RequestFault, toxic.fault)
+        changed = guarded(metrics, point, toxic, fault.apply, columns, toxic.rng)
+        if changed is None:
+            continue
+        absent = (fault.reads() or set()) - columns.keys()
+        pending.append((toxic, n, table_changes(columns, changed, n), absent))
+        columns = changed
+    return columns, pending
+
+
+def apply_response_faults(
+    toxics: list[Toxic],
+    rows: Table | None,
+    predictions: npt.NDArray[Any],
+    scores: npt.NDArray[np.float64] | None,
+    metrics: ProxyMetrics,
+    point: str,
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64] | None, Pending]:
+    """The answers with each response toxic applied in order (``rows``: the request's rows, for
+    ``where``), and what each changed. A ``stale_model`` toxic routes, it does not change."""
+    pending: Pending = []
+    n = len(predictions)
+    for toxic in toxics:
+        fault = toxic.fault
+        if not isinstance(fault, ResponseFault) or isinstance(fault, StaleModel):
+            continue
+        answer = guarded(metrics, point, toxic, fault.apply, rows, predictions, scores, toxic.rng)
+        if answer is None:
+            continue
+        absent = set(fault.predicate.columns) if fault.predicate is not None else set()
+        absent -= set(rows or ())
+        pending.append((toxic, n, answer_changes(predictions, scores, *answer), absent))
+        predictions, scores = answer
+    return predictions, scores, pending
+
+
+def acted(toxics: list[Toxic]) -> None:
+    """The transport toxics among ``toxics`` act on this exchange."""
+    for toxic in toxics:
+        if isinstance(toxic.fault, TransportFault):
+            toxic.evidence.act()
+
+
+def record(pending: Pending) -> None:
+    for toxic, n, change, absent in pending:
+        toxic.evidence.change(n, change, absent)
+
+
+def encoded(message: bytes) -> str | None:
+    """The content coding of an HTTP message's body (``gzip``, ...), None for identity."""
+    head = message.partition(b"\r\n\r\n")[0]
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-encoding":
+            coding = value.strip().decode("latin-1").lower()
+            return None if coding in ("", "identity") else coding
+    return None
 
 
 @dataclass
@@ -121,6 +193,7 @@ class _Plan:
     downstream: list[Toxic]
     early: bool  # a transport toxic acts before the request is forwarded
     request: list[Toxic]  # request faults, in order
+    framing: list[Toxic]  # response faults with ``where``: they read the request's rows
     decode: bool  # the request payload is read (to change it, or to frame a response fault)
     reads: tuple[str, ...] | None  # the columns read, sorted (None: the whole table)
     stale: str | None  # the upstream a stale_model toxic sends requests to
@@ -141,6 +214,7 @@ class _Plan:
             downstream=downstream,
             early=any(isinstance(t.fault, TransportFault) for t in upstream),
             request=request,
+            framing=framing,
             decode=bool(request or framing),
             reads=None
             if None in reads
@@ -148,7 +222,10 @@ class _Plan:
             stale=next(
                 (t.fault.upstream for t in downstream if isinstance(t.fault, StaleModel)), None
             ),
-            respond=any(isinstance(t.fault, ResponseFault) for t in downstream),
+            respond=any(
+                isinstance(t.fault, ResponseFault) and not isinstance(t.fault, StaleModel)
+                for t in downstream
+            ),
             late=any(isinstance(t.fault, TransportFault) for t in downstream),
         )
 
@@ -222,6 +299,7 @@ class Proxy:
     _counters: dict[str, Any] = field(default_factory=dict)
     _plans: dict[tuple[int, ...], _Plan] = field(default_factory=dict)
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    retired: dict[str, Evidence] = field(default_factory=dict)  # removed toxics' evidence
 
     def __post_init__(self) -> None:
         self._requests = self.metrics.series(self.metrics.requests, self.name)  # the hot path's
@@ -285,8 +363,22 @@ class Proxy:
     def active(self) -> list[Toxic]:
         now = time.monotonic()
         for name in [n for n, t in self.toxics.items() if t.expired(now)]:
-            del self.toxics[name]
+            self.remove(name)
         return list(self.toxics.values())
+
+    def remove(self, name: str) -> None:
+        """Take toxic ``name`` off; its evidence stays readable (the last ``RETIRED`` ones)."""
+        toxic = self.toxics.pop(name)
+        self.retired.pop(name, None)
+        self.retired[name] = toxic.evidence
+        while len(self.retired) > RETIRED:
+            del self.retired[next(iter(self.retired))]
+
+    def evidence(self, name: str) -> dict[str, Any] | None:
+        """What toxic ``name`` did (active or removed), None if this proxy never had it."""
+        toxic = self.toxics.get(name)
+        found = toxic.evidence if toxic is not None else self.retired.get(name)
+        return None if found is None else {"active": toxic is not None, **found.to_json()}
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         clock = self._connections.add(writer)
@@ -393,14 +485,18 @@ class Proxy:
 
     async def _handle_toxic(self, request: Message, plan: _Plan) -> Reply:
         if plan.early:
+            acted(plan.upstream)
             early = await self._act(effect_of(plan.upstream, len(request.body)), request)
             if early is not None:
                 return early
         body, frame, codec = self._request_faults(request, plan)
+        if plan.stale is not None:
+            acted([t for t in plan.downstream if isinstance(t.fault, StaleModel)])
         reply = await self._forward(plan.stale or self.upstream, request, body)
         if plan.respond and reply.data:
             reply.data = self._response_faults(reply.data, plan.downstream, frame, codec)
         if plan.late:
+            acted(plan.downstream)
             effect = effect_of(plan.downstream, len(reply.data))
             late = await self._act(effect, request)
             if late is not None:
@@ -431,10 +527,20 @@ class Proxy:
     def _codec(self, payload: Any) -> Codec | None:
         return detect(payload) if self.codec == "auto" else get_codec(self.codec)
 
+    def _skip(self, toxics: list[Toxic], reason: str) -> None:
+        for toxic in toxics:
+            toxic.evidence.skip(reason)
+
     def _request_faults(
         self, request: Message, plan: _Plan
     ) -> tuple[bytes, Table | None, Codec | None]:
         if not plan.decode:
+            return request.body, None, None
+        readers = plan.request + plan.framing
+        coding = request.header(b"content-encoding")
+        if coding is not None and coding.strip().lower() not in (b"", b"identity"):
+            self.metrics.series(self.metrics.unparsed, self.name, "request").inc()
+            self._skip(readers, f"request body {coding.decode('latin-1').lower()}-encoded")
             return request.body, None, None
         try:
             payload = orjson.loads(request.body)
@@ -446,34 +552,46 @@ class Proxy:
             if records is not None and reads is not None:  # decode only the columns read
                 before = partial_table(records, reads)  # and patch them back in place
                 batch = None
+                n = len(records)
             else:
                 batch = codec.decode_request(payload)
                 before = batch.columns
-        except UNREADABLE:
+                n = len(next(iter(before.values()))) if before else 0
+        except UNREADABLE as exc:
             self.metrics.series(self.metrics.unparsed, self.name, "request").inc()
+            self._skip(readers, f"unreadable request body ({type(exc).__name__})")
             return request.body, None, None
-        columns = before
-        for toxic in plan.request:
-            apply = cast(RequestFault, toxic.fault).apply
-            changed = guarded(self.metrics, self.name, toxic, apply, columns, toxic.rng)
-            columns = changed if changed is not None else columns
+        columns, pending = apply_request_faults(plan.request, before, n, self.metrics, self.name)
         try:
             if records is not None:
-                if not patch_records(records, before, columns):
-                    return request.body, columns, codec
-                return orjson.dumps(payload), columns, codec
-            assert batch is not None
-            if columns is before:
-                return request.body, columns, codec
-            batch.columns = columns
-            return orjson.dumps(codec.encode_request(batch)), columns, codec
-        except UNREADABLE:
-            self.metrics.series(self.metrics.unparsed, self.name, "request").inc()
+                body = orjson.dumps(payload) if patch_records(records, before, columns) else None
+            elif columns is before:
+                body = None
+            else:
+                assert batch is not None
+                batch.columns = columns
+                body = orjson.dumps(codec.encode_request(batch))
+        except Exception:  # the faulted values could not be sent: the fault's failure
+            for toxic, *_ in pending:
+                self.metrics.series(self.metrics.fault_errors, self.name, toxic.type).inc()
+                toxic.evidence.error()
             return request.body, None, None
+        record(pending)
+        return request.body if body is None else body, columns, codec
 
     def _response_faults(
         self, data: bytes, toxics: list[Toxic], table: Table | None, codec: Codec | None
     ) -> bytes:
+        changers = [
+            t
+            for t in toxics
+            if isinstance(t.fault, ResponseFault) and not isinstance(t.fault, StaleModel)
+        ]
+        coding = encoded(data)
+        if coding is not None:
+            self.metrics.series(self.metrics.unparsed, self.name, "response").inc()
+            self._skip(changers, f"response body {coding}-encoded")
+            return data
         head, _, body = data.partition(b"\r\n\r\n")
         try:
             payload = orjson.loads(body)
@@ -481,31 +599,27 @@ class Proxy:
             outputs = codec.decode_response(payload)
             predictions = np.asarray(outputs.predictions, dtype=object)
             scores = None if outputs.scores is None else np.asarray(outputs.scores, dtype=float)
-        except UNREADABLE:
+        except UNREADABLE as exc:
             self.metrics.series(self.metrics.unparsed, self.name, "response").inc()
+            status = head.split(b" ", 2)[1:2]
+            why = f"HTTP {status[0].decode()} answer" if status and status[0][:1] != b"2" else ""
+            self._skip(changers, f"unreadable response body ({why or type(exc).__name__})")
             return data
         n = len(predictions)
         rows = table if table and all(len(v) == n for v in table.values()) else None
-        for toxic in toxics:
-            if isinstance(toxic.fault, ResponseFault):
-                answer = guarded(
-                    self.metrics,
-                    self.name,
-                    toxic,
-                    toxic.fault.apply,
-                    rows,
-                    predictions,
-                    scores,
-                    toxic.rng,
-                )
-                predictions, scores = answer or (predictions, scores)
+        predictions, scores, pending = apply_response_faults(
+            changers, rows, predictions, scores, self.metrics, self.name
+        )
         outputs.predictions = predictions.tolist()
         outputs.scores = None if scores is None else scores.tolist()
         try:
             new_body = orjson.dumps(codec.encode_response(outputs))
-        except UNREADABLE:
-            self.metrics.series(self.metrics.unparsed, self.name, "response").inc()
+        except Exception:  # the faulted answers could not be sent: the fault's failure
+            for toxic, *_ in pending:
+                self.metrics.series(self.metrics.fault_errors, self.name, toxic.type).inc()
+                toxic.evidence.error()
             return data
+        record(pending)
         lines = [
             line for line in head.split(b"\r\n") if not line.lower().startswith(b"content-length")
         ]

@@ -98,12 +98,15 @@ class Link:
                     self.skipped.add(toxic.name)
                     metrics = self.proxy.metrics
                     metrics.series(metrics.skipped, self.proxy.name, toxic.type).inc()
+                    if toxic.hits():
+                        toxic.evidence.skip("raw TCP connection (not HTTP)")
                 continue
             if toxic.name not in self.rolled:
                 self.rolled[toxic.name] = toxic.hits()
                 if self.rolled[toxic.name]:
                     metrics = self.proxy.metrics
                     metrics.series(metrics.toxics, self.proxy.name, toxic.type).inc()
+                    toxic.evidence.act()
             if self.rolled[toxic.name]:
                 hit.append(toxic)
         return hit

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from chaosml.faults import Fault, TransportFault, make_fault
+from chaosml.faults.evidence import Evidence
 from chaosml.faults.transport import Effect
 
 STREAMS = ("upstream", "downstream")
@@ -40,10 +41,12 @@ class Toxic:
     lease: float | None = None  # seconds; the toxic disappears unless renewed within it
     expires_at: float | None = field(default=None)
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    evidence: Evidence = field(default_factory=Evidence)
 
     def hits(self) -> bool:
-        """Roll the toxicity for one request."""
-        return self.toxicity >= 1 or (self.toxicity > 0 and self.rng.random() < self.toxicity)
+        """Roll the toxicity for one request (counted in the evidence)."""
+        hit = self.toxicity >= 1 or (self.toxicity > 0 and self.rng.random() < self.toxicity)
+        return self.evidence.roll(hit)
 
     def renew(self) -> None:
         self.expires_at = None if self.lease is None else time.monotonic() + self.lease
@@ -145,10 +148,14 @@ def build_toxic(
         fault,
         None if lease is None else float(lease),
     )
-    if seed is not None:
+    if existing is not None:
+        # An update (a lease renewal re-POSTs the toxic) goes on with the same draws and counts:
+        # re-seeding would replay the seed's first draws every renewal. Only a new seed restarts.
+        toxic.evidence = existing.evidence
+        reseed = seed is not None and seed != existing.attributes.get("seed")
+        toxic.rng = np.random.default_rng(seed) if reseed else existing.rng
+    elif seed is not None:
         toxic.rng = np.random.default_rng(seed)
-    elif existing is not None:
-        toxic.rng = existing.rng
     elif rng is not None:
         toxic.rng = np.random.default_rng(rng.integers(2**63))
     toxic.renew()

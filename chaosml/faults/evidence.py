@@ -1,0 +1,143 @@
+"""Fault evidence: what a fault point actually did with one toxic, so a game day can tell a fault
+that acted (and monitoring that missed it) from a fault that never changed anything.
+
+Each fault point keeps one ``Evidence`` per toxic: how many requests met it while it was active,
+how many its toxicity picked, how many rows those carried, which cells it changed (per column),
+the requests where a column it needs was absent, the requests it could not act on and why
+(an unreadable or encoded body, a raw TCP connection), and the ones on which it raised.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from chaosml._types import Table
+
+PREDICTION, SCORE = "prediction", "score"  # the columns an answer's changes are counted under
+Change = tuple[int, dict[str, int]]  # rows with any change, changed cells per column
+
+
+@dataclass
+class Evidence:
+    """Counts for one toxic; safe to update from several threads (the in-service point)."""
+
+    rolls: int = 0  # requests (raw TCP: connections) that met the toxic while it was active
+    hits: int = 0  # of those, the ones its toxicity picked
+    acted: int = 0  # hits on which the fault ran (payload read and changed, effect applied, routed)
+    rows: int = 0  # rows of the payloads it ran on
+    changed_rows: int = 0  # rows in which it changed at least one value
+    changed: dict[str, int] = field(default_factory=dict)  # changed cells per column
+    absent: dict[str, int] = field(default_factory=dict)  # hits where a column it needs was missing
+    skipped: dict[str, int] = field(default_factory=dict)  # hits it could not act on, by reason
+    errors: int = 0  # hits on which the fault raised (the payload passed unchanged)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def roll(self, hit: bool) -> bool:
+        with self._lock:
+            self.rolls += 1
+            self.hits += hit
+        return hit
+
+    def skip(self, reason: str) -> None:
+        with self._lock:
+            self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def error(self) -> None:
+        with self._lock:
+            self.errors += 1
+
+    def act(self, rows: int = 0) -> None:
+        """The fault ran on a payload of ``rows`` rows (0: no payload, e.g. a delay or a route)."""
+        with self._lock:
+            self.acted += 1
+            self.rows += rows
+
+    def change(self, rows: int, change: Change, absent: Iterable[str] = ()) -> None:
+        """The fault ran on ``rows`` rows and made ``change``; ``absent``: columns it needs that
+        the payload did not have."""
+        changed_rows, cells = change
+        with self._lock:
+            self.acted += 1
+            self.rows += rows
+            self.changed_rows += changed_rows
+            for name, count in cells.items():
+                if count:
+                    self.changed[name] = self.changed.get(name, 0) + count
+            for name in absent:
+                self.absent[name] = self.absent.get(name, 0) + 1
+
+    def to_json(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "rolls": self.rolls,
+                "hits": self.hits,
+                "acted": self.acted,
+                "rows": self.rows,
+                "changed_rows": self.changed_rows,
+                "changed": dict(self.changed),
+                "absent": dict(self.absent),
+                "skipped": dict(self.skipped),
+                "errors": self.errors,
+            }
+
+
+def differs(before: npt.NDArray[Any], after: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """Which elements changed: a null stays equal to a null; values compare by ``==`` (so 3 and
+    3.0 are the same value, "3" and 3 are not)."""
+    if before is after:
+        return np.zeros(len(before), dtype=bool)
+    if len(before) != len(after):
+        return np.ones(max(len(before), len(after)), dtype=bool)
+    old, new = pd.isna(before), pd.isna(after)
+    try:
+        with np.errstate(invalid="ignore"):
+            same = np.asarray(before == after, dtype=bool)
+    except (TypeError, ValueError):
+        same = np.array([_same(a, b) for a, b in zip(before, after, strict=True)], dtype=bool)
+    if same.shape != old.shape:  # an elementwise comparison numpy could not make
+        same = np.array([_same(a, b) for a, b in zip(before, after, strict=True)], dtype=bool)
+    return ~((old & new) | (same & ~old & ~new))
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def table_changes(before: Table, after: Table, n: int) -> Change:
+    """The rows with any change, and changed cells per column, between two versions of a
+    request's ``n`` rows (a column that vanished counts every row)."""
+    any_row = np.zeros(n, dtype=bool)
+    cells: dict[str, int] = {}
+    for name, old in before.items():
+        new = after.get(name)
+        diff = np.ones(n, dtype=bool) if new is None else differs(old, new)
+        if len(diff) == n:
+            any_row |= diff
+        cells[name] = int(np.count_nonzero(diff))
+    return int(np.count_nonzero(any_row)), cells
+
+
+def answer_changes(
+    predictions: npt.NDArray[Any],
+    scores: npt.NDArray[np.float64] | None,
+    new_predictions: npt.NDArray[Any],
+    new_scores: npt.NDArray[np.float64] | None,
+) -> Change:
+    """Changed predictions and scores (each a column), and the rows with any change."""
+    before: Table = {PREDICTION: predictions}
+    after: Table = {PREDICTION: new_predictions}
+    if scores is not None or new_scores is not None:
+        n = len(predictions)
+        before[SCORE] = scores if scores is not None else np.full(n, np.nan)
+        after[SCORE] = new_scores if new_scores is not None else np.full(n, np.nan)
+    return table_changes(before, after, len(predictions))
