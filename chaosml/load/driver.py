@@ -2,9 +2,11 @@
 
 It runs in its own process (``python -m chaosml.load``), because importing Locust monkey-patches
 the standard library for gevent; the game-day runner, its threads and signal handling stay
-untouched. The runner talks to it over pipes: commands on stdin (``phase NAME``, ``stop``), JSON
-lines on stdout (``ready``, a ``tick`` with the load's figures over a sliding window, the figures
-of each finished ``phase``, ``done``). When stdin closes (the runner died) it stops.
+untouched. The runner talks to it over pipes: commands on stdin (``phase NAME`` ends a phase;
+``last NAME`` stops the users and ends the last phase; ``stop``), JSON lines on stdout (``ready``,
+a ``tick`` with the load's figures over a sliding window, the figures of each finished ``phase``,
+``done``). When stdin closes (the runner died) it stops. Stopping lets each request in flight
+complete, and its figures are in the last phase (``end`` after ``stop``).
 
 Distributed: with ``workers: N`` the driver is a Locust master and starts N worker processes on
 loopback; ``python -m chaosml.load worker --master HOST:PORT`` starts a worker on another machine
@@ -14,6 +16,7 @@ loopback; ``python -m chaosml.load worker --master HOST:PORT`` starts a worker o
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -28,9 +31,13 @@ from locust.stats import RequestStats, calculate_response_time_percentile
 
 from chaosml._net import free_port
 from chaosml.codecs import get_codec, plain
+from chaosml.load.marks import Marks, answer_marks
 from chaosml.load.plan import LoadPlan
 
 PREDICT = "predict"
+MARK_TIMEOUT = 3.0  # seconds for every worker to answer a phase mark (then ``exact`` is False)
+# monotonic seconds, requests, failures, response-time histogram (ms -> count)
+Snapshot = tuple[float, int, int, dict[int, int]]
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -123,23 +130,26 @@ def _ids(response: Any) -> list[Any] | None:
 
 
 class Figures:
-    """The predict requests' figures: per phase, and over a sliding window for each tick."""
+    """The predict requests' figures: per phase, and over a sliding window for each tick.
 
-    def __init__(self, stats: RequestStats, window: float) -> None:
-        self.stats, self.window = stats, window
-        self.history: deque[tuple[float, int, int, dict[int, int]]] = deque()
+    A phase's ``requests`` are the predict requests that completed in it (answered or failed:
+    Locust counts both, failures also in ``failures``), ``rps`` those over its ``seconds``, and
+    ``planned_rps`` the plan's constant rate (None when users wait a ``think`` time instead)."""
+
+    def __init__(self, stats: RequestStats, window: float, planned_rps: float | None) -> None:
+        self.stats, self.window, self.planned_rps = stats, window, planned_rps
+        self.history: deque[Snapshot] = deque()
         self.phase_start = self._snapshot()
 
-    def _snapshot(self) -> tuple[float, int, int, dict[int, int]]:
+    def _snapshot(self, at: float | None = None) -> Snapshot:
+        at = time.monotonic() if at is None else at
         e = self.stats.entries.get((PREDICT, "POST"))  # created by the first request
         if e is None:
-            return time.monotonic(), 0, 0, {}
-        return time.monotonic(), e.num_requests, e.num_failures, dict(e.response_times)
+            return at, 0, 0, {}
+        return at, e.num_requests, e.num_failures, dict(e.response_times)
 
     @staticmethod
-    def _between(
-        old: tuple[float, int, int, dict[int, int]], new: tuple[float, int, int, dict[int, int]]
-    ) -> dict[str, Any]:
+    def _between(old: Snapshot, new: Snapshot) -> dict[str, Any]:
         seconds = max(new[0] - old[0], 1e-9)
         requests, failures = new[1] - old[1], new[2] - old[2]
         times = {k: v - old[3].get(k, 0) for k, v in new[3].items() if v - old[3].get(k, 0) > 0}
@@ -168,38 +178,44 @@ class Figures:
             self.history.popleft()
         return self._between(self.history[0], now)
 
-    def phase(self) -> dict[str, Any]:
-        now = self._snapshot()
+    def phase(self, at: float | None = None) -> dict[str, Any]:
+        """The figures since the last phase ended; this one ends at ``at`` (monotonic seconds,
+        default now), though requests that completed until now are in it."""
+        now = self._snapshot(at)
         figures, self.phase_start = self._between(self.phase_start, now), now
-        return figures
+        return {**figures, "planned_rps": self.planned_rps}
+
+
+class Phases:
+    """Ends phases: the figures of every request that completed in the phase, also those a
+    worker made and has not reported yet (see ``chaosml.load.marks``)."""
+
+    def __init__(self, runner: Any, figures: Figures, plan: LoadPlan) -> None:
+        self.runner, self.figures, self.plan = runner, figures, plan
+        self.marks = Marks(runner) if plan.workers else None
+
+    def end(self, *, stop: bool = False) -> dict[str, Any]:
+        """End the current phase now; with ``stop``, stop the users first (a request in flight
+        completes or times out, and is in this phase)."""
+        at, exact = time.monotonic(), True
+        if self.marks is not None:
+            timeout = self.plan.timeout + 5 if stop else MARK_TIMEOUT
+            exact = self.marks.flush(stop=stop, timeout=timeout)
+        elif stop:
+            self.runner.stop()
+        return {**self.figures.phase(at), "exact": exact}
 
 
 def run(plan: LoadPlan) -> None:
-    """Run until ``stop`` or end of stdin, reporting on stdout."""
-    env = Environment(user_classes=[user_class(plan)])
-    workers: list[subprocess.Popen[bytes]] = []
-    if plan.workers:
-        port = free_port()
-        runner: Any = env.create_master_runner("127.0.0.1", port)
-        workers = [
-            subprocess.Popen(
-                [sys.executable, "-m", "chaosml.load", "worker", "--master", f"127.0.0.1:{port}"],
-                stdin=subprocess.DEVNULL,
-            )
-            for _ in range(plan.workers)
-        ]
-        deadline = time.monotonic() + 60
-        while len(runner.clients.ready) < plan.workers:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(runner.clients.ready)} of {plan.workers} workers")
-            gevent.sleep(0.1)
-        runner.send_message("chaosml-plan", plan.to_json())
-        gevent.sleep(0.2)
-    else:
-        runner = env.create_local_runner()
-    figures = Figures(env.stats, plan.window)
+    """Run until ``stop`` (or ``last NAME``) or end of stdin, reporting on stdout."""
+    # a stopped user finishes the request it is in: every request sent completes in a phase
+    env = Environment(user_classes=[user_class(plan)], stop_timeout=plan.timeout + 1)
+    runner, workers = _runners(env, plan)
+    figures = Figures(env.stats, plan.window, plan.rate or None)
+    phases = Phases(runner, figures, plan)
     commands = FileObjectThread(sys.stdin, "r")
     go, stopping = gevent.event.Event(), gevent.event.Event()
+    last = {"name": "end"}
 
     def read_commands() -> None:
         for line in commands:
@@ -207,7 +223,10 @@ def run(plan: LoadPlan) -> None:
             if word == "start":
                 go.set()
             elif word == "phase":
-                emit("phase", name=argument, **figures.phase())
+                emit("phase", name=argument, **phases.end())
+            elif word == "last":
+                last["name"] = argument
+                break
             elif word == "stop":
                 break
         stopping.set()
@@ -224,7 +243,7 @@ def run(plan: LoadPlan) -> None:
         emit("ready", workers=plan.workers)
         while not stopping.wait(plan.tick):
             emit("tick", users=runner.user_count, **figures.tick())
-        emit("phase", name="end", **figures.phase())
+        emit("phase", name=last["name"], **phases.end(stop=True))
     finally:
         runner.quit()
         for process in workers:
@@ -235,6 +254,35 @@ def run(plan: LoadPlan) -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
         emit("done")
+
+
+def _runners(env: Environment, plan: LoadPlan) -> tuple[Any, list[subprocess.Popen[bytes]]]:
+    """The local runner, or a master runner with ``plan.workers`` worker processes that have the
+    plan."""
+    if not plan.workers:
+        return env.create_local_runner(), []
+    # Locust's master returns from start() only after up to 1 s of waiting for the workers'
+    # reports; the local runner returns at once, and so should a phase's start in both modes
+    os.environ["LOCUST_WAIT_FOR_WORKERS_REPORT_AFTER_RAMP_UP"] = "0"
+    port = free_port()
+    runner: Any = env.create_master_runner("127.0.0.1", port)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "chaosml.load", "worker", "--master", f"127.0.0.1:{port}"],
+            stdin=subprocess.DEVNULL,
+        )
+        for _ in range(plan.workers)
+    ]
+    deadline = time.monotonic() + 60
+    while len(runner.clients.ready) < plan.workers:
+        if time.monotonic() > deadline:
+            for process in workers:
+                process.kill()
+            raise RuntimeError(f"only {len(runner.clients.ready)} of {plan.workers} workers")
+        gevent.sleep(0.1)
+    runner.send_message("chaosml-plan", plan.to_json())
+    gevent.sleep(0.2)
+    return runner, workers
 
 
 def worker(master: str) -> None:
@@ -250,6 +298,7 @@ def worker(master: str) -> None:
         env.user_classes = [user_class(LoadPlan.from_json(msg.data))]
 
     runner.register_message("chaosml-plan", on_plan)
+    answer_marks(runner)
     runner.greenlet.join()
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # The load's own figures over a sliding window, as stop conditions and the live display see them.
 FIGURES = ("rps", "error_rate", "p50_ms", "p95_ms", "p99_ms", "requests", "failures", "users")
+# A phase delivered less than its load when its rate is more than this fraction under the plan.
+SHORTFALL_LIMIT = 0.1
 
 
 @dataclass(frozen=True)
@@ -45,3 +48,13 @@ class LoadPlan:
     def from_json(cls, text: str) -> LoadPlan:
         data: dict[str, Any] = json.loads(text)
         return cls(**data)
+
+
+def shortfall(figures: Mapping[str, Any]) -> float | None:
+    """The fraction by which a phase's delivered ``rps`` fell short of its ``planned_rps``
+    (0.0 at or above the plan), or None when the phase had no planned rate or no figures.
+    A phase ran at less than its load when this is more than ``SHORTFALL_LIMIT``."""
+    planned, delivered = figures.get("planned_rps"), figures.get("rps")
+    if not planned or delivered is None:
+        return None
+    return max(0.0, 1.0 - float(delivered) / float(planned))

@@ -121,9 +121,19 @@ class LoadProcess:
             stdin.write(line + "\n")
             stdin.flush()
 
-    def mark(self, ended: str, timeout: float = 5) -> dict[str, Any] | None:
-        """End phase ``ended``: the driver reports its figures (requests, rps, percentiles)."""
-        self._send(f"phase {ended}")
+    def mark(
+        self, ended: str, timeout: float | None = None, *, last: bool = False
+    ) -> dict[str, Any] | None:
+        """End phase ``ended`` and return its figures: the predict requests that completed in
+        it (``requests``, of which ``failures``), ``seconds``, the delivered ``rps``, the
+        plan's ``planned_rps`` (None without a constant ``rate``), ``error_rate``, latency
+        percentiles, and ``exact`` (False if a worker did not report in time). With ``last``,
+        the users stop first and the requests in flight complete in this phase, so no request
+        is left out of the phases; the driver then exits. None if the driver did not answer
+        within ``timeout`` seconds."""
+        if timeout is None:
+            timeout = self.plan.timeout + 10 if last else 5
+        self._send(f"{'last' if last else 'phase'} {ended}")
         deadline = time.monotonic() + timeout
         with self._phase_seen:
             while ended not in self.phases and not self._done.is_set():
@@ -133,11 +143,15 @@ class LoadProcess:
                 self._phase_seen.wait(left)
         return self.phases.get(ended)
 
-    def stop(self, timeout: float = 15, *, wait: bool = True) -> None:
-        """Stop the users and the driver (by PID if it does not exit by itself); with
-        ``wait=False`` only tell it to stop, and call ``stop()`` again later to reap it."""
+    def stop(self, timeout: float | None = None, *, wait: bool = True) -> None:
+        """Stop the users and the driver (by PID if it does not exit by itself within
+        ``timeout``, by default the request timeout and 15 s); the requests in flight complete
+        and are in phase ``end``. With ``wait=False`` only tell it to stop, and call ``stop()``
+        again later to reap it."""
         if self._process is None:
             return
+        if timeout is None:
+            timeout = self.plan.timeout + 15
         self._send("stop")
         if self._process.stdin is not None and not self._process.stdin.closed:
             with contextlib.suppress(OSError):

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from chaosml.demo.train import DemoArtifacts
-from chaosml.load import LoadPlan, LoadProcess, LoadStopped
+from chaosml.load import FIGURES, LoadPlan, LoadProcess, LoadStopped
 
 
 def test_constant_rate_within_five_percent(echo_service: str, demo: DemoArtifacts) -> None:
@@ -22,7 +22,10 @@ def test_constant_rate_within_five_percent(echo_service: str, demo: DemoArtifact
         figures = load.mark("measured")
     assert figures is not None and figures["failures"] == 0
     assert figures["rps"] == pytest.approx(40, rel=0.05), figures
-    assert figures["p95_ms"] is not None and len(load.ticks) >= 20
+    assert figures["p95_ms"] is not None and figures["planned_rps"] == 40
+    # each tick carries the figures stop conditions read, over the requests of its window
+    assert load.ticks and all(set(FIGURES) <= set(tick) for tick in load.ticks)
+    assert load.ticks[-1]["requests"] > 0 and load.ticks[-1]["users"] == 4
 
 
 def test_feedback_reaches_the_service(model_v2: str, demo: DemoArtifacts) -> None:
@@ -60,9 +63,9 @@ def test_distributed_with_two_workers(echo_service: str, demo: DemoArtifacts) ->
         load.mark("warmup")
         time.sleep(6)
         figures = load.mark("measured")
-    assert figures is not None and figures["failures"] == 0
-    # workers report every second, so a window's edges can shift by one report
-    assert figures["rps"] == pytest.approx(40, rel=0.2), figures
+    assert figures is not None and figures["failures"] == 0 and figures["exact"]
+    # each mark collects the workers' requests not yet reported, so the phase's edges are exact
+    assert figures["rps"] == pytest.approx(40, rel=0.05), figures
 
 
 def test_a_driver_whose_runner_died_stops_by_itself(echo_service: str, demo: DemoArtifacts) -> None:
