@@ -31,15 +31,36 @@ class AlertState:
 
 @dataclass(frozen=True)
 class RuleInfo:
-    """An alerting rule a source knows, with the failure mode it says it covers."""
+    """An alerting rule a source knows, with the failure mode it says it covers.
+
+    ``query``: its PromQL, when the source has one; ``label_keys``: every label key its alerts can
+    carry (None: the source cannot tell); ``evaluation_seconds`` and ``scrape_seconds``: how often
+    it is evaluated and the data it reads is scraped (0 when not known)."""
 
     name: str
     labels: dict[str, str] = field(default_factory=dict)
     for_seconds: float = 0.0
+    query: str | None = None
+    label_keys: frozenset[str] | None = None
+    evaluation_seconds: float = 0.0
+    scrape_seconds: float = 0.0
 
     @property
     def failure_mode(self) -> str | None:
         return self.labels.get("failure_mode")
+
+    @property
+    def window_seconds(self) -> float | None:
+        """The longest range its query looks back over (None: no range, or no query)."""
+        from chaosml.alerts.promql import window_seconds
+
+        return None if self.query is None else window_seconds(self.query)
+
+    @property
+    def fires_after(self) -> float:
+        """The least time from a condition starting to hold to this rule firing: ``for:``, plus
+        a scrape to see it and an evaluation to notice it."""
+        return self.for_seconds + self.scrape_seconds + self.evaluation_seconds
 
 
 class AlertSource(Protocol):

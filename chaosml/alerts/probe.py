@@ -79,7 +79,31 @@ class MetricProbe:
         self._scrape()
 
     def rules(self) -> list[RuleInfo] | None:
-        return [RuleInfo(r.alert, dict(r.labels), r.for_seconds) for r in self.checks]
+        """The rules, with the label keys their alerts can carry: those of the metric's series on
+        the page (when the page can be read and has the metric), the expression's and the rule's."""
+        try:
+            page = self._label_keys(self._scrape())
+        except (UnreachableError, ValueError):
+            page = {}
+        return [
+            RuleInfo(
+                r.alert,
+                dict(r.labels),
+                r.for_seconds,
+                label_keys=None
+                if r.expr.metric not in page
+                else page[r.expr.metric] | set(r.expr.labels) | set(r.labels) | {"alertname"},
+            )
+            for r in self.checks
+        ]
+
+    @staticmethod
+    def _label_keys(text: str) -> dict[str, frozenset[str]]:
+        keys: dict[str, set[str]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                keys.setdefault(sample.name, set()).update(sample.labels)
+        return {name: frozenset(found) for name, found in keys.items()}
 
     def _scrape(self) -> str:
         try:

@@ -1,18 +1,35 @@
 """Scenario and target files: the bundled ones validate; each broken file in the corpus gives its
-exact one-line messages (every problem in the file) and exit 2, with no traceback."""
+exact one-line messages (every problem in the file) and exit 2 (3 for a fault point that does not
+answer), with no traceback.
+
+Checks against a live target run against real servers on loopback: the chaosml proxy (an HTTP
+proxy and a raw TCP relay), a second proxy standing in for a real Toxiproxy (it speaks the same
+API), the in-service fault point with a token, and a /metrics page read by a metric probe."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+import requests
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from typer.testing import CliRunner
 
+from chaosml._net import free_port
 from chaosml.cli import app
+from chaosml.demo.service import serving_app
 from chaosml.durations import format_duration, parse_duration
-from chaosml.gameday import load_scenarios
+from chaosml.errors import SpecError
+from chaosml.faultpoint import FaultPoint
+from chaosml.gameday import load_scenarios, validate
+from chaosml.proxy.api import ProxyServer, running
 
 ROOT = Path(__file__).parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -96,21 +113,133 @@ AGAINST_TARGET = {
         "{path}:3: faults[0].type: no fault point 'service' (the default for bias) in {target} "
         "(expected one of proxy, network)"
     ],
-    "payload_at_toxiproxy": [
-        "{path}:3: faults[0].type: missing_values cannot run at a real Toxiproxy (it runs at: "
-        "chaosml's proxy (HTTP), the in-service fault point, offline evaluation data); "
-        "'network' is a Toxiproxy"
-    ],
     "unknown_point": [
         "{path}:3: faults[0].at: no fault point 'nowhere' in {target} (expected one of proxy, "
         "network)"
     ],
 }
+# Against the live target (``live_target``): fault points that answer, a probe that lists rules.
+POINTS = "proxy, raw, wrong, service, locked, network, down"
+AGAINST_LIVE = {
+    "schema_and_target": [
+        "{path}:2: durration: unknown key",
+        "{path}:4: load.data: {folder}/nowhere.parquet: file not found",
+        f"{{path}}:6: faults[0].at: no fault point 'servce' in {{target}} (expected one of {POINTS})",
+        "{path}:9: expect[1].alert: no rule 'FeatureMissingRate' in the target's rules "
+        "(expected one of FeatureMissingRateHigh)",
+    ],
+    "point_unreachable": [
+        "{target}:12: fault_points.down.api: fault point 'down' ({down}) unreachable: "
+        "[Errno 111] Connection refused"
+    ],
+    "wrong_proxy": [
+        "{target}:8: fault_points.wrong.proxy: fault point 'wrong' ({proxy}) has no proxy "
+        "'modle' (did you mean 'model'?)"
+    ],
+    "token_refused": [
+        "{target}:10: fault_points.locked.api: fault point 'locked' ({service}): GET /proxies: "
+        "HTTP 401: missing or wrong token"
+    ],
+    "timeout_at_service": [
+        "{path}:3: faults[0].type: timeout cannot run at the in-service fault point (it runs "
+        "at: chaosml's proxy (HTTP), chaosml's proxy relaying raw TCP, a real Toxiproxy); "
+        "'service' is the in-service fault point"
+    ],
+    "http_error_at_tcp": [
+        "{path}:3: faults[0].type: http_error cannot run at chaosml's proxy relaying raw TCP "
+        "(it runs at: chaosml's proxy (HTTP), the in-service fault point); 'raw' is a raw TCP "
+        "relay"
+    ],
+    "payload_at_toxiproxy": [
+        "{path}:3: faults[0].type: missing_values cannot run at a real Toxiproxy (it runs at: "
+        "chaosml's proxy (HTTP), the in-service fault point, offline evaluation data); "
+        "'network' is a Toxiproxy"
+    ],
+    "unknown_column": [
+        "{path}:3: faults[0].columns[1]: unknown column 'incom' in {data} (did you mean 'income'?)"
+    ],
+    "where_unknown_column": [
+        "{path}:3: faults[0].where: unknown column 'agee' in {data} (did you mean 'age'?)"
+    ],
+    "label_column": [
+        "{path}:3: faults[0].columns[0]: 'region' is the label column: it is not sent to the "
+        "service"
+    ],
+    "label_key_typo": [
+        "{path}:3: expect[0].labels.featur: unknown label 'featur' for FeatureMissingRateHigh "
+        "(did you mean 'feature'?)"
+    ],
+    "deadline_before_for": [
+        "{path}:3: expect[0].within: 5s is shorter than FeatureMissingRateHigh needs to fire "
+        "(for: 10s)"
+    ],
+}
+UNREACHABLE = {"point_unreachable"}  # exit 3: a component did not answer
+TOKEN_ENV = "CHAOSML_TEST_POINT_TOKEN"
+PAGE = 'model_feature_missing_rate{feature="income"} 0.0\nmodel_feature_missing_rate{feature="age"} 0.0\n'
+LIVE_TARGET = """name: live
+url: http://127.0.0.1:9/predict
+data: {data}
+label: region
+fault_points:
+  proxy: {{api: {proxy}, proxy: model}}
+  raw: {{api: {proxy}, proxy: raw}}
+  wrong: {{api: {proxy}, proxy: modle}}
+  service: {{api: {service}, proxy: service, token_env: {token_env}}}
+  locked: {{api: {service}, proxy: service}}
+  network: {{api: {toxiproxy}, proxy: model, kind: toxiproxy}}
+  down: {{api: {down}, proxy: model}}
+alerts:
+  - type: probe
+    url: http://{page}/metrics
+    rules:
+      - {{alert: FeatureMissingRateHigh, expr: 'model_feature_missing_rate > 0.2', for: 10s, labels: {{severity: warning}}}}
+"""
 
 
-def _check(argv: list[str], expected: list[str], **names: Path) -> None:
+async def _page(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(PAGE)
+
+
+@pytest.fixture(scope="module")
+def live_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path | str]]:
+    """The live target file and the addresses its messages name."""
+    with ExitStack() as stack:
+        patch = stack.enter_context(pytest.MonkeyPatch.context())
+        patch.setenv(TOKEN_ENV, "s3cret")
+        page = stack.enter_context(serving_app(Starlette(routes=[Route("/metrics", _page)])))
+        proxy = stack.enter_context(running(ProxyServer(api="127.0.0.1:0")))
+        toxiproxy = stack.enter_context(running(ProxyServer(api="127.0.0.1:0")))
+        point = stack.enter_context(FaultPoint({}))
+        point.enable("127.0.0.1:0", token="s3cret")
+        for api, name, codec in (
+            (proxy.api, "model", "auto"),
+            (proxy.api, "raw", "tcp"),
+            (toxiproxy.api, "model", "auto"),
+        ):
+            body = {
+                "name": name,
+                "upstream": "127.0.0.1:9",
+                "listen": "127.0.0.1:0",
+                "codec": codec,
+            }
+            requests.post(f"http://{api}/proxies", json=body, timeout=5).raise_for_status()
+        names: dict[str, Path | str] = {
+            "data": FIXTURES / "requests.csv",
+            "proxy": proxy.api,
+            "service": str(point.api),
+            "toxiproxy": toxiproxy.api,
+            "down": f"127.0.0.1:{free_port()}",
+            "page": page,
+        }
+        target = tmp_path_factory.mktemp("live") / "live.yaml"
+        target.write_text(LIVE_TARGET.format(token_env=TOKEN_ENV, **names), encoding="utf-8")
+        yield {**names, "target": target}
+
+
+def _check(argv: list[str], expected: list[str], exit_code: int = 2, **names: Path | str) -> None:
     result = runner.invoke(app, ["validate", *argv])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == exit_code, result.output
     lines = [f"chaosml: error: {line.format(**names)}" for line in expected]
     assert result.stderr.strip().splitlines() == lines
     assert result.stdout == ""
@@ -120,7 +249,7 @@ def test_every_fixture_has_its_message() -> None:
     for kind, table in (
         ("bad_scenarios", BAD_SCENARIOS),
         ("bad_targets", BAD_TARGETS),
-        ("against_target", AGAINST_TARGET),
+        ("against_target", AGAINST_TARGET | AGAINST_LIVE),
     ):
         assert {p.stem for p in (FIXTURES / kind).glob("*.yaml")} == set(table), kind
 
@@ -148,6 +277,93 @@ def test_scenario_against_target(name: str) -> None:
         target=TARGET,
         folder=path.parent,
     )
+
+
+@pytest.mark.parametrize("name", sorted(AGAINST_LIVE))
+def test_scenario_against_live_target(name: str, live_target: dict[str, Path | str]) -> None:
+    path = FIXTURES / "against_target" / f"{name}.yaml"
+    _check(
+        [str(path), "--target", str(live_target["target"])],
+        AGAINST_LIVE[name],
+        3 if name in UNREACHABLE else 2,
+        path=path,
+        folder=path.parent,
+        **live_target,
+    )
+
+
+def _scenario(folder: Path, name: str, text: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(f"name: {name}\n{text}", encoding="utf-8")
+    return path
+
+
+def test_an_unreachable_point_is_reported_once(
+    live_target: dict[str, Path | str], tmp_path: Path
+) -> None:
+    fault = "faults:\n  - {type: latency, latency: 100, at: down}\n"
+    paths = [_scenario(tmp_path, name, fault) for name in ("one", "two")]
+    with pytest.raises(SpecError) as caught:
+        validate(paths, Path(live_target["target"]))
+    assert caught.value.exit_code == 3
+    assert caught.value.problems == [AGAINST_LIVE["point_unreachable"][0].format(**live_target)]
+
+
+def test_what_each_point_can_act_out_is_accepted(
+    live_target: dict[str, Path | str], tmp_path: Path
+) -> None:
+    text = """faults:
+  - {type: slicer, average_size: 64, at: network}
+  - {type: noop, at: network}
+  - {type: latency, latency: 100, at: raw}
+  - {type: http_error, at: service}
+  - {type: missing_values, columns: [income], where: "age > 30", at: proxy}
+  - {type: label_flip, where: "age > 30", at: service}
+expect:
+  - {alert: FeatureMissingRateHigh, labels: {feature: income, severity: warning}, within: 10s}
+"""
+    checked = validate([_scenario(tmp_path, "fine", text)], Path(live_target["target"]))
+    assert checked.places == {
+        "network": "toxiproxy",
+        "raw": "tcp",
+        "service": "service",
+        "proxy": "proxy",
+    }
+    assert checked.notes == []
+
+
+def test_before_a_run_rule_findings_are_notes_and_fault_findings_stop_it(
+    live_target: dict[str, Path | str], tmp_path: Path
+) -> None:
+    target = Path(live_target["target"])
+    typo = FIXTURES / "against_target" / "label_key_typo.yaml"
+    checked = validate([typo], target, strict_rules=False)
+    assert checked.notes == [AGAINST_LIVE["label_key_typo"][0].format(path=typo)]
+    both = _scenario(
+        tmp_path,
+        "both",
+        "faults:\n  - {type: timeout, at: service}\n"
+        "expect:\n  - {alert: FeatureMissingRateHigh, labels: {featur: income}}\n",
+    )
+    with pytest.raises(SpecError) as caught:
+        validate([both], target, strict_rules=False)
+    assert caught.value.problems == [
+        f"{both}:3: faults[0].type: timeout cannot run at the in-service fault point (it runs "
+        "at: chaosml's proxy (HTTP), chaosml's proxy relaying raw TCP, a real Toxiproxy); "
+        "'service' is the in-service fault point"
+    ]
+
+
+def test_a_probe_rule_is_judged_on_the_scaled_deadline(
+    live_target: dict[str, Path | str], tmp_path: Path
+) -> None:
+    """A probe's for: is scaled at run time like the scenario, so a deadline that fits at one
+    scale fits at every scale."""
+    path = _scenario(
+        tmp_path, "scaled", "expect:\n  - {alert: FeatureMissingRateHigh, within: 20s}\n"
+    )
+    for scale in (1.0, 0.05):
+        validate([path], Path(live_target["target"]), time_scale=scale)
 
 
 def test_problems_of_several_files_are_reported_together() -> None:
