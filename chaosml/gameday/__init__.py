@@ -21,12 +21,13 @@ def run_files(
 ) -> GamedayReport:
     """Load and check ``paths`` (scenario files or folders) against the target file ``target``,
     run them, and report. Ctrl-C and SIGTERM roll back and report what ran."""
-    checked = validate(paths, target, strict_rules=False)
+    options = options or RunOptions()
+    checked = validate(paths, target, strict_rules=False, time_scale=options.time_scale)
     assert checked.target is not None
     game = GameDay(
         checked.scenarios,
         checked.target,
-        options or RunOptions(),
+        options,
         observer or Quiet(),
         notes=checked.notes,
     )
