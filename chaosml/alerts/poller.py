@@ -39,6 +39,24 @@ class Track:
 
 
 @dataclass
+class Outage:
+    """A span during which a source could not be read: from the first poll that failed to the
+    next one that worked (``end`` None while it lasts)."""
+
+    source: str
+    start: float
+    error: str
+    end: float | None = None
+    polls: int = 1
+
+    def overlaps(self, start: float, end: float) -> bool:
+        return self.start <= end and (self.end is None or self.end >= start)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class Poller:
     sources: Sequence[AlertSource]
     clock: Callable[[], float] = time.time
@@ -46,17 +64,43 @@ class Poller:
     events: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     on_event: Callable[[dict[str, Any]], None] | None = None
+    outages: list[Outage] = field(default_factory=list)
     _open: dict[tuple[str, Any], Track] = field(default_factory=dict)
+    _down: dict[str, Outage] = field(default_factory=dict)
 
     def poll(self) -> None:
-        """Ask every source once; a source that fails is recorded and polled again next time."""
+        """Ask every source once; a source that fails is recorded (an outage, until a poll of it
+        works again) and polled again next time."""
         for source in self.sources:
             try:
                 states = source.poll()
             except UnreachableError as exc:
-                self.errors.append({"t": self.clock(), "source": source.name, "error": str(exc)})
+                now = self.clock()
+                self.errors.append({"t": now, "source": source.name, "error": str(exc)})
+                outage = self._down.get(source.name)
+                if outage is None:
+                    outage = self._down[source.name] = Outage(source.name, now, str(exc))
+                    self.outages.append(outage)
+                    self._event_outage(outage, "unreachable", now)
+                else:
+                    outage.polls += 1
                 continue
-            self._update(source.name, states, self.clock())
+            now = self.clock()
+            outage = self._down.pop(source.name, None)
+            if outage is not None:
+                outage.end = now
+                self._event_outage(outage, "reachable", now)
+            self._update(source.name, states, now)
+
+    def _event_outage(self, outage: Outage, state: str, at: float) -> None:
+        event = {"t": at, "source": outage.source, "state": state, "error": outage.error}
+        self.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def down(self, start: float, end: float) -> list[Outage]:
+        """Outages that overlap [start, end]."""
+        return [o for o in self.outages if o.overlaps(start, end)]
 
     def _update(self, source: str, states: list[AlertState], now: float) -> None:
         seen = set()

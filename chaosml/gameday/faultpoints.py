@@ -25,7 +25,12 @@ from chaosml.gameday.target import FaultPointSpec
 
 
 class FaultPointError(UnreachableError):
-    """A fault point refused or could not take a request."""
+    """A fault point could not be reached, or failed a request (exit 3)."""
+
+
+class FaultPointRefused(InputError):
+    """A fault point refused a request as invalid (HTTP 4xx): the scenario or target is wrong
+    (exit 2)."""
 
 
 @dataclass
@@ -63,10 +68,13 @@ class FaultPointClient:
             detail = exc.read().decode(errors="replace").strip()
             with contextlib.suppress(ValueError, AttributeError):
                 detail = json.loads(detail).get("error", detail)
-            raise FaultPointError(
+            message = (
                 f"fault point {self.name!r} ({self.spec.api}): {method} {path}: HTTP {exc.code}: "
                 f"{detail}"
-            ) from exc
+            )
+            if 400 <= exc.code < 500 and exc.code not in (404, 408, 429):
+                raise FaultPointRefused(message) from exc
+            raise FaultPointError(message) from exc
         except (urllib.error.URLError, OSError) as exc:
             raise FaultPointError(
                 f"fault point {self.name!r} ({self.spec.api}) unreachable: "
@@ -117,25 +125,19 @@ class FaultPointClient:
             if "HTTP 404" not in str(exc):
                 raise
 
+    def evidence(self, toxic: AddedToxic) -> dict[str, Any] | None:
+        """What the fault point says the toxic did (chaosml points; None if it has no record)."""
+        path = self._path("proxies", toxic.proxy, "toxics", toxic.name, "evidence")
+        try:
+            found = self._request("GET", path)
+        except FaultPointError as exc:
+            if "HTTP 404" in str(exc):
+                return None
+            raise
+        return found if isinstance(found, dict) else None
+
     def toxics(self) -> list[dict[str, Any]]:
         return list(self._request("GET", self._path("proxies", self.spec.proxy, "toxics")) or [])
-
-    def counters(self, *names: str) -> dict[str, float]:
-        """Counters from the point's ``/metrics`` (chaosml points), each summed over its labels;
-        empty if the page cannot be read."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        try:
-            with urllib.request.urlopen(self.base + "/metrics", timeout=self.timeout) as response:
-                text = response.read().decode()
-        except (urllib.error.URLError, OSError):
-            return {}
-        totals = dict.fromkeys(names, 0.0)
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name in totals:
-                    totals[sample.name] += float(sample.value)
-        return totals
 
 
 @dataclass

@@ -18,26 +18,39 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import pandas as pd
 
 from chaosml.alerts import AlertSource, Poller, make_source
 from chaosml.errors import ChaosmlError, InputError, UnreachableError
 from chaosml.gameday.faultpoints import AddedToxic, FaultPointClient, FaultPointError, Leases
-from chaosml.gameday.journal import Journal
-from chaosml.gameday.judge import judge_expectations, scenario_verdict
+from chaosml.gameday.journal import (
+    Episode,
+    FaultEvidence,
+    FaultRecord,
+    Journal,
+    LoadFigures,
+    Outage,
+    PhaseRecord,
+    RuleRecord,
+    ScenarioRecord,
+)
+from chaosml.gameday.judge import (
+    Window,
+    judge_expectations,
+    judge_fault,
+    load_shortfall,
+    scenario_verdict,
+)
 from chaosml.gameday.scenario import Scenario, ScenarioFile
 from chaosml.gameday.target import TargetFile
 from chaosml.load import LoadPlan, LoadProcess
+from chaosml.load.process import LoadStopped
 
 POLL_INTERVAL = 0.25
-# what a chaosml fault point counts, as the journal names it
-COUNTERS = {
-    "applied": "chaosml_proxy_toxics_applied_total",
-    "errors": "chaosml_proxy_fault_errors_total",
-}
-CHECK_SECONDS = 0.1  # how often a phase checks stop conditions between polls
+CHECK_SECONDS = 0.1
+PhaseName = Literal["steady", "fault", "recovery"]  # how often a phase checks stop conditions between polls
 
 
 class Interrupted(ChaosmlError):
@@ -53,7 +66,7 @@ class Observer(Protocol):
     def phase(self, name: str, seconds: float) -> None: ...
     def tick(self, figures: dict[str, Any]) -> None: ...
     def alert(self, event: dict[str, Any]) -> None: ...
-    def finished(self, record: dict[str, Any]) -> None: ...
+    def finished(self, record: ScenarioRecord) -> None: ...
 
 
 class Quiet:
@@ -69,7 +82,7 @@ class Quiet:
     def alert(self, event: dict[str, Any]) -> None:
         return None
 
-    def finished(self, record: dict[str, Any]) -> None:
+    def finished(self, record: ScenarioRecord) -> None:
         return None
 
 
@@ -121,7 +134,8 @@ class GameDay:
         self.sources: list[AlertSource] = [
             make_source(s, self.options.time_scale) for s in spec.alerts
         ]
-        self.poller = Poller(self.sources, clock=self.clock, on_event=self.observer.alert)
+        self.poller = Poller(self.sources, clock=self.clock, on_event=self._event)
+        self._dirty = False  # an alert changed state since the journal was last written
         lease = min((p.lease for p in spec.fault_points.values()), default=10.0)
         self.leases = Leases(self.points, interval=max(lease / 3, 0.2))
         self.journal: Journal | None = None
@@ -153,10 +167,13 @@ class GameDay:
                 try:
                     for index, file in enumerate(self.scenarios):
                         self._scenario(index, file)
+                except Interrupted as exc:
+                    self.journal.run.interrupted = str(exc)
+                    raise
                 finally:
                     self.leases.stop()
-                    self.journal.data["ended_at"] = self.clock()
-                    self.journal.save()
+                    self.journal.run.ended_at = self.clock()
+                    self._save()
             finally:
                 if self._next_load is not None:
                     self._next_load.stop()
@@ -177,12 +194,29 @@ class GameDay:
                 source.stop()
             raise
 
-    def _rules(self) -> list[dict[str, Any]]:
-        rules = []
+    def _rules(self) -> list[RuleRecord] | None:
+        """The rules the sources list; None when none of them can list rules."""
+        rules: list[RuleRecord] | None = None
         for source in self.sources:
-            for rule in source.rules() or []:
-                rules.append({"source": source.name, "name": rule.name, "labels": rule.labels})
+            listed = source.rules()
+            if listed is None:
+                continue
+            rules = (rules or []) + [
+                RuleRecord(source=source.name, name=rule.name, labels=rule.labels)
+                for rule in listed
+            ]
         return rules
+
+    def _event(self, event: dict[str, Any]) -> None:
+        self._dirty = True
+        self.observer.alert(event)
+
+    def _save(self) -> None:
+        """Write the journal, with every source's outages so far."""
+        assert self.journal is not None
+        self.journal.run.outages = [Outage(**o.to_dict()) for o in self.poller.outages]
+        self._dirty = False
+        self.journal.save()
 
     def _plan(self, file: ScenarioFile, scenario: Scenario) -> LoadPlan:
         target = self.target.target
@@ -239,129 +273,123 @@ class GameDay:
         assert self.journal is not None
         scenario = file.scenario.scaled(self.options.time_scale)
         self.observer.scenario(scenario.name, index, len(self.scenarios))
-        record: dict[str, Any] = {
-            "name": scenario.name,
-            "file": str(file.path),
-            "description": scenario.description,
-            "tags": scenario.tags,
-            "failure_mode": scenario.failure_mode,
-            "phases": [],
-            "faults": [],
-            "expectations": [],
-            "verdict": "aborted",
-            "reason": None,
-            "stopped_by": None,
-            "started_at": self.clock(),
-        }
-        self.journal.data["scenarios"].append(record)
+        record = ScenarioRecord(
+            name=scenario.name,
+            file=str(file.path),
+            description=scenario.description,
+            tags=list(scenario.tags),
+            failure_mode=scenario.failure_mode,
+            started_at=self.clock(),
+        )
+        self.journal.run.scenarios.append(record)
+        self._save()
         first_event, first_error = len(self.poller.events), len(self.poller.errors)
         load: LoadProcess | None = None
         try:
             load = self._load(index)
             self._phases(index, scenario, load, record)
-        except Interrupted as exc:
-            record["reason"] = str(exc)
+        except Interrupted:
+            record.interrupted = True
             raise
         except ChaosmlError as exc:
-            record["reason"] = str(exc)
-            record["unreachable"] = isinstance(exc, UnreachableError)
+            record.reason = str(exc)
+            record.unreachable = isinstance(exc, UnreachableError)
             if isinstance(exc, InputError):
                 raise
         finally:
             if load is not None:
                 load.stop(wait=False)
                 self._stopping.append(load)
-                record["load"] = list(load.ticks)
+                record.load = [LoadFigures.model_validate(t) for t in load.ticks]
                 if load.error:
-                    record.setdefault("errors", []).append({"load": load.error})
+                    record.errors.append({"load": load.error})
             self._close(record, scenario, first_event, first_error)
 
     def _phases(
-        self, index: int, scenario: Scenario, load: LoadProcess, record: dict[str, Any]
+        self, index: int, scenario: Scenario, load: LoadProcess, record: ScenarioRecord
     ) -> None:
         load.go()
         self._phase(record, load, "steady", scenario.phases.steady, scenario)
-        if record["stopped_by"]:
+        if record.stopped_by:
             return
         self._prestart(index + 1)  # the next scenario's driver loads its data meanwhile
         added: list[AddedToxic] = []
-        counters = self._counters()
         try:
-            record["injected_at"] = self.clock()
+            record.injected_at = self.clock()
+            record.steady_state = sorted({t.name for t in self.poller.active() if t.fired})
             for position in range(len(scenario.faults)):
                 added.append(self._inject(position, scenario, record))
             self._phase(record, load, "fault", scenario.phases.fault, scenario)
         finally:
-            record["rolled_back_at"] = self._rollback(added, record)
-            self._count(record, counters)
+            record.rolled_back_at = self._rollback(added, record)
+            self._save()
         self._phase(record, load, "recovery", scenario.phases.recovery, scenario, settle=True)
 
-    def _inject(self, position: int, scenario: Scenario, record: dict[str, Any]) -> AddedToxic:
+    def _inject(self, position: int, scenario: Scenario, record: ScenarioRecord) -> AddedToxic:
         fault = scenario.faults[position]
         client = self.points.get(fault.point)
         if client is None:
             raise InputError(f"fault {fault.type}: no fault point {fault.point!r} in the target")
         seed = derive_seed(self.options.seed, scenario.name, position)
         assert self.journal is not None
-        name = f"chaosml-{self.journal.data['run_id']}-{position}-{fault.type}"
-        entry: dict[str, Any] = {
-            "type": fault.type,
-            "point": fault.point,
-            "proxy": client.spec.proxy,
-            "toxic": name,
-            "stream": fault.toxic_stream,
-            "toxicity": fault.toxicity,
-            "attributes": fault.attributes,
-            "seed": seed if client.spec.leases else None,
-            "added_at": None,
-            "removed_at": None,
-        }
-        record["faults"].append(entry)
+        name = f"chaosml-{self.journal.run.run_id}-{position}-{fault.type}"
+        entry = FaultRecord(
+            type=fault.type,
+            point=fault.point,
+            proxy=client.spec.proxy,
+            toxic=name,
+            stream=fault.toxic_stream,
+            toxicity=fault.toxicity,
+            attributes=fault.attributes,
+            seed=seed if client.spec.leases else None,
+        )
+        record.faults.append(entry)
+        self._save()  # before the toxic exists: a SIGKILL after this leaves its record
         toxic = client.add(fault, name, seed)
         self.leases.add(toxic)
-        entry["added_at"] = self.clock()
+        entry.added_at = self.clock()
+        self._save()
         return toxic
 
-    def _rollback(self, added: list[AddedToxic], record: dict[str, Any]) -> float:
-        """Remove every toxic this scenario added (retrying); failures go in the journal."""
-        for toxic, entry in zip(added, record["faults"], strict=False):
+    def _rollback(self, added: list[AddedToxic], record: ScenarioRecord) -> float:
+        """Remove every toxic this scenario added (retrying), then read what each did; failures
+        go in the journal."""
+        for toxic, entry in zip(added, record.faults, strict=False):
             self.leases.discard(toxic)
+            client = self.points[toxic.point]
             for attempt in range(3):
                 try:
-                    self.points[toxic.point].remove(toxic)
-                    entry["removed_at"] = self.clock()
+                    client.remove(toxic)
+                    entry.removed_at = self.clock()
                     break
                 except FaultPointError as exc:
                     if attempt == 2:
-                        entry["error"] = f"not removed: {exc}"
+                        entry.error = f"not removed: {exc}"
                     else:
                         time.sleep(0.2)
-        return self.clock()
+        rolled_back = self.clock()
+        for toxic, entry in zip(added, record.faults, strict=False):
+            self._evidence(self.points[toxic.point], toxic, entry)
+        return rolled_back
 
-    def _counters(self) -> dict[str, dict[str, float]]:
-        counters = {}
-        for name, client in self.points.items():
-            if client.spec.leases:
-                totals = client.counters(*COUNTERS.values())
-                if totals:
-                    counters[name] = {key: totals[metric] for key, metric in COUNTERS.items()}
-        return counters
-
-    def _count(self, record: dict[str, Any], before: dict[str, dict[str, float]]) -> None:
-        """How often each fault point applied the scenario's toxics, and how often they failed:
-        a fault that never ran is not a monitoring gap."""
-        after = self._counters()
-        record["fault_points"] = {
-            name: {k: after[name][k] - before[name][k] for k in COUNTERS}
-            for name in before
-            if name in after
-        }
+    def _evidence(self, client: FaultPointClient, toxic: AddedToxic, entry: FaultRecord) -> None:
+        if client.spec.leases:
+            try:
+                found = client.evidence(toxic)
+            except FaultPointError as exc:
+                entry.error = entry.error or f"evidence not read: {exc}"
+            else:
+                entry.evidence = None if found is None else FaultEvidence.model_validate(found)
+        else:
+            entry.error = entry.error or "a real Toxiproxy does not report what its toxics did"
+        effect, entry.effect_reason = judge_fault(entry)
+        entry.effect = effect  # type: ignore[assignment]
 
     def _phase(
         self,
-        record: dict[str, Any],
+        record: ScenarioRecord,
         load: LoadProcess,
-        name: str,
+        name: PhaseName,
         seconds: float,
         scenario: Scenario,
         *,
@@ -369,53 +397,54 @@ class GameDay:
     ) -> None:
         """Poll alerts and check stop conditions for ``seconds`` (the recovery phase ends early
         once every alert seen since injection has resolved)."""
-        assert self.journal is not None
         self.observer.phase(name, seconds)
-        phase: dict[str, Any] = {"name": name, "start": self.clock(), "end": None, "load": None}
-        record["phases"].append(phase)
+        phase = PhaseRecord(name=name, start=self.clock(), planned_s=seconds)
+        record.phases.append(phase)
         conditions = list(zip(scenario.stop_if, scenario.stop_conditions, strict=True))
-        end = phase["start"] + seconds
+        end = phase.start + seconds
         next_poll = 0.0
         try:
             while (now := self.clock()) < end:
                 if now >= next_poll:
                     self.poller.poll()
                     next_poll = now + POLL_INTERVAL
+                    if self._dirty:
+                        self._save()
                     if settle and self._settled(record):
                         break
                 if not load.alive():
-                    raise ChaosmlError(f"the load driver stopped: {load.error}")
+                    raise LoadStopped(f"the load driver stopped: {load.error}")
                 stopped = _stopped(conditions, load.latest()) if name != "recovery" else None
                 if stopped is not None:
-                    record["stopped_by"] = stopped
+                    record.stopped_by = stopped
                     break
                 time.sleep(min(CHECK_SECONDS, max(end - now, 0)))
         finally:
-            phase["end"] = self.clock()
-            phase["load"] = load.mark(name)
-            self.journal.save()
+            phase.end = self.clock()
+            figures = load.mark(name)
+            phase.load = None if figures is None else LoadFigures.model_validate(figures)
+            self._save()
 
-    def _settled(self, record: dict[str, Any]) -> bool:
-        injected = record.get("injected_at")
-        if injected is None:
+    def _settled(self, record: ScenarioRecord) -> bool:
+        if record.injected_at is None:
             return False
         return not any(t.fired for t in self.poller.active())
 
     def _close(
-        self, record: dict[str, Any], scenario: Scenario, first_event: int, first_error: int
+        self, record: ScenarioRecord, scenario: Scenario, first_event: int, first_error: int
     ) -> None:
-        assert self.journal is not None
-        record["ended_at"] = self.clock()
-        start = record["started_at"]
-        record["alerts"] = [t.to_dict() for t in self.poller.between(start, record["ended_at"])]
-        record["events"] = self.poller.events[first_event:]
-        record.setdefault("errors", []).extend(self.poller.errors[first_error:])
-        record["leases"] = list(self.leases.errors)
+        record.ended_at = self.clock()
+        tracks = self.poller.between(record.started_at, record.ended_at)
+        record.alerts = [Episode.model_validate(t.to_dict()) for t in tracks]
+        record.events = self.poller.events[first_event:]
+        record.errors.extend(self.poller.errors[first_error:])
+        record.leases = list(self.leases.errors)
         self.leases.errors.clear()
-        if "injected_at" in record:
-            record["expectations"] = judge_expectations(scenario, record)
-        record["verdict"] = scenario_verdict(record)
-        self.journal.save()
+        record.load_shortfall = load_shortfall(record)
+        outages = [Outage(**o.to_dict()) for o in self.poller.outages]
+        record.expectations = judge_expectations(scenario, record, Window(outages))
+        record.verdict = scenario_verdict(record)  # type: ignore[assignment]
+        self._save()
         self.observer.finished(record)
 
 

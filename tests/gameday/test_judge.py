@@ -1,4 +1,6 @@
-"""Verdicts and coverage from a journal's records (pure logic, known times)."""
+"""Verdicts and coverage from a journal's records (pure logic, known times).
+
+Each case is one a team could meet in staging; the verdict must say only what was observed."""
 
 from __future__ import annotations
 
@@ -6,7 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from chaosml.gameday import GamedayReport, Journal, Scenario, coverage
-from chaosml.gameday.judge import judge_expectations, scenario_verdict
+from chaosml.gameday.journal import (
+    Episode,
+    FaultEvidence,
+    FaultRecord,
+    Outage,
+    PhaseRecord,
+    RuleRecord,
+    RunRecord,
+    ScenarioRecord,
+)
+from chaosml.gameday.judge import Window, judge_expectations, judge_fault, scenario_verdict
 
 SCENARIO = Scenario.model_validate(
     {
@@ -20,31 +32,62 @@ SCENARIO = Scenario.model_validate(
         ],
     }
 )
+TOOK_EFFECT = FaultEvidence(rolls=100, hits=100, acted=100, rows=100, changed_rows=60)
 
 
-def track(name: str, source: str, firing: float | None, resolved: float | None, **labels: str):
-    return {
-        "source": source,
-        "name": name,
-        "labels": labels,
-        "pending_at": firing,
-        "firing_at": firing,
-        "firing_seen": firing,
-        "resolved_at": resolved,
-    }
+def track(
+    name: str, source: str, firing: float | None, resolved: float | None, **labels: str
+) -> Episode:
+    return Episode(
+        source=source,
+        name=name,
+        labels=labels,
+        pending_at=firing,
+        firing_at=firing,
+        firing_seen=firing,
+        resolved_at=resolved,
+    )
 
 
-def record(*alerts: dict[str, Any]) -> dict[str, Any]:
-    return {
+def fault(evidence: FaultEvidence | None = TOOK_EFFECT, **fields: Any) -> FaultRecord:
+    entry = FaultRecord(
+        type=fields.pop("type", "missing_values"),
+        point="proxy",
+        proxy="model",
+        toxic="t",
+        stream="upstream",
+        toxicity=fields.pop("toxicity", 1.0),
+        attributes=fields.pop("attributes", {"columns": ["income"]}),
+        evidence=evidence,
+    )
+    effect, entry.effect_reason = judge_fault(entry)
+    entry.effect = effect  # type: ignore[assignment]
+    return entry
+
+
+def record(*alerts: Episode, **fields: Any) -> ScenarioRecord:
+    defaults: dict[str, Any] = {
         "name": "nulls",
         "failure_mode": "feature_nulls",
+        "started_at": 95.0,
         "injected_at": 100.0,
         "rolled_back_at": 120.0,
         "ended_at": 130.0,
         "alerts": list(alerts),
-        "stopped_by": None,
-        "reason": None,
+        "faults": [fault()],
+        "phases": [
+            PhaseRecord(name="steady", start=95, end=100, planned_s=5),
+            PhaseRecord(name="fault", start=100, end=120, planned_s=20),
+            PhaseRecord(name="recovery", start=120, end=130, planned_s=10),
+        ],
     }
+    return ScenarioRecord(**{**defaults, **fields})
+
+
+def judge(rec: ScenarioRecord, *outages: Outage) -> list[Any]:
+    rec.expectations = judge_expectations(SCENARIO, rec, Window(outages))
+    rec.verdict = scenario_verdict(rec)  # type: ignore[assignment]
+    return rec.expectations
 
 
 def test_detection_and_resolution_use_the_first_source_and_keep_every_source() -> None:
@@ -52,64 +95,192 @@ def test_detection_and_resolution_use_the_first_source_and_keep_every_source() -
         track("Missing", "prometheus", 104.0, 123.0, feature="income"),
         track("Missing", "webhook", 105.5, 126.0, feature="income"),
     )
-    missing, latency = judge_expectations(SCENARIO, rec)
-    assert missing["verdict"] == "passed" and missing["source"] == "prometheus"
-    assert (missing["detected_after_s"], missing["resolved_after_s"]) == (4.0, 3.0)
-    assert missing["by_source"]["webhook"] == {"detected_after_s": 5.5, "resolved_after_s": 6.0}
-    assert latency["verdict"] == "passed"
-    rec["expectations"] = [missing, latency]
-    assert scenario_verdict(rec) == "passed"
+    missing, latency = judge(rec)
+    assert missing.verdict == "passed" and missing.source == "prometheus"
+    assert (missing.detected_after_s, missing.resolved_after_s) == (4.0, 3.0)
+    assert missing.by_source["webhook"].model_dump() == {
+        "detected_after_s": 5.5,
+        "resolved_after_s": 6.0,
+    }
+    assert latency.verdict == "passed"
+    assert rec.verdict == "passed"
 
 
-def test_late_unresolved_wrong_labels_and_noisy_quiet_alerts_fail() -> None:
-    late = judge_expectations(
-        SCENARIO, record(track("Missing", "p", 112.0, 121.0, feature="income"))
+def test_late_unresolved_and_noisy_quiet_alerts_fail() -> None:
+    late = judge(record(track("Missing", "p", 112.0, 121.0, feature="income")))
+    assert late[0].verdict == "failed" and "deadline 10 s" in (late[0].reason or "")
+    stuck = judge(record(track("Missing", "p", 101.0, None, feature="income")))
+    assert stuck[0].verdict == "failed" and "did not resolve" in (stuck[0].reason or "")
+    noisy = judge(
+        record(track("Missing", "p", 101, 121, feature="income"), track("Latency", "p", 110, 125))
     )
-    assert late[0]["verdict"] == "failed" and "deadline 10 s" in late[0]["reason"]
-    stuck = judge_expectations(
-        SCENARIO, record(track("Missing", "p", 101.0, None, feature="income"))
-    )
-    assert "did not resolve" in stuck[0]["reason"]
-    other = judge_expectations(SCENARIO, record(track("Missing", "p", 101.0, 121.0, feature="age")))
-    assert "did not fire within 10 s" in other[0]["reason"]
-    noisy = judge_expectations(
-        SCENARIO,
-        record(track("Missing", "p", 101, 121, feature="income"), track("Latency", "p", 110, 125)),
-    )
-    assert noisy[1]["verdict"] == "failed" and "stay quiet" in noisy[1]["reason"]
+    assert noisy[1].verdict == "failed" and "expected quiet" in (noisy[1].reason or "")
 
 
-def test_already_firing_in_the_steady_state_is_a_finding() -> None:
-    verdicts = judge_expectations(
-        SCENARIO, record(track("Missing", "p", 97.0, 125.0, feature="income"))
+def test_an_alert_that_fired_with_other_labels_is_named() -> None:
+    (missing, _) = judge(record(track("Missing", "p", 101.0, 121.0, feature="income", job="m")))
+    assert missing.verdict == "passed"
+    other = ScenarioRecord.model_validate(
+        record(track("Missing", "p", 101.0, 121.0, feature="income", job="m")).model_dump()
     )
-    assert verdicts[0]["verdict"] == "failed"
-    assert "already firing before the fault" in verdicts[0]["reason"]
+    scenario = SCENARIO.model_copy(
+        update={"expect": [SCENARIO.expect[0].model_copy(update={"labels": {"featur": "income"}})]}
+    )
+    (typo,) = judge_expectations(scenario, other, Window())
+    assert typo.verdict == "failed"
+    assert typo.reason == (
+        "did not fire within 10 s of injection; Missing fired with {feature=income}, "
+        "not {featur=income}"
+    )
+
+
+def test_already_firing_at_injection_is_unknown_and_a_steady_state_finding() -> None:
+    rec = record(track("Missing", "p", 97.0, 125.0, feature="income"), steady_state=["Missing"])
+    verdicts = judge(rec)
+    assert verdicts[0].verdict == "unknown"
+    assert "already firing at injection" in (verdicts[0].reason or "")
+    assert rec.verdict == "unknown"
+
+
+def test_a_run_cut_short_invents_no_failure() -> None:
+    """Ctrl-C 2 s into the fault phase: no alert yet, none resolved; a stop condition alike."""
+    interrupted = record(rolled_back_at=102.0, ended_at=102.01, interrupted=True)
+    missing, latency = judge(interrupted)
+    assert missing.verdict == "unknown"
+    assert missing.reason == (
+        "not fired in the 2.0 s the fault ran of its 10 s deadline (the run was interrupted)"
+    )
+    assert latency.verdict == "unknown" and "quiet for the 2.0 s observed" in (latency.reason or "")
+    fired = record(
+        track("Missing", "p", 101.0, None, feature="income"),
+        rolled_back_at=105.0,
+        ended_at=105.005,
+        interrupted=True,
+    )
+    (missing, _) = judge(fired)
+    assert missing.verdict == "unknown" and missing.detected_after_s == 1.0
+    assert "when the run ended before the 10 s deadline" in (missing.reason or "")
+    stopped = record(rolled_back_at=100.86, ended_at=110.0, stopped_by="error_rate > 0.5")
+    (missing, _) = judge(stopped)
+    assert missing.verdict == "unknown" and "stopped by 'error_rate > 0.5'" in (
+        missing.reason or ""
+    )
+    assert {interrupted.verdict, fired.verdict, stopped.verdict} == {"unknown"}
+
+
+def test_a_source_that_went_away_gives_unknown_not_a_miss() -> None:
+    down = Outage(source="prometheus", start=101.0, end=None, polls=70, error="refused")
+    missing, latency = judge(record(), down)
+    assert missing.verdict == "unknown" and missing.unreachable
+    assert missing.reason == (
+        "prometheus unreachable for 9.0 s of the 10.0 s window (refused): cannot tell whether "
+        "it fired"
+    )
+    assert latency.verdict == "unknown" and latency.unreachable
+    after = judge(record(track("Missing", "p", 104.0, None, feature="income")), down)
+    assert after[0].verdict == "unknown" and "whether it resolved" in (after[0].reason or "")
+    brief = Outage(source="prometheus", start=90.0, end=91.0, error="refused")
+    assert judge(record(), brief)[0].verdict == "failed"  # down before injection only
+
+
+def test_a_fault_that_changed_nothing_is_unknown_never_a_miss() -> None:
+    typo = FaultEvidence(rolls=300, hits=300, acted=300, rows=3000, absent={"tenur": 300})
+    rec = record(faults=[fault(typo, attributes={"columns": ["tenur"]})])
+    assert rec.faults[0].effect == "no_effect"
+    assert rec.faults[0].effect_reason == (
+        "the fault changed nothing: column 'tenur' was in none of the 300 requests"
+    )
+    missing, latency = judge(rec)
+    assert missing.verdict == "unknown" and "did not act as asked" in (missing.reason or "")
+    assert latency.verdict == "unknown"
+    fired_anyway = record(track("Missing", "p", 104.0, 121.0, feature="income"), faults=rec.faults)
+    assert judge(fired_anyway)[0].verdict == "unknown"
+
+
+def test_fault_evidence_checks_skips_errors_and_the_hit_rate() -> None:
+    skipped = FaultEvidence(rolls=50, hits=50, skipped={"request body gzip-encoded": 50})
+    assert judge_fault(fault(skipped)) == (
+        "no_effect",
+        "the fault never acted on a request: 50 request body gzip-encoded",
+    )
+    reseeded = FaultEvidence(rolls=400, hits=0, acted=0)
+    effect, why = judge_fault(fault(reseeded, type="http_error", toxicity=0.3, attributes={}))
+    assert effect == "off_rate" and why is not None
+    assert why.startswith("applied to 0 of 400 requests (0.0%); the file asked toxicity 0.3")
+    fine = FaultEvidence(rolls=400, hits=118, acted=118)
+    assert judge_fault(fault(fine, type="http_error", toxicity=0.3, attributes={}))[0] == (
+        "took_effect"
+    )
+    assert judge_fault(fault(None))[0] == "not_measured"
+    nothing = FaultEvidence(rolls=0)
+    assert judge_fault(fault(nothing)) == (
+        "no_effect",
+        "no request reached 'proxy' while the fault was on",
+    )
+
+
+def test_the_load_under_its_plan_is_named_in_a_failure() -> None:
+    from chaosml.gameday.journal import LoadFigures
+    from chaosml.gameday.judge import load_shortfall
+
+    rec = record()
+    rec.phases[1].load = LoadFigures(rps=4.0, planned_rps=10.0)
+    rec.load_shortfall = load_shortfall(rec)
+    assert rec.load_shortfall == "the load ran under its plan: fault 4.0 of 10 req/s (40%)"
+    assert "(the load ran under its plan" in (judge(rec)[0].reason or "")
+
+
+def journal(tmp_path: Path, *scenarios: ScenarioRecord, rules: list[Any] | None) -> Journal:
+    run = RunRecord(run_id="r", started_at=90.0, rules=rules, scenarios=list(scenarios))
+    return Journal(tmp_path, run)
+
+
+RULES = [
+    RuleRecord(source="p", name=n, labels={"failure_mode": m})
+    for n, m in (("Missing", "feature_nulls"), ("Shift", "prediction_shift"), ("Slow", "latency"))
+]
 
 
 def test_coverage_blind_spots_unexercised_and_noisy_rules(tmp_path: Path) -> None:
     ok = record(track("Missing", "p", 104, 121, feature="income"), track("Shift", "p", 106, 122))
-    ok["expectations"] = judge_expectations(SCENARIO, ok)
-    ok["verdict"] = scenario_verdict(ok)
-    blind = {**record(), "name": "answers", "failure_mode": "null_predictions", "expectations": []}
-    blind["faults"] = [{"type": "nan_prediction", "point": "proxy"}]
-    blind["verdict"] = scenario_verdict(blind)
-    rules = [
-        {"source": "p", "name": n, "labels": {"failure_mode": m}}
-        for n, m in (
-            ("Missing", "feature_nulls"),
-            ("Shift", "prediction_shift"),
-            ("Slow", "latency"),
-        )
-    ]
-    journal = Journal(tmp_path, {"run_id": "r", "rules": rules, "scenarios": [ok, blind]})
-    cov = coverage(journal)
+    judge(ok)
+    blind = record(name="answers", failure_mode="null_predictions")
+    blind.verdict = scenario_verdict(blind)  # type: ignore[assignment]
+    cov = coverage(journal(tmp_path, ok, blind, rules=RULES))
     assert cov.blind_spots == ["answers"]
     assert cov.unexercised_rules == ["Slow"]
     assert cov.noisy_rules == ["Shift"]
+    assert cov.missing_rules == []
     assert cov.uncovered_failure_modes == ["null_predictions"]
     assert cov.to_dict()["matrix"]["nulls"] == {"Missing": "fired", "Shift": "noise"}
-    report = GamedayReport(journal).to_dict()
-    assert report["schema"] == "chaosml.gameday/1"
+    report = GamedayReport(journal(tmp_path, ok, blind, rules=RULES)).to_dict()
+    assert report["schema"] == "chaosml.gameday/2"
     assert [s["verdict"] for s in report["scenarios"]] == ["passed", "passed"]
     assert report["coverage"]["blind_spots"] == ["answers"]
+
+
+def test_coverage_counts_only_what_was_observed(tmp_path: Path) -> None:
+    """An unknown scenario is no blind spot; a missing rule is not 'unexercised'; an alert on
+    before the fault is a steady-state finding and noise."""
+    cut = record(name="answers", failure_mode="null_predictions", interrupted=True)
+    judge(cut)
+    unknown_rule = SCENARIO.model_copy(
+        update={"expect": [SCENARIO.expect[0].model_copy(update={"alert": "Nope"})]}
+    )
+    missing = record(track("Always", "p", 50.0, None), steady_state=["Always"])
+    missing.expectations = judge_expectations(unknown_rule, missing, Window())
+    missing.verdict = scenario_verdict(missing)  # type: ignore[assignment]
+    rules = [*RULES, RuleRecord(source="p", name="Always")]
+    cov = coverage(journal(tmp_path, cut, missing, rules=rules))
+    assert cov.blind_spots == ["nulls"]  # only an alert already on before the fault fired
+    assert cov.missing_rules == ["Nope"]
+    assert "Nope" not in cov.unexercised_rules
+    assert cov.noisy_rules == ["Always"]
+    assert cov.steady_state == {"nulls": ["Always"]}
+    assert cov.cell(cov.scenarios[1], "Always") == "steady"
+    assert cov.cell(cov.scenarios[1], "Nope") == "missed"
+    exit_code = GamedayReport(journal(tmp_path, cut, missing, rules=rules)).exit_code
+    assert exit_code == 1
+    down = record(faults=[fault()])
+    judge(down, Outage(source="prometheus", start=101.0, error="refused"))
+    assert GamedayReport(journal(tmp_path, down, rules=rules)).exit_code == 3

@@ -71,11 +71,12 @@ def test_a_healthy_run_fires_nothing(target: Path, tmp_path: Path) -> None:
     )
     report = run_files([path], target, RunOptions(runs=tmp_path / "runs"))
     (record,) = report.scenarios
-    assert record["verdict"] == "passed"
-    assert [t for t in record["alerts"] if t["firing_at"] is not None] == []
+    assert record.verdict == "passed"
+    assert [t for t in record.alerts if t.firing_at is not None] == []
     assert report.coverage.blind_spots == []  # no fault, so nothing to be blind to
-    assert [p["name"] for p in record["phases"]] == ["steady", "fault", "recovery"]
-    assert record["phases"][1]["load"]["requests"] > 100
+    assert [p.name for p in record.phases] == ["steady", "fault", "recovery"]
+    fault = record.phases[1].load
+    assert fault is not None and (fault.requests or 0) > 100
 
 
 class PrometheusWatch:
@@ -115,10 +116,11 @@ def test_time_to_detect_agrees_with_prometheus_and_the_webhook(
             RunOptions(time_scale=SCALE, runs=tmp_path / "runs"),
         )
     (record,) = report.scenarios
-    assert record["verdict"] == "passed", record["expectations"]
-    expectation = record["expectations"][0]
-    injected = record["injected_at"]
-    by_source = expectation["by_source"]
+    assert record.verdict == "passed", record.expectations
+    expectation = record.expectations[0]
+    injected = record.injected_at
+    assert injected is not None
+    by_source = {k: v.model_dump() for k, v in expectation.by_source.items()}
     assert set(by_source) == {"prometheus", "alertmanager", "webhook"}
     for_seconds = next(r.for_seconds for r in RULES if r.alert == "FeatureMissingRateHigh") * SCALE
     assert watch.active_at is not None and watch.firing_seen is not None
@@ -128,8 +130,11 @@ def test_time_to_detect_agrees_with_prometheus_and_the_webhook(
     assert abs(prometheus - (watch.firing_seen - injected)) <= 1.0
     # delivery comes after firing, by Alertmanager's group_wait (1 s) and the HTTP hop
     assert 0 <= by_source["webhook"]["detected_after_s"] - prometheus <= 3.0
-    assert expectation["detected_after_s"] == min(v["detected_after_s"] for v in by_source.values())
-    assert expectation["resolved_after_s"] is not None
+    assert expectation.detected_after_s == min(v["detected_after_s"] for v in by_source.values())
+    assert expectation.resolved_after_s is not None
+    (fault,) = record.faults
+    assert fault.effect == "took_effect" and fault.evidence is not None
+    assert fault.evidence.changed.keys() == {"income"}
     assert toxics(stack) == []
 
 
@@ -152,9 +157,11 @@ def test_a_removed_rule_is_a_failed_expectation_and_a_blind_spot(
             [SCENARIOS / "income-nulls.yaml"], path, RunOptions(time_scale=SCALE, runs=tmp_path)
         )
     (record,) = report.scenarios
-    assert record["verdict"] == "failed"
-    assert record["expectations"][0]["reason"].startswith("did not fire within")
+    assert record.verdict == "failed"
+    assert (record.expectations[0].reason or "").startswith("did not fire within")
     assert report.coverage.blind_spots == ["income-nulls"]
+    assert report.coverage.missing_rules == ["FeatureMissingRateHigh"]
+    assert "FeatureMissingRateHigh" not in report.coverage.unexercised_rules
     assert report.exit_code == 1
 
 
@@ -250,8 +257,9 @@ def test_ctrl_c_and_sigterm_roll_back_and_keep_the_journal(
         runner.communicate()
     (journal,) = tmp_path.glob("*/journal.json")
     record = json.loads(journal.read_text())["scenarios"][0]
-    assert record["verdict"] == "aborted"
+    assert record["verdict"] == "unknown" and record["interrupted"]
     assert all(f["removed_at"] is not None for f in record["faults"])
+    assert [e["verdict"] for e in record["expectations"]] == []
 
 
 def test_a_stop_condition_halts_within_a_second(
@@ -266,9 +274,10 @@ def test_a_stop_condition_halts_within_a_second(
     )
     report: GamedayReport = run_files([path], target, RunOptions(runs=tmp_path))
     (record,) = report.scenarios
-    assert record["verdict"] == "aborted" and record["stopped_by"] == "error_rate > 0.5"
-    held = min(t["t"] for t in record["load"] if t["error_rate"] > 0.5)
-    assert held >= record["injected_at"]
-    assert record["rolled_back_at"] - held <= 1.0
+    assert record.verdict == "unknown" and record.stopped_by == "error_rate > 0.5"
+    held = min(t.t or 0 for t in record.load if (t.error_rate or 0) > 0.5)
+    assert record.injected_at is not None and record.rolled_back_at is not None
+    assert held >= record.injected_at
+    assert record.rolled_back_at - held <= 1.0
     assert report.exit_code == 1
     assert toxics(stack) == []
