@@ -272,7 +272,8 @@ def slices_test(
 ) -> None:
     """Evaluate one model version per slice and run the suite's tests.
 
-    Exits 0 if every test holds, 1 if a test fails, 2 on bad input (suite, data, version).
+    Exits 0 if every test holds, 1 if a test fails, 2 on bad input (suite, data, version), 3 if
+    a scenario could not run (the version failed to predict on its faulted rows).
     """
     from chaosml.config import load_config
     from chaosml.report.console import render_test_report
@@ -326,8 +327,9 @@ def slices_compare(
         typer.Option(
             "--n-boot",
             min=0,
-            help="Bootstrap replicates for the intervals of ratio metrics (precision, F1, "
-            "balanced accuracy; 0: none). Proportion metrics need none.",
+            help="Bootstrap replicates for the intervals of the fragility deltas with "
+            "--scenarios (0: none). The clean comparison's intervals are score intervals and "
+            "need none.",
         ),
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
@@ -353,8 +355,10 @@ def slices_compare(
     """Compare V2 against V1 per slice, paired on the same rows.
 
     Regressed: p adjusted across slices below alpha, and worse by more than max_drop (compare:).
+    With --scenarios the slices and every (slice, scenario) cell are one family.
 
-    Exits 0 if no slice regressed, 1 if one did, 2 on bad input (suite, data, versions).
+    Exits 0 if no slice regressed, 1 if one did, 2 on bad input (suite, data, versions), 3 if
+    a scenario could not run (a version failed to predict on its faulted rows).
     """
     from chaosml.config import load_config
     from chaosml.report.console import render_comparison, render_under_faults
@@ -362,7 +366,7 @@ def slices_compare(
     from chaosml.report.junit import write_compare_junit, write_under_faults_junit
     from chaosml.slices.compare import compare_versions
     from chaosml.slices.engines import make_engine
-    from chaosml.slices.fragility import UnderFaults, fragility, offline_scenarios
+    from chaosml.slices.fragility import compare_under_faults, offline_scenarios
     from chaosml.slices.suite import load_suite
     from chaosml.versions import distinct_versions, named_versions, resolve_version
 
@@ -378,35 +382,28 @@ def slices_compare(
                 f"chaosml: warning: {warning}", markup=False, highlight=False, soft_wrap=True
             )
         engine = make_engine(engine_name.value, scheduler)
+        options: dict[str, Any] = {
+            "n_boot": n_boot,
+            "seed": seed,
+            "correction": correction.value if correction else None,
+            "config": config,
+            "engine": engine,
+        }
         with closing(engine), _progress(not as_json, engine.unit) as progress:
-            comparison = compare_versions(
-                loaded,
-                first,
-                second,
-                _data(data, config),
-                n_boot=n_boot,
-                seed=seed,
-                correction=correction.value if correction else None,
-                config=config,
-                progress=progress,
-                engine=engine,
-            )
             if scenarios:
-                result = UnderFaults(
-                    comparison,
-                    fragility(
-                        loaded,
-                        [first, second],
-                        _data(data, config),
-                        offline_scenarios(scenarios),
-                        others=named_versions(config),
-                        seed=seed,
-                        n_boot=n_boot,
-                        correction=correction.value if correction else None,
-                        config=config,
-                        progress=None if progress is None else lambda scenario: progress,
-                        engine=engine,
-                    ),
+                result = compare_under_faults(
+                    loaded,
+                    first,
+                    second,
+                    _data(data, config),
+                    offline_scenarios(scenarios),
+                    others=named_versions(config),
+                    progress=progress,
+                    **options,
+                )
+            else:
+                comparison = compare_versions(
+                    loaded, first, second, _data(data, config), progress=progress, **options
                 )
     if scenarios:
         _finish(
@@ -466,16 +463,17 @@ def validate_command(
             "--target", "-t", help="Also check against this target: fault points, data, rules."
         ),
     ] = None,
+    time_scale: TimeScaleOption = 1.0,
 ) -> None:
     """Check scenario files (and a target file) and run nothing.
 
     Reports every problem of every file, one line each (file:line: field: what was expected),
-    and exits 2 if there is one; exits 3 if the target's rule source cannot be reached.
+    and exits 2 if there is one; exits 3 if a fault point or a rule source cannot be reached.
     """
     from chaosml.gameday import validate
 
     with _errors():
-        checked = validate(paths, target)
+        checked = validate(paths, target, time_scale=time_scale)
     for file in checked.scenarios:
         s = file.scenario
         faults = ", ".join(f"{f.type}@{f.point}" for f in s.faults) or "no faults"

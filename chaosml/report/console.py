@@ -15,6 +15,7 @@ from chaosml.slices.checks import SliceTestReport
 from chaosml.slices.compare import Comparison, SliceComparison
 from chaosml.slices.fragility import Cell, Fragility, OfflineScenario, UnderFaults
 from chaosml.slices.metrics import METRICS
+from chaosml.slices.stats import P_FLOOR
 
 VERDICT_STYLE = {
     "regressed": "bold red",
@@ -23,8 +24,14 @@ VERDICT_STYLE = {
     "inconclusive": "yellow",
     "undefined": "yellow",
     "too_small": "yellow",
+    "error": "bold magenta",
 }
-STATUS_STYLE = {"failed": "bold red", "passed": "green", "skipped": "yellow"}
+STATUS_STYLE = {
+    "failed": "bold red",
+    "passed": "green",
+    "skipped": "yellow",
+    "error": "bold magenta",
+}
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -33,14 +40,25 @@ def fmt(value: float | None, digits: int = 4) -> str:
 
 
 def fmt_p(value: float | None) -> str:
-    """A p-value for display: 4 decimals, ``<1e-4`` below."""
+    """A p-value for display: 4 decimals, two significant digits below 1e-4, ``<1e-300`` at the
+    floor p-values are computed down to."""
     if value is None:
         return "–"
-    return "<1e-4" if value < 1e-4 else f"{value:.4f}"
+    if value <= P_FLOOR:
+        return "<1e-300"
+    return f"{value:.1e}" if value < 1e-4 else f"{value:.4f}"
 
 
 # verdicts in the order tables list their slices: those that need a look first
-WORST_FIRST = ("regressed", "inconclusive", "unchanged", "improved", "undefined", "too_small")
+WORST_FIRST = (
+    "regressed",
+    "error",
+    "inconclusive",
+    "unchanged",
+    "improved",
+    "undefined",
+    "too_small",
+)
 
 
 def _narrow(dropped: list[str]) -> Text:
@@ -124,11 +142,21 @@ def methods(comparison: Comparison) -> tuple[str, str]:
 def counts(comparison: Comparison) -> str:
     """How many slices got each verdict (the overall row is not a slice)."""
     tally: Counter[str] = Counter(row.verdict for row in comparison.slices)
-    order = ("regressed", "improved", "unchanged", "inconclusive", "undefined", "too_small")
-    parts = [f"{tally[v]} {v}" for v in order if tally[v]]
+    parts = [f"{tally[v]} {v}" for v in WORST_FIRST if tally[v]]
     return (
         f"{len(comparison.slices)} slices: {', '.join(parts)}; overall {comparison.overall.verdict}"
     )
+
+
+def family_note(comparison: Comparison) -> str:
+    """Which rows the correction's family holds."""
+    c = comparison
+    what = (
+        "slices, overall included, and (slice, scenario) cells"
+        if c.joint
+        else "rows, overall included,"
+    )
+    return f"p adjusted ({c.correction}) over the {c.family} {what} that can reach α"
 
 
 def render_comparison(comparison: Comparison, console: Console) -> None:
@@ -146,24 +174,24 @@ def render_comparison(comparison: Comparison, console: Console) -> None:
         Column(c.v1_name, [fmt(r.v1) for r in rows], 3),
         Column(c.v2_name, [fmt(r.v2) for r in rows], 3),
         Column("n", [f"{r.n:,}" for r in rows], 4),
-        Column("changed", [f"{r.discordant:,}" for r in rows], 5),
+        Column("discordant", [f"{r.discordant:,}" for r in rows], 5),
         Column("p", [fmt_p(r.p_value) for r in rows], 6),
     ]
-    order = ["slice", "n", "changed", c.v1_name, c.v2_name, "Δ", columns[4].header, "p", "p adj"]
+    order = ["slice", "n", "discordant", c.v1_name, c.v2_name, "Δ", columns[4].header, "p", "p adj"]
     columns.sort(key=lambda col: order.index(col.header) if col.header in order else len(order))
     title = f"{c.metric}: {c.v2_name} vs {c.v1_name} on {c.data}"
     table, dropped = fitted_table(title, columns, console)
     table.rows[0].end_section = True
     console.print(table)
-    tested = sum(r.p_adjusted is not None for r in c.slices)
     notes = [
-        f"Δ = {c.v2_name} − {c.v1_name}; changed = rows on which the versions differ; "
+        f"Δ = {c.v2_name} − {c.v1_name}; discordant = {discordant_note(c.metric)}; "
         f"{c.confidence:.0%} CI per slice ({interval}); p by {test}.",
-        f"Verdict: p adjusted over the {tested} slices that can reach α ({c.correction}) below "
-        f"α={c.alpha} and worse by more than max_drop={c.max_drop}. A CI that excludes 0 next to "
-        "'unchanged' is significant for that slice alone, not after the correction.",
-        f"inconclusive: fewer than {c.min_discordant} changed rows, too few to reach α at all; "
-        "undefined: the metric is undefined for a version; too_small: below min_size rows.",
+        f"Verdict regressed: {family_note(c)} below α={c.alpha}, and worse by more than "
+        f"max_drop={c.max_drop}. A CI that excludes 0 next to 'unchanged' is significant for "
+        "that slice alone, not after the correction.",
+        f"inconclusive: fewer than {c.min_discordant} discordant rows, too few to reach α at "
+        "all (no CI for a ratio metric: none is honest there); undefined: the metric is "
+        "undefined for a version; too_small: below min_size rows (no test, no CI).",
     ]
     for note in notes:
         console.print(Text(note, style="dim"))
@@ -174,6 +202,13 @@ def render_comparison(comparison: Comparison, console: Console) -> None:
         console.print(
             Text(f"regressed: {', '.join(row.name for row in c.regressed)}", style="bold red")
         )
+
+
+def discordant_note(metric: str) -> str:
+    """What the discordant column counts, for a metric."""
+    if METRICS[metric].proportion:
+        return f"rows {metric} counts on which the versions' answers differ in its outcome"
+    return "rows on which the versions' answers differ"
 
 
 def _ci(row: SliceComparison) -> str:
@@ -209,7 +244,7 @@ def render_test_report(report: SliceTestReport, console: Console) -> None:
         console.print(_narrow(dropped))
     counts = {
         status: sum(o.status == status for o in report.outcomes)
-        for status in ("passed", "failed", "skipped")
+        for status in ("passed", "failed", "skipped", "error")
     }
     for outcome in report.outcomes:
         if outcome.status != "passed":
@@ -219,7 +254,19 @@ def render_test_report(report: SliceTestReport, console: Console) -> None:
             )
     if report.under:
         render_scenario_matrix(report, console)
-    summary = ", ".join(f"{count} {status}" for status, count in counts.items())
+    for error in report.errors.values():
+        console.print(Text(f"could not run: {error}", style=STATUS_STYLE["error"]))
+    console.print(
+        Text(
+            "Metric values are this version's on these rows (no sampling interval: the tests "
+            "are thresholds on them); roc_auc from score histograms, binning error at most "
+            "the JSON's roc_auc_bound.",
+            style="dim",
+        )
+    )
+    summary = ", ".join(
+        f"{count} {status}" for status, count in counts.items() if count or status != "error"
+    )
     console.print(Text(f"tests: {summary}", style="bold red" if counts["failed"] else "green"))
 
 
@@ -239,12 +286,16 @@ def render_fragility(f: Fragility, console: Console, top: int = 15) -> None:
         better = direction * c.delta if c.delta is not None else math.inf
         return (order.index(c.verdict or ""), better)
 
-    cells = sorted((c for c in f.cells if c.slice != "overall"), key=key)
-    shown = cells[:top]
+    cells = sorted(f.cells, key=key)
+    fragile = f.fragile
+    shown = cells[: max(top, len(fragile))]  # every cell that failed the gate, whatever `top`
 
     def change(c: Cell, version: str) -> str:
         value = c.change(version)
         return "–" if value is None else f"{value:+.4f}"
+
+    def ci(c: Cell) -> str:
+        return f"[{c.ci[0]:+.3f}, {c.ci[1]:+.3f}]" if c.ci else "–"
 
     columns = [
         Column("scenario", [c.scenario for c in shown], 0, numeric=False),
@@ -252,6 +303,7 @@ def render_fragility(f: Fragility, console: Console, top: int = 15) -> None:
         Column(f"Δ {v1}", [change(c, v1) for c in shown], 2),
         Column(f"Δ {v2}", [change(c, v2) for c in shown], 2),
         Column("Δ−Δ", ["–" if c.delta is None else f"{c.delta:+.4f}" for c in shown], 0),
+        Column(f"{f.confidence:.0%} CI", [ci(c) for c in shown], 3),
         Column("p adj", [fmt_p(c.p_adjusted) for c in shown], 1),
         Column(
             "verdict",
@@ -259,16 +311,24 @@ def render_fragility(f: Fragility, console: Console, top: int = 15) -> None:
             0,
             numeric=False,
         ),
-        Column("n", [f"{c.n:,}" for c in shown], 3),
+        Column("n", [f"{c.n:,}" for c in shown], 4),
     ]
     title = f"{f.metric} under the scenarios' faults: change from clean data, {v2} vs {v1}"
     table, dropped = fitted_table(title, columns, console)
     console.print(table)
     tally: Counter[str] = Counter(c.verdict or "" for c in cells)
+    family = (
+        f"adjusted ({f.correction}) with the clean slices over the {f.family} rows and cells "
+        "that can reach α"
+        if f.joint
+        else f"adjusted ({f.correction}) over the {f.family} cells that can reach α"
+    )
     notes = [
-        f"Δ = change from clean data on the same rows; Δ−Δ = {v2}'s change − {v1}'s; regressed: "
-        f"{v2} loses significantly more (p adjusted over every (slice, scenario), {f.correction}, "
-        f"below α={f.alpha}) and by more than max_drop_under_fault={f.max_drop}.",
+        f"Δ = change from clean data on the same rows; Δ−Δ = {v2}'s change − {v1}'s, with its "
+        f"bootstrap percentile CI ({f.n_boot} replicates; none below {f.min_discordant} "
+        f"discordant rows: inconclusive); regressed: {v2} loses significantly more (p {family}, "
+        f"below α={f.alpha}) and by more than max_drop_under_fault={f.max_drop}; the overall "
+        "rows count as cells.",
         f"{len(cells)} (slice, scenario) cells: "
         + ", ".join(f"{tally[v]} {v or 'not compared (answer faults)'}" for v in order if tally[v])
         + (f"; the worst {len(shown)} shown, --json has all" if len(cells) > len(shown) else ""),
@@ -278,13 +338,11 @@ def render_fragility(f: Fragility, console: Console, top: int = 15) -> None:
     for line in (_not_applicable(f.scenarios), _narrow(dropped) if dropped else None):
         if line is not None:
             console.print(line)
-    fragile = [c for c in f.fragile if c.slice != "overall"]
+    for error in f.errors.values():
+        console.print(Text(f"could not run: {error}", style=VERDICT_STYLE["error"]))
     if fragile:
-        worst = ", ".join(f"{c.slice} under {c.scenario}" for c in fragile[:5])
-        more = f" and {len(fragile) - 5} more" if len(fragile) > 5 else ""
-        console.print(
-            Text(f"{v2} more fragile in {len(fragile)} cells: {worst}{more}", style="bold red")
-        )
+        every = ", ".join(f"{c.slice} under {c.scenario}" for c in fragile)
+        console.print(Text(f"{v2} more fragile in {len(fragile)} cells: {every}", style="bold red"))
 
 
 def render_scenario_matrix(report: SliceTestReport, console: Console) -> None:

@@ -9,8 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from chaosml.report.console import counts, fmt, fmt_p, methods, worst_first
+from chaosml.report.console import (
+    counts,
+    discordant_note,
+    family_note,
+    fmt,
+    fmt_p,
+    methods,
+    worst_first,
+)
 from chaosml.slices.checks import SliceTestReport
+from chaosml.slices.collect import AUC_BOUND
 from chaosml.slices.compare import Comparison, SliceComparison
 from chaosml.slices.fragility import Cell, Fragility, UnderFaults
 
@@ -20,6 +29,7 @@ table{border-collapse:collapse;font-size:.9rem}td,th{padding:.25rem .6rem;border
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .regressed,.failed{color:#b00020;font-weight:600}.improved,.passed{color:#1b7f3b}
 .too_small,.skipped,.inconclusive,.undefined{color:#a66b00}.unchanged{color:#666}
+.error{color:#8e24aa;font-weight:600}
 .legend span{margin-right:1.2rem}.note{color:#555;max-width:60rem}
 """
 COLORS = {
@@ -29,6 +39,7 @@ COLORS = {
     "inconclusive": "#c8a000",
     "undefined": "#c8a000",
     "too_small": "#c8a000",
+    "error": "#8e24aa",
 }
 
 
@@ -137,16 +148,16 @@ def write_compare_html(comparison: Comparison, path: Path, extra: str = "") -> N
                 _td(row.verdict, css=row.verdict),
             ]
         )
-    tested = sum(r.p_adjusted is not None for r in c.slices)
     summary = (
         f"<p>{html.escape(counts(c))}.</p>"
-        f"<p class='note'>Δ = {html.escape(c.v2_name)} − {html.escape(c.v1_name)}; changed = rows "
-        f"on which the versions differ. Interval: {c.confidence:.0%} {interval}, per slice. "
-        f"p: {test}. <b>Verdict rule</b>: a slice <i>regressed</i> when its p-value adjusted "
-        f"over the {tested} slices that can reach α ({c.correction}) is below α={c.alpha} and the "
+        f"<p class='note'>Δ = {html.escape(c.v2_name)} − {html.escape(c.v1_name)}; discordant = "
+        f"{html.escape(discordant_note(c.metric))}. Interval: {c.confidence:.0%} {interval}, per "
+        f"slice. p: {test}. <b>Verdict rule</b>: a slice <i>regressed</i> when its "
+        f"{html.escape(family_note(c))} is below α={c.alpha} and the "
         f"metric got worse by more than max_drop={c.max_drop}; <i>improved</i> likewise the other "
-        f"way; <i>inconclusive</i> below {c.min_discordant} changed rows (too few for any test "
-        "to reach α); <i>undefined</i> where the metric is undefined for a version; "
+        f"way; <i>inconclusive</i> below {c.min_discordant} discordant rows (too few for any test "
+        "to reach α; no interval for a ratio metric); <i>undefined</i> where the metric is "
+        "undefined for a version; "
         "<i>too_small</i> below min_size rows. An interval that excludes 0 next to "
         "<i>unchanged</i> is significant for that slice alone, not after the correction. "
         f"Data: {html.escape(c.data)}; seed {c.seed}.</p>"
@@ -156,7 +167,7 @@ def write_compare_html(comparison: Comparison, path: Path, extra: str = "") -> N
             "slice",
             "where",
             "n",
-            "changed",
+            "discordant",
             c.v1_name,
             c.v2_name,
             "Δ",
@@ -171,10 +182,18 @@ def write_compare_html(comparison: Comparison, path: Path, extra: str = "") -> N
     path.write_text(_page(f"{c.metric}: {c.v2_name} vs {c.v1_name}", body), encoding="utf-8")
 
 
+def _value(row: object, metric: str) -> str:
+    """A metric of a test report's row; an AUC with the bound on its binning error beside it."""
+    value = fmt(row[metric])  # type: ignore[index]
+    if metric == "roc_auc" and value != "–":
+        value += f" (±{fmt(row[AUC_BOUND])})"  # type: ignore[index]
+    return value
+
+
 def write_test_html(report: SliceTestReport, path: Path) -> None:
     rows = [
         [_td(info.name), _td(info.where), _td(f"{int(row['n']):,}", True)]
-        + [_td(fmt(row[m]), True) for m in report.metrics]
+        + [_td(_value(row, m), True) for m in report.metrics]
         for info, (_, row) in zip(report.slices, report.table.iterrows(), strict=True)
     ]
     metrics = _table(["slice", "where", "n", *report.metrics], rows)
@@ -185,7 +204,16 @@ def write_test_html(report: SliceTestReport, path: Path) -> None:
             for o in report.outcomes
         ],
     )
-    body = f"<h2>Tests</h2>{tests}<h2>Metrics per slice</h2>{metrics}"
+    note = (
+        "<p class='note'>Metric values are this version's on these rows; roc_auc is computed "
+        "from 2048-bin score histograms, ± the bound on its binning error.</p>"
+        if "roc_auc" in report.metrics
+        else ""
+    )
+    errors = "".join(
+        f"<p class='error'>could not run: {html.escape(e)}</p>" for e in report.errors.values()
+    )
+    body = f"<h2>Tests</h2>{errors}{tests}<h2>Metrics per slice</h2>{note}{metrics}"
     if report.under:
         names = list(report.under)
         metric = report.metrics[0]
@@ -261,7 +289,10 @@ def write_under_faults_html(result: UnderFaults, path: Path) -> None:
         f"<li>{html.escape(c.slice)} under {html.escape(c.scenario)}: {c.delta:+.4f} "
         f"(p adj {fmt_p(c.p_adjusted)})</li>"
         for c in f.fragile
-        if c.slice != "overall" and c.delta is not None
+        if c.delta is not None
+    )
+    errors = "".join(
+        f"<p class='error'>could not run: {html.escape(e)}</p>" for e in f.errors.values()
     )
     summary = (
         f"<p>{html.escape(f.versions[1])} loses significantly more than {html.escape(f.versions[0])} "
@@ -269,4 +300,4 @@ def write_under_faults_html(result: UnderFaults, path: Path) -> None:
         if fragile
         else "<p>No cell where one version is significantly more fragile.</p>"
     )
-    write_compare_html(result.clean, path, extra=_fragility_maps(f) + summary)
+    write_compare_html(result.clean, path, extra=_fragility_maps(f) + errors + summary)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from chaosml.report.console import fmt_p
 from chaosml.slices.checks import SliceTestReport
 from chaosml.slices.compare import Comparison
 from chaosml.slices.fragility import UnderFaults
@@ -23,6 +24,7 @@ def _write(path: Path, *suites: Suite) -> None:
             name=name,
             tests=str(len(cases)),
             failures=str(sum(c.find("failure") is not None for c in cases)),
+            errors=str(sum(c.find("error") is not None for c in cases)),
             skipped=str(sum(c.find("skipped") is not None for c in cases)),
         )
         suite.extend(cases)
@@ -34,6 +36,8 @@ def _case(classname: str, name: str, status: str, detail: str) -> ET.Element:
     case = ET.Element("testcase", classname=classname, name=name)
     if status == "failed":
         ET.SubElement(case, "failure", message=detail).text = detail
+    elif status == "error":
+        ET.SubElement(case, "error", message=detail).text = detail
     elif status == "skipped":
         ET.SubElement(case, "skipped", message=detail)
     else:
@@ -64,9 +68,11 @@ def write_under_faults_junit(result: UnderFaults, path: Path) -> None:
     cases = []
     for cell in f.cells:
         detail = (
-            f"{cell.verdict}: {f.metric} change under {cell.scenario}: "
+            f"{cell.verdict}: {cell.error}"
+            if cell.error is not None
+            else f"{cell.verdict}: {f.metric} change under {cell.scenario}: "
             + ", ".join(f"{v} {cell.change(v)}" for v in f.versions)
-            + f" (difference {cell.delta}, ci {cell.ci}, p_adjusted {cell.p_adjusted})"
+            + f" (difference {cell.delta}, ci {cell.ci}, p_adjusted {fmt_p(cell.p_adjusted)})"
         )
         classname = f"chaosml.slices.fragility.{cell.scenario}"
         cases.append(_case(classname, cell.slice, _status(cell.verdict), detail))
@@ -79,7 +85,8 @@ def _compare_suite(c: Comparison) -> Suite:
     for row in [c.overall, *c.slices]:
         detail = (
             f"{row.verdict}: {c.metric} {row.v1} -> {row.v2} (delta {row.delta}, "
-            f"ci {row.ci}, p_adjusted {row.p_adjusted}, n {row.n}, changed {row.discordant})"
+            f"ci {row.ci}, p_adjusted {fmt_p(row.p_adjusted)}, n {row.n}, "
+            f"discordant {row.discordant})"
         )
         classname = f"chaosml.slices.compare.{c.metric}"
         cases.append(_case(classname, row.name, _status(row.verdict), detail))
@@ -87,7 +94,10 @@ def _compare_suite(c: Comparison) -> Suite:
 
 
 def _status(verdict: str | None) -> str:
-    """A comparison verdict as a test status: a slice without a verdict either way is skipped."""
+    """A comparison verdict as a test status: a slice without a verdict either way is skipped, a
+    scenario that could not run an error; only ``regressed`` fails, as it fails the command."""
     if verdict in ("too_small", "undefined", "inconclusive"):
         return "skipped"
+    if verdict == "error":
+        return "error"
     return "failed" if verdict == "regressed" else "passed"

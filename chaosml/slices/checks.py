@@ -14,15 +14,15 @@ import pandas as pd
 from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS
 from chaosml.errors import InputError
-from chaosml.slices.collect import Evaluation, evaluate
+from chaosml.slices.collect import AUC_BOUND, Evaluation, evaluate
 from chaosml.slices.engine import SliceInfo
 from chaosml.slices.engines import Engine, Progress, engine_for
-from chaosml.slices.fragility import OfflineScenario, UnderFault
+from chaosml.slices.fragility import OfflineScenario, ScenarioFailed, UnderFault
 from chaosml.slices.metrics import METRICS, as_number
 from chaosml.slices.suite import SliceSuite, SliceTest, no_such_slice
 from chaosml.versions import Version
 
-Status = Literal["passed", "failed", "skipped"]
+Status = Literal["passed", "failed", "skipped", "error"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class SliceTestReport:
     outcomes: list[TestOutcome]
     scenarios: list[OfflineScenario] = field(default_factory=list)
     under: dict[str, pd.DataFrame] = field(default_factory=dict)  # scenario: the same table
+    errors: dict[str, str] = field(default_factory=dict)  # scenario: why it could not run
 
     def change(self, scenario: str, metric: str) -> pd.Series:
         """Each slice's change in ``metric`` from clean data under ``scenario``'s faults."""
@@ -78,6 +79,12 @@ class SliceTestReport:
     def failed(self) -> list[TestOutcome]:
         return [outcome for outcome in self.outcomes if outcome.status == "failed"]
 
+    @property
+    def exit_code(self) -> int:
+        """3 if a scenario could not run (its tests' verdicts are unknown), else 1 if a test
+        failed, else 0."""
+        return 3 if self.errors else 0 if self.passed else 1
+
     def to_dict(self) -> dict[str, Any]:
         rows = []
         for info, (_, row) in zip(self.slices, self.table.iterrows(), strict=True):
@@ -87,7 +94,7 @@ class SliceTestReport:
                     "where": info.where,
                     "n": int(row["n"]),
                     "too_small": bool(row["n"] < info.min_size),
-                    "metrics": {m: as_number(row[m]) for m in self.metrics},
+                    "metrics": self._metrics(row),
                 }
             )
         return {
@@ -97,11 +104,19 @@ class SliceTestReport:
             "label": self.label,
             "version": self.version,
             "passed": self.passed,
+            "exit_code": self.exit_code,
             "overall": rows[0],
             "slices": rows[1:],
             "tests": [outcome.__dict__ for outcome in self.outcomes],
             "scenarios": [self._scenario(s) for s in self.scenarios],
         }
+
+    def _metrics(self, row: pd.Series) -> dict[str, float | None]:
+        """A row's metrics; an AUC with the bound on its binning error beside it."""
+        out = {m: as_number(row[m]) for m in self.metrics}
+        if AUC_BOUND in row.index:
+            out[AUC_BOUND] = as_number(row[AUC_BOUND])
+        return out
 
     def _scenario(self, scenario: OfflineScenario) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -109,13 +124,14 @@ class SliceTestReport:
             "path": str(scenario.path),
             "applicable": scenario.applicable,
             "not_applicable_offline": list(scenario.transport),
+            "error": self.errors.get(scenario.name),
         }
         table = self.under.get(scenario.name)
         if table is not None:
             out["slices"] = [
                 {
                     "name": name,
-                    "metrics": {m: as_number(row[m]) for m in self.metrics},
+                    "metrics": self._metrics(row),
                     "change": {m: as_number(row[m] - base[m]) for m in self.metrics},
                 }
                 for (name, row), (_, base) in zip(
@@ -173,8 +189,11 @@ def _run_slice_tests(
     known = {version.name: version, **(others or {})}
     under: dict[str, pd.DataFrame] = {}
     faulted: dict[str, Evaluation] = {}
+    errors: dict[str, str] = {}
     for index, scenario in enumerate(scenarios):
-        if scenario.applicable:  # the faulted answers alone: the clean ones are in `evaluation`
+        if not scenario.applicable:
+            continue
+        try:  # the faulted answers alone: the clean ones are in `evaluation`
             faulted[scenario.name] = evaluate(
                 suite,
                 data,
@@ -184,7 +203,10 @@ def _run_slice_tests(
                 progress=progress,
                 engine=engine,
             )
-            under[scenario.name] = faulted[scenario.name].frame(0, metrics)
+        except ScenarioFailed as exc:  # a result: its tests are errors, the others run
+            errors[scenario.name] = str(exc)
+            continue
+        under[scenario.name] = faulted[scenario.name].frame(0, metrics)
     outcomes = []
     for index, test in enumerate(suite.tests):
         location = suite.test_line(index)
@@ -198,6 +220,19 @@ def _run_slice_tests(
             raise InputError(
                 f"{location}: tests[{index}].under: no scenario named {test.under!r}{hint}"
             )
+        if test.under in errors:
+            outcomes.append(
+                TestOutcome(
+                    _describe(test),
+                    test.slice or ", ".join(test.by or []),
+                    test.metric,
+                    None,
+                    "error",
+                    errors[test.under],
+                    location,
+                )
+            )
+            continue
         if test.under not in under:
             why = "not applicable offline" if scenarios else "needs --scenarios"
             outcomes.append(
@@ -226,6 +261,7 @@ def _run_slice_tests(
         outcomes,
         list(scenarios),
         under,
+        errors,
     )
 
 

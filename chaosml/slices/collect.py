@@ -5,22 +5,33 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from chaosml.codecs import plain
 from chaosml.config import ProjectConfig
-from chaosml.data import DEFAULT_CHUNK_ROWS, DataSource
-from chaosml.errors import DataError, InputError
+from chaosml.data import DEFAULT_CHUNK_ROWS, DataSource, open_table
+from chaosml.errors import DataError, InputError, VersionError
 from chaosml.slices.engine import SliceInfo, SlicePlan, SliceStats, confusion, slice_stats
 from chaosml.slices.engines import Engine, Job, Progress, engine_for
 from chaosml.slices.metrics import METRICS, auc_histogram_error, roc_auc_from_histograms
 from chaosml.slices.suite import SliceSuite
-from chaosml.versions import Version
+from chaosml.versions import PREDICTION_COLUMN, InMemory, PredictionsFile, Scalar, Version
 
 NO_LABEL = "no label column: set `label:` in the suite or in chaosml.yaml"
 EMPTY_SLICE = "{where}: slice {name!r} matches no rows of {data}"
+AUC_BOUND = "roc_auc_bound"  # the column beside roc_auc: the bound on its binning error
+POSITIVE_NOT_A_LABEL = (
+    "{data}: label {label!r}: the positive class {positive!r} is not among its values "
+    "(seen: {seen}); set `positive:` in the suite to one of them"
+)
+POSITIVE_NOT_PREDICTED = (
+    "{where}: prediction: the positive class {positive!r} is not among its values (seen: "
+    "{seen}), nor are they the label's classes ({labels})"
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,10 @@ class Evaluation:
         index = pd.Index([info.name for info in self.stats.slices], name="slice")
         frame = pd.DataFrame(data, index=index)
         frame.insert(0, "n", self.stats.n)
+        if "roc_auc" in metrics:
+            frame[AUC_BOUND] = np.where(
+                np.isfinite(frame["roc_auc"]), self.auc_error(version), np.nan
+            )
         return frame
 
 
@@ -127,6 +142,7 @@ def _evaluate(
     if sums.rows == 0:
         raise DataError(f"{table.name}: no rows")
     stats = slice_stats(plan, sums, suite.min_size)
+    _check_classes(stats, table, label, positive, versions)
     for i, (info, _, _) in enumerate(where):
         if stats.n[i + 1] == 0:
             raise DataError(
@@ -135,6 +151,78 @@ def _evaluate(
                 )
             )
     return Evaluation(stats, [v.name for v in versions], label, table.name)
+
+
+def _check_classes(
+    stats: SliceStats, table: DataSource, label: str, positive: Scalar, versions: Sequence[Version]
+) -> None:
+    """``positive`` must be a value of the label, and of a version's predicted classes unless
+    they are all the label's classes (a model that never predicts the positive class). Checked
+    from the counts; the values are read again only when a version never predicts positive,
+    and to name them when a check fails."""
+    v = stats.n_versions
+    cells = stats.cells[0]
+    bits = np.arange(len(cells))
+    if cells[(bits >> v) & 1 == 1].sum() == 0:
+        seen = _values(table, label)
+        raise DataError(
+            POSITIVE_NOT_A_LABEL.format(
+                data=table.name, label=label, positive=positive, seen=_show(seen)
+            )
+        )
+    for index, version in enumerate(versions):
+        if cells[(bits >> (v - 1 - index)) & 1 == 1].sum() > 0:
+            continue
+        predicted = _predicted_values(version)
+        if predicted is None or (pd.Series(predicted, dtype=object) == positive).any():
+            continue
+        labels = _values(table, label)
+        if labels is None or set(predicted) <= set(labels) or _negative_alone(predicted, labels):
+            continue
+        where = getattr(version, "path", None) or f"version {version.name!r}"
+        raise VersionError(
+            POSITIVE_NOT_PREDICTED.format(
+                where=where, positive=positive, seen=_show(predicted), labels=_show(labels)
+            )
+        )
+
+
+def _negative_alone(predicted: list[object], labels: list[object]) -> bool:
+    """Rows that are all of the positive class, answered with one class of the same kind: the
+    negative class, whose spelling the data cannot show."""
+
+    def kind(value: object) -> type:
+        return float if isinstance(value, bool | int | float) else type(value)
+
+    return len(labels) == 1 and len(predicted) == 1 and kind(predicted[0]) == kind(labels[0])
+
+
+def _values(table: DataSource, column: str) -> list[object] | None:
+    """A column's distinct values, in order seen (None where the source cannot be re-read)."""
+    if not isinstance(table.source, Path | pd.DataFrame):
+        return None
+    seen: dict[object, None] = {}
+    for chunk in table.chunks([column]):
+        seen.update(dict.fromkeys(plain(v) for v in pd.unique(chunk[column])))
+        if len(seen) > 5:
+            break
+    return list(seen)
+
+
+def _predicted_values(version: Version) -> list[object] | None:
+    """The classes a version of precomputed predictions gives (None for a model, whose classes
+    were checked against ``positive`` when it was loaded)."""
+    if isinstance(version, InMemory):
+        return [plain(v) for v in pd.unique(pd.Series(np.asarray(version.prediction)))[:6]]
+    if isinstance(version, PredictionsFile):
+        return _values(open_table(version.path), PREDICTION_COLUMN)
+    return None
+
+
+def _show(values: list[object] | None) -> str:
+    if values is None:
+        return "not listed"
+    return ", ".join(repr(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
 
 
 def _groups(suite: SliceSuite) -> list[tuple[tuple[str, ...], int]]:

@@ -1,16 +1,20 @@
 """``slices compare v1 v2``: per-slice paired comparison of two versions on the same rows.
 
 Per slice: the delta v2 - v1 of the suite's compared metric, a paired test and a per-slice interval
-(``chaosml.slices.stats``: McNemar's exact test and Newcombe's score interval for proportion metrics,
-an exact paired permutation test and a bootstrap interval for ratio metrics), p-values adjusted across
-slices (Holm or Benjamini-Hochberg; the overall row is reported unadjusted) and a verdict:
+(``chaosml.slices.stats``: McNemar's exact test and Newcombe's score interval for proportion metrics;
+an exact paired permutation test and a score interval for ratio metrics: Newcombe's intervals of
+balanced accuracy's two halves combined, a MOVER interval of effective-size Wilson intervals for
+precision and F1), p-values adjusted across every row that can fail the gate, the overall row
+included (Holm or Benjamini-Hochberg), and a verdict:
 
 - *too_small*: fewer than ``min_size`` rows;
 - *undefined*: the metric is undefined for a version (no positives for recall, no positive
   predictions for precision): there is nothing to compare, and no p-value;
-- *inconclusive*: the versions differ on some rows, but on fewer than ``min_discordant(alpha)`` of
-  them, too few for any test to reach ``alpha`` even before correction (nor for an interval to be
-  trusted); the delta is shown, undecided;
+- *inconclusive*: the versions differ on fewer than ``min_discordant(alpha)`` of the rows the test
+  uses (none included), too few for any test to reach ``alpha`` even before correction; the delta
+  is shown, undecided, with Newcombe's interval for a proportion metric and no interval for a ratio
+  metric (none is honest with so few rows: its delta-method correlation is near 1);
+- *error*: a scenario's faults made a version fail to predict (fragility cells only);
 - *regressed*: adjusted p below ``alpha`` **and** the metric worse by more than ``max_drop``;
   *improved* likewise the other way; *unchanged* otherwise.
 
@@ -29,28 +33,31 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from scipy import special
 
 from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS
 from chaosml.errors import InputError
-from chaosml.slices.collect import evaluate
-from chaosml.slices.engine import IntArray, confusion, quadrants
+from chaosml.slices.collect import AUC_BOUND, evaluate
+from chaosml.slices.engine import IntArray, quadrants
 from chaosml.slices.engines import Engine, Progress
 from chaosml.slices.metrics import METRICS, Metric, PairedTest, as_number
 from chaosml.slices.stats import (
     adjust,
-    bootstrap_cells,
+    effective_wilson,
     mcnemar_exact,
     min_discordant,
+    mover,
     newcombe_interval,
-    percentile_interval,
     permutation_p_values,
     swappable,
 )
 from chaosml.slices.suite import SliceSuite
 from chaosml.versions import Version
 
-Verdict = Literal["regressed", "improved", "unchanged", "inconclusive", "undefined", "too_small"]
+Verdict = Literal[
+    "regressed", "improved", "unchanged", "inconclusive", "undefined", "too_small", "error"
+]
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -61,7 +68,9 @@ class SliceComparison:
     name: str
     where: str
     n: int
-    discordant: int  # rows on which the versions differ (in the metric's event, for a proportion)
+    # rows the paired test uses on which the versions' answers differ: for a proportion metric the
+    # rows it counts (positives for recall) where its event differs; for a ratio, every such row
+    discordant: int
     v1: float | None
     v2: float | None
     delta: float | None
@@ -97,6 +106,8 @@ class Comparison:
     min_discordant: int
     overall: SliceComparison
     slices: list[SliceComparison]
+    family: int = 0  # rows (and fragility cells, with --scenarios) in the correction's family
+    joint: bool = False  # the family also holds the (slice, scenario) cells of a fragility run
 
     @property
     def regressed(self) -> list[SliceComparison]:
@@ -148,6 +159,8 @@ class Comparison:
             "n_boot": self.n_boot,
             "seed": self.seed,
             "min_discordant": self.min_discordant,
+            "family": self.family,
+            "family_includes_fragility_cells": self.joint,
             "passed": self.passed,
             "regressed": [s.name for s in self.regressed],
             "overall": self.overall.to_dict(),
@@ -172,7 +185,9 @@ def compare_versions(
     """Compare ``v2`` against ``v1`` on every slice of ``suite``, paired on the same rows.
 
     ``data`` and ``engine`` are as for ``evaluate``: a path, a pandas, Dask or Spark DataFrame;
-    the pass runs locally, on Dask or on Spark, with the same result."""
+    the pass runs locally, on Dask or on Spark, with the same result. Every interval of a clean
+    comparison is a score interval; ``n_boot`` and ``seed`` are recorded with it and seed the
+    bootstrap of a fragility comparison run alongside (``compare_under_faults``)."""
     policy = suite.compare
     if n_boot < 0:
         raise InputError("n_boot must be >= 0")
@@ -197,30 +212,24 @@ def compare_versions(
     delta = second - first
 
     if metric.proportion:
-        a, b, c, d = paired_table(metric, cells)
-        discordant = b + c
-        p_values = mcnemar_exact(b, c)
-        ci_low, ci_high = newcombe_interval(a, b, c, d, policy.confidence)
+        discordant = swappable_events(metric, cells)
+        p_values = mcnemar_exact(*paired_table(metric, cells)[1:3])
     else:
         discordant = swappable(cells)
         p_values = permutation_p_values(lambda x: studentized(metric, x), cells)
-        ci_low = ci_high = np.full(len(stats.slices), np.nan)
-        if n_boot > 0:
-            boot = bootstrap_cells(cells, n_boot, np.random.default_rng(seed))
-            replicates = _metric(metric, boot, 1) - _metric(metric, boot, 0)
-            ci_low, ci_high = percentile_interval(replicates, policy.confidence)
+    ci_low, ci_high = interval(metric, cells, policy.confidence)
+    needed = min_discordant(policy.alpha)
     defined = np.isfinite(delta)
-    ci_low, ci_high = np.where(defined, ci_low, np.nan), np.where(defined, ci_high, np.nan)
+    trusted = defined & (metric.proportion | (discordant >= needed))
+    ci_low, ci_high = np.where(trusted, ci_low, np.nan), np.where(trusted, ci_high, np.nan)
     p_values = np.where(defined, p_values, np.nan)
 
     big_enough = stats.n >= np.array([info.min_size for info in stats.slices])
-    overall = np.arange(len(stats.slices)) == 0
     p_adjusted, verdicts, needed = judge(
         delta,
         p_values,
         discordant=discordant,
         big_enough=big_enough,
-        overall=overall,
         correction=correction,
         direction=metric.direction,
         alpha=policy.alpha,
@@ -230,6 +239,12 @@ def compare_versions(
         key: {name: evaluation.metric(name, v) for name in suite.all_metrics}
         for v, key in enumerate(("v1", "v2"))
     }
+    if "roc_auc" in suite.all_metrics:  # beside every AUC, the bound on its binning error
+        for v, key in enumerate(("v1", "v2")):
+            auc = per_version[key]["roc_auc"]
+            per_version[key][AUC_BOUND] = np.where(
+                np.isfinite(auc), evaluation.auc_error(v), np.nan
+            )
     rows = [
         SliceComparison(
             name=info.name,
@@ -267,12 +282,8 @@ def compare_versions(
         min_discordant=needed,
         overall=rows[0],
         slices=rows[1:],
+        family=int(np.isfinite(p_adjusted).sum()),
     )
-
-
-def _metric(metric: Metric, cells: IntArray, version: int) -> FloatArray:
-    assert metric.confusion is not None
-    return metric.confusion(*confusion(cells, 2, version))
 
 
 def events(metric: Metric, n_versions: int, version: int) -> FloatArray:
@@ -299,6 +310,66 @@ def paired_table(metric: Metric, cells: IntArray) -> tuple[IntArray, IntArray, I
     return a, b, c, d
 
 
+def swappable_events(metric: Metric, cells: IntArray) -> IntArray:
+    """A proportion metric's discordant rows: those it counts on which its event differs."""
+    _, b, c, _ = paired_table(metric, cells)
+    moved: IntArray = b + c
+    return moved
+
+
+def interval(metric: Metric, cells: IntArray, confidence: float) -> tuple[FloatArray, FloatArray]:
+    """The delta's score interval per slice: Newcombe's for a proportion; for a weighted sum of
+    proportions on disjoint rows (balanced accuracy), its parts' Newcombe intervals combined (they
+    are independent); for any other ratio, a MOVER interval of each version's effective-size
+    Wilson interval with their delta-method correlation."""
+    if metric.proportion:
+        return newcombe_interval(*paired_table(metric, cells), confidence)
+    if metric.parts:
+        center = np.zeros(len(cells))
+        below, above = np.zeros(len(cells)), np.zeros(len(cells))
+        for weight, part in metric.parts:
+            a, b, c, d = paired_table(part, cells)
+            with np.errstate(all="ignore"):
+                part_delta = (c - b) / (a + b + c + d)
+            low, high = newcombe_interval(a, b, c, d, confidence)
+            center += weight * part_delta
+            below += (weight * (part_delta - low)) ** 2
+            above += (weight * (high - part_delta)) ** 2
+        return np.maximum(center - np.sqrt(below), -1.0), np.minimum(center + np.sqrt(above), 1.0)
+    z = float(special.ndtri(1 - (1 - confidence) / 2))
+    counts = np.asarray(cells, dtype=np.float64)
+    (f1, g1, rows1), (f2, g2, rows2) = (gradient(metric, counts, v) for v in (0, 1))
+    v1, v2 = (g1**2 * counts).sum(axis=-1), (g2**2 * counts).sum(axis=-1)
+    with np.errstate(all="ignore"):
+        r = np.where(v1 * v2 > 0, (g1 * g2 * counts).sum(axis=-1) / np.sqrt(v1 * v2), 0.0)
+    return mover(
+        f1,
+        effective_wilson(f1, v1, rows1, z),
+        f2,
+        effective_wilson(f2, v2, rows2, z),
+        r,
+    )
+
+
+def gradient(
+    metric: Metric, cells: FloatArray, version: int, n_versions: int = 2
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """A version's metric, its gradient in the cell counts, and its first ratio's denominator
+    (rows), for cell counts of shape (..., 2 ** (n_versions + 1))."""
+    value = np.zeros(cells.shape[:-1])
+    grad = np.zeros(cells.shape)
+    quads = quadrants(n_versions, version)
+    rows = cells @ (quads @ np.array(metric.ratios[0].den))
+    for ratio in metric.ratios:
+        num, den = quads @ np.array(ratio.num), quads @ np.array(ratio.den)
+        n, d = cells @ num, cells @ den
+        with np.errstate(all="ignore"):
+            part = np.where(d > 0, n / np.where(d > 0, d, 1.0), np.nan)
+            value += ratio.weight * part
+            grad += ratio.weight * (num - part[..., None] * den) / d[..., None]
+    return value, grad, rows
+
+
 def studentized(
     metric: Metric,
     cells: FloatArray,
@@ -312,17 +383,12 @@ def studentized(
     is exact, and its multinomial variance is sum(gradient**2 * counts) (the gradient of a ratio is
     orthogonal to the counts). 0 where the delta is 0; +-inf where it is not but has no variance."""
     delta = np.zeros(cells.shape[:-1])
-    gradient = np.zeros(cells.shape)
+    total = np.zeros(cells.shape)
     for version, sign in signs:
-        quads = quadrants(n_versions, version)
-        for ratio in metric.ratios:
-            num, den = quads @ np.array(ratio.num), quads @ np.array(ratio.den)
-            n, d = cells @ num, cells @ den
-            with np.errstate(all="ignore"):
-                value = np.where(d > 0, n / np.where(d > 0, d, 1.0), np.nan)
-                delta += sign * ratio.weight * value
-                gradient += sign * ratio.weight * (num - value[..., None] * den) / d[..., None]
-    se = np.sqrt(np.sum(gradient**2 * cells, axis=-1))
+        value, grad, _ = gradient(metric, cells, version, n_versions)
+        delta += sign * value
+        total += sign * grad
+    se = np.sqrt(np.sum(total**2 * cells, axis=-1))
     with np.errstate(all="ignore"):
         t = np.where(se > 0, delta / se, np.sign(delta) * np.inf)
     return np.where(delta == 0, 0.0, t)
@@ -334,20 +400,21 @@ def judge(
     *,
     discordant: IntArray,
     big_enough: npt.NDArray[np.bool_],
-    overall: npt.NDArray[np.bool_],
     correction: Literal["holm", "bh"],
     direction: int,
     alpha: float,
-    max_drop: float,
+    max_drop: float | FloatArray,
+    failed: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[FloatArray, list[Verdict], int]:
     """Adjusted p-values, verdicts, and the fewest discordant rows that can reach ``alpha``.
 
-    The family is the rows that can reach ``alpha`` at all: large enough, with a p-value, with
-    enough discordant rows (Tarone 1990). ``overall`` rows keep their own p-value, outside it."""
+    The family is every row that can fail the gate, overall rows included: large enough, with a
+    p-value and enough discordant rows (Tarone 1990: the others can never be flagged). ``failed``
+    rows (a scenario that could not run) get ``error``."""
     needed = min_discordant(alpha)
-    testable = big_enough & np.isfinite(p_values) & (discordant >= needed)
-    p_adjusted = adjust(np.where(testable & ~overall, p_values, np.nan), correction)
-    p_adjusted = np.where(testable & overall, p_values, p_adjusted)
+    failed = np.zeros(len(delta), dtype=bool) if failed is None else failed
+    testable = big_enough & np.isfinite(p_values) & (discordant >= needed) & ~failed
+    p_adjusted = adjust(np.where(testable, p_values, np.nan), correction)
     verdicts = verdict(
         delta,
         p_adjusted,
@@ -356,9 +423,13 @@ def judge(
         needed=needed,
         direction=direction,
         alpha=alpha,
-        max_drop=max_drop,
+        max_drop=np.broadcast_to(np.asarray(max_drop, dtype=np.float64), np.shape(delta)),
     )
-    return p_adjusted, verdicts, needed
+    return (
+        p_adjusted,
+        ["error" if bad else v for v, bad in zip(verdicts, failed, strict=True)],
+        needed,
+    )
 
 
 def verdict(
@@ -370,21 +441,21 @@ def verdict(
     needed: int,
     direction: int,
     alpha: float,
-    max_drop: float,
+    max_drop: FloatArray,
 ) -> list[Verdict]:
     """Regressed/improved need significance and a change beyond ``max_drop`` in that direction."""
     out: list[Verdict] = []
-    for d, p, ok, k in zip(delta, p_adjusted, big_enough, discordant, strict=True):
+    for d, p, ok, k, drop in zip(delta, p_adjusted, big_enough, discordant, max_drop, strict=True):
         better = direction * d
         if not ok:
             out.append("too_small")
         elif math.isnan(d):
             out.append("undefined")
-        elif 0 < k < needed:
+        elif k < needed:
             out.append("inconclusive")
-        elif p < alpha and better < -max_drop:
+        elif p < alpha and better < -drop:
             out.append("regressed")
-        elif p < alpha and better > max_drop:
+        elif p < alpha and better > drop:
             out.append("improved")
         else:
             out.append("unchanged")

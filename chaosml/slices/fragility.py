@@ -49,20 +49,30 @@ from scipy import special
 
 from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS, DataSource
-from chaosml.errors import InputError
+from chaosml.errors import InputError, VersionError
 from chaosml.faults import PayloadFault, RequestFault, ResponseFault, apply_offline
 from chaosml.faults.predictions import StaleModel
 from chaosml.gameday.scenario import load_scenarios
 from chaosml.slices.collect import Evaluation, evaluate
-from chaosml.slices.compare import Comparison, Verdict, events, judge, studentized
+from chaosml.slices.compare import (
+    Comparison,
+    SliceComparison,
+    Verdict,
+    compare_versions,
+    events,
+    judge,
+    studentized,
+)
 from chaosml.slices.engine import IntArray, confusion
 from chaosml.slices.engines import FAULT_BLOCK, Engine, Progress, engine_for
 from chaosml.slices.metrics import METRICS, Metric, as_number
 from chaosml.slices.stats import (
-    EXACT_GRID,
     FloatArray,
-    binomial_grid,
     bootstrap_cells,
+    floored,
+    log_binom_cdf,
+    log_binom_pmf,
+    min_discordant,
     percentile_interval,
     permutation_p_values,
     swappable,
@@ -89,6 +99,26 @@ def _swapped(cell: int) -> int:
 
 
 SWAPS = tuple((i, _swapped(i)) for i in range(32) if i < _swapped(i))
+
+
+SCENARIO_FAILED = "scenario {scenario!r}: {version} failed to predict on the faulted rows: {reason}"
+
+
+class ScenarioFailed(VersionError):
+    """A version could not predict on the rows a scenario's faults changed (a model that cannot
+    take a null, say). A result, not bad input: that scenario's cells are ``error``, the other
+    scenarios run, and the command exits 3 (verdicts unknown)."""
+
+    exit_code = 3
+
+    def __init__(self, scenario: str, version: str, reason: str) -> None:
+        super().__init__(scenario, version, reason)  # args: so it pickles back from a worker
+        self.scenario, self.version, self.reason = scenario, version, reason
+
+    def __str__(self) -> str:
+        return SCENARIO_FAILED.format(
+            scenario=self.scenario, version=self.version, reason=self.reason
+        )
 
 
 @dataclass(frozen=True)
@@ -205,7 +235,15 @@ class UnderFault:
         )
 
     def _faulting(self, label: str, positive: Scalar) -> Faulting:
-        return Faulting(self.scenario.faults, self.seed, self.index, label, positive)
+        return Faulting(
+            self.scenario.faults,
+            self.seed,
+            self.index,
+            label,
+            positive,
+            self.scenario.name,
+            self.base.name,
+        )
 
 
 def fault_blocks(start: int, rows: int) -> list[tuple[int, int]]:
@@ -226,6 +264,8 @@ class Faulting:
     index: int
     label: str
     positive: Scalar
+    scenario: str = ""
+    version: str = ""
 
     def answer(
         self,
@@ -246,10 +286,17 @@ class Faulting:
                         piece, _, _ = apply_offline(fault, piece, toxicity=toxicity, rng=rng)
                 pieces.append(piece)
             rows = pd.concat(pieces) if len(pieces) > 1 else pieces[0]
-        before = answer(rows)  # the chunk itself when no fault changed it
+        try:
+            before = answer(rows)  # the chunk itself when no fault changed it
+            old = {name: stale[name](rows) for name in stale}
+        except VersionError as exc:
+            if rows is chunk:  # the clean rows: not the scenario's doing
+                raise
+            cause = exc.__cause__ or exc
+            reason = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+            raise ScenarioFailed(self.scenario, self.version, reason) from exc
         labels: np.ndarray = before.positive.astype(np.int64)
         scores = before.score
-        old = {name: stale[name](rows) for name in stale}
         if any(not isinstance(fault, RequestFault) for fault, _ in self.faults):
             label_parts: list[np.ndarray] = []
             score_parts: list[np.ndarray] = []
@@ -327,6 +374,7 @@ class Cell:
     p_value: float | None = None
     p_adjusted: float | None = None
     verdict: Verdict | None = None
+    error: str | None = None  # why the scenario could not run (verdict "error")
 
     def change(self, version: str) -> float | None:
         clean, faulted = self.clean.get(version), self.faulted.get(version)
@@ -347,6 +395,7 @@ class Cell:
             "p_value": self.p_value,
             "p_adjusted": self.p_adjusted,
             "verdict": self.verdict,
+            "error": self.error,
         }
 
 
@@ -365,6 +414,11 @@ class Fragility:
     correction: str
     seed: int
     n_boot: int
+    errors: dict[str, str] = field(default_factory=dict)  # scenario: why it could not run
+    confidence: float = 0.95
+    min_discordant: int = 6  # fewer discordant rows: inconclusive, no interval
+    family: int = 0  # cells in the correction's family
+    joint: bool = False  # the family also holds the clean comparison's slices
 
     @property
     def fragile(self) -> list[Cell]:
@@ -376,6 +430,11 @@ class Fragility:
     @property
     def passed(self) -> bool:
         return not self.fragile
+
+    @property
+    def exit_code(self) -> int:
+        """3 if a scenario could not run (its verdicts are unknown), else 1 if a cell regressed."""
+        return 3 if self.errors else 0 if self.passed else 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -389,6 +448,10 @@ class Fragility:
             "correction": self.correction,
             "seed": self.seed,
             "n_boot": self.n_boot,
+            "confidence": self.confidence,
+            "min_discordant": self.min_discordant,
+            "family": self.family,
+            "family_includes_clean_slices": self.joint,
             "scenarios": [
                 {
                     "name": s.name,
@@ -396,9 +459,11 @@ class Fragility:
                     "applicable": s.applicable,
                     "faults": [fault.type for fault, _ in s.faults],
                     "not_applicable_offline": list(s.transport),
+                    "error": self.errors.get(s.name),
                 }
                 for s in self.scenarios
             ],
+            "errors": dict(self.errors),
             "passed": self.passed,
             "fragile": [{"slice": c.slice, "scenario": c.scenario} for c in self.fragile],
             "cells": [c.to_dict() for c in self.cells],
@@ -426,8 +491,19 @@ class UnderFaults:
     def passed(self) -> bool:
         return self.clean.passed and self.fragility.passed
 
+    @property
+    def exit_code(self) -> int:
+        """3 if a scenario could not run (its verdicts are unknown), else 1 if a slice or a cell
+        regressed, else 0."""
+        return 3 if self.fragility.errors else 0 if self.passed else 1
+
     def to_dict(self) -> dict[str, Any]:
-        return {**self.fragility.to_dict(), "passed": self.passed, "clean": self.clean.to_dict()}
+        return {
+            **self.fragility.to_dict(),
+            "passed": self.passed,
+            "exit_code": self.exit_code,
+            "clean": self.clean.to_dict(),
+        }
 
 
 def fragility(
@@ -464,6 +540,87 @@ def fragility(
         )
 
 
+def compare_under_faults(
+    suite: SliceSuite,
+    v1: Version,
+    v2: Version,
+    data: object,
+    scenarios: Sequence[OfflineScenario],
+    *,
+    others: Mapping[str, Version] | None = None,
+    seed: int = 0,
+    n_boot: int = 1000,
+    correction: Literal["holm", "bh"] | None = None,
+    config: ProjectConfig | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: Progress | None = None,
+    engine: Engine | str | None = None,
+) -> UnderFaults:
+    """``slices compare --scenarios``: the clean comparison and the fragility cells, judged as
+    one family. Every slice and every (slice, scenario) cell that can fail the gate, overall rows
+    included, is in one multiple-testing correction, so the command's false-alarm rate is at most
+    ``alpha`` however many scenarios it runs."""
+    with engine_for(engine, data) as runner:
+        clean = compare_versions(
+            suite,
+            v1,
+            v2,
+            data,
+            n_boot=n_boot,
+            seed=seed,
+            correction=correction,
+            config=config,
+            chunk_rows=chunk_rows,
+            progress=progress,
+            engine=runner,
+        )
+        cells = _fragility(
+            suite,
+            [v1, v2],
+            data,
+            scenarios,
+            others,
+            seed,
+            n_boot,
+            correction,
+            config,
+            chunk_rows,
+            None if progress is None else lambda scenario: progress,
+            runner,
+        )
+    return one_family(clean, cells, METRICS[suite.compare.metric])
+
+
+def one_family(clean: Comparison, cells: Fragility, metric: Metric) -> UnderFaults:
+    """The clean comparison's rows and the fragility's judged cells re-judged as one family."""
+    rows = [clean.overall, *clean.slices]
+    judged = [i for i, c in enumerate(cells.cells) if c.verdict is not None]
+    items: list[SliceComparison | Cell] = [*rows, *(cells.cells[i] for i in judged)]
+    p_adjusted, verdicts, _ = judge(
+        np.array([math.nan if r.delta is None else r.delta for r in items]),
+        np.array([math.nan if r.p_value is None else r.p_value for r in items]),
+        discordant=np.array([r.discordant or 0 for r in items]),
+        big_enough=np.array([r.verdict != "too_small" for r in items]),
+        correction=clean.correction,
+        direction=metric.direction,
+        alpha=clean.alpha,
+        max_drop=np.array([clean.max_drop] * len(rows) + [cells.max_drop] * len(judged)),
+        failed=np.array([r.verdict == "error" for r in items]),
+    )
+    family = int(np.isfinite(p_adjusted).sum())
+    n = len(rows)
+    fixed = [
+        replace(r, p_adjusted=as_number(p), verdict=v)
+        for r, p, v in zip(rows, p_adjusted[:n], verdicts[:n], strict=True)
+    ]
+    new_cells = list(cells.cells)
+    for k, i in enumerate(judged):
+        p, v = p_adjusted[n + k], verdicts[n + k]
+        new_cells[i] = replace(new_cells[i], p_adjusted=as_number(p), verdict=v)
+    comparison = replace(clean, overall=fixed[0], slices=fixed[1:], family=family, joint=True)
+    return UnderFaults(comparison, replace(cells, cells=new_cells, family=family, joint=True))
+
+
 def _fragility(
     suite: SliceSuite,
     versions: Sequence[Version],
@@ -484,28 +641,47 @@ def _fragility(
     metric = METRICS[policy.metric]
     known = {v.name: v for v in versions} | dict(others or {})
     names = [v.name for v in versions]
-    cells: list[Cell] = []
+    per_scenario: list[list[Cell]] = []
     family: list[Pass] = []
+    errors: dict[str, str] = {}
+    clean: Evaluation | None = None
     for index, scenario in enumerate(scenarios):
         if not scenario.applicable:
             continue
         faulted = [UnderFault(v, scenario, seed, index, known) for v in versions]
-        evaluation = evaluate(
-            suite,
-            data,
-            [*versions, *faulted],
-            config=config,
-            chunk_rows=chunk_rows,
-            progress=progress(scenario.name) if progress else None,
-            engine=engine,
-        )
-        cells.extend(_cells(evaluation, metric, names, scenario.name))
+        try:
+            evaluation = evaluate(
+                suite,
+                data,
+                [*versions, *faulted],
+                config=config,
+                chunk_rows=chunk_rows,
+                progress=progress(scenario.name) if progress else None,
+                engine=engine,
+            )
+        except ScenarioFailed as exc:
+            errors[scenario.name] = str(exc)
+            if clean is None:  # the slices and their clean metrics, to show beside the error
+                clean = evaluate(
+                    suite, data, versions, config=config, chunk_rows=chunk_rows, engine=engine
+                )
+            per_scenario.append(_failed_cells(clean, metric, names, scenario.name, str(exc)))
+            continue
+        per_scenario.append(_cells(evaluation, metric, names, scenario.name))
         if len(versions) == 2:
             stats = evaluation.stats
             sizes = np.array([info.min_size for info in stats.slices])
             family.append(Pass(stats.cells, sizes, scenario.changes_features))
-    if len(versions) == 2:
-        cells = _compare(cells, family, metric, suite, correction, seed, n_boot)
+    ran = [cells for cells in per_scenario if cells and cells[0].error is None]
+    judged: list[Cell] = [c for cells in ran for c in cells]
+    if len(versions) == 2 and family:
+        judged = _compare(judged, family, metric, suite, correction, seed, n_boot)
+    done = iter(judged)
+    cells = [
+        c if c.error is not None else next(done)
+        for scenario_cells in per_scenario
+        for c in scenario_cells
+    ]
     return Fragility(
         suite=str(suite.path or "<suite>"),
         data=str(data) if isinstance(data, str | Path) else "<DataFrame>",
@@ -518,7 +694,30 @@ def _fragility(
         correction=correction or policy.correction,
         seed=seed,
         n_boot=n_boot,
+        errors=errors,
+        confidence=policy.confidence,
+        min_discordant=min_discordant(policy.alpha),
+        family=sum(c.p_adjusted is not None for c in cells),
     )
+
+
+def _failed_cells(
+    clean: Evaluation, metric: Metric, names: list[str], scenario: str, error: str
+) -> list[Cell]:
+    """A scenario that could not run: each slice's clean metrics, no faulted ones, the error."""
+    values = {name: clean.metric(metric.name, i) for i, name in enumerate(names)}
+    return [
+        Cell(
+            slice=info.name,
+            scenario=scenario,
+            n=int(clean.stats.n[row]),
+            clean={name: as_number(values[name][row]) for name in names},
+            faulted=dict.fromkeys(names),
+            verdict="error",
+            error=error,
+        )
+        for row, info in enumerate(clean.stats.slices)
+    ]
 
 
 def _cells(evaluation: Evaluation, metric: Metric, names: list[str], scenario: str) -> list[Cell]:
@@ -539,19 +738,25 @@ def _cells(evaluation: Evaluation, metric: Metric, names: list[str], scenario: s
 
 def did_p_values(ones: IntArray, twos: IntArray, observed: IntArray) -> FloatArray:
     """Exact sign-flip p-values of sum(d) = ``observed`` with ``ones`` rows of |d| = 1 and
-    ``twos`` rows of |d| = 2, each as likely +d as -d (the normal limit when the grid is large)."""
+    ``twos`` rows of |d| = 2, each as likely +d as -d, at any number of rows.
+
+    With K1 ~ Binomial(ones, 1/2) of the |d| = 1 rows and K2 ~ Binomial(twos, 1/2) of the
+    |d| = 2 rows positive, sum(d) = (2 K1 - ones) + 2 (2 K2 - twos): for each K2 the tail of K1 is
+    a binomial CDF, so the p-value is one sum over K2, taken in log space (no normal limit, no
+    underflow down to ``P_FLOOR``)."""
     out = np.ones(len(ones))
     for i, (a, b, t) in enumerate(zip(ones, twos, observed, strict=True)):
-        if a + b == 0:
+        if a + b == 0 or t == 0:
             continue
-        ka, wa = binomial_grid(int(a))
-        kb, wb = binomial_grid(int(b))
-        if len(ka) * len(kb) > EXACT_GRID:
-            out[i] = 2 * special.ndtr(-abs(t) / math.sqrt(a + 4 * b))
-            continue
-        total = (2 * ka - a)[:, None] + 2 * (2 * kb - b)[None, :]
-        p = (wa[:, None] * wb[None, :])[np.abs(total) >= abs(t) - 1e-9].sum()
-        out[i] = min(max(p, 2 * 0.5 ** float(a + b)), 1.0)
+        a, b, target = int(a), int(b), abs(int(t))
+        kb = np.arange(b + 1, dtype=np.float64)
+        log_w = log_binom_pmf(kb, b)
+        kb, log_w = kb[log_w > log_w.max() - 745], log_w[log_w > log_w.max() - 745]
+        shift = 2 * (2 * kb - b)
+        up = np.ceil((target + a - shift) / 2)  # K1 >= up, i.e. by symmetry K1 <= a - up
+        down = np.floor((a - shift - target) / 2)  # K1 <= down
+        log_tail = np.logaddexp(log_binom_cdf(a - up, a), log_binom_cdf(down, a))
+        out[i] = floored(special.logsumexp(log_w + log_tail))[()]
     return out
 
 
@@ -589,13 +794,16 @@ def _compare(
         replicates = (value[3] - value[1]) - (value[2] - value[0])
         low, high = percentile_interval(replicates, policy.confidence)
     defined = np.isfinite(delta)
+    # with fewer discordant rows than any test needs, every replicate moves the same few rows:
+    # the percentile interval is too narrow to be trusted, so none is given (inconclusive)
+    trusted = defined & (discordant >= min_discordant(policy.alpha))
+    low, high = np.where(trusted, low, np.nan), np.where(trusted, high, np.nan)
     p_values = np.where(defined & compared, p_values, np.nan)
     p_adjusted, verdicts, _ = judge(
         delta,
         p_values,
         discordant=discordant,
         big_enough=np.array([c.n for c in cells]) >= min_sizes,
-        overall=np.array([c.slice == "overall" for c in cells]),
         correction=correction or policy.correction,
         direction=metric.direction,
         alpha=policy.alpha,

@@ -113,6 +113,26 @@ class Metric:
         return ratio.den in (POSITIVES, NEGATIVES, ALL) and inside
 
     @property
+    def parts(self) -> tuple[tuple[float, Metric], ...]:
+        """A weighted sum of proportions over disjoint sets of rows fixed by the label (balanced
+        accuracy: half recall on the positives, half TNR on the negatives), as (weight, proportion)
+        pairs; empty for any other metric. Its parts are independent, so their score intervals
+        combine into one."""
+        dens = [ratio.den for ratio in self.ratios]
+        if len(self.ratios) < 2 or any(d not in (POSITIVES, NEGATIVES) for d in dens):
+            return ()
+        if len(set(dens)) != len(dens):
+            return ()
+        parts = tuple(
+            (
+                ratio.weight,
+                Metric(f"{self.name}[{k}]", self.direction, (Ratio(ratio.num, ratio.den),)),
+            )
+            for k, ratio in enumerate(self.ratios)
+        )
+        return parts if all(metric.proportion for _, metric in parts) else ()
+
+    @property
     def paired_test(self) -> PairedTest:
         return "mcnemar" if self.proportion else "permutation"
 

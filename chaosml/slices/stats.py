@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special, stats
+from scipy import special
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -62,12 +62,50 @@ def percentile_interval(replicates: FloatArray, confidence: float) -> tuple[Floa
     return np.where(defined, low, np.nan), np.where(defined, high, np.nan)
 
 
+# p-values are computed in log space and reported down to this; below it they are reported as
+# this value and printed "<1e-300" (a double cannot hold much less, and nothing needs it).
+P_FLOOR = 1e-300
+
+
+def floored(log_p: npt.ArrayLike) -> FloatArray:
+    """p-values from their logarithms: at most 1, at least ``P_FLOOR``."""
+    with np.errstate(under="ignore"):
+        p = np.exp(np.minimum(np.asarray(log_p, dtype=np.float64), 0.0))
+    return np.maximum(p, P_FLOOR)
+
+
+def log_binom_cdf(k: npt.ArrayLike, n: npt.ArrayLike) -> FloatArray:
+    """log P(K <= k) for K ~ Binomial(n, 1/2), -inf below 0. ``special.bdtr`` keeps its relative
+    accuracy down to the smallest doubles, so its logarithm is exact wherever a p-value can still
+    be told from ``P_FLOOR``; where it underflows the tail is below 1e-307 and counts as -inf."""
+    kk = np.floor(np.asarray(k, dtype=np.float64))
+    nn = np.asarray(n, dtype=np.int64)
+    kk, nn = np.broadcast_arrays(kk, nn)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cdf = special.bdtr(np.clip(kk, 0, nn).astype(np.int64), nn, 0.5)
+        out = np.log(cdf)
+    return np.where(kk < 0, -np.inf, np.where(kk >= nn, 0.0, out))
+
+
+def log_binom_pmf(k: npt.ArrayLike, n: int) -> FloatArray:
+    """log P(K = k) for K ~ Binomial(n, 1/2), from log-gamma: no underflow at any n."""
+    kk = np.asarray(k, dtype=np.float64)
+    return np.asarray(
+        special.gammaln(n + 1)
+        - special.gammaln(kk + 1)
+        - special.gammaln(n - kk + 1)
+        - n * math.log(2),
+        dtype=np.float64,
+    )
+
+
 def mcnemar_exact(only_first: IntArray, only_second: IntArray) -> FloatArray:
-    """McNemar's exact test from discordant counts; p = 1 where there are none."""
+    """McNemar's exact test from discordant counts; p = 1 where there are none. Computed in log
+    space, so a far tail is reported down to ``P_FLOOR`` rather than as 0."""
     b = np.asarray(only_first, dtype=np.int64)
     c = np.asarray(only_second, dtype=np.int64)
-    p = 2 * special.bdtr(np.minimum(b, c), b + c, 0.5)
-    return np.where(b + c > 0, np.minimum(p, 1.0), 1.0)
+    p = floored(math.log(2) + log_binom_cdf(np.minimum(b, c), b + c))
+    return np.where(b + c > 0, p, 1.0)
 
 
 def adjust(p_values: FloatArray, method: Literal["holm", "bh"]) -> FloatArray:
@@ -119,7 +157,7 @@ def newcombe_interval(
     Newcombe recommends). NaN where the table is empty."""
     fa, fb, fc, fd = (np.asarray(x, dtype=np.float64) for x in (a, b, c, d))
     n = fa + fb + fc + fd
-    z = float(stats.norm.ppf(1 - (1 - confidence) / 2))
+    z = float(special.ndtri(1 - (1 - confidence) / 2))
     with np.errstate(all="ignore"):
         p1, p2 = (fa + fb) / n, (fa + fc) / n
         l1, u1 = wilson(fa + fb, n, z)
@@ -139,6 +177,44 @@ def newcombe_interval(
     return np.where(empty, np.nan, np.maximum(low, -1.0)), np.where(
         empty, np.nan, np.minimum(high, 1.0)
     )
+
+
+def mover(
+    first: FloatArray,
+    first_ci: tuple[FloatArray, FloatArray],
+    second: FloatArray,
+    second_ci: tuple[FloatArray, FloatArray],
+    correlation: FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """The interval of ``second - first`` from each estimate's own interval and their correlation
+    (the method of variance estimates recovery, Zou & Donner 2008; Newcombe's method 10 is this with
+    Wilson intervals of paired proportions)."""
+    (l1, u1), (l2, u2) = first_ci, second_ci
+    r = correlation
+    delta = second - first
+    with np.errstate(invalid="ignore"):
+        low = delta - np.sqrt(
+            np.maximum(
+                (second - l2) ** 2 - 2 * r * (second - l2) * (u1 - first) + (u1 - first) ** 2, 0
+            )
+        )
+        high = delta + np.sqrt(
+            np.maximum(
+                (u2 - second) ** 2 - 2 * r * (u2 - second) * (first - l1) + (first - l1) ** 2, 0
+            )
+        )
+    return np.maximum(low, -1.0), np.minimum(high, 1.0)
+
+
+def effective_wilson(
+    value: FloatArray, variance: FloatArray, rows: FloatArray, z: float
+) -> tuple[FloatArray, FloatArray]:
+    """A Wilson interval for a metric in [0, 1] that is not one proportion (precision, F1), on the
+    effective number of rows its delta-method variance implies, ``value (1 - value) / variance``
+    (the metric's denominator ``rows`` where the variance is 0: a value of 0 or 1)."""
+    with np.errstate(all="ignore"):
+        n = np.where(variance > 0, value * (1 - value) / variance, rows)
+        return wilson(value * n, n, z)
 
 
 # Above this many grid points (a few hundred discordant rows of both labels) the permutation
@@ -169,7 +245,8 @@ def permutation_p_values(
     independently across pairs (``PAIRED``: bits label|v1|v2, the discordant rows of each label).
     ``statistic`` maps cell counts of shape (..., cells) to delta / standard error. The p-value is
     the probability of a statistic at least as far from 0 as the observed one, among permutations
-    where it is defined."""
+    where it is defined. The grid always reaches the observed split (and its mirror), and its
+    weights are summed in log space, so a far-tail p-value is exact down to ``P_FLOOR``."""
     cells = np.asarray(cells, dtype=np.int64)
     observed = statistic(cells.astype(np.float64))
     out = np.full(len(cells), np.nan)
@@ -177,36 +254,47 @@ def permutation_p_values(
         if np.isnan(observed[i]):  # the metric is undefined for a version
             continue
         moving = [(a, b, int(row[a] + row[b])) for a, b in pairs if row[a] + row[b] > 0]
-        total_moving = sum(d for _, _, d in moving)
-        if total_moving == 0:
+        if not moving:
             out[i] = 1.0
             continue
-        grids = [binomial_grid(d) for _, _, d in moving]
+        grids = [binomial_grid(d, int(row[a])) for a, _, d in moving]
         if math.prod(len(k) for k, _ in grids) > EXACT_GRID:
-            out[i] = 2 * special.ndtr(-abs(observed[i])) if np.isfinite(observed[i]) else 0.0
+            out[i] = floored(math.log(2) + special.log_ndtr(-abs(float(observed[i]))))[()]
             continue
-        mesh = np.meshgrid(*[k for k, _ in grids], indexing="ij")
-        weight = np.ones(mesh[0].shape)
-        for axis, (_, w) in enumerate(grids):
-            weight = weight * w.reshape([-1 if j == axis else 1 for j in range(len(grids))])
-        grid = np.broadcast_to(row.astype(np.float64), (*mesh[0].shape, len(row))).copy()
-        for (a, b, d), k in zip(moving, mesh, strict=True):
-            grid[..., a], grid[..., b] = k, d - k
-        values = np.abs(statistic(grid))
-        defined = ~np.isnan(values)
-        target = abs(observed[i])
-        extreme = defined & (values >= target * (1 - 1e-9) - 1e-12)
-        total = weight[defined].sum()
-        if total > 0:  # never below the chance of the most extreme split: 2 / 2**discordant
-            out[i] = min(max(weight[extreme].sum() / total, 2 * 0.5 ** float(total_moving)), 1.0)
+        out[i] = _grid_p_value(statistic, row, moving, grids, abs(float(observed[i])))
     return out
 
 
-def binomial_grid(d: int) -> tuple[FloatArray, FloatArray]:
-    """Counts k of Binomial(d, 1/2) within the grid's cut, with their probabilities."""
+def _grid_p_value(
+    statistic: Callable[[FloatArray], FloatArray],
+    row: IntArray,
+    moving: list[tuple[int, int, int]],
+    grids: list[tuple[FloatArray, FloatArray]],
+    target: float,
+) -> float:
+    mesh = np.meshgrid(*[k for k, _ in grids], indexing="ij")
+    log_weight = np.zeros(mesh[0].shape)
+    for axis, (_, w) in enumerate(grids):
+        log_weight = log_weight + w.reshape([-1 if j == axis else 1 for j in range(len(grids))])
+    grid = np.broadcast_to(row.astype(np.float64), (*mesh[0].shape, len(row))).copy()
+    for (a, b, d), k in zip(moving, mesh, strict=True):
+        grid[..., a], grid[..., b] = k, d - k
+    values = np.abs(statistic(grid))
+    defined = ~np.isnan(values)
+    extreme = defined & (values >= target * (1 - 1e-9) - 1e-12)
+    if not defined.any():
+        return math.nan
+    log_p = special.logsumexp(log_weight[extreme]) - special.logsumexp(log_weight[defined])
+    return float(floored(log_p))
+
+
+def binomial_grid(d: int, observed: int | None = None) -> tuple[FloatArray, FloatArray]:
+    """Counts k of Binomial(d, 1/2) within the grid's cut (widened to reach ``observed`` and its
+    mirror ``d - observed``), with their log-probabilities."""
     half_width = _TAIL_SD * np.sqrt(d) / 2
     low, high = max(0, int(np.floor(d / 2 - half_width))), min(d, int(np.ceil(d / 2 + half_width)))
+    if observed is not None:
+        low, high = min(low, observed, d - observed), max(high, observed, d - observed)
     k = np.arange(low, high + 1, dtype=np.float64)
     # the pmf from log-gamma: scipy.stats.binom.pmf's per-call overhead would cost more than this
-    log_pmf = special.gammaln(d + 1) - special.gammaln(k + 1) - special.gammaln(d - k + 1)
-    return k, np.exp(log_pmf - d * math.log(2))
+    return k, log_binom_pmf(k, d)

@@ -371,7 +371,8 @@ def test_the_cli_gives_the_local_answer_on_dask(demo: DemoArtifacts, tmp_path: P
     assert "Traceback" not in err
     local = run()
     assert (code, out) == local[:2]
-    assert json.loads(out)["clean"]["regressed"] == ["region=APAC", "employment=unemployed"]
+    # one family with the fragility cells: region=APAC (p 0.005) is not flagged under it
+    assert json.loads(out)["clean"]["regressed"] == ["employment=unemployed"]
 
 
 def test_row_groups_larger_than_a_partition_widen_it_and_faults_stay_the_same(

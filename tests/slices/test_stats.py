@@ -259,7 +259,10 @@ def test_an_undefined_metric_is_undefined_not_unchanged() -> None:
         None,
         None,
     )
-    assert result.slices[1].p_adjusted == result.slices[1].p_value  # a family of one
+    # a family of two: the overall row, which can fail the gate too, and slice 1
+    family = [result.overall.p_value, result.slices[1].p_value]
+    expected = multipletests(family, method="holm")[1]
+    assert [result.overall.p_adjusted, result.slices[1].p_adjusted] == pytest.approx(expected)
 
 
 def test_few_discordant_rows_are_inconclusive_and_left_out_of_the_family() -> None:
@@ -267,14 +270,17 @@ def test_few_discordant_rows_are_inconclusive_and_left_out_of_the_family() -> No
     assert needed == 6 and 2 * 0.5**needed < 0.05 <= 2 * 0.5 ** (needed - 1)
     result = _compare([[30, 0, 0, 0, 0, 0, 3, 30], [200, 30, 1, 20, 20, 2, 30, 200]], "accuracy")
     assert [s.verdict for s in result.slices] == ["inconclusive", "regressed"]
-    assert result.slices[1].p_adjusted == result.slices[1].p_value
+    family = [result.overall.p_value, result.slices[1].p_value]  # slice 0 is left out
+    expected = multipletests(family, method="holm")[1]
+    assert [result.overall.p_adjusted, result.slices[1].p_adjusted] == pytest.approx(expected)
 
 
-def test_ratio_metrics_need_no_replicates_for_their_test() -> None:
+def test_ratio_metrics_need_no_replicates_for_their_test_or_interval() -> None:
     frame, v1, v2 = _frame([[40, 6, 2, 6, 8, 1, 9, 40]] * 2)
     suite = SliceSuite(label="y", slices=[SliceSpec(by=["g"])], compare=ComparePolicy(metric="f1"))
     result = compare_versions(suite, v1, v2, frame, n_boot=0)
-    assert all(s.ci is None and s.p_value is not None for s in result.slices)
+    assert all(s.p_value is not None for s in result.slices)
+    assert all(s.ci is not None and s.ci[0] < s.delta < s.ci[1] for s in result.slices)  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("metric", ["precision", "f1", "balanced_accuracy"])
