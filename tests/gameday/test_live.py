@@ -14,9 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -24,45 +22,13 @@ import yaml
 
 from chaosml.alerts.base import parse_time
 from chaosml.demo.harness import (
-    ALERTMANAGER,
-    PROMETHEUS,
     ReferenceStack,
     monitoring_stack,
-    reference_stack,
 )
 from chaosml.demo.rules import RULES, rules_file
-from chaosml.demo.run import write_target
-from chaosml.demo.train import DemoArtifacts
 from chaosml.gameday import GamedayReport, RunOptions, run_files
-from tests.live_servers import require_binaries, wait_for
-
-SCALE = 0.05
-SCENARIOS = Path(__file__).parents[2] / "scenarios"
-
-
-@pytest.fixture(scope="module")
-def stack(demo: DemoArtifacts) -> Iterator[ReferenceStack]:
-    require_binaries(PROMETHEUS, ALERTMANAGER)
-    with reference_stack(demo.folder, time_scale=SCALE) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def target(stack: ReferenceStack, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_target(stack, tmp_path_factory.mktemp("target") / "target.yaml")
-
-
-def scenario(folder: Path, **fields: Any) -> Path:
-    data = {"name": "probe", "load": {"users": 4, "rate": 30, "batch": 10}, **fields}
-    path = folder / f"{data['name']}.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
-
-
-def toxics(stack: ReferenceStack) -> list[dict[str, Any]]:
-    proxy = requests.get(f"http://{stack.proxy_api}/proxies/model/toxics", timeout=5).json()
-    point = requests.get(f"http://{stack.service_point}/proxies/service/toxics", timeout=5).json()
-    return list(proxy) + list(point)
+from tests.gameday.conftest import SCALE, SCENARIOS, scenario, toxics
+from tests.live_servers import wait_for
 
 
 def test_a_healthy_run_fires_nothing(target: Path, tmp_path: Path) -> None:
