@@ -62,7 +62,7 @@ def test_every_readme_block_runs_in_order(tmp_path: Path) -> None:
 
     # the demo: every bundled failure mode noticed, the blind spot shown, the regression found
     assert "9 of 9 scenarios passed" in done.stdout, done.stdout[-4000:]
-    assert "Blind spots (no alert fired): null-answers" in done.stdout
+    assert "Blind spots (it broke something and no alert fired): null-answers" in done.stdout
     assert "\nregressed: " in done.stdout
     assert "region=APAC" in done.stdout.split("\nregressed: ")[1].splitlines()[0]
     assert "v2 more fragile in" in done.stdout  # under the scenarios' input faults
@@ -84,7 +84,7 @@ def test_every_readme_block_runs_in_order(tmp_path: Path) -> None:
 
     # the game day by hand: its JSON, JUnit and HTML reports
     bias = json.loads((tmp_path / "bias.json").read_text())
-    assert bias["schema"] == "chaosml.gameday/1"
+    assert bias["schema"] == "chaosml.gameday/2"
     (scenario,) = bias["scenarios"]
     assert scenario["verdict"] == "passed" and scenario["expectations"][0]["detected_after_s"] > 0
     junit = ET.parse(tmp_path / "gameday.xml").getroot()
