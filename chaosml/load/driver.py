@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -35,6 +36,7 @@ from chaosml.load.marks import Marks, answer_marks
 from chaosml.load.plan import LoadPlan
 
 PREDICT = "predict"
+PLAN, PLANNED = "chaosml-plan", "chaosml-planned"  # the plan to a worker; its answer
 MARK_TIMEOUT = 3.0  # seconds for every worker to answer a phase mark (then ``exact`` is False)
 # monotonic seconds, requests, failures, response-time histogram (ms -> count)
 Snapshot = tuple[float, int, int, dict[int, int]]
@@ -273,16 +275,31 @@ def _runners(env: Environment, plan: LoadPlan) -> tuple[Any, list[subprocess.Pop
         )
         for _ in range(plan.workers)
     ]
-    deadline = time.monotonic() + 60
-    while len(runner.clients.ready) < plan.workers:
-        if time.monotonic() > deadline:
-            for process in workers:
-                process.kill()
-            raise RuntimeError(f"only {len(runner.clients.ready)} of {plan.workers} workers")
-        gevent.sleep(0.1)
-    runner.send_message("chaosml-plan", plan.to_json())
-    gevent.sleep(0.2)
+    planned: dict[str, str | None] = {}  # worker id -> None, or why it could not load the plan
+    runner.register_message(
+        PLANNED, lambda msg, **_: planned.update({msg.node_id: msg.data["error"]})
+    )
+    try:
+        _wait(lambda: len(runner.clients.ready) >= plan.workers, "connected")
+        runner.send_message(PLAN, plan.to_json())
+        # a worker reads the data when the plan arrives: until it has, it would not start users
+        _wait(lambda: len(planned) >= plan.workers, "loaded the plan")
+        errors = [e for e in planned.values() if e]
+        if errors:
+            raise RuntimeError(f"a worker could not load the plan: {errors[0]}")
+    except BaseException:
+        for process in workers:
+            process.kill()
+        raise
     return runner, workers
+
+
+def _wait(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the load's workers have not {what} within {seconds:g} s")
+        gevent.sleep(0.05)
 
 
 def worker(master: str) -> None:
@@ -295,9 +312,14 @@ def worker(master: str) -> None:
     runner = env.create_worker_runner(host, int(port))
 
     def on_plan(environment: Environment, msg: Any, **_: Any) -> None:
-        env.user_classes = [user_class(LoadPlan.from_json(msg.data))]
+        try:
+            env.user_classes = [user_class(LoadPlan.from_json(msg.data))]
+        except Exception as exc:
+            runner.send_message(PLANNED, {"error": f"{type(exc).__name__}: {exc}"})
+            return
+        runner.send_message(PLANNED, {"error": None})
 
-    runner.register_message("chaosml-plan", on_plan)
+    runner.register_message(PLAN, on_plan)
     answer_marks(runner)
     runner.greenlet.join()
 
