@@ -115,9 +115,12 @@ def ineffective(record: ScenarioRecord) -> str | None:
 
 
 def load_shortfall(record: ScenarioRecord) -> str | None:
-    """The phases whose delivered rate was more than ``SHORTFALL`` under the plan."""
+    """The steady and fault phases whose delivered rate was more than ``SHORTFALL`` under the
+    plan (the recovery ends when alerts resolve: its load says nothing about the fault)."""
     short = []
     for phase in record.phases:
+        if phase.name == "recovery":
+            continue
         figures = phase.load
         if figures is None or not figures.planned_rps or figures.rps is None:
             continue

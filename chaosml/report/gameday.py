@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -77,7 +78,7 @@ def totals(report: GamedayReport) -> str:
 
 
 def render_gameday(report: GamedayReport, console: Console) -> None:
-    console.print(heading(report), highlight=False)
+    console.print(heading(report), highlight=False, markup=False)
     table = Table(title="Game day", title_justify="left", header_style="bold")
     for column in (
         "scenario",
@@ -90,7 +91,7 @@ def render_gameday(report: GamedayReport, console: Console) -> None:
     ):
         table.add_column(column, no_wrap=column in ("detected", "resolved"))
     for s in report.scenarios:
-        faults = "\n".join(f.describe() for f in s.faults) or "none"
+        faults = Text("\n".join(f.describe() for f in s.faults) or "none")
         rows: list[ExpectationRecord | None] = list(s.expectations) or [None]
         for i, e in enumerate(rows):
             first = i == 0
@@ -105,17 +106,27 @@ def render_gameday(report: GamedayReport, console: Console) -> None:
                 source = e.source or ""
             name = Text(s.name, style=VERDICT.get(s.verdict, "")) if first else Text("")
             table.add_row(
-                name, faults if first else "", expectation, verdict, detected, resolved, source
+                name,
+                faults if first else "",
+                Text(expectation),
+                verdict,
+                detected,
+                resolved,
+                source,
             )
         for note in notes(s):
             table.add_row("", "", Text(note, style="dim"), "", "", "", "")
     console.print(table)
     for outage in report.journal.run.outages:
-        console.print(f"[yellow]unreachable:[/yellow] {describe_outage(outage)}", highlight=False)
+        console.print(
+            f"[yellow]unreachable:[/yellow] {escape(describe_outage(outage))}", highlight=False
+        )
     for note in report.journal.run.notes:
-        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     render_coverage(report.coverage, console)
-    console.print(f"{totals(report)}. Journal: {report.journal.path}", highlight=False)
+    console.print(
+        f"{totals(report)}. Journal: {report.journal.path}", highlight=False, markup=False
+    )
 
 
 def describe_outage(outage: Outage) -> str:
@@ -167,7 +178,7 @@ def render_coverage(coverage: Coverage, console: Console) -> None:
     console.print(matrix)
     for label, items in _findings(coverage):
         if items:
-            console.print(f"[bold]{label}:[/bold] {', '.join(items)}", highlight=False)
+            console.print(f"[bold]{label}:[/bold] {escape(', '.join(items))}", highlight=False)
 
 
 def _findings(coverage: Coverage) -> list[tuple[str, list[str]]]:

@@ -4,6 +4,7 @@ Each case is one a team could meet in staging; the verdict must say only what wa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -284,3 +285,33 @@ def test_coverage_counts_only_what_was_observed(tmp_path: Path) -> None:
     down = record(faults=[fault()])
     judge(down, Outage(source="prometheus", start=101.0, error="refused"))
     assert GamedayReport(journal(tmp_path, down, rules=rules)).exit_code == 3
+
+
+def test_a_damaged_or_foreign_journal_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from chaosml.cli import app
+
+    runs = tmp_path / "r"
+    runs.mkdir()
+    run = RunRecord(run_id="r", started_at=90.0, scenarios=[record()])
+    (runs / "journal.json").write_text(run.model_dump_json(by_alias=True), encoding="utf-8")
+    # a scenario a SIGKILL cut off is still "running": shown, and not a pass
+    assert CliRunner().invoke(app, ["coverage", str(runs)]).exit_code == 1
+    data = run.model_dump(mode="json", by_alias=True)
+    data["scenarios"][0]["faults"][0]["toxicity"] = "lots"
+    (runs / "journal.json").write_text(json.dumps(data), encoding="utf-8")
+    result = CliRunner().invoke(app, ["coverage", str(runs)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
+        f"chaosml: error: {runs / 'journal.json'}: damaged journal: scenarios.0.faults.0.toxicity: "
+        "Input should be a valid number, unable to parse string as a number"
+    )
+    data["schema"] = "chaosml.journal/1"
+    (runs / "journal.json").write_text(json.dumps(data), encoding="utf-8")
+    result = CliRunner().invoke(app, ["coverage", str(runs)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"chaosml: error: {runs / 'journal.json'}: not a chaosml journal (expected schema "
+        "chaosml.journal/2, found chaosml.journal/1: written by another chaosml version)"
+    )

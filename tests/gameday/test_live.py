@@ -196,6 +196,10 @@ def test_sigkill_leaves_no_fault_once_the_lease_runs_out(
         runner.wait()
         killed = time.monotonic()
         assert len(toxics(stack)) == 2  # nothing removed them: only the lease can now
+        (journal,) = tmp_path.glob("*/journal.json")  # it says what was left active
+        (record,) = json.loads(journal.read_text())["scenarios"]
+        left = [(f["type"], f["removed_at"]) for f in record["faults"] if f["added_at"]]
+        assert left == [("missing_values", None), ("label_flip", None)]
         assert wait_for(lambda: toxics(stack) == [], 4)
         assert time.monotonic() - killed <= 2.5
         assert load and wait_for(lambda: not any(alive(p) for p in load), 15)
