@@ -49,8 +49,8 @@ from chaosml.load import LoadPlan, LoadProcess
 from chaosml.load.process import LoadStopped
 
 POLL_INTERVAL = 0.25
-CHECK_SECONDS = 0.1
-PhaseName = Literal["steady", "fault", "recovery"]  # how often a phase checks stop conditions between polls
+CHECK_SECONDS = 0.1  # how often a phase checks stop conditions between polls
+PhaseName = Literal["steady", "fault", "recovery"]
 
 
 class Interrupted(ChaosmlError):
