@@ -25,8 +25,8 @@ NO_LABEL = "no label column: set `label:` in the suite or in chaosml.yaml"
 EMPTY_SLICE = "{where}: slice {name!r} matches no rows of {data}"
 AUC_BOUND = "roc_auc_bound"  # the column beside roc_auc: the bound on its binning error
 POSITIVE_NOT_A_LABEL = (
-    "{data}: label {label!r}: the positive class {positive!r} is not among its values "
-    "(seen: {seen}); set `positive:` in the suite to one of them"
+    "{where}: positive: the positive class {positive!r} is not among the values of label "
+    "{label!r} in {data} (seen: {seen}); expected one of them"
 )
 POSITIVE_NOT_PREDICTED = (
     "{where}: prediction: the positive class {positive!r} is not among its values (seen: "
@@ -142,7 +142,7 @@ def _evaluate(
     if sums.rows == 0:
         raise DataError(f"{table.name}: no rows")
     stats = slice_stats(plan, sums, suite.min_size)
-    _check_classes(stats, table, label, positive, versions)
+    _check_classes(stats, table, label, positive, versions, suite.positive_line())
     for i, (info, _, _) in enumerate(where):
         if stats.n[i + 1] == 0:
             raise DataError(
@@ -154,7 +154,12 @@ def _evaluate(
 
 
 def _check_classes(
-    stats: SliceStats, table: DataSource, label: str, positive: Scalar, versions: Sequence[Version]
+    stats: SliceStats,
+    table: DataSource,
+    label: str,
+    positive: Scalar,
+    versions: Sequence[Version],
+    where: str,
 ) -> None:
     """``positive`` must be a value of the label, and of a version's predicted classes unless
     they are all the label's classes (a model that never predicts the positive class). Checked
@@ -167,7 +172,7 @@ def _check_classes(
         seen = _values(table, label)
         raise DataError(
             POSITIVE_NOT_A_LABEL.format(
-                data=table.name, label=label, positive=positive, seen=_show(seen)
+                where=where, data=table.name, label=label, positive=positive, seen=_show(seen)
             )
         )
     for index, version in enumerate(versions):
@@ -179,10 +184,10 @@ def _check_classes(
         labels = _values(table, label)
         if labels is None or set(predicted) <= set(labels) or _negative_alone(predicted, labels):
             continue
-        where = getattr(version, "path", None) or f"version {version.name!r}"
+        source = getattr(version, "path", None) or f"version {version.name!r}"
         raise VersionError(
             POSITIVE_NOT_PREDICTED.format(
-                where=where, positive=positive, seen=_show(predicted), labels=_show(labels)
+                where=source, positive=positive, seen=_show(predicted), labels=_show(labels)
             )
         )
 

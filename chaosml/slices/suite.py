@@ -190,6 +190,10 @@ class SliceSuite(_Spec):
         """``file:line`` of a slice entry, for messages about it found later (e.g. in the data)."""
         return f"{self._path or '<suite>'}:{line_of(self._lines, ('slices', index, field))}"
 
+    def positive_line(self) -> str:
+        """``file:line`` of the suite's ``positive:`` (its first line if it has none)."""
+        return f"{self._path or '<suite>'}:{line_of(self._lines, ('positive',))}"
+
     def test_line(self, index: int) -> str:
         return f"{self._path or '<suite>'}:{line_of(self._lines, ('tests', index))}"
 
