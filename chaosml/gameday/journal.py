@@ -91,6 +91,7 @@ class LoadFigures(_Record):
     failures: int | None = None
     rps: float | None = None
     planned_rps: float | None = None
+    exact: bool | None = None  # False: a load worker did not report in time for this phase
     error_rate: float | None = None
     p50_ms: float | None = None
     p95_ms: float | None = None

@@ -31,9 +31,9 @@ from chaosml.gameday.journal import (
     SourceFigures,
 )
 from chaosml.gameday.scenario import Expectation, Scenario
+from chaosml.load.plan import SHORTFALL_LIMIT, shortfall
 
 OFF_RATE_P = 0.001  # a hit rate this unlikely under the file's toxicity is not the fault asked for
-SHORTFALL = 0.1  # a phase delivering this much less than its planned rate is flagged
 
 
 @dataclass(frozen=True)
@@ -115,21 +115,22 @@ def ineffective(record: ScenarioRecord) -> str | None:
 
 
 def load_shortfall(record: ScenarioRecord) -> str | None:
-    """The steady and fault phases whose delivered rate was more than ``SHORTFALL`` under the
+    """The steady and fault phases whose delivered rate was more than ``SHORTFALL_LIMIT`` under the
     plan (the recovery ends when alerts resolve: its load says nothing about the fault)."""
-    short = []
+    found = []
     for phase in record.phases:
         if phase.name == "recovery":
             continue
         figures = phase.load
-        if figures is None or not figures.planned_rps or figures.rps is None:
+        if figures is None or figures.rps is None or not figures.planned_rps:
             continue
-        if figures.rps < (1 - SHORTFALL) * figures.planned_rps:
-            short.append(
+        short = shortfall(figures.model_dump())
+        if short is not None and short > SHORTFALL_LIMIT:
+            found.append(
                 f"{phase.name} {figures.rps:.1f} of {figures.planned_rps:g} req/s "
                 f"({figures.rps / figures.planned_rps:.0%})"
             )
-    return "the load ran under its plan: " + ", ".join(short) if short else None
+    return "the load ran under its plan: " + ", ".join(found) if found else None
 
 
 # --- expectations -----------------------------------------------------------------------------

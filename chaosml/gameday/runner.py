@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -421,7 +422,12 @@ class GameDay:
                 time.sleep(min(CHECK_SECONDS, max(end - now, 0)))
         finally:
             phase.end = self.clock()
-            figures = load.mark(name)
+            # load stops after the recovery (or a steady state a stop condition ended): that
+            # mark lets requests in flight finish and counts them, so the phases sum to what the
+            # service received. An error or Ctrl-C marks at once: rollback must not wait.
+            ending = name == "recovery" or (name == "steady" and record.stopped_by is not None)
+            failing = sys.exc_info()[0] is not None
+            figures = load.mark(name, last=ending and not failing)
             phase.load = None if figures is None else LoadFigures.model_validate(figures)
             self._save()
 

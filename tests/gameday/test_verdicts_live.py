@@ -245,3 +245,29 @@ def test_an_alert_always_on_is_noisy_and_a_steady_state_finding(
     assert "AlwaysOn" in coverage.noisy_rules and "AlwaysOn" not in coverage.unexercised_rules
     assert coverage.steady_state == {"income-nulls": ["AlwaysOn"]}
     assert coverage.cell(coverage.scenarios[0], "AlwaysOn") == "steady"
+
+
+def served(stack: ReferenceStack) -> float:
+    text = requests.get(f"http://{stack.service}/metrics", timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "chaosml_model_requests_total"
+    )
+
+
+def test_distributed_load_counts_every_request_the_service_served(
+    stack: ReferenceStack, target: Path, tmp_path: Path
+) -> None:
+    path = scenario(
+        tmp_path, name="workers", phases={"steady": "3s", "fault": "5s", "recovery": "2s"}
+    )
+    before = served(stack)
+    report = run_files([path], target, RunOptions(workers=2, runs=tmp_path / "runs"))
+    after = served(stack)
+    (record,) = report.scenarios
+    counted = [p.load.requests for p in record.phases if p.load is not None]
+    assert len(counted) == 3 and all(p.load and p.load.exact for p in record.phases)
+    assert sum(c or 0 for c in counted) == after - before
+    assert record.load_shortfall is None
