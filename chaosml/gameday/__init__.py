@@ -8,9 +8,9 @@ from pathlib import Path
 from chaosml.gameday.coverage import Coverage, GamedayReport, coverage
 from chaosml.gameday.journal import Journal, load_journal
 from chaosml.gameday.runner import GameDay, Interrupted, Observer, Quiet, RunOptions, run_gameday
-from chaosml.gameday.scenario import Scenario, ScenarioFile, load_scenario, load_scenarios
 from chaosml.gameday.target import Target, TargetFile, load_target
 from chaosml.gameday.validate import Validation, validate
+from chaosml.scenario import Scenario, ScenarioFile, load_scenario, load_scenarios
 
 
 def run_files(

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaosml.errors import InputError, UnreachableError
-from chaosml.gameday.scenario import FaultSpec
 from chaosml.gameday.target import FaultPointSpec
+from chaosml.scenario import FaultSpec
 
 
 class FaultPointError(UnreachableError):

@@ -30,8 +30,8 @@ from chaosml.gameday.journal import (
     ScenarioRecord,
     SourceFigures,
 )
-from chaosml.gameday.scenario import Expectation, Scenario
 from chaosml.load.plan import SHORTFALL_LIMIT, shortfall
+from chaosml.scenario import Expectation, Scenario
 
 OFF_RATE_P = 0.001  # a hit rate this unlikely under the file's toxicity is not the fault asked for
 

@@ -44,10 +44,10 @@ from chaosml.gameday.judge import (
     load_shortfall,
     scenario_verdict,
 )
-from chaosml.gameday.scenario import Scenario, ScenarioFile
 from chaosml.gameday.target import TargetFile
 from chaosml.load import LoadPlan, LoadProcess
 from chaosml.load.process import LoadStopped
+from chaosml.scenario import Scenario, ScenarioFile
 
 POLL_INTERVAL = 0.25
 CHECK_SECONDS = 0.1  # how often a phase checks stop conditions between polls

@@ -38,14 +38,14 @@ from chaosml.alerts import RuleInfo, make_source
 from chaosml.durations import format_duration
 from chaosml.errors import ChaosmlError, DataError, SpecError, UnreachableError
 from chaosml.faults.base import PayloadFault, Place
-from chaosml.gameday.scenario import (
+from chaosml.gameday.target import TargetFile, load_target
+from chaosml.scenario import (
     Expectation,
     FaultSpec,
     Phases,
     ScenarioFile,
     load_scenarios,
 )
-from chaosml.gameday.target import TargetFile, load_target
 from chaosml.spec import Loc, by_line, dotted, line_of, read_yaml
 
 # How a problem names the kind of fault point a fault was placed at.

@@ -52,7 +52,7 @@ from chaosml.data import DEFAULT_CHUNK_ROWS, DataSource
 from chaosml.errors import InputError, VersionError
 from chaosml.faults import PayloadFault, RequestFault, ResponseFault, apply_offline
 from chaosml.faults.predictions import StaleModel
-from chaosml.gameday.scenario import load_scenarios
+from chaosml.scenario import load_scenarios
 from chaosml.slices.collect import Evaluation, evaluate
 from chaosml.slices.compare import (
     Comparison,
