@@ -37,6 +37,7 @@ class Evidence:
     absent: dict[str, int] = field(default_factory=dict)  # hits where a column it needs was missing
     skipped: dict[str, int] = field(default_factory=dict)  # hits it could not act on, by reason
     errors: int = 0  # hits on which the fault raised (the payload passed unchanged)
+    expired: bool = False  # its lease ran out: nobody renewed it, so it ended by itself
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def roll(self, hit: bool) -> bool:
@@ -85,6 +86,7 @@ class Evidence:
                 "absent": dict(self.absent),
                 "skipped": dict(self.skipped),
                 "errors": self.errors,
+                "expired": self.expired,
             }
 
 

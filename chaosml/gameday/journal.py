@@ -48,6 +48,7 @@ class FaultEvidence(_Record):
     absent: dict[str, int] = Field(default_factory=dict)
     skipped: dict[str, int] = Field(default_factory=dict)
     errors: int = 0
+    expired: bool = False  # its lease ran out before the runner removed it
 
 
 class FaultRecord(_Record):

@@ -33,6 +33,7 @@ from chaosml.gameday.journal import (
 from chaosml.load.plan import SHORTFALL_LIMIT, shortfall
 from chaosml.scenario import Expectation, Scenario
 
+UNREAD = "evidence not read"  # a chaosml fault point that did not answer after the fault
 OFF_RATE_P = 0.001  # a hit rate this unlikely under the file's toxicity is not the fault asked for
 
 
@@ -54,8 +55,15 @@ def judge_fault(fault: FaultRecord) -> tuple[str, str | None]:
     ``off_rate`` (hit far more or less often than its toxicity), or ``not_measured``."""
     evidence = fault.evidence
     if evidence is None:
+        if fault.error and fault.error.startswith(UNREAD):
+            return "no_effect", f"its fault point could not be read: {fault.error}"
         why = fault.error or "this fault point does not report what its toxics did"
         return "not_measured", why
+    if evidence.expired:
+        return "no_effect", (
+            "its lease ran out before rollback: the runner could not renew it, so the fault "
+            "stopped early" + (f" ({fault.error})" if fault.error else "")
+        )
     if evidence.rolls == 0:
         return "no_effect", f"no request reached {fault.point!r} while the fault was on"
     p = _binomial_p(evidence.hits, evidence.rolls, fault.toxicity)

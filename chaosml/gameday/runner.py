@@ -38,6 +38,7 @@ from chaosml.gameday.journal import (
     ScenarioRecord,
 )
 from chaosml.gameday.judge import (
+    UNREAD,
     Window,
     judge_expectations,
     judge_fault,
@@ -371,6 +372,12 @@ class GameDay:
         rolled_back = self.clock()
         for toxic, entry in zip(added, record.faults, strict=False):
             self._evidence(self.points[toxic.point], toxic, entry)
+            if entry.effect == "no_effect" and (entry.error or "").startswith(UNREAD):
+                record.unreachable = True
+            elif entry.evidence is not None and entry.evidence.expired and self.leases.errors:
+                entry.error = f"renewing its lease failed: {self.leases.errors[-1]}"
+                record.unreachable = True
+                entry.effect_reason = judge_fault(entry)[1]
         return rolled_back
 
     def _evidence(self, client: FaultPointClient, toxic: AddedToxic, entry: FaultRecord) -> None:
@@ -378,7 +385,7 @@ class GameDay:
             try:
                 found = client.evidence(toxic)
             except FaultPointError as exc:
-                entry.error = entry.error or f"evidence not read: {exc}"
+                entry.error = f"{UNREAD}: {exc}"
             else:
                 entry.evidence = None if found is None else FaultEvidence.model_validate(found)
         else:

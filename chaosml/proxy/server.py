@@ -363,12 +363,13 @@ class Proxy:
     def active(self) -> list[Toxic]:
         now = time.monotonic()
         for name in [n for n, t in self.toxics.items() if t.expired(now)]:
-            self.remove(name)
+            self.remove(name, expired=True)
         return list(self.toxics.values())
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, *, expired: bool = False) -> None:
         """Take toxic ``name`` off; its evidence stays readable (the last ``RETIRED`` ones)."""
         toxic = self.toxics.pop(name)
+        toxic.evidence.expired = expired
         self.retired.pop(name, None)
         self.retired[name] = toxic.evidence
         while len(self.retired) > RETIRED:

@@ -315,3 +315,24 @@ def test_a_damaged_or_foreign_journal_is_one_line_and_exit_2(tmp_path: Path) -> 
         f"chaosml: error: {runs / 'journal.json'}: not a chaosml journal (expected schema "
         "chaosml.journal/2, found chaosml.journal/1: written by another chaosml version)"
     )
+
+
+def test_a_fault_whose_lease_lapsed_or_whose_point_went_away_did_not_act_as_asked() -> None:
+    lapsed = fault(TOOK_EFFECT.model_copy(update={"expired": True}))
+    assert lapsed.effect == "no_effect"
+    assert (lapsed.effect_reason or "").startswith("its lease ran out before rollback")
+    gone = FaultRecord(
+        type="missing_values",
+        point="proxy",
+        proxy="model",
+        toxic="t",
+        stream="upstream",
+        toxicity=1.0,
+        error="evidence not read: fault point 'proxy' unreachable: refused",
+    )
+    assert judge_fault(gone)[0] == "no_effect"
+    toxiproxy = gone.model_copy(
+        update={"error": "a real Toxiproxy does not report what its toxics did"}
+    )
+    assert judge_fault(toxiproxy)[0] == "not_measured"
+    assert judge(record(faults=[lapsed]))[0].verdict == "unknown"

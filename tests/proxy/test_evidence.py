@@ -11,6 +11,7 @@ from scipy.stats import binomtest
 from toxiproxy import Toxiproxy
 from toxiproxy.api import APIConsumer
 
+from tests.live_servers import wait_for
 from tests.proxy.test_faults_online import post
 
 
@@ -108,3 +109,19 @@ def test_renewing_a_lease_does_not_reseed_the_fault(
     assert binomtest(errors, len(statuses), 0.3).pvalue > 0.001
     found = evidence(toxiproxy, "echo", "errors")
     assert (found["rolls"], found["hits"], found["acted"]) == (400, errors, errors)
+
+
+def test_a_toxic_whose_lease_ran_out_says_so(
+    toxiproxy: Toxiproxy, echo_service: str, rows: list, http: requests.Session
+) -> None:
+    proxy = toxiproxy.create(upstream=echo_service, name="echo")
+    proxy.add_toxic(
+        name="brief", type="latency", stream="downstream", attributes={"latency": 1, "lease": 0.2}
+    )
+    post(http, proxy.listen, {"instances": rows[:1]})
+    assert wait_for(lambda: proxy.toxics() == {}, 5)
+    found = evidence(toxiproxy, "echo", "brief")
+    assert found["expired"] is True and found["active"] is False and found["acted"] == 1
+    proxy.add_toxic(name="kept", type="latency", stream="downstream", attributes={"latency": 1})
+    proxy.destroy_toxic("kept")
+    assert evidence(toxiproxy, "echo", "kept")["expired"] is False
