@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -150,9 +150,8 @@ def offline_scenarios(paths: Sequence[str | Path]) -> list[OfflineScenario]:
         faults, transport = [], []
         for spec in file.scenario.faults:
             fault = spec.fault
-            elsewhere = isinstance(fault, StaleModel) and fault.version is None  # an upstream
-            if isinstance(fault, PayloadFault) and not elsewhere:
-                faults.append((fault, spec.toxicity))
+            if "offline" in fault.places():  # the catalogue says where each fault can run
+                faults.append((cast(PayloadFault, fault), spec.toxicity))
             else:
                 transport.append(spec.type)
         out.append(OfflineScenario(file.scenario.name, file.path, tuple(faults), tuple(transport)))
