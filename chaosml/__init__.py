@@ -9,15 +9,18 @@ if _TYPE_CHECKING:
     from chaosml.config import ProjectConfig, load_config
     from chaosml.errors import (
         ChaosmlError,
+        CodecError,
         ConfigError,
         DataError,
+        FaultError,
         InputError,
+        MissingExtraError,
         PredicateError,
         SpecError,
         UnreachableError,
         VersionError,
     )
-    from chaosml.faultpoint import FaultPoint
+    from chaosml.faultpoint import FaultPoint, InjectedError
     from chaosml.faults import FAULTS, Fault, apply_offline, make_fault
     from chaosml.gameday import (
         GamedayReport,
@@ -31,6 +34,7 @@ if _TYPE_CHECKING:
     from chaosml.load import LoadPlan
     from chaosml.predicate import Predicate, parse_predicate
     from chaosml.proxy.api import ProxyServer
+    from chaosml.proxy.toxics import ApiError
     from chaosml.slices.checks import SliceTestReport, TestOutcome, run_slice_tests
     from chaosml.slices.collect import Evaluation, evaluate
     from chaosml.slices.compare import Comparison, SliceComparison, compare_versions
@@ -50,10 +54,12 @@ __version__ = "0.1.0"
 # Names are imported when first used, so `import chaosml` (and every `chaosml` process, such as a
 # load driver) does not pay for the parts it does not touch.
 _EXPORTS = {
+    "ApiError": "chaosml.proxy.toxics",
     "ArtifactVersion": "chaosml.versions",
     "CODECS": "chaosml.codecs",
     "ChaosmlError": "chaosml.errors",
     "Codec": "chaosml.codecs",
+    "CodecError": "chaosml.errors",
     "Comparison": "chaosml.slices.compare",
     "ConfigError": "chaosml.errors",
     "DaskEngine": "chaosml.slices.engines",
@@ -61,13 +67,16 @@ _EXPORTS = {
     "Evaluation": "chaosml.slices.collect",
     "FAULTS": "chaosml.faults",
     "Fault": "chaosml.faults",
+    "FaultError": "chaosml.errors",
     "FaultPoint": "chaosml.faultpoint",
     "GamedayReport": "chaosml.gameday",
     "InMemory": "chaosml.versions",
+    "InjectedError": "chaosml.faultpoint",
     "InputError": "chaosml.errors",
     "LoadPlan": "chaosml.load",
     "LocalEngine": "chaosml.slices.engines",
     "METRICS": "chaosml.slices.metrics",
+    "MissingExtraError": "chaosml.errors",
     "Predicate": "chaosml.predicate",
     "PredicateError": "chaosml.errors",
     "PredictionsFile": "chaosml.versions",
@@ -113,21 +122,26 @@ __all__ = [
     "CODECS",
     "FAULTS",
     "METRICS",
+    "ApiError",
     "ArtifactVersion",
     "ChaosmlError",
     "Codec",
+    "CodecError",
     "Comparison",
     "ConfigError",
     "DaskEngine",
     "DataError",
     "Evaluation",
     "Fault",
+    "FaultError",
     "FaultPoint",
     "GamedayReport",
     "InMemory",
+    "InjectedError",
     "InputError",
     "LoadPlan",
     "LocalEngine",
+    "MissingExtraError",
     "Predicate",
     "PredicateError",
     "PredictionsFile",

@@ -27,15 +27,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from chaosml._types import Table
+from chaosml.errors import CodecError as CodecError
 
 if TYPE_CHECKING:
     import pandas as pd
 
 SCORE_KEYS = ("scores", "score", "probabilities")
-
-
-class CodecError(ValueError):
-    """The payload is not in the codec's format (the proxy then passes it through untouched)."""
 
 
 @dataclass
@@ -411,7 +408,7 @@ def get_codec(name: str) -> Codec:
     try:
         return CODECS[name]
     except KeyError:
-        raise ValueError(
+        raise CodecError(
             f"unknown codec {name!r} (expected one of: {', '.join(CODECS)}, auto)"
         ) from None
 

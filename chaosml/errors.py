@@ -9,7 +9,16 @@ maps it to::
     │   ├── SpecError               a YAML spec failed validation (exit 3 if a component was down)
     │   ├── PredicateError          a predicate does not parse, uses a forbidden construct, ...
     │   ├── DataError               a data file is missing, unreadable, or lacks a column
-    │   └── VersionError            a model version cannot be loaded or its predictions do not fit
+    │   ├── VersionError            a model version cannot be loaded or its predictions do not fit
+    │   ├── FaultError              a fault kind or its parameters are unknown or invalid
+    │   ├── CodecError              a payload is not in its codec's format, or no codec has
+    │   │                           that name
+    │   └── MissingExtraError       what was asked needs an extra that is not installed
+    ├── ApiError                    a control API request was refused, with its HTTP status
+    │                               (chaosml.proxy.toxics)
+    ├── InjectedError               an ``http_error`` toxic at the in-service fault point: the
+    │                               embedding service answers its status and body
+    │                               (chaosml.faultpoint)
     └── UnreachableError            the target or a component cannot be reached (exit 3)
 
 The message of an ``InputError`` is one line that names the file, the line, the field and what was
@@ -55,6 +64,27 @@ class DataError(InputError):
 
 class VersionError(InputError):
     """A model version cannot be loaded, or its predictions do not match the data."""
+
+
+# FaultError and CodecError are also ValueErrors, as they were before the tree had them, so code
+# that caught a ValueError from ``make_fault`` or a codec keeps working.
+
+
+class FaultError(InputError, ValueError):
+    """A fault kind is not in the catalogue, or its parameters are invalid (``make_fault``)."""
+
+
+class CodecError(InputError, ValueError):
+    """A payload is not in the codec's format (the proxy then passes it through untouched), or
+    ``get_codec`` was given a name no codec has."""
+
+
+class MissingExtraError(InputError):
+    """What was asked needs an extra that is not installed (``pip install 'chaosml[extra]'``)."""
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
 
 
 class UnreachableError(ChaosmlError):

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from chaosml._types import Table
+from chaosml.errors import ChaosmlError
 from chaosml.faults import RequestFault, TransportFault
 from chaosml.faults.predictions import StaleModel
 from chaosml.proxy.api import ProxyServer, running
@@ -58,10 +59,11 @@ class Answer(NamedTuple):
 Predict = Callable[[Table], tuple[npt.NDArray[Any], Scores]]
 
 
-class InjectedError(Exception):
-    """An ``http_error`` toxic: the service should answer ``status`` with ``body``."""
+class InjectedError(ChaosmlError):
+    """An ``http_error`` toxic: the service should answer ``status`` with ``body`` (the toxic's
+    text, by default ``{"error": "injected by chaosml"}``), so its error monitors count it."""
 
-    def __init__(self, status: int, body: bytes) -> None:
+    def __init__(self, status: int, body: str) -> None:
         super().__init__(f"injected HTTP {status}")
         self.status, self.body = status, body
 
@@ -172,7 +174,7 @@ class FaultPoint:
         if effect.delay:
             time.sleep(effect.delay)
         if effect.status is not None:
-            raise InjectedError(effect.status, effect.body)
+            raise InjectedError(effect.status, effect.body.decode())
         metrics, name = point.metrics, point.name
         requests = [t for t in toxics if isinstance(t.fault, RequestFault)]
         n = len(next(iter(columns.values()))) if columns else 0

@@ -99,6 +99,7 @@ def create_app(
             batch = codec.decode_request(payload)
             answer = await asyncio.to_thread(point, predict_model, batch.columns)
         except InjectedError as exc:
+            # the toxic's body (text, JSON by default) as it is
             return Response(exc.body, status_code=exc.status, media_type="application/json")
         except (CodecError, ValueError, TypeError, KeyError) as exc:
             return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=422)

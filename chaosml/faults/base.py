@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chaosml._types import BoolArray, Table
-from chaosml.errors import PredicateError
+from chaosml.errors import FaultError, PredicateError
 from chaosml.predicate import Predicate, parse_predicate
 
 if TYPE_CHECKING:
@@ -167,10 +167,10 @@ Rate = Field(default=1.0, ge=0, le=1, description="fraction of (matching) rows a
 
 
 def make_fault(type_name: str, attributes: dict[str, Any]) -> Fault:
-    """Validate ``attributes`` as fault ``type_name``; ``ValueError`` names the bad field."""
+    """Validate ``attributes`` as fault ``type_name``; ``FaultError`` names the bad field."""
     cls = FAULTS.get(type_name)
     if cls is None:
-        raise ValueError(INVALID_TYPE)
+        raise FaultError(INVALID_TYPE)
     try:
         return cls.model_validate(attributes)
     except ValidationError as exc:
@@ -179,4 +179,4 @@ def make_fault(type_name: str, attributes: dict[str, Any]) -> Fault:
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = f"unknown attribute for {type_name}"
-        raise ValueError(f"invalid attribute {field!r}: {message}") from exc
+        raise FaultError(f"invalid attribute {field!r}: {message}") from exc

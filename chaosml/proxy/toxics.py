@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from chaosml.errors import ChaosmlError, FaultError
 from chaosml.faults import Fault, TransportFault, make_fault
 from chaosml.faults.evidence import Evidence
 from chaosml.faults.transport import Effect
@@ -22,8 +23,9 @@ OWN = ("lease", "seed")  # chaosml's own attributes, not the fault's
 INVALID_STREAM = "stream was invalid, can be either upstream or downstream"
 
 
-class ApiError(Exception):
-    """An error with Toxiproxy's JSON body ``{"error": ..., "status": ...}``."""
+class ApiError(ChaosmlError):
+    """A refused control API request: Toxiproxy's JSON body ``{"error": ..., "status": ...}``
+    with the HTTP ``status``."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
@@ -128,7 +130,7 @@ def build_toxic(
         raise ApiError("invalid attribute 'seed': expected an integer >= 0", 400)
     try:
         fault = make_fault(kind, {k: v for k, v in attributes.items() if k not in OWN})
-    except ValueError as exc:
+    except FaultError as exc:
         raise ApiError(str(exc), 400) from exc
     if fault.stream is not None and fault.stream != stream:
         raise ApiError(
