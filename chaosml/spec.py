@@ -7,13 +7,14 @@ the data against a pydantic model and raises one ``SpecError`` listing each prob
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
+from chaosml._net import split_address
 from chaosml.errors import SpecError
 
 M = TypeVar("M", bound=BaseModel)
@@ -43,11 +44,14 @@ def validate_spec(
     path: Path,
     lines: dict[Loc, int],
     context: dict[str, Any] | None = None,
+    tags: Collection[str] = (),
 ) -> M:
+    """``data`` as ``model``; ``SpecError`` with every problem. ``tags``: the tag values of the
+    model's discriminated unions, which pydantic puts in an error's location."""
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:
-        problems = [error_line(path, lines, error) for error in exc.errors()]
+        problems = [error_line(path, lines, error, tags) for error in exc.errors()]
         raise SpecError(sorted(set(problems), key=by_line)) from exc
 
 
@@ -99,18 +103,18 @@ def _index(
             _index(item, (*loc, index), lines, duplicates, path)
 
 
-def line_of(lines: dict[Loc, int], loc: Sequence[str | int]) -> int:
+def line_of(lines: dict[Loc, int], loc: Sequence[str | int], tags: Collection[str] = ()) -> int:
     """The line of the longest prefix of ``loc`` that the file has (pydantic adds union tags)."""
-    known = tuple(part for part in loc if isinstance(part, int) or not _is_tag(part))
+    known = tuple(part for part in loc if isinstance(part, int) or not _is_tag(part, tags))
     for end in range(len(known), -1, -1):
         if known[:end] in lines:
             return lines[known[:end]]
     return 1
 
 
-def error_line(path: Path, lines: dict[Loc, int], error: Any) -> str:
+def error_line(path: Path, lines: dict[Loc, int], error: Any, tags: Collection[str] = ()) -> str:
     """One pydantic error as ``file:line: field.path: what was expected``."""
-    loc = tuple(part for part in error["loc"] if isinstance(part, int) or not _is_tag(part))
+    loc = tuple(part for part in error["loc"] if isinstance(part, int) or not _is_tag(part, tags))
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, FieldError):
         loc = (*loc, *cause.loc)
@@ -130,16 +134,14 @@ def error_line(path: Path, lines: dict[Loc, int], error: Any) -> str:
         message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if error.get("input") is not None and kind not in ("value_error", "assertion_error"):
             message = f"{message}, got {error['input']!r}"
-    return f"{path}:{line_of(lines, loc)}: {field}: {message}"
+    return f"{path}:{line_of(lines, loc, tags)}: {field}: {message}"
 
 
 TAGS = {"str", "int", "float", "bool", "list[str]", "function-after"}
-# The values of discriminated unions' tags, which pydantic puts in an error's location.
-UNION_TAGS: set[str] = set()
 
 
-def _is_tag(part: str) -> bool:
-    return "[" in part or part in TAGS or part in UNION_TAGS
+def _is_tag(part: str, tags: Collection[str]) -> bool:
+    return "[" in part or part in TAGS or part in tags
 
 
 def dotted(loc: Sequence[str | int]) -> str:
@@ -152,3 +154,19 @@ def dotted(loc: Sequence[str | int]) -> str:
 def by_line(problem: str) -> tuple[int, str]:
     parts = problem.split(":")
     return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0, problem)
+
+
+def _address(value: str) -> str:
+    text = value.removeprefix("http://").rstrip("/")
+    split_address(text)
+    return text
+
+
+def _url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+Url = Annotated[str, AfterValidator(_url)]  # http:// or https://
+Address = Annotated[str, AfterValidator(_address)]  # host:port

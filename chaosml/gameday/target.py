@@ -28,12 +28,12 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from chaosml._net import split_address
+from chaosml.alerts.specs import SOURCE_TYPES, AlertSourceSpec
 from chaosml.codecs import CODECS
 from chaosml.durations import Duration
 from chaosml.errors import SpecError
 from chaosml.faults import FAULTS
-from chaosml.spec import UNION_TAGS, Loc, one_of, read_yaml, validate_spec
+from chaosml.spec import Address, Loc, Url, one_of, read_yaml, validate_spec
 
 # Toxiproxy's own toxic types: what a real Toxiproxy can act out (from the fault catalogue).
 TOXIPROXY_TYPES = tuple(name for name, kind in FAULTS.items() if "toxiproxy" in kind.runs_at)
@@ -43,20 +43,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _address(value: str) -> str:
-    text = value.removeprefix("http://")
-    split_address(text.rstrip("/"))
-    return text.rstrip("/")
-
-
-def _url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
-    return value.rstrip("/")
-
-
-Url = Annotated[str, AfterValidator(_url)]
-Address = Annotated[str, AfterValidator(_address)]  # host:port
 CodecName = Annotated[str, AfterValidator(lambda v: one_of("codec", v, CODECS))]
 
 
@@ -72,55 +58,6 @@ class FaultPointSpec(_Model):
     @property
     def leases(self) -> bool:
         return self.kind == "chaosml"
-
-
-class PrometheusSource(_Model):
-    type: Literal["prometheus"]
-    url: Url
-
-
-class AlertmanagerSource(_Model):
-    type: Literal["alertmanager"]
-    url: Url
-
-
-class WebhookSource(_Model):
-    type: Literal["webhook"]
-    listen: Address  # the game day's receiver binds it; Alertmanager sends there
-    path: str = "/alerts"
-
-
-class ProbeRule(_Model):
-    alert: str = Field(min_length=1)
-    expr: str  # metric{label="value"} op number
-    for_: Duration = Field(default=0.0, alias="for")
-    labels: dict[str, str] = Field(default_factory=dict)
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @field_validator("expr")
-    @classmethod
-    def _simple(cls, value: str) -> str:
-        from chaosml.alerts.probe import parse_expr
-
-        parse_expr(value)
-        return value
-
-
-class ProbeSource(_Model):
-    type: Literal["probe"]
-    url: Url  # a /metrics page in Prometheus text format
-    rules: list[ProbeRule] = Field(min_length=1)
-    interval: Duration = 0.5
-
-
-AlertSourceSpec = Annotated[
-    PrometheusSource | AlertmanagerSource | WebhookSource | ProbeSource,
-    Field(discriminator="type"),
-]
-
-
-SOURCE_TYPES = ("prometheus", "alertmanager", "webhook", "probe")
-UNION_TAGS.update(SOURCE_TYPES)
 
 
 class Target(_Model):
@@ -158,4 +95,6 @@ def load_target(path: str | Path) -> TargetFile:
     data, lines = read_yaml(path)
     if not isinstance(data, dict):
         raise SpecError([f"{path}:1: (top level): expected a mapping of target keys"])
-    return TargetFile(validate_spec(data, Target, path=path, lines=lines), path, lines)
+    return TargetFile(
+        validate_spec(data, Target, path=path, lines=lines, tags=SOURCE_TYPES), path, lines
+    )

@@ -250,7 +250,7 @@ class _Check:
     def load_rules(self) -> None:
         """The rules of every source that lists them (probes with the run's time scale)."""
         for index, spec in enumerate(self.target.target.alerts):
-            if spec.type not in ("prometheus", "probe"):
+            if not spec.lists_rules:
                 continue
             try:
                 rules = make_source(spec, self.time_scale).rules()
