@@ -35,7 +35,7 @@ import numpy.typing as npt
 from chaosml._types import Table
 from chaosml.errors import ChaosmlError
 from chaosml.faults import RequestFault, TransportFault
-from chaosml.faults.predictions import StaleModel
+from chaosml.faults.base import ResponseFault, Route
 from chaosml.proxy.api import ProxyServer, running
 from chaosml.proxy.server import Proxy, apply_request_faults, apply_response_faults, record
 from chaosml.proxy.toxics import ApiError, Toxic, effect_of
@@ -84,7 +84,8 @@ class _InService(Proxy):
         refused = fault.runs_where("service")
         if refused is not None:
             raise ApiError(refused, 400)
-        if isinstance(fault, StaleModel) and fault.version not in self.alternates:
+        route = fault.route() if isinstance(fault, ResponseFault) else None
+        if route is not None and route.version not in self.alternates:
             known = ", ".join(self.alternates) or "none"
             raise ApiError(
                 f"invalid attribute 'version': expected a version this service has loaded "
@@ -179,13 +180,19 @@ class FaultPoint:
         requests = [t for t in toxics if isinstance(t.fault, RequestFault)]
         n = len(next(iter(columns.values()))) if columns else 0
         columns, pending = apply_request_faults(requests, columns, n, metrics, name)
-        stale = next((t for t in toxics if isinstance(t.fault, StaleModel)), None)
-        version = cast(StaleModel, stale.fault).version if stale is not None else None
-        if stale is not None:
-            stale.evidence.act(n)
+        routed = next((t for t in toxics if _route(t) is not None), None)
+        version = None
+        if routed is not None:
+            version = cast(Route, _route(routed)).version
+            routed.evidence.act(n)
         predictions, scores = (self.alternates[version] if version else predict)(columns)
         predictions, scores, answered = apply_response_faults(
             toxics, columns, np.asarray(predictions), scores, metrics, name
         )
         record(pending + answered)
         return Answer(predictions, scores, columns, version)
+
+
+def _route(toxic: Toxic) -> Route | None:
+    fault = toxic.fault
+    return fault.route() if isinstance(fault, ResponseFault) else None

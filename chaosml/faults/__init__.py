@@ -11,6 +11,7 @@ from chaosml.faults.base import (
     Place,
     RequestFault,
     ResponseFault,
+    Route,
     TransportFault,
     make_fault,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Place",
     "RequestFault",
     "ResponseFault",
+    "Route",
     "TransportFault",
     "apply_offline",
     "features",

@@ -11,6 +11,7 @@ parameters; the proxy acts them out on the connection.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -134,8 +135,25 @@ Predictions = npt.NDArray[Any]
 Scores = npt.NDArray[np.float64] | None
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a routing fault sends a request instead of the primary model: another ``upstream``
+    (``host:port``, at a proxy) or another ``version`` (an alternate the service loaded; offline,
+    that version's predictions)."""
+
+    upstream: str | None = None
+    version: str | None = None
+
+
 class ResponseFault(PayloadFault):
     side: ClassVar[Side] = "response"
+    routes: ClassVar[bool] = False  # it answers from elsewhere (``route``) instead of changing
+
+    def route(self) -> Route | None:
+        """Where this fault sends the requests it hits, for a routing fault (a stale model);
+        None for a fault that changes the answers (``apply``). Every applier (the proxy, the
+        in-service point, the offline path) honours it."""
+        return None
 
     def apply(
         self, frame: Rows, predictions: Predictions, scores: Scores, rng: np.random.Generator

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from chaosml._types import BoolArray
-from chaosml.faults.base import Place, Predictions, Rate, ResponseFault, Scores
+from chaosml.faults.base import Place, Predictions, Rate, ResponseFault, Route, Scores
 
 Label = int | float | str | bool
 
@@ -122,6 +122,11 @@ class StaleModel(ResponseFault):
         if (self.upstream is None) == (self.version is None):
             raise ValueError("expected exactly one of upstream (host:port) or version")
         return self
+
+    routes: ClassVar[bool] = True
+
+    def route(self) -> Route:
+        return Route(upstream=self.upstream, version=self.version)
 
     def places(self) -> frozenset[Place]:
         """Another upstream is a proxy's to route to; another version is the service's (or, offline,

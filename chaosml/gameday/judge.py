@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chaosml.alerts.base import NOISE_LABELS
-from chaosml.faults import FAULTS, PayloadFault
-from chaosml.faults.predictions import StaleModel
+from chaosml.faults import FAULTS, PayloadFault, ResponseFault
 from chaosml.gameday.journal import (
     Episode,
     ExpectationRecord,
@@ -80,7 +79,12 @@ def judge_fault(fault: FaultRecord) -> tuple[str, str | None]:
             parts.append(f"{evidence.errors} on which the fault raised")
         return "no_effect", "the fault never acted on a request: " + "; ".join(parts)
     kind = FAULTS.get(fault.type)
-    measured = kind is not None and issubclass(kind, PayloadFault) and kind is not StaleModel
+    # a routing fault (stale model) answers from elsewhere: the point cannot see what it changed
+    measured = (
+        kind is not None
+        and issubclass(kind, PayloadFault)
+        and not (issubclass(kind, ResponseFault) and kind.routes)
+    )
     if measured and evidence.changed_rows == 0:
         absent = [
             f"column {c!r} was in none of the {evidence.acted} requests"

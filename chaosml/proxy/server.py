@@ -32,8 +32,8 @@ from chaosml._net import split_address as _split
 from chaosml._types import Table
 from chaosml.codecs import Codec, CodecError, detect, get_codec, partial_table, patch_records
 from chaosml.faults import PayloadFault, RequestFault, ResponseFault, TransportFault
+from chaosml.faults.base import Route
 from chaosml.faults.evidence import Change, Evidence, answer_changes, table_changes
-from chaosml.faults.predictions import StaleModel
 from chaosml.faults.transport import Effect
 from chaosml.proxy.http import (
     READ_SIZE,
@@ -130,12 +130,12 @@ def apply_response_faults(
     point: str,
 ) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64] | None, Pending]:
     """The answers with each response toxic applied in order (``rows``: the request's rows, for
-    ``where``), and what each changed. A ``stale_model`` toxic routes, it does not change."""
+    ``where``), and what each changed. A routing toxic (``stale_model``) does not change them."""
     pending: Pending = []
     n = len(predictions)
     for toxic in toxics:
         fault = toxic.fault
-        if not isinstance(fault, ResponseFault) or isinstance(fault, StaleModel):
+        if not isinstance(fault, ResponseFault) or fault.routes:
             continue
         answer = guarded(metrics, point, toxic, fault.apply, rows, predictions, scores, toxic.rng)
         if answer is None:
@@ -148,10 +148,15 @@ def apply_response_faults(
 
 
 def acted(toxics: list[Toxic]) -> None:
-    """The transport toxics among ``toxics`` act on this exchange."""
+    """The transport and routing toxics among ``toxics`` act on this exchange."""
     for toxic in toxics:
-        if isinstance(toxic.fault, TransportFault):
+        if isinstance(toxic.fault, TransportFault) or _route(toxic) is not None:
             toxic.evidence.act()
+
+
+def _route(toxic: Toxic) -> Route | None:
+    fault = toxic.fault
+    return fault.route() if isinstance(fault, ResponseFault) else None
 
 
 def record(pending: Pending) -> None:
@@ -196,7 +201,8 @@ class _Plan:
     framing: list[Toxic]  # response faults with ``where``: they read the request's rows
     decode: bool  # the request payload is read (to change it, or to frame a response fault)
     reads: tuple[str, ...] | None  # the columns read, sorted (None: the whole table)
-    stale: str | None  # the upstream a stale_model toxic sends requests to
+    routed: list[Toxic]  # toxics that answer from elsewhere (a stale model)
+    stale: str | None  # the upstream they send requests to
     respond: bool  # response faults change the answer
     late: bool  # a transport toxic acts on the answer
 
@@ -206,6 +212,7 @@ class _Plan:
         downstream = [t for t in toxics if t.stream == "downstream"]
         request = [t for t in upstream if isinstance(t.fault, RequestFault)]
         framing = [t for t in downstream if isinstance(t.fault, ResponseFault) and t.fault.where]
+        routed = [t for t in downstream if _route(t) is not None]
         reads = [cast(PayloadFault, t.fault).reads() for t in request + framing]
         return cls(
             toxics=tuple(toxics),
@@ -219,12 +226,10 @@ class _Plan:
             reads=None
             if None in reads
             else tuple(sorted(set().union(*cast(list[set[str]], reads)))),
-            stale=next(
-                (t.fault.upstream for t in downstream if isinstance(t.fault, StaleModel)), None
-            ),
+            routed=routed,
+            stale=next((route.upstream for t in routed if (route := _route(t))), None),
             respond=any(
-                isinstance(t.fault, ResponseFault) and not isinstance(t.fault, StaleModel)
-                for t in downstream
+                isinstance(t.fault, ResponseFault) and not t.fault.routes for t in downstream
             ),
             late=any(isinstance(t.fault, TransportFault) for t in downstream),
         )
@@ -492,7 +497,7 @@ class Proxy:
                 return early
         body, frame, codec = self._request_faults(request, plan)
         if plan.stale is not None:
-            acted([t for t in plan.downstream if isinstance(t.fault, StaleModel)])
+            acted(plan.routed)
         reply = await self._forward(plan.stale or self.upstream, request, body)
         if plan.respond and reply.data:
             reply.data = self._response_faults(reply.data, plan.downstream, frame, codec)
@@ -583,11 +588,7 @@ class Proxy:
     def _response_faults(
         self, data: bytes, toxics: list[Toxic], table: Table | None, codec: Codec | None
     ) -> bytes:
-        changers = [
-            t
-            for t in toxics
-            if isinstance(t.fault, ResponseFault) and not isinstance(t.fault, StaleModel)
-        ]
+        changers = [t for t in toxics if isinstance(t.fault, ResponseFault) and not t.fault.routes]
         coding = encoded(data)
         if coding is not None:
             self.metrics.series(self.metrics.unparsed, self.name, "response").inc()

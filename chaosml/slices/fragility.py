@@ -51,7 +51,6 @@ from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS, DataSource
 from chaosml.errors import InputError, VersionError
 from chaosml.faults import PayloadFault, RequestFault, ResponseFault, apply_offline
-from chaosml.faults.predictions import StaleModel
 from chaosml.scenario import load_scenarios
 from chaosml.slices.collect import Evaluation, evaluate
 from chaosml.slices.compare import (
@@ -140,7 +139,8 @@ class OfflineScenario:
 
     @property
     def stale_versions(self) -> list[str]:
-        return [f.version for f, _ in self.faults if isinstance(f, StaleModel) and f.version]
+        routes = [f.route() for f, _ in self.faults if isinstance(f, ResponseFault)]
+        return [r.version for r in routes if r is not None and r.version]
 
 
 def offline_scenarios(paths: Sequence[str | Path]) -> list[OfflineScenario]:
@@ -328,8 +328,9 @@ class Faulting:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         scores = None if all_scores is None else all_scores[span]
         for fault, toxicity in self.faults:
-            if isinstance(fault, StaleModel) and fault.version is not None:
-                stale = old[fault.version]
+            route = fault.route() if isinstance(fault, ResponseFault) else None
+            if route is not None and route.version is not None:
+                stale = old[route.version]
                 hit = (rng.random(len(rows)) < toxicity) & fault.rows(rows, len(rows), rng)
                 labels = np.where(hit, stale.positive[span].astype(np.int64), labels)
                 if scores is not None and stale.score is not None:
