@@ -1,12 +1,17 @@
 """The ``chaosml`` command: parses options, calls one library function, renders its result.
 
 Exit codes: 0 every check holds, 1 a check failed (a slice test, a regression), 2 bad input or
-configuration, 3 a target or component was unreachable.
+configuration (also a command whose extra is not installed), 3 a target or component was
+unreachable, 130 interrupted. ``chaosml`` with no command prints its help and exits 0.
+
+Only typer and rich are imported up front (both in the core install); each command imports what
+it uses, after checking that its extra is installed.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -22,20 +27,18 @@ from chaosml.errors import ChaosmlError, InputError, SpecError
 
 EXIT_CODES = (
     "Exit codes: 0 every check holds, 1 a check failed, 2 bad input or configuration, "
-    "3 a target or component unreachable."
+    "3 a target or component unreachable, 130 interrupted."
 )
 HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     name="chaosml",
     help="Chaos game days and slice-based model tests for ML services.\n\n" + EXIT_CODES,
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
     context_settings=HELP,
 )
 slices_app = typer.Typer(
     help="Slice-based model tests: per-slice thresholds and paired version comparisons.",
-    no_args_is_help=True,
     context_settings=HELP,
 )
 
@@ -57,8 +60,17 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+def _help_without_command(ctx: typer.Context) -> None:
+    """A group given no command prints its help and exits 0: asking for help is not a failed
+    check (exit 1) nor bad input (exit 2)."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
+
+@app.callback(invoke_without_command=True)
 def _main(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -66,7 +78,12 @@ def _main(
         ),
     ] = False,
 ) -> None:
-    pass
+    _help_without_command(ctx)
+
+
+@slices_app.callback(invoke_without_command=True)
+def _slices(ctx: typer.Context) -> None:
+    _help_without_command(ctx)
 
 
 demo_app = typer.Typer(
@@ -136,6 +153,29 @@ JsonOption = Annotated[
 ]
 JunitOption = Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML here.")]
 HtmlOption = Annotated[Path | None, typer.Option("--html", help="Also write an HTML report here.")]
+
+
+def _needs(command: str, *extras: str) -> None:
+    """Exit 2 with one line naming the extra to install, unless ``extras`` are all installed."""
+    from chaosml.errors import MissingExtraError
+    from chaosml.extras import require
+
+    try:
+        for extra in extras:
+            require(extra)
+    except MissingExtraError as error:
+        line = f"chaosml {command}: {error}"
+        stderr.print(line, markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(error.exit_code) from None
+
+
+def _optional(*, html: Path | None = None) -> list[str]:
+    """The extras a command's options add: plots for --html. (The dask and spark engines say
+    which extra they need themselves.)"""
+    return ["report"] if html is not None else []
+
+
+PortOption = Annotated[int, typer.Option(min=0, max=65535, help="Port to bind (0: a free one).")]
 
 
 def fail(error: ChaosmlError) -> NoReturn:
@@ -275,6 +315,7 @@ def slices_test(
     Exits 0 if every test holds, 1 if a test fails, 2 on bad input (suite, data, version), 3 if
     a scenario could not run (the version failed to predict on its faulted rows).
     """
+    _needs("slices test", "slices", *_optional(html=html))
     from chaosml.config import load_config
     from chaosml.report.console import render_test_report
     from chaosml.report.html import write_test_html
@@ -360,13 +401,13 @@ def slices_compare(
     Exits 0 if no slice regressed, 1 if one did, 2 on bad input (suite, data, versions), 3 if
     a scenario could not run (a version failed to predict on its faulted rows).
     """
+    _needs("slices compare", "slices", *_optional(html=html))
     from chaosml.config import load_config
     from chaosml.report.console import render_comparison, render_under_faults
     from chaosml.report.html import write_compare_html, write_under_faults_html
     from chaosml.report.junit import write_compare_junit, write_under_faults_junit
     from chaosml.slices.compare import compare_versions
     from chaosml.slices.engines import make_engine
-    from chaosml.slices.fragility import compare_under_faults, offline_scenarios
     from chaosml.slices.suite import load_suite
     from chaosml.versions import distinct_versions, named_versions, resolve_version
 
@@ -391,6 +432,8 @@ def slices_compare(
         }
         with closing(engine), _progress(not as_json, engine.unit) as progress:
             if scenarios:
+                from chaosml.slices.fragility import compare_under_faults, offline_scenarios
+
                 result = compare_under_faults(
                     loaded,
                     first,
@@ -470,6 +513,7 @@ def validate_command(
     Reports every problem of every file, one line each (file:line: field: what was expected),
     and exits 2 if there is one; exits 3 if a fault point or a rule source cannot be reached.
     """
+    _needs("validate", "gameday")
     from chaosml.gameday import validate
 
     with _errors():
@@ -495,7 +539,9 @@ def _gameday(
     seed: int,
     workers: int | None,
     runs: Path,
+    command: str,
 ) -> NoReturn:
+    _needs(command, "gameday", *_optional(html=html))
     from chaosml.gameday import RunOptions, run_files
     from chaosml.report.gameday import (
         LiveDisplay,
@@ -539,7 +585,7 @@ def run_command(
     Exits 0 if every expectation held, 1 if one failed, 2 on bad input, 3 if the target or a
     component is unreachable, 130 when stopped by Ctrl-C or SIGTERM (after rolling back).
     """
-    _gameday([scenario], target, as_json, junit, html, time_scale, seed, workers, runs)
+    _gameday([scenario], target, as_json, junit, html, time_scale, seed, workers, runs, "run")
 
 
 @app.command("gameday")
@@ -561,7 +607,7 @@ def gameday_command(
     stop condition, Ctrl-C, SIGTERM or an error), and watch them resolve (time to resolve).
     The journal goes to .chaosml/runs/<run-id>/. Exit codes as for `chaosml run`.
     """
-    _gameday(paths, target, as_json, junit, html, time_scale, seed, workers, runs)
+    _gameday(paths, target, as_json, junit, html, time_scale, seed, workers, runs, "gameday")
 
 
 @app.command("coverage")
@@ -571,6 +617,7 @@ def coverage_command(
     html: HtmlOption = None,
 ) -> None:
     """Show a finished game day's report and coverage matrix again, from its journal."""
+    _needs("coverage", "gameday", *_optional(html=html))
     from chaosml.gameday import GamedayReport, load_journal
     from chaosml.report.gameday import render_gameday, write_gameday_html
 
@@ -609,6 +656,7 @@ def demo(
     """
     if ctx.invoked_subcommand is not None:
         return
+    _needs("demo", "demo")
     from chaosml.demo.run import run_demo
 
     with _errors():
@@ -642,6 +690,7 @@ def demo_up(
     with the rules' for: scaled by --time-scale; writes a target file for `chaosml gameday`.
     Without Prometheus it says so and the target uses metric probes. Stops all it started.
     """
+    _needs("demo up", "demo")
     from chaosml.demo.run import demo_up as run_up
 
     with _errors():
@@ -667,6 +716,7 @@ def demo_train(
 
     Models whose inputs (seed, data generator, training code, library versions) have not changed
     since the last run in OUT are reused."""
+    _needs("demo train", "demo")
     from chaosml.demo.train import train_demo
 
     with _errors():
@@ -679,7 +729,7 @@ def demo_serve(
     out: DemoFolder = Path(".chaosml/demo"),
     version: Annotated[str, typer.Option(help="Which demo version to serve: v1 or v2.")] = "v2",
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    port: PortOption = 8000,
     monitors: Annotated[
         bool,
         typer.Option(help="Export the ML monitors on /metrics (off: for overhead benchmarks)."),
@@ -690,6 +740,7 @@ def demo_serve(
 ) -> None:
     """Serve a demo model version over HTTP: POST /predict, POST /feedback, GET /health and
     GET /metrics (the ML monitors). Trains the demo models first if needed."""
+    _needs("demo serve", "demo")
     import uvicorn
 
     from chaosml.demo.service import create_app, load_reference
@@ -706,8 +757,18 @@ def demo_serve(
             monitors=monitors,
             window=window,
         )
-    stderr.print(f"serving demo model {version} on http://{host}:{port}/predict")
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+        sock = _bind(host, port)
+    # Serving on the socket bound here announces the port it has, also for --port 0.
+    stderr.print(f"serving demo model {version} on http://{host}:{sock.getsockname()[1]}/predict")
+    uvicorn.Server(uvicorn.Config(app_, log_level="warning")).run(sockets=[sock])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host.strip("[]"), port), family=family)
+    except OSError as exc:
+        raise InputError(f"--port: cannot bind {host}:{port}: {exc.strerror or exc}") from exc
 
 
 @app.command("proxy")
@@ -786,15 +847,20 @@ def proxy(
 
 
 alerts_app = typer.Typer(
-    help="Alert sources: where chaosml reads which alerts fired.", no_args_is_help=True
+    help="Alert sources: where chaosml reads which alerts fired.", context_settings=HELP
 )
 app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.callback(invoke_without_command=True)
+def _alerts(ctx: typer.Context) -> None:
+    _help_without_command(ctx)
 
 
 @alerts_app.command("webhook")
 def alerts_webhook(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 9094,
+    port: PortOption = 9094,
 ) -> None:
     """Receive Alertmanager webhooks on /alerts and print each alert as a JSON line.
 

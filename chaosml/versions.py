@@ -31,6 +31,7 @@ from chaosml.codecs import plain
 from chaosml.config import ProjectConfig
 from chaosml.data import DataSource, RowReader, file_digest, open_table
 from chaosml.errors import DataError, VersionError
+from chaosml.extras import require
 
 Scalar = str | int | float | bool
 BoolArray = npt.NDArray[np.bool_]
@@ -402,6 +403,7 @@ def load_model(path: Path) -> Any:
     """Load a joblib or skops artifact; skops files may only hold scikit-learn/numpy/scipy types."""
     if not path.is_file():
         raise VersionError(f"{path}: model file not found")
+    require("slices")  # skops, joblib and scikit-learn: a MissingExtraError, not "not a model"
     try:
         if path.suffix.lower() == ".skops":
             import skops.io as sio

@@ -5,6 +5,10 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -391,3 +395,71 @@ def test_slices_test_under_the_bundled_scenarios(demo: DemoArtifacts, in_tmp: Pa
     _, plain, _ = invoke("slices", "test", SUITE, "-m", "v2", "-c", demo.config, "--json")
     (skipped,) = [t for t in json.loads(plain)["tests"] if "under" in t["test"]]
     assert skipped["status"] == "skipped" and "needs --scenarios" in skipped["detail"]
+
+
+@pytest.mark.parametrize("group", [[], ["slices"], ["alerts"]])
+def test_a_group_without_a_command_prints_its_help_and_exits_0(group: list[str]) -> None:
+    result = runner.invoke(app, group)
+    assert result.exit_code == 0
+    assert "Usage" in result.stdout and "Commands" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command", [["alerts", "webhook"], ["demo", "serve", "--out", "never-written"]]
+)
+@pytest.mark.parametrize("port", ["99999", "-1", "65536"])
+def test_ports_out_of_range_are_bad_input(command: list[str], port: str, in_tmp: Path) -> None:
+    result = runner.invoke(app, [*command, "--port", port])
+    assert result.exit_code == 2
+    assert "Invalid value for '--port'" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not Path("never-written").exists()  # refused before any work
+
+
+def test_alerts_webhook_on_port_0_announces_the_port_it_listens_on() -> None:
+    command = [sys.executable, "-m", "chaosml", "alerts", "webhook", "--port", "0"]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stderr is not None
+            line = process.stderr.readline()
+            port = int(line.rsplit(":", 1)[1].split("/")[0])
+            assert line.startswith("receiving Alertmanager webhooks on http://127.0.0.1:")
+            assert port != 0, line
+            with socket.create_connection(("127.0.0.1", port)):
+                pass  # it listens there
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "extra", "module"),
+    [
+        ("run", ["s.yaml", "--target", "t.yaml"], "gameday", "locust"),
+        ("gameday", ["s.yaml", "--target", "t.yaml"], "gameday", "locust"),
+        ("validate", ["s.yaml"], "gameday", "locust"),
+        ("coverage", ["runs/x"], "gameday", "locust"),
+        ("slices compare", ["a.csv", "b.csv", "s.yaml"], "slices", "sklearn"),
+        ("slices test", ["s.yaml", "--model", "a.csv", "--html", "r.html"], "report", "matplotlib"),
+        ("demo train", [], "demo", "fastapi"),
+        ("demo serve", [], "demo", "uvicorn"),
+    ],
+)
+def test_a_command_whose_extra_is_missing_names_it_in_one_line(
+    command: str,
+    args: list[str],
+    extra: str,
+    module: str,
+    monkeypatch: pytest.MonkeyPatch,
+    in_tmp: Path,
+) -> None:
+    """As if the extra were not installed (a module set to None in sys.modules cannot be found
+    nor imported): one line naming the extra, exit 2, and `--help` still works."""
+    monkeypatch.setitem(sys.modules, module, None)
+    result = runner.invoke(app, [*command.split(), *args])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"chaosml {command}: needs chaosml[{extra}]: pip install 'chaosml[{extra}]' "
+        f"({module} not found)\n"
+    )
+    assert runner.invoke(app, [*command.split(), "--help"]).exit_code == 0
