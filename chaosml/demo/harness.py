@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -27,6 +26,7 @@ from typing import Any
 import yaml
 
 from chaosml._net import free_port
+from chaosml._wait import wait_until
 from chaosml.demo.data import LABEL
 from chaosml.demo.rules import RULES, alertmanager_config, dump, prometheus_config, rules_file
 from chaosml.durations import parse_duration
@@ -49,8 +49,8 @@ def have_monitoring() -> bool:
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if process.poll() is not None:
             raise UnreachableError(
                 f"{url}: exited with {process.returncode}: "
@@ -58,11 +58,12 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, seconds: 
             )
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
+                return bool(response.status == 200)
         except OSError:
-            time.sleep(0.1)
-    raise UnreachableError(f"{url}: not ready after {seconds:.0f} s")
+            return False
+
+    if not wait_until(ready, seconds, every=0.1):
+        raise UnreachableError(f"{url}: not ready after {seconds:.0f} s")
 
 
 @contextmanager

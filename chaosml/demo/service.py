@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,8 +25,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from chaosml._types import Table
+from chaosml._wait import wait_until
 from chaosml.codecs import CODECS, CodecError, Outputs, detect
 from chaosml.demo.data import LABEL, SENSITIVE, make_credit
+from chaosml.errors import UnreachableError
 from chaosml.faultpoint import FaultPoint, InjectedError, Predict
 from chaosml.monitors import ModelMonitor, instrument
 from chaosml.versions import load_model
@@ -175,8 +176,10 @@ def serving_app(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iterator
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    while not server.started:
-        time.sleep(0.01)
+    if not wait_until(lambda: server.started or not thread.is_alive(), 30, every=0.01):
+        raise UnreachableError(f"the demo service did not start on {host}:{port} within 30 s")
+    if not server.started:
+        raise UnreachableError(f"the demo service could not start on {host}:{port}")
     try:
         yield f"{host}:{sock.getsockname()[1]}"
     finally:

@@ -31,6 +31,7 @@ from locust.env import Environment
 from locust.stats import RequestStats, calculate_response_time_percentile
 
 from chaosml._net import free_port
+from chaosml._wait import wait_until
 from chaosml.codecs import get_codec, plain
 from chaosml.load.marks import Marks, answer_marks
 from chaosml.load.plan import LoadPlan
@@ -295,11 +296,8 @@ def _runners(env: Environment, plan: LoadPlan) -> tuple[Any, list[subprocess.Pop
 
 
 def _wait(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the load's workers have not {what} within {seconds:g} s")
-        gevent.sleep(0.05)
+    if not wait_until(condition, seconds, sleep=gevent.sleep):
+        raise RuntimeError(f"the load's workers have not {what} within {seconds:g} s")
 
 
 def worker(master: str) -> None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from chaosml._wait import wait_until
 from chaosml.errors import UnreachableError
 from chaosml.load.plan import LoadPlan
 
@@ -68,11 +69,11 @@ class LoadProcess:
         self._wait(self._ready, timeout)
 
     def _wait(self, event: threading.Event, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not event.wait(0.05):
-            if self._done.is_set() or time.monotonic() > deadline:
-                self.stop()
-                raise LoadStopped(f"load driver did not start: {self.error or 'timed out'}")
+        if not wait_until(lambda: event.is_set() or self._done.is_set(), timeout) or (
+            not event.is_set()
+        ):
+            self.stop()
+            raise LoadStopped(f"load driver did not start: {self.error or 'timed out'}")
 
     @property
     def pid(self) -> int | None:
