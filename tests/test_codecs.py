@@ -125,7 +125,8 @@ def test_detect_and_refuse() -> None:
     assert detect({"inputs": [{"name": "a", "data": [1]}]}).name == "kserve"  # type: ignore[union-attr]
     assert detect({"instances": []}).name == "records"  # type: ignore[union-attr]
     assert detect({"something": 1}) is None
+    assert {"records", "mlflow", "kserve", "tfserving"} <= set(CODECS)
     for name, codec in CODECS.items():
-        with pytest.raises(CodecError):
+        assert codec.name == name  # the name a target or a proxy's `codec` field uses
+        with pytest.raises(CodecError, match=r"^expected "):  # says what it wanted
             codec.decode_request("a string")
-        assert name

@@ -13,6 +13,7 @@ import requests
 from toxiproxy import Toxiproxy
 
 from chaosml.demo.train import DemoArtifacts
+from tests.live_servers import wait_for
 
 
 def binomial_ok(hits: int, n: int, p: float, sigmas: float = 4.5) -> bool:
@@ -229,10 +230,15 @@ def test_connection_faults(toxiproxy: Toxiproxy, echo_service: str, http: reques
     assert len(received) == 100 and received.startswith(b"HTTP/1.1 200")
     proxy.destroy_toxic("limit_data_downstream")
 
-    proxy.add_toxic(type="bandwidth", attributes={"rate": 50})  # 50 KB/s, 20 KB body
-    start = time.perf_counter()
-    assert len(requests.get(f"http://{proxy.listen}/big", timeout=5).json()["blob"]) == 20_000
-    assert 0.35 <= time.perf_counter() - start <= 2
+    def fetch_big() -> float:
+        start = time.perf_counter()
+        assert len(requests.get(f"http://{proxy.listen}/big", timeout=5).json()["blob"]) == 20_000
+        return time.perf_counter() - start
+
+    base = min(fetch_big() for _ in range(3))
+    proxy.add_toxic(type="bandwidth", attributes={"rate": 50})  # 50 KB/s, 20 KB body: ~0.4 s
+    took = fetch_big()
+    assert took >= 0.35 and took - base < 1.6, (base, took)  # throttled, but not stalled
     proxy.destroy_toxic("bandwidth_downstream")
 
     proxy.add_toxic(type="slow_close", attributes={"delay": 100})
@@ -243,14 +249,17 @@ def test_leases_expire_unless_renewed(
     toxiproxy: Toxiproxy, proxy_server: Any, echo_service: str, http: requests.Session
 ) -> None:
     proxy = toxiproxy.create(upstream=echo_service, name="echo")
-    proxy.add_toxic(type="latency", attributes={"latency": 1, "lease": 0.4})
+    proxy.add_toxic(type="latency", attributes={"latency": 1, "lease": 1.0})
+    added = time.monotonic()
     api = f"http://{proxy_server.api}/proxies/echo/toxics/latency_downstream"
-    for _ in range(4):  # renewed every 0.2 s: stays
-        time.sleep(0.2)
-        assert http.post(api, json={"attributes": {"lease": 0.4}}).status_code == 200
-    assert list(proxy.toxics()) == ["latency_downstream"]
-    time.sleep(0.6)
-    assert proxy.toxics() == {}
+    renewals = 0
+    while time.monotonic() - added < 2.5:  # past its first lease twice: renewals kept it
+        time.sleep(0.2)  # renewed every 0.2 s, five times within each lease
+        assert http.post(api, json={"attributes": {"lease": 1.0}}).status_code == 200
+        renewals += 1
+    assert list(proxy.toxics()) == ["latency_downstream"] and renewals >= 3
+    # no longer renewed: the proxy drops it by itself (the lease is the only thing that can)
+    assert wait_for(lambda: proxy.toxics() == {}, 10)
 
 
 def test_malformed_and_unknown_payloads_pass_through(

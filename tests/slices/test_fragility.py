@@ -103,6 +103,9 @@ def test_the_matrix_equals_a_direct_pandas_computation(
     frame, versions, scenarios = world
     loaded = offline_scenarios([scenarios])
     result = fragility(SUITE, versions, frame, loaded, seed=7, n_boot=0)
+    applied = [s.name for s in loaded if s.applicable]
+    assert {"b-shift", "flip"} <= set(applied), applied  # a request and a response fault
+    checked = 0
     for index, scenario in enumerate(loaded):
         if not scenario.applicable:
             continue
@@ -132,6 +135,8 @@ def test_the_matrix_equals_a_direct_pandas_computation(
                 )
                 assert cell.clean[version.name] == pytest.approx(row["clean"], abs=1e-12)
                 assert cell.faulted[version.name] == pytest.approx(row["faulted"], abs=1e-12)
+                checked += 1
+    assert checked == len(applied) * len(versions) * frame["g"].nunique()
 
 
 @pytest.mark.parametrize(("ones", "twos"), [(0, 1), (3, 0), (2, 2), (5, 3), (1, 6)])
