@@ -41,13 +41,18 @@ HEAVY = (
 )
 
 
-def imported_by(code: str) -> set[str]:
-    """Top-level modules a fresh interpreter has imported after running ``code``."""
+def imported_modules(code: str) -> set[str]:
+    """The modules a fresh interpreter has imported after running ``code``."""
     script = f"{code}\nimport sys, json; print(json.dumps(sorted(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
-    return {name.split(".")[0] for name in json.loads(done.stdout.splitlines()[-1])}
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def imported_by(code: str) -> set[str]:
+    """Top-level packages a fresh interpreter has imported after running ``code``."""
+    return {name.split(".")[0] for name in imported_modules(code)}
 
 
 def test_the_embed_path_imports_no_extra() -> None:
@@ -119,3 +124,15 @@ def test_the_bare_core_embeds_the_fault_point(tmp_path: Path) -> None:
     needs = run(chaosml, "slices", "compare", "a.csv", "b.csv", "s.yaml")
     assert needs.returncode == 2
     assert needs.stderr.startswith("chaosml slices compare: needs chaosml[slices]: pip install")
+
+
+def test_each_half_of_the_reports_imports_only_its_half() -> None:
+    """The game-day report and the slice reports share their HTML and JUnit building blocks from
+    a module of their own, so printing one half's report does not import the other half."""
+    gameday = imported_modules("import chaosml.report.gameday")
+    assert not any(m.startswith("chaosml.slices") for m in gameday)
+    slices = imported_modules(
+        "import chaosml.report.console, chaosml.report.html, chaosml.report.junit"
+    )
+    assert not any(m.startswith(("chaosml.gameday", "chaosml.load")) for m in slices)
+    assert "locust" not in {m.split(".")[0] for m in slices}

@@ -5,17 +5,20 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from chaosml.slices.checks import SliceTestReport
-from chaosml.slices.compare import Comparison, SliceComparison
-from chaosml.slices.fragility import Cell, Fragility, OfflineScenario, UnderFaults
 from chaosml.slices.metrics import METRICS
 from chaosml.slices.stats import P_FLOOR
+
+if TYPE_CHECKING:  # a report renders what it is given: importing the producers costs start-up
+    from chaosml.slices.checks import SliceTestReport
+    from chaosml.slices.compare import Comparison, SliceComparison
+    from chaosml.slices.fragility import Cell, Fragility, OfflineScenario, UnderFaults
 
 VERDICT_STYLE = {
     "regressed": "bold red",

@@ -24,8 +24,8 @@ from chaosml.gameday.journal import (
     Outage,
     ScenarioRecord,
 )
-from chaosml.report.html import _page, _svg, _table, _td
-from chaosml.report.junit import _case
+from chaosml.report._html import _page, _svg, _table, _td
+from chaosml.report._junit import _case
 
 VERDICT = {"passed": "green", "failed": "bold red", "unknown": "yellow", "running": "yellow"}
 CELL = {
