@@ -15,7 +15,6 @@ loopback; ``python -m chaosml.load worker --master HOST:PORT`` starts a worker o
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from chaosml._wait import wait_until
 from chaosml.codecs import get_codec, plain
 from chaosml.load.marks import Marks, answer_marks
 from chaosml.load.plan import LoadPlan
+from chaosml.load.protocol import Event, event, read_command
 
 PREDICT = "predict"
 PLAN, PLANNED = "chaosml-plan", "chaosml-planned"  # the plan to a worker; its answer
@@ -43,8 +43,8 @@ MARK_TIMEOUT = 3.0  # seconds for every worker to answer a phase mark (then ``ex
 Snapshot = tuple[float, int, int, dict[int, int]]
 
 
-def emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, "t": time.time(), **fields}) + "\n")
+def emit(kind: Event, **fields: Any) -> None:
+    sys.stdout.write(event(kind, **fields) + "\n")
     sys.stdout.flush()
 
 
@@ -222,7 +222,7 @@ def run(plan: LoadPlan) -> None:
 
     def read_commands() -> None:
         for line in commands:
-            word, _, argument = line.strip().partition(" ")
+            word, argument = read_command(line)
             if word == "start":
                 go.set()
             elif word == "phase":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ from typing import Any
 from chaosml._wait import wait_until
 from chaosml.errors import UnreachableError
 from chaosml.load.plan import LoadPlan
+from chaosml.load.protocol import command, read_event
 
 
 class LoadStopped(UnreachableError):
@@ -65,7 +65,7 @@ class LoadProcess:
         """Start the users (figures count from now), once the driver is armed."""
         self.spawn()
         self._wait(self._armed, timeout)
-        self._send("start")
+        self._send(command("start"))
         self._wait(self._ready, timeout)
 
     def _wait(self, event: threading.Event, timeout: float) -> None:
@@ -87,32 +87,36 @@ class LoadProcess:
 
     def _read(self) -> None:
         assert self._process is not None and self._process.stdout is not None
+        handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "tick": self._tick,
+            "phase": self._phase,
+            "armed": lambda _: self._armed.set(),
+            "ready": lambda _: self._ready.set(),
+            "error": self._error,
+        }
         for line in self._process.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            kind = event.pop("event", None)
-            if kind == "tick":
-                self.ticks.append(event)
-                if self._on_tick is not None:
-                    self._on_tick(event)
-            elif kind == "phase":
-                with self._phase_seen:
-                    self.phases[event.pop("name")] = event
-                    self._phase_seen.notify_all()
-            elif kind == "armed":
-                self._armed.set()
-            elif kind == "ready":
-                self._ready.set()
-            elif kind == "error":
-                self.error = event.get("message")
+            found = read_event(line)
+            if found is not None and found[0] in handlers:
+                handlers[found[0]](found[1])
         if self.error is None and self._process.stderr is not None:
             tail = self._process.stderr.read()[-500:].strip()
             self.error = tail.splitlines()[-1] if tail else None
         self._done.set()
         with self._phase_seen:
             self._phase_seen.notify_all()
+
+    def _tick(self, figures: dict[str, Any]) -> None:
+        self.ticks.append(figures)
+        if self._on_tick is not None:
+            self._on_tick(figures)
+
+    def _phase(self, figures: dict[str, Any]) -> None:
+        with self._phase_seen:
+            self.phases[figures.pop("name")] = figures
+            self._phase_seen.notify_all()
+
+    def _error(self, fields: dict[str, Any]) -> None:
+        self.error = fields.get("message")
 
     def _send(self, line: str) -> None:
         stdin = None if self._process is None else self._process.stdin
@@ -134,7 +138,7 @@ class LoadProcess:
         within ``timeout`` seconds."""
         if timeout is None:
             timeout = self.plan.timeout + 10 if last else 5
-        self._send(f"{'last' if last else 'phase'} {ended}")
+        self._send(command("last" if last else "phase", ended))
         deadline = time.monotonic() + timeout
         with self._phase_seen:
             while ended not in self.phases and not self._done.is_set():
@@ -153,7 +157,7 @@ class LoadProcess:
             return
         if timeout is None:
             timeout = self.plan.timeout + 15
-        self._send("stop")
+        self._send(command("stop"))
         if self._process.stdin is not None and not self._process.stdin.closed:
             with contextlib.suppress(OSError):
                 self._process.stdin.close()
