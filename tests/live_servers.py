@@ -45,6 +45,12 @@ def wait_for(condition: Callable[[], object], seconds: float, every: float = 0.0
     return False
 
 
+def within_plan(rps: float, planned: float) -> bool:
+    """A paced load never runs ahead of its plan (5% for the window's edges); a busy machine may
+    hold it back, so below the plan the bound is generous."""
+    return 0.8 * planned <= rps <= 1.05 * planned
+
+
 async def echo(request: Request) -> JSONResponse:
     body = await request.body()
     try:
