@@ -134,7 +134,12 @@ class FaultPoint:
     def enable(self, api: str, *, token: str | None = None, seed: int | None = None) -> None:
         """Start the control API on ``api`` (``host:0``: a free port) in a background thread."""
         self._server = ProxyServer(api=api, token=token, seed=seed, fixed=True)
-        point = _InService(PROXY_NAME, "in-service", "in-service", self._server.metrics)
+        point = _InService(
+            name=PROXY_NAME,
+            listen="in-service",
+            upstream="in-service",
+            metrics=self._server.metrics,
+        )
         point.alternates = tuple(self.alternates)
         self._server.add(point)
         self._stack = ExitStack()

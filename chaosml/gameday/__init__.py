@@ -25,10 +25,10 @@ def run_files(
     checked = validate(paths, target, strict_rules=False, time_scale=options.time_scale)
     assert checked.target is not None
     game = GameDay(
-        checked.scenarios,
-        checked.target,
-        options,
-        observer or Quiet(),
+        scenarios=checked.scenarios,
+        target=checked.target,
+        options=options,
+        observer=observer or Quiet(),
         notes=checked.notes,
     )
     try:

@@ -88,7 +88,7 @@ class Quiet:
         return None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunOptions:
     time_scale: float = 1.0
     seed: int = 0
@@ -119,7 +119,7 @@ def derive_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GameDay:
     """One run of scenarios against one target."""
 
@@ -480,4 +480,9 @@ def run_gameday(
     observer: Observer | None = None,
 ) -> Journal:
     """Run ``scenarios`` in order against ``target``; the journal holds every verdict."""
-    return GameDay(scenarios, target, options or RunOptions(), observer or Quiet()).run()
+    return GameDay(
+        scenarios=scenarios,
+        target=target,
+        options=options or RunOptions(),
+        observer=observer or Quiet(),
+    ).run()

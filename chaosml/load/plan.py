@@ -13,7 +13,7 @@ FIGURES = ("rps", "error_rate", "p50_ms", "p95_ms", "p99_ms", "requests", "failu
 SHORTFALL_LIMIT = 0.1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LoadPlan:
     """Replay ``data`` rows against ``url`` through ``codec``.
 

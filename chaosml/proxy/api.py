@@ -111,7 +111,7 @@ class Spec:
     codec: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ProxyServer:
     """All proxies and the control API. ``serve()`` runs until cancelled."""
 
@@ -124,9 +124,9 @@ class ProxyServer:
     timeouts: Timeouts = field(default_factory=Timeouts)
     metrics: ProxyMetrics = field(default_factory=ProxyMetrics)
     proxies: dict[str, Proxy] = field(default_factory=dict)
-    _server: asyncio.base_events.Server | None = None
-    _routes: list[tuple[str, re.Pattern[str], Handler]] = field(default_factory=list)
-    _connections: Connections = field(default_factory=Connections)
+    _server: asyncio.base_events.Server | None = field(default=None, init=False)
+    _routes: list[tuple[str, re.Pattern[str], Handler]] = field(default_factory=list, init=False)
+    _connections: Connections = field(default_factory=Connections, init=False)
 
     def __post_init__(self) -> None:
         try:
@@ -329,10 +329,10 @@ class ProxyServer:
 
     def _build(self, spec: Spec) -> Proxy:
         return Proxy(
-            spec.name,
-            spec.listen,
-            spec.upstream,
-            self.metrics,
+            name=spec.name,
+            listen=spec.listen,
+            upstream=spec.upstream,
+            metrics=self.metrics,
             enabled=spec.enabled,
             codec=spec.codec,
             timeouts=self.timeouts,

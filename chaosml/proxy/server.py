@@ -288,7 +288,7 @@ class _Pool:
         self.idle.clear()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Proxy:
     name: str
     listen: str
@@ -298,11 +298,11 @@ class Proxy:
     codec: str = "auto"
     timeouts: Timeouts = field(default_factory=Timeouts)
     toxics: dict[str, Toxic] = field(default_factory=dict)
-    _server: asyncio.base_events.Server | None = None
-    _pools: dict[str, _Pool] = field(default_factory=dict)
-    _connections: Connections = field(default_factory=Connections)
-    _counters: dict[str, Any] = field(default_factory=dict)
-    _plans: dict[tuple[int, ...], _Plan] = field(default_factory=dict)
+    _server: asyncio.base_events.Server | None = field(default=None, init=False)
+    _pools: dict[str, _Pool] = field(default_factory=dict, init=False)
+    _connections: Connections = field(default_factory=Connections, init=False)
+    _counters: dict[str, Any] = field(default_factory=dict, init=False)
+    _plans: dict[tuple[int, ...], _Plan] = field(default_factory=dict, init=False)
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     retired: dict[str, Evidence] = field(default_factory=dict)  # removed toxics' evidence
 

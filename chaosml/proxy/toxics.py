@@ -32,7 +32,7 @@ class ApiError(ChaosmlError):
         self.message, self.status = message, status
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Toxic:
     name: str
     type: str
@@ -142,13 +142,13 @@ def build_toxic(
         existing.name if existing else f"{kind}_{stream}"
     )
     toxic = Toxic(
-        name,
-        kind,
-        stream,
-        float(toxicity),
-        attributes,
-        fault,
-        None if lease is None else float(lease),
+        name=name,
+        type=kind,
+        stream=stream,
+        toxicity=float(toxicity),
+        attributes=attributes,
+        fault=fault,
+        lease=None if lease is None else float(lease),
     )
     if existing is not None:
         # An update (a lease renewal re-POSTs the toxic) goes on with the same draws and counts:

@@ -29,7 +29,9 @@ from tests.live_servers import wait_for
 def forced(paths: list[Path], target: Path, runs: Path) -> GamedayReport:
     """Run past ``validate`` (as a scenario file written against other data would be)."""
     game = GameDay(
-        load_scenarios(paths), load_target(target), RunOptions(time_scale=SCALE, runs=runs)
+        scenarios=load_scenarios(paths),
+        target=load_target(target),
+        options=RunOptions(time_scale=SCALE, runs=runs),
     )
     return GamedayReport(game.run())
 
