@@ -128,8 +128,8 @@ def validate(
         found.extend(rules) if strict_rules else notes.extend(rules)
         per_file.extend(sorted(dict.fromkeys(found), key=lambda p: by_line(p)[0]))
     per_file.extend(p for p in problems if not any(p.startswith(f"{f.path}:") for f in parts))
-    if per_file:
-        raise SpecError(per_file, exit_code=3 if check.unreachable else 2)
+    if per_file:  # a target's own problem is said once, not once per scenario
+        raise SpecError(list(dict.fromkeys(per_file)), exit_code=3 if check.unreachable else 2)
     if check.rules is None:
         notes.append("no alert source of the target lists rules: alert names were not checked")
     names = None if check.rules is None else [rule.name for rule in check.rules]
@@ -300,6 +300,14 @@ class _Check:
             where = f"data: in {self.target.path}"
             return [file.problem(("load",), f"no data to replay: set load.data or {where}")]
         loc: Loc = ("load", "data") if file.data is not None else ("load",)
+        if not data.is_file() and file.data is None:  # the target's data, not the scenario's
+            return [
+                self.target_problem(
+                    ("data",),
+                    f"{data.resolve()}: file not found (a relative data: is read from the "
+                    "target file's folder)",
+                )
+            ]
         if not data.is_file():
             return [file.problem(loc, f"{data}: file not found")]
         columns = self.columns(data)

@@ -417,3 +417,21 @@ def test_duration_parser_only_raises_value_error(text: str) -> None:
     except ValueError:
         return
     assert value >= 0
+
+
+def test_a_target_whose_data_is_missing_is_blamed_once_on_the_target(tmp_path: Path) -> None:
+    target = tmp_path / "target.yaml"
+    text = (FIXTURES / "targets" / "loopback.yaml").read_text(encoding="utf-8")
+    target.write_text(text.replace("data: ../requests.csv", "data: gone.parquet"), encoding="utf-8")
+    scenario = "faults: [{type: latency, latency: 5, at: network}]\nphases: {steady: 1s}\n"
+    paths = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"name: {name}\n{scenario}", encoding="utf-8")
+        paths.append(path)
+    with pytest.raises(SpecError) as caught:
+        validate(paths, target)
+    assert [p for p in caught.value.problems if "gone.parquet" in p] == [
+        f"{target}:3: data: {tmp_path / 'gone.parquet'}: file not found (a relative data: is "
+        "read from the target file's folder)"
+    ]
