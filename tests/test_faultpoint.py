@@ -16,6 +16,7 @@ from toxiproxy.exceptions import NotFound
 from chaosml.demo.service import create_app, load_reference, serving_app
 from chaosml.demo.train import DemoArtifacts
 from chaosml.faultpoint import ENV_ADDRESS, FaultPoint
+from tests.live_servers import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +128,9 @@ def test_refuses_what_it_cannot_act_out_and_keeps_its_one_proxy(
 def test_a_lease_that_is_not_renewed_ends_the_fault(
     service: tuple[str, FaultPoint], point: Any, rows: list[dict[str, Any]]
 ) -> None:
-    point.add_toxic(type="constant_prediction", attributes={"value": 0, "lease": 0.5})
+    point.add_toxic(type="constant_prediction", attributes={"value": 0, "lease": 2})
     assert set(predict(service[0], rows).json()["predictions"]) == {0}
-    time.sleep(0.7)
-    assert set(predict(service[0], rows).json()["predictions"]) == {0, 1}
+    # not renewed: the point ends it by itself, and nothing else could have
+    assert wait_for(lambda: set(predict(service[0], rows).json()["predictions"]) == {0, 1}, 15)
     with pytest.raises(NotFound):
         point.destroy_toxic("constant_prediction_downstream")
