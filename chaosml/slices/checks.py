@@ -15,11 +15,11 @@ from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS
 from chaosml.errors import InputError
 from chaosml.slices.collect import AUC_BOUND, Evaluation, evaluate
-from chaosml.slices.engine import SliceInfo
 from chaosml.slices.engines import Engine, Progress, engine_for
 from chaosml.slices.fragility import OfflineScenario, ScenarioFailed, UnderFault
 from chaosml.slices.metrics import METRICS, as_number
 from chaosml.slices.suite import SliceSuite, SliceTest, no_such_slice
+from chaosml.slices.sums import SliceInfo
 from chaosml.versions import Version
 
 Status = Literal["passed", "failed", "skipped", "error"]

@@ -15,10 +15,10 @@ from chaosml.codecs import plain
 from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS, DataSource, open_table
 from chaosml.errors import DataError, InputError, VersionError
-from chaosml.slices.engine import SliceInfo, SlicePlan, SliceStats, confusion, slice_stats
 from chaosml.slices.engines import Engine, Job, Progress, engine_for
 from chaosml.slices.metrics import METRICS, auc_histogram_error, roc_auc_from_histograms
 from chaosml.slices.suite import SliceSuite
+from chaosml.slices.sums import SliceInfo, SlicePlan, SliceStats, confusion, slice_stats
 from chaosml.versions import PREDICTION_COLUMN, InMemory, PredictionsFile, Scalar, Version
 
 NO_LABEL = "no label column: set `label:` in the suite or in chaosml.yaml"

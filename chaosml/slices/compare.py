@@ -39,7 +39,6 @@ from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS
 from chaosml.errors import InputError
 from chaosml.slices.collect import AUC_BOUND, evaluate
-from chaosml.slices.engine import IntArray, quadrants
 from chaosml.slices.engines import Engine, Progress
 from chaosml.slices.metrics import METRICS, Metric, PairedTest, as_number
 from chaosml.slices.stats import (
@@ -53,6 +52,7 @@ from chaosml.slices.stats import (
     swappable,
 )
 from chaosml.slices.suite import SliceSuite
+from chaosml.slices.sums import IntArray, quadrants
 from chaosml.versions import Version
 
 Verdict = Literal[

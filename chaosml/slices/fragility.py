@@ -62,7 +62,6 @@ from chaosml.slices.compare import (
     judge,
     studentized,
 )
-from chaosml.slices.engine import IntArray, confusion
 from chaosml.slices.engines import FAULT_BLOCK, Engine, Progress, engine_for
 from chaosml.slices.metrics import METRICS, Metric, as_number
 from chaosml.slices.stats import (
@@ -77,6 +76,7 @@ from chaosml.slices.stats import (
     swappable,
 )
 from chaosml.slices.suite import SliceSuite
+from chaosml.slices.sums import IntArray, confusion
 from chaosml.versions import (
     ArtifactVersion,
     PartPredictor,

@@ -16,7 +16,6 @@ from chaosml.errors import InputError
 from chaosml.faults import apply_offline
 from chaosml.slices.checks import run_slice_tests
 from chaosml.slices.compare import events, studentized
-from chaosml.slices.engine import confusion
 from chaosml.slices.fragility import (
     DID,
     SWAPS,
@@ -27,6 +26,7 @@ from chaosml.slices.fragility import (
 from chaosml.slices.metrics import METRICS
 from chaosml.slices.stats import FloatArray, permutation_p_values
 from chaosml.slices.suite import ComparePolicy, SliceSpec, SliceSuite, SliceTest
+from chaosml.slices.sums import confusion
 from chaosml.versions import ArtifactVersion, InMemory
 
 SCENARIOS = {

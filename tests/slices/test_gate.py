@@ -29,7 +29,6 @@ from chaosml.report.html import write_test_html
 from chaosml.report.junit import write_under_faults_junit
 from chaosml.slices.checks import run_slice_tests
 from chaosml.slices.compare import compare_versions, interval
-from chaosml.slices.engine import confusion
 from chaosml.slices.fragility import (
     UnderFaults,
     compare_under_faults,
@@ -40,6 +39,7 @@ from chaosml.slices.fragility import (
 from chaosml.slices.metrics import METRICS
 from chaosml.slices.stats import P_FLOOR, mcnemar_exact, permutation_p_values, swappable
 from chaosml.slices.suite import ComparePolicy, SliceSpec, SliceSuite, SliceTest
+from chaosml.slices.sums import confusion
 from chaosml.versions import ArtifactVersion, InMemory
 
 HEAD = (

@@ -10,7 +10,6 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
 from chaosml.slices.compare import Comparison, compare_versions, paired_table, studentized
-from chaosml.slices.engine import confusion
 from chaosml.slices.metrics import METRICS
 from chaosml.slices.stats import (
     FloatArray,
@@ -23,6 +22,7 @@ from chaosml.slices.stats import (
     permutation_p_values,
 )
 from chaosml.slices.suite import ComparePolicy, SliceSpec, SliceSuite
+from chaosml.slices.sums import confusion
 from chaosml.versions import InMemory
 
 

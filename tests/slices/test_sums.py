@@ -12,8 +12,8 @@ from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate
 from sklearn import metrics as skm
 
 from chaosml.slices.collect import Evaluation, evaluate
-from chaosml.slices.engine import SCORE_BINS
 from chaosml.slices.suite import SliceSpec, SliceSuite
+from chaosml.slices.sums import SCORE_BINS
 from chaosml.versions import InMemory
 
 ORACLES = {

@@ -1,4 +1,4 @@
-"""The slice engine: one pass over the rows, sufficient statistics per slice.
+"""The slice sums: one pass over the rows, sufficient statistics per slice.
 
 Each row falls in one *cell*: its label and each version's prediction, packed into the bits of a small
 integer (``label << V | pred_1 << V-1 | ... | pred_V``), so a slice's statistics are a vector of
