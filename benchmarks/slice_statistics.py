@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from chaosml.slices.compare import compare_versions, paired_table, studentized
-from chaosml.slices.engine import confusion
 from chaosml.slices.metrics import METRICS, Metric
 from chaosml.slices.stats import (
     FloatArray,
@@ -37,6 +36,7 @@ from chaosml.slices.stats import (
     permutation_p_values,
 )
 from chaosml.slices.suite import ComparePolicy, SliceSpec, SliceSuite
+from chaosml.slices.sums import confusion
 from chaosml.versions import InMemory
 
 N_BOOT = 1000
