@@ -3,7 +3,7 @@ what a service embeds imports none of the extras' packages.
 
 ``test_the_bare_core_embeds_the_fault_point`` installs this checkout without extras into a fresh
 venv (``pip install .``, dependencies from PyPI: about 35 s here, with pip's cache warm or cold).
-It always runs under CI; elsewhere ``CHAOSML_SKIP_BARE_CORE=1`` skips it.
+It is in the full tier (``slow``): ``.ci/check`` and CI run it, as does naming this file.
 """
 
 from __future__ import annotations
@@ -74,11 +74,7 @@ def test_the_cli_starts_on_the_core_alone() -> None:
     assert "pandas" not in imported and "numpy" not in imported
 
 
-def _skip_bare_core() -> bool:
-    return os.environ.get("CI") != "true" and os.environ.get("CHAOSML_SKIP_BARE_CORE") == "1"
-
-
-@pytest.mark.skipif(_skip_bare_core(), reason="CHAOSML_SKIP_BARE_CORE=1 (never under CI)")
+@pytest.mark.slow
 def test_the_bare_core_embeds_the_fault_point(tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)  # this pip installs into it: no ensurepip
