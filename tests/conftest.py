@@ -1,20 +1,93 @@
-"""Shared fixtures: the demo models and data, trained once per test session."""
+"""Shared fixtures (the demo models and data, trained once per test run) and the two test tiers.
+
+Plain ``pytest`` runs the fast tier. Tests marked ``slow`` (end-to-end runs against real servers,
+statistical simulations) and every test that uses the reference stack join it with ``--full``
+(what ``.ci/check`` passes) or when named on the command line (``pytest tests/gameday``).
+"""
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from chaosml.demo.train import DemoArtifacts, train_demo
 
+# Fixtures that put a test in the full tier by themselves: the reference stack (Prometheus,
+# Alertmanager, the model service and the proxy) and the game days that run against it.
+FULL_TIER_FIXTURES = {"stack"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="also run the slow tier: end-to-end runs and simulations (what .ci/check runs)",
+    )
+
+
+def in_full_tier(item: pytest.Item) -> bool:
+    return item.get_closest_marker("slow") is not None or bool(
+        FULL_TIER_FIXTURES & set(getattr(item, "fixturenames", ()))
+    )
+
+
+def named_on_command_line(config: pytest.Config) -> bool:
+    """True when the command line names tests (``pytest tests/test_readme.py``): run what it names."""
+    return bool(config.option.file_or_dir) or bool(config.option.markexpr)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if in_full_tier(item) and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)
+    if config.getoption("--full") or named_on_command_line(config):
+        # the longest first, so that with several workers none is left with one at the end
+        items.sort(key=lambda item: item.get_closest_marker("longest") is None)
+        return
+    slow = [item for item in items if in_full_tier(item)]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not in_full_tier(item)]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if config.getoption("--full") or named_on_command_line(config):
+        return "tier: full"
+    return "tier: fast (the slow tier runs with --full, as .ci/check does)"
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (shared by every pytest-xdist worker of this run)."""
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoArtifacts:
-    return train_demo(tmp_path_factory.mktemp("demo"))
+    """The demo trained once per run: the first worker trains it into a folder every worker of
+    the run shares, and each copies it (its stacks write their monitoring data next to it)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with locked(shared / "demo.lock"):
+        trained = train_demo(shared / "demo-trained")
+    folder = tmp_path_factory.mktemp("demo")
+    for path in trained.folder.iterdir():
+        if path.is_file():
+            shutil.copy2(path, folder / path.name)
+    return train_demo(folder)  # the copy is fresh: nothing is trained again
 
 
 @pytest.fixture
