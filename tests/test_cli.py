@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -463,3 +464,19 @@ def test_a_command_whose_extra_is_missing_names_it_in_one_line(
         f"({module} not found)\n"
     )
     assert runner.invoke(app, [*command.split(), "--help"]).exit_code == 0
+
+
+def test_demo_serve_on_port_0_announces_the_port_it_listens_on(demo: DemoArtifacts) -> None:
+    command = [sys.executable, "-m", "chaosml", "demo", "serve", "--out", str(demo.folder)]
+    with subprocess.Popen([*command, "--port", "0"], stderr=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stderr is not None
+            line = process.stderr.readline()
+            assert line.startswith("serving demo model v2 on http://127.0.0.1:"), line
+            url = line.split(" on ", 1)[1].strip().removesuffix("/predict")
+            assert not url.endswith(":0"), line
+            with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
+                assert response.status == 200
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=10)
