@@ -16,8 +16,8 @@ from chaosml.data import DEFAULT_CHUNK_ROWS
 from chaosml.errors import InputError
 from chaosml.slices.collect import AUC_BOUND, Evaluation, evaluate
 from chaosml.slices.engines import Engine, Progress, engine_for
-from chaosml.slices.fragility import OfflineScenario, ScenarioFailed, UnderFault
 from chaosml.slices.metrics import METRICS, as_number
+from chaosml.slices.offline import OfflineScenario, ScenarioFailed, UnderFault
 from chaosml.slices.suite import SliceSuite, SliceTest, no_such_slice
 from chaosml.slices.sums import SliceInfo
 from chaosml.versions import Version
@@ -25,7 +25,7 @@ from chaosml.versions import Version
 Status = Literal["passed", "failed", "skipped", "error"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TestOutcome:
     """One test applied to one slice (or, for a ``by`` test, to one group)."""
 
@@ -40,7 +40,7 @@ class TestOutcome:
     __test__ = False  # not a pytest class
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SliceTestReport:
     """Metrics of one version per slice, and the outcome of every test.
 
@@ -159,7 +159,16 @@ def run_slice_tests(
     tests with ``under:`` run. ``data`` and ``engine`` are as for ``evaluate``."""
     with engine_for(engine, data) as runner:
         return _run_slice_tests(
-            suite, version, data, scenarios, others, seed, config, chunk_rows, progress, runner
+            suite,
+            version,
+            data,
+            scenarios=scenarios,
+            others=others,
+            seed=seed,
+            config=config,
+            chunk_rows=chunk_rows,
+            progress=progress,
+            engine=runner,
         )
 
 
@@ -167,6 +176,7 @@ def _run_slice_tests(
     suite: SliceSuite,
     version: Version,
     data: object,
+    *,
     scenarios: Sequence[OfflineScenario],
     others: Mapping[str, Version] | None,
     seed: int,
@@ -197,7 +207,7 @@ def _run_slice_tests(
             faulted[scenario.name] = evaluate(
                 suite,
                 data,
-                [UnderFault(version, scenario, seed, index, known)],
+                [UnderFault(base=version, scenario=scenario, seed=seed, index=index, others=known)],
                 config=config,
                 chunk_rows=chunk_rows,
                 progress=progress,
@@ -223,13 +233,13 @@ def _run_slice_tests(
         if test.under in errors:
             outcomes.append(
                 TestOutcome(
-                    _describe(test),
-                    test.slice or ", ".join(test.by or []),
-                    test.metric,
-                    None,
-                    "error",
-                    errors[test.under],
-                    location,
+                    test=_describe(test),
+                    slice=test.slice or ", ".join(test.by or []),
+                    metric=test.metric,
+                    value=None,
+                    status="error",
+                    detail=errors[test.under],
+                    location=location,
                 )
             )
             continue
@@ -237,13 +247,13 @@ def _run_slice_tests(
             why = "not applicable offline" if scenarios else "needs --scenarios"
             outcomes.append(
                 TestOutcome(
-                    _describe(test),
-                    test.slice or "",
-                    test.metric,
-                    None,
-                    "skipped",
-                    f"under {test.under}: {why}",
-                    location,
+                    test=_describe(test),
+                    slice=test.slice or "",
+                    metric=test.metric,
+                    value=None,
+                    status="skipped",
+                    detail=f"under {test.under}: {why}",
+                    location=location,
                 )
             )
             continue
@@ -251,17 +261,17 @@ def _run_slice_tests(
             test, index, location, faulted[test.under], under[test.under], clean=table
         )
     return SliceTestReport(
-        version.name,
-        str(suite.path or "<suite>"),
-        evaluation.data,
-        evaluation.label,
-        metrics,
-        evaluation.stats.slices,
-        table,
-        outcomes,
-        list(scenarios),
-        under,
-        errors,
+        version=version.name,
+        suite=str(suite.path or "<suite>"),
+        data=evaluation.data,
+        label=evaluation.label,
+        metrics=metrics,
+        slices=evaluation.stats.slices,
+        table=table,
+        outcomes=outcomes,
+        scenarios=list(scenarios),
+        under=under,
+        errors=errors,
     )
 
 
@@ -307,13 +317,13 @@ def _slice_test(
 ) -> TestOutcome:
     def outcome(status: Status, detail: str) -> TestOutcome:
         return TestOutcome(
-            _describe(test),
-            info.name,
-            test.metric,
-            None if math.isnan(value) else value,
-            status,
-            detail,
-            location,
+            test=_describe(test),
+            slice=info.name,
+            metric=test.metric,
+            value=None if math.isnan(value) else value,
+            status=status,
+            detail=detail,
+            location=location,
         )
 
     if n < info.min_size:
@@ -364,13 +374,13 @@ def _group_test(
     usable = values[(sizes >= mins) & np.isfinite(values)]
     if len(usable) < 2:
         return TestOutcome(
-            _describe(test),
-            name,
-            test.metric,
-            None,
-            "skipped",
-            "fewer than two groups large enough to compare",
-            location,
+            test=_describe(test),
+            slice=name,
+            metric=test.metric,
+            value=None,
+            status="skipped",
+            detail="fewer than two groups large enough to compare",
+            location=location,
         )
     difference, high = float(usable.max() - usable.min()), float(usable.max())
     ratio = float(usable.min() / high) if high > 0 else float("nan")
@@ -382,13 +392,13 @@ def _group_test(
     value = difference if test.max_difference is not None else ratio
     detail = "; ".join(problems) or f"difference {difference:.4f}, ratio {ratio:.4f}"
     return TestOutcome(
-        _describe(test),
-        name,
-        test.metric,
-        value,
-        "failed" if problems else "passed",
-        detail,
-        location,
+        test=_describe(test),
+        slice=name,
+        metric=test.metric,
+        value=value,
+        status="failed" if problems else "passed",
+        detail=detail,
+        location=location,
     )
 
 

@@ -34,7 +34,7 @@ POSITIVE_NOT_PREDICTED = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Evaluation:
     """What one pass produced: the statistics and the names needed to read them."""
 
@@ -91,13 +91,22 @@ def evaluate(
     every engine."""
     config = config or ProjectConfig()
     with engine_for(engine, data) as runner:
-        return _evaluate(suite, data, versions, config, chunk_rows, progress, runner)
+        return _evaluate(
+            suite,
+            data,
+            versions,
+            config=config,
+            chunk_rows=chunk_rows,
+            progress=progress,
+            runner=runner,
+        )
 
 
 def _evaluate(
     suite: SliceSuite,
     data: object,
     versions: Sequence[Version],
+    *,
     config: ProjectConfig,
     chunk_rows: int,
     progress: Progress | None,
@@ -137,7 +146,15 @@ def _evaluate(
         *[c for test in suite.tests for c in test.by or []],
         *features,
     ]
-    job = Job(table, plan, label, positive, list(dict.fromkeys(columns)), versions, chunk_rows)
+    job = Job(
+        table=table,
+        plan=plan,
+        label=label,
+        positive=positive,
+        columns=list(dict.fromkeys(columns)),
+        versions=versions,
+        chunk_rows=chunk_rows,
+    )
     sums = runner.run(job, progress)
     if sums.rows == 0:
         raise DataError(f"{table.name}: no rows")
@@ -150,7 +167,9 @@ def _evaluate(
                     where=_where_line(suite, info.name), name=info.name, data=table.name
                 )
             )
-    return Evaluation(stats, [v.name for v in versions], label, table.name)
+    return Evaluation(
+        stats=stats, versions=[v.name for v in versions], label=label, data=table.name
+    )
 
 
 def _check_classes(

@@ -1,7 +1,7 @@
 """``slices compare v1 v2``: per-slice paired comparison of two versions on the same rows.
 
 Per slice: the delta v2 - v1 of the suite's compared metric, a paired test and a per-slice interval
-(``chaosml.slices.stats``: McNemar's exact test and Newcombe's score interval for proportion metrics;
+(``chaosml.slices.stats.metric``: McNemar's exact test and Newcombe's score interval for proportion metrics;
 an exact paired permutation test and a score interval for ratio metrics: Newcombe's intervals of
 balanced accuracy's two halves combined, a MOVER interval of effective-size Wilson intervals for
 precision and F1), p-values adjusted across every row that can fail the gate, the overall row
@@ -26,42 +26,24 @@ rejected, and counting them would only make the others harder to flag.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
-from scipy import special
 
 from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS
 from chaosml.errors import InputError
 from chaosml.slices.collect import AUC_BOUND, evaluate
 from chaosml.slices.engines import Engine, Progress
-from chaosml.slices.metrics import METRICS, Metric, PairedTest, as_number
-from chaosml.slices.stats import (
-    adjust,
-    effective_wilson,
-    mcnemar_exact,
-    min_discordant,
-    mover,
-    newcombe_interval,
-    permutation_p_values,
-    swappable,
-)
+from chaosml.slices.metrics import METRICS, PairedTest, as_number
+from chaosml.slices.stats import Verdict, judge, paired_tests
 from chaosml.slices.suite import SliceSuite
-from chaosml.slices.sums import IntArray, quadrants
 from chaosml.versions import Version
 
-Verdict = Literal[
-    "regressed", "improved", "unchanged", "inconclusive", "undefined", "too_small", "error"
-]
-FloatArray = npt.NDArray[np.float64]
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SliceComparison:
     """One slice's comparison. ``v1``/``v2``/``delta``/``ci`` are of the compared metric."""
 
@@ -86,7 +68,7 @@ class SliceComparison:
         return data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Comparison:
     """The comparison of two versions over a suite's slices."""
 
@@ -211,18 +193,9 @@ def compare_versions(
     first, second = evaluation.metric(metric.name, 0), evaluation.metric(metric.name, 1)
     delta = second - first
 
-    if metric.proportion:
-        discordant = swappable_events(metric, cells)
-        p_values = mcnemar_exact(*paired_table(metric, cells)[1:3])
-    else:
-        discordant = swappable(cells)
-        p_values = permutation_p_values(lambda x: studentized(metric, x), cells)
-    ci_low, ci_high = interval(metric, cells, policy.confidence)
-    needed = min_discordant(policy.alpha)
-    defined = np.isfinite(delta)
-    trusted = defined & (metric.proportion | (discordant >= needed))
-    ci_low, ci_high = np.where(trusted, ci_low, np.nan), np.where(trusted, ci_high, np.nan)
-    p_values = np.where(defined, p_values, np.nan)
+    tested = paired_tests(metric, cells, delta, confidence=policy.confidence, alpha=policy.alpha)
+    discordant, p_values = tested.discordant, tested.p_values
+    ci_low, ci_high = tested.low, tested.high
 
     big_enough = stats.n >= np.array([info.min_size for info in stats.slices])
     p_adjusted, verdicts, needed = judge(
@@ -284,179 +257,3 @@ def compare_versions(
         slices=rows[1:],
         family=int(np.isfinite(p_adjusted).sum()),
     )
-
-
-def events(metric: Metric, n_versions: int, version: int) -> FloatArray:
-    """Per cell (bits label|version 0|version 1|...): 1 if ``version``'s answer is a proportion
-    metric's event (its numerator: a right answer, a false positive, a positive prediction) in a
-    row the metric counts, 0 if not, NaN if the metric does not count the row."""
-    quads = quadrants(n_versions, version)
-    ratio = metric.ratios[0]
-    counted, event = quads @ np.array(ratio.den), quads @ np.array(ratio.num)
-    return np.where(counted > 0, event, np.nan)
-
-
-def paired_table(metric: Metric, cells: IntArray) -> tuple[IntArray, IntArray, IntArray, IntArray]:
-    """A proportion metric's paired 2x2 table per slice, over the rows it counts: the event under
-    both versions, v1 only, v2 only, neither (the rows it counts depend on the label alone)."""
-    e1, e2 = events(metric, 2, 0), events(metric, 2, 1)
-    masks = [
-        (e1 == 1) & (e2 == 1),
-        (e1 == 1) & (e2 == 0),
-        (e1 == 0) & (e2 == 1),
-        (e1 == 0) & (e2 == 0),
-    ]
-    a, b, c, d = (cells[:, mask].sum(axis=1) for mask in masks)
-    return a, b, c, d
-
-
-def swappable_events(metric: Metric, cells: IntArray) -> IntArray:
-    """A proportion metric's discordant rows: those it counts on which its event differs."""
-    _, b, c, _ = paired_table(metric, cells)
-    moved: IntArray = b + c
-    return moved
-
-
-def interval(metric: Metric, cells: IntArray, confidence: float) -> tuple[FloatArray, FloatArray]:
-    """The delta's score interval per slice: Newcombe's for a proportion; for a weighted sum of
-    proportions on disjoint rows (balanced accuracy), its parts' Newcombe intervals combined (they
-    are independent); for any other ratio, a MOVER interval of each version's effective-size
-    Wilson interval with their delta-method correlation."""
-    if metric.proportion:
-        return newcombe_interval(*paired_table(metric, cells), confidence)
-    if metric.parts:
-        center = np.zeros(len(cells))
-        below, above = np.zeros(len(cells)), np.zeros(len(cells))
-        for weight, part in metric.parts:
-            a, b, c, d = paired_table(part, cells)
-            with np.errstate(all="ignore"):
-                part_delta = (c - b) / (a + b + c + d)
-            low, high = newcombe_interval(a, b, c, d, confidence)
-            center += weight * part_delta
-            below += (weight * (part_delta - low)) ** 2
-            above += (weight * (high - part_delta)) ** 2
-        return np.maximum(center - np.sqrt(below), -1.0), np.minimum(center + np.sqrt(above), 1.0)
-    z = float(special.ndtri(1 - (1 - confidence) / 2))
-    counts = np.asarray(cells, dtype=np.float64)
-    (f1, g1, rows1), (f2, g2, rows2) = (gradient(metric, counts, v) for v in (0, 1))
-    v1, v2 = (g1**2 * counts).sum(axis=-1), (g2**2 * counts).sum(axis=-1)
-    with np.errstate(all="ignore"):
-        r = np.where(v1 * v2 > 0, (g1 * g2 * counts).sum(axis=-1) / np.sqrt(v1 * v2), 0.0)
-    return mover(
-        f1,
-        effective_wilson(f1, v1, rows1, z),
-        f2,
-        effective_wilson(f2, v2, rows2, z),
-        r,
-    )
-
-
-def gradient(
-    metric: Metric, cells: FloatArray, version: int, n_versions: int = 2
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """A version's metric, its gradient in the cell counts, and its first ratio's denominator
-    (rows), for cell counts of shape (..., 2 ** (n_versions + 1))."""
-    value = np.zeros(cells.shape[:-1])
-    grad = np.zeros(cells.shape)
-    quads = quadrants(n_versions, version)
-    rows = cells @ (quads @ np.array(metric.ratios[0].den))
-    for ratio in metric.ratios:
-        num, den = quads @ np.array(ratio.num), quads @ np.array(ratio.den)
-        n, d = cells @ num, cells @ den
-        with np.errstate(all="ignore"):
-            part = np.where(d > 0, n / np.where(d > 0, d, 1.0), np.nan)
-            value += ratio.weight * part
-            grad += ratio.weight * (num - part[..., None] * den) / d[..., None]
-    return value, grad, rows
-
-
-def studentized(
-    metric: Metric,
-    cells: FloatArray,
-    signs: Sequence[tuple[int, float]] = ((1, 1.0), (0, -1.0)),
-    n_versions: int = 2,
-) -> FloatArray:
-    """A signed sum of versions' metric (by default v2 - v1) over its delta-method standard
-    error, for cell counts of shape (..., 2 ** (n_versions + 1)).
-
-    The metric is a weighted sum of ratios N/D of cell counts, so the delta's gradient in the counts
-    is exact, and its multinomial variance is sum(gradient**2 * counts) (the gradient of a ratio is
-    orthogonal to the counts). 0 where the delta is 0; +-inf where it is not but has no variance."""
-    delta = np.zeros(cells.shape[:-1])
-    total = np.zeros(cells.shape)
-    for version, sign in signs:
-        value, grad, _ = gradient(metric, cells, version, n_versions)
-        delta += sign * value
-        total += sign * grad
-    se = np.sqrt(np.sum(total**2 * cells, axis=-1))
-    with np.errstate(all="ignore"):
-        t = np.where(se > 0, delta / se, np.sign(delta) * np.inf)
-    return np.where(delta == 0, 0.0, t)
-
-
-def judge(
-    delta: FloatArray,
-    p_values: FloatArray,
-    *,
-    discordant: IntArray,
-    big_enough: npt.NDArray[np.bool_],
-    correction: Literal["holm", "bh"],
-    direction: int,
-    alpha: float,
-    max_drop: float | FloatArray,
-    failed: npt.NDArray[np.bool_] | None = None,
-) -> tuple[FloatArray, list[Verdict], int]:
-    """Adjusted p-values, verdicts, and the fewest discordant rows that can reach ``alpha``.
-
-    The family is every row that can fail the gate, overall rows included: large enough, with a
-    p-value and enough discordant rows (Tarone 1990: the others can never be flagged). ``failed``
-    rows (a scenario that could not run) get ``error``."""
-    needed = min_discordant(alpha)
-    failed = np.zeros(len(delta), dtype=bool) if failed is None else failed
-    testable = big_enough & np.isfinite(p_values) & (discordant >= needed) & ~failed
-    p_adjusted = adjust(np.where(testable, p_values, np.nan), correction)
-    verdicts = verdict(
-        delta,
-        p_adjusted,
-        big_enough=big_enough,
-        discordant=discordant,
-        needed=needed,
-        direction=direction,
-        alpha=alpha,
-        max_drop=np.broadcast_to(np.asarray(max_drop, dtype=np.float64), np.shape(delta)),
-    )
-    return (
-        p_adjusted,
-        ["error" if bad else v for v, bad in zip(verdicts, failed, strict=True)],
-        needed,
-    )
-
-
-def verdict(
-    delta: FloatArray,
-    p_adjusted: FloatArray,
-    *,
-    big_enough: npt.NDArray[np.bool_],
-    discordant: IntArray,
-    needed: int,
-    direction: int,
-    alpha: float,
-    max_drop: FloatArray,
-) -> list[Verdict]:
-    """Regressed/improved need significance and a change beyond ``max_drop`` in that direction."""
-    out: list[Verdict] = []
-    for d, p, ok, k, drop in zip(delta, p_adjusted, big_enough, discordant, max_drop, strict=True):
-        better = direction * d
-        if not ok:
-            out.append("too_small")
-        elif math.isnan(d):
-            out.append("undefined")
-        elif k < needed:
-            out.append("inconclusive")
-        elif p < alpha and better < -drop:
-            out.append("regressed")
-        elif p < alpha and better > drop:
-            out.append("improved")
-        else:
-            out.append("unchanged")
-    return out

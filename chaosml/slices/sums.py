@@ -59,11 +59,10 @@ class GroupSums:
 
     columns: tuple[str, ...]
     min_size: int
-    ids: dict[tuple[object, ...], int] = field(
-        default_factory=dict
-    )  # value -> row, first seen first
-    cells: IntArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
-    hist: IntArray | None = None
+    # the sums so far: value -> its row (first seen first), and the rows of counts
+    ids: dict[tuple[object, ...], int] = field(init=False, default_factory=dict)
+    cells: IntArray = field(init=False, default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    hist: IntArray | None = field(init=False, default=None)
 
     def add(self, chunk: ChunkData, cell: IntArray, n_cells: int, keys: list[IntArray]) -> None:
         gid = self._group_ids(chunk.frame)

@@ -30,7 +30,8 @@ from chaosml.slices.checks import run_slice_tests
 from chaosml.slices.collect import evaluate
 from chaosml.slices.compare import compare_versions
 from chaosml.slices.engines import DaskEngine, SparkEngine, make_engine
-from chaosml.slices.fragility import fragility, offline_scenarios
+from chaosml.slices.fragility import fragility
+from chaosml.slices.offline import offline_scenarios
 from chaosml.slices.suite import ComparePolicy, SliceSpec, SliceSuite, SliceTest
 from chaosml.versions import ArtifactVersion, PredictionsFile, Version
 from tests.conftest import needs
@@ -384,7 +385,15 @@ def test_row_groups_larger_than_a_partition_widen_it_and_faults_stay_the_same(
     path = tmp_path / "one-group.parquet"
     rows.to_parquet(path, index=False, row_group_size=len(rows))
     table = make_engine("local").open(path)
-    job = Job(table, None, "y", 1, ["y"], [], FAULT_BLOCK)  # type: ignore[arg-type]
+    job = Job(
+        table=table,
+        plan=None,  # type: ignore[arg-type]
+        label="y",
+        positive=1,
+        columns=["y"],
+        versions=[],
+        chunk_rows=FAULT_BLOCK,
+    )
     assert job.ranges() == [(0, 25_900)]  # one read of the row group, not three
 
     def matrix(engine: Any) -> dict[str, Any]:

@@ -15,16 +15,18 @@ from sklearn.linear_model import LogisticRegression
 from chaosml.errors import InputError
 from chaosml.faults import apply_offline
 from chaosml.slices.checks import run_slice_tests
-from chaosml.slices.compare import events, studentized
-from chaosml.slices.fragility import (
+from chaosml.slices.fragility import fragility
+from chaosml.slices.metrics import METRICS
+from chaosml.slices.offline import offline_scenarios
+from chaosml.slices.stats import (
     DID,
     SWAPS,
+    FloatArray,
     did_p_values,
-    fragility,
-    offline_scenarios,
+    events,
+    permutation_p_values,
+    studentized,
 )
-from chaosml.slices.metrics import METRICS
-from chaosml.slices.stats import FloatArray, permutation_p_values
 from chaosml.slices.suite import ComparePolicy, SliceSpec, SliceSuite, SliceTest
 from chaosml.slices.sums import confusion
 from chaosml.versions import ArtifactVersion, InMemory

@@ -28,16 +28,18 @@ from chaosml.report.console import fmt_p, render_under_faults
 from chaosml.report.html import write_test_html
 from chaosml.report.junit import write_under_faults_junit
 from chaosml.slices.checks import run_slice_tests
-from chaosml.slices.compare import compare_versions, interval
-from chaosml.slices.fragility import (
-    UnderFaults,
-    compare_under_faults,
-    did_p_values,
-    fragility,
-    offline_scenarios,
-)
+from chaosml.slices.compare import compare_versions
+from chaosml.slices.fragility import UnderFaults, compare_under_faults, fragility
 from chaosml.slices.metrics import METRICS
-from chaosml.slices.stats import P_FLOOR, mcnemar_exact, permutation_p_values, swappable
+from chaosml.slices.offline import offline_scenarios
+from chaosml.slices.stats import (
+    P_FLOOR,
+    did_p_values,
+    interval,
+    mcnemar_exact,
+    permutation_p_values,
+    swappable,
+)
 from chaosml.slices.suite import ComparePolicy, SliceSpec, SliceSuite, SliceTest
 from chaosml.slices.sums import confusion
 from chaosml.versions import ArtifactVersion, InMemory

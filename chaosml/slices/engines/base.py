@@ -55,7 +55,7 @@ NOT_PARQUET = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Job:
     """One pass: the data, what to count, the columns to read and the versions to predict with."""
 
@@ -75,7 +75,14 @@ class Job:
         table = self.table
         if not isinstance(table.source, Path):  # an engine's frame stays on the client
             table = replace(table, source=table.name)
-        return Work(self.plan, self.label, self.positive, tuple(self.columns), predictors, table)
+        return Work(
+            plan=self.plan,
+            label=self.label,
+            positive=self.positive,
+            columns=tuple(self.columns),
+            predictors=predictors,
+            table=table,
+        )
 
     def ranges(self) -> list[tuple[int, int]]:
         """The partitions of a path: ``chunk_rows`` rows each, at the local pass's chunk offsets.
@@ -96,7 +103,7 @@ class Job:
         return not all(isinstance(v, ArtifactVersion) for v in self.versions)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Work:
     """A pass as a worker sees it: reduce rows to their sums."""
 
