@@ -322,7 +322,7 @@ def slices_test(
     from chaosml.report.junit import write_test_junit
     from chaosml.slices.checks import run_slice_tests
     from chaosml.slices.engines import make_engine
-    from chaosml.slices.fragility import offline_scenarios
+    from chaosml.slices.offline import offline_scenarios
     from chaosml.slices.suite import load_suite
     from chaosml.versions import named_versions, resolve_version
 
@@ -432,7 +432,8 @@ def slices_compare(
         }
         with closing(engine), _progress(not as_json, engine.unit) as progress:
             if scenarios:
-                from chaosml.slices.fragility import compare_under_faults, offline_scenarios
+                from chaosml.slices.fragility import compare_under_faults
+                from chaosml.slices.offline import offline_scenarios
 
                 result = compare_under_faults(
                     loaded,
