@@ -18,7 +18,8 @@ from chaosml.slices.stats import P_FLOOR
 if TYPE_CHECKING:  # a report renders what it is given: importing the producers costs start-up
     from chaosml.slices.checks import SliceTestReport
     from chaosml.slices.compare import Comparison, SliceComparison
-    from chaosml.slices.fragility import Cell, Fragility, OfflineScenario, UnderFaults
+    from chaosml.slices.fragility import Cell, Fragility, UnderFaults
+    from chaosml.slices.offline import OfflineScenario
 
 VERDICT_STYLE = {
     "regressed": "bold red",
