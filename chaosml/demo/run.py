@@ -19,7 +19,8 @@ from chaosml.report.console import render_comparison, render_fragility, render_t
 from chaosml.report.gameday import LiveDisplay, render_gameday
 from chaosml.slices.checks import run_slice_tests
 from chaosml.slices.compare import compare_versions
-from chaosml.slices.fragility import fragility, offline_scenarios
+from chaosml.slices.fragility import fragility
+from chaosml.slices.offline import offline_scenarios
 from chaosml.slices.suite import load_suite
 from chaosml.versions import resolve_version
 
