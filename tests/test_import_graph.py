@@ -59,7 +59,7 @@ def offenders(source: str, forbidden: tuple[str, ...]) -> list[str]:
 def test_the_graph_was_read() -> None:
     assert len(GRAPH) > 50
     assert "chaosml.scenario" in GRAPH["chaosml.gameday.runner"]
-    assert "chaosml.scenario" in GRAPH["chaosml.slices.fragility"]
+    assert "chaosml.scenario" in GRAPH["chaosml.slices.offline"]
 
 
 @pytest.mark.parametrize(
