@@ -27,7 +27,8 @@ from chaosml.config import load_config
 from chaosml.demo.data import make_credit
 from chaosml.demo.train import train_demo
 from chaosml.slices.compare import compare_versions
-from chaosml.slices.fragility import fragility, offline_scenarios
+from chaosml.slices.fragility import fragility
+from chaosml.slices.offline import offline_scenarios
 from chaosml.slices.suite import load_suite
 from chaosml.versions import resolve_version
 
