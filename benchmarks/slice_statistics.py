@@ -23,7 +23,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from chaosml.slices.compare import compare_versions, paired_table, studentized
+from chaosml.slices.compare import compare_versions
 from chaosml.slices.metrics import METRICS, Metric
 from chaosml.slices.stats import (
     FloatArray,
@@ -32,8 +32,10 @@ from chaosml.slices.stats import (
     bootstrap_cells,
     mcnemar_exact,
     newcombe_interval,
+    paired_table,
     percentile_interval,
     permutation_p_values,
+    studentized,
 )
 from chaosml.slices.suite import ComparePolicy, SliceSpec, SliceSuite
 from chaosml.slices.sums import confusion
