@@ -1,8 +1,9 @@
 """Shared fixtures (the demo models and data, trained once per test run) and the two test tiers.
 
-Plain ``pytest`` runs the fast tier. Tests marked ``slow`` (end-to-end runs against real servers,
-statistical simulations) and every test that uses the reference stack join it with ``--full``
-(what ``.ci/check`` passes) or when named on the command line (``pytest tests/gameday``).
+Plain ``pytest`` runs the fast tier. The full tier adds the tests marked ``slow``, every test that
+uses the reference stack and those listed in ``FULL_TIER`` (end-to-end runs against real servers,
+statistical simulations); it runs with ``--full`` (what ``.ci/check`` passes) or when tests are
+named on the command line (``pytest tests/gameday`` runs all of that folder).
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ from chaosml.demo.train import DemoArtifacts, train_demo
 # Fixtures that put a test in the full tier by themselves: the reference stack (Prometheus,
 # Alertmanager, the model service and the proxy) and the game days that run against it.
 FULL_TIER_FIXTURES = {"stack"}
+# Tests (node-id prefixes) in the full tier by where they are: seconds to minutes each, measured.
+FULL_TIER = (
+    "tests/test_packaging.py",  # a fresh virtual environment per test
+    "tests/demo/test_harness.py",  # real Prometheus and Alertmanager
+    "tests/demo/test_demo.py::test_training_is_reused_while_its_inputs_are_unchanged",
+    "tests/gameday/test_verdicts_live.py",
+    "tests/gameday/test_validate_prometheus.py",
+    "tests/slices/test_engines.py",  # Dask and Spark clusters
+    "tests/load/",  # Locust runs of several seconds each
+    "tests/slices/test_gate.py::test_exchangeable_versions_fail_the_gate_at_most_alpha",
+    "tests/slices/test_stats.py::test_the_normal_limit_takes_over_where_it_agrees",
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,8 +46,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def in_full_tier(item: pytest.Item) -> bool:
-    return item.get_closest_marker("slow") is not None or bool(
-        FULL_TIER_FIXTURES & set(getattr(item, "fixturenames", ()))
+    return (
+        item.get_closest_marker("slow") is not None
+        or item.nodeid.startswith(FULL_TIER)
+        or bool(FULL_TIER_FIXTURES & set(getattr(item, "fixturenames", ())))
     )
 
 
