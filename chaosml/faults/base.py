@@ -64,6 +64,11 @@ class Fault(BaseModel):
         """Where this fault (with these attributes) can be acted out."""
         return self.runs_at
 
+    def inert(self) -> str | None:
+        """Why this fault changes nothing with these attributes (a zero latency, a factor of 1),
+        else None: a scenario built on it can test nothing."""
+        return None
+
     def runs_where(self, place: Place) -> str | None:
         """None if this fault can run at ``place``, else why not, in one phrase."""
         if place in self.places():

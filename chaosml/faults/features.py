@@ -46,6 +46,9 @@ class _ColumnFault(RequestFault):
                 out[column] = self._change(table[column], rows, rng)
         return out
 
+    def inert(self) -> str | None:
+        return "rate 0 picks no row" if self.rate == 0 else None
+
     def _change(
         self, values: Array, rows: npt.NDArray[np.bool_], rng: np.random.Generator
     ) -> Array:
@@ -71,6 +74,9 @@ class Scale(_ColumnFault):
     type: ClassVar[str] = "scale"
     factor: float = 1000.0
 
+    def inert(self) -> str | None:
+        return "factor 1 leaves every value as it is" if self.factor == 1 else super().inert()
+
     def _change(
         self, values: Array, rows: npt.NDArray[np.bool_], rng: np.random.Generator
     ) -> Array:
@@ -84,6 +90,9 @@ class Shift(_ColumnFault):
 
     type: ClassVar[str] = "shift"
     by: float
+
+    def inert(self) -> str | None:
+        return "by 0 leaves every value as it is" if self.by == 0 else super().inert()
 
     def _change(
         self, values: Array, rows: npt.NDArray[np.bool_], rng: np.random.Generator

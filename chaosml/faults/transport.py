@@ -39,6 +39,9 @@ class Latency(TransportFault):
     latency: int = Field(default=0, ge=0, le=86_400_000)
     jitter: int = Field(default=0, ge=0, le=86_400_000)
 
+    def inert(self) -> str | None:
+        return "latency 0 and jitter 0 delay nothing" if not self.latency + self.jitter else None
+
     def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
         jitter = rng.uniform(-self.jitter, self.jitter) if self.jitter else 0.0
         effect.delay += max(self.latency + jitter, 0) / 1000
@@ -83,6 +86,9 @@ class Bandwidth(TransportFault):
     type: ClassVar[str] = "bandwidth"
     rate: int = Field(default=0, ge=0, le=2**40)
 
+    def inert(self) -> str | None:
+        return "rate 0 means no limit" if self.rate == 0 else None
+
     def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
         effect.rate = self.rate
 
@@ -92,6 +98,9 @@ class SlowClose(TransportFault):
 
     type: ClassVar[str] = "slow_close"
     delay: int = Field(default=0, ge=0, le=86_400_000)
+
+    def inert(self) -> str | None:
+        return "delay 0 delays no close" if self.delay == 0 else None
 
     def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
         effect.close_delay = self.delay / 1000
@@ -116,6 +125,9 @@ class Slicer(TransportFault):
     size_variation: int = Field(default=0, ge=0, le=2**31)
     delay: int = Field(default=0, ge=0, le=86_400_000_000)
 
+    def inert(self) -> str | None:
+        return "average_size 0 slices nothing" if self.average_size == 0 else None
+
     def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
         if self.average_size > 0:
             effect.slices = (self.average_size, self.size_variation, self.delay / 1e6)
@@ -126,6 +138,9 @@ class Noop(TransportFault):
 
     type: ClassVar[str] = "noop"
     runs_at: ClassVar[frozenset[Place]] = frozenset({"proxy", "tcp", "service", "toxiproxy"})
+
+    def inert(self) -> str | None:
+        return "noop does nothing, by design"
 
     def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
         pass

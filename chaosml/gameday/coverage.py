@@ -29,6 +29,7 @@ class ScenarioCoverage:
     covering_rules: list[str]  # rules whose failure_mode is the scenario's
     noisy: list[str]  # fired, not expected either way
     steady_state: list[str]  # already firing when the fault began
+    verdicts: dict[str, list[str]] = field(default_factory=dict)  # per alert, its expectations'
     faults: int = 0
     observed: bool = True  # ran its course with its faults in effect and its sources up
 
@@ -81,16 +82,19 @@ class Coverage:
         return sorted({s.failure_mode for s in self.scenarios if s.failure_mode} - covered)
 
     def cell(self, scenario: ScenarioCoverage, rule: str) -> str:
-        """``fired`` (expected, fired), ``missed`` (expected, silent), ``unknown`` (expected, not
-        observed), ``steady`` (already firing at injection), ``noise`` or ``""``."""
-        fired, expected = rule in scenario.fired, rule in scenario.expected
+        """``fired`` (its expectations passed and it fired), ``missed`` (an expectation on it
+        failed), ``unknown`` (one was not observed), ``steady`` (already firing at injection),
+        ``noise`` (fired, expected by none) or ``""``."""
+        fired, verdicts = rule in scenario.fired, scenario.verdicts.get(rule, [])
         if rule in scenario.steady_state:
             return "steady"
-        if expected:
-            if fired:
-                return "fired"
-            return "missed" if scenario.observed else "unknown"
-        return "noise" if fired else ""
+        if "failed" in verdicts:
+            return "missed"
+        if "unknown" in verdicts or (verdicts and not scenario.observed):
+            return "unknown"
+        if rule in scenario.expected:
+            return "fired" if fired else "missed"
+        return "noise" if fired and rule not in verdicts and rule in scenario.noisy else ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,8 +138,11 @@ def coverage(journal: Journal) -> Coverage:
         expected = [e.alert for e in record.expectations if e.fires]
         quiet = {e.alert for e in record.expectations if not e.fires}
         mode = record.failure_mode
+        verdicts: dict[str, list[str]] = {}
+        for e in record.expectations:
+            verdicts.setdefault(e.alert, []).append(e.verdict)
         observed = (
-            record.verdict != "unknown"
+            record.verdict in ("passed", "failed")  # not unknown, nor cut off while running
             and record.injected_at is not None
             and not record.cut_short
             and ineffective(record) is None
@@ -150,6 +157,7 @@ def coverage(journal: Journal) -> Coverage:
                 covering_rules=sorted(r for r, m in rules.items() if mode and m == mode),
                 noisy=sorted(n for n in fired if n not in expected and n not in quiet),
                 steady_state=list(record.steady_state),
+                verdicts=verdicts,
                 faults=len(record.faults),
                 observed=observed,
             )

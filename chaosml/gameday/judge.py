@@ -38,9 +38,11 @@ OFF_RATE_P = 0.001  # a hit rate this unlikely under the file's toxicity is not 
 
 @dataclass(frozen=True)
 class Window:
-    """What the judge needs besides the record: every source's outages over the run."""
+    """What the judge needs besides the record: every source's outages over the run, and the
+    target's rules when a source listed them."""
 
     outages: Sequence[Outage] = ()
+    rules: frozenset[str] | None = None
 
     def down(self, start: float, end: float) -> list[Outage]:
         return [o for o in self.outages if o.start <= end and (o.end is None or o.end >= start)]
@@ -52,6 +54,17 @@ class Window:
 def judge_fault(fault: FaultRecord) -> tuple[str, str | None]:
     """Whether a fault took effect, from its evidence: ``took_effect``, ``no_effect``,
     ``off_rate`` (hit far more or less often than its toxicity), or ``not_measured``."""
+    kind = FAULTS.get(fault.type)
+    if fault.toxicity == 0:
+        return "no_effect", "toxicity 0 picks no request"
+    if kind is not None:
+        attributes = {k: v for k, v in fault.attributes.items() if k not in ("lease", "seed")}
+        try:
+            inert = kind.model_validate(attributes).inert()
+        except ValueError:
+            inert = None
+        if inert is not None:
+            return "no_effect", f"the fault changes nothing with these attributes: {inert}"
     evidence = fault.evidence
     if evidence is None:
         if fault.error and fault.error.startswith(UNREAD):
@@ -65,20 +78,24 @@ def judge_fault(fault: FaultRecord) -> tuple[str, str | None]:
         )
     if evidence.rolls == 0:
         return "no_effect", f"no request reached {fault.point!r} while the fault was on"
-    p = _binomial_p(evidence.hits, evidence.rolls, fault.toxicity)
-    if p < OFF_RATE_P:
-        return "off_rate", (
-            f"applied to {evidence.hits} of {evidence.rolls} requests "
-            f"({evidence.hits / evidence.rolls:.1%}); the file asked toxicity {fault.toxicity:g} "
-            f"(binomial p = {p:.2g})"
-        )
     skipped = sum(evidence.skipped.values())
-    if evidence.acted == 0:
+    if evidence.acted == 0 and (skipped or evidence.errors):
         parts = [f"{n} {reason}" for reason, n in sorted(evidence.skipped.items())]
         if evidence.errors:
             parts.append(f"{evidence.errors} on which the fault raised")
         return "no_effect", "the fault never acted on a request: " + "; ".join(parts)
-    kind = FAULTS.get(fault.type)
+    # what it acted on, not what its toxicity picked: skips and errors count against it
+    p = _binomial_p(evidence.acted, evidence.rolls, fault.toxicity)
+    if p < OFF_RATE_P:
+        lost = f", {skipped} skipped" if skipped else ""
+        lost += f", {evidence.errors} raised" if evidence.errors else ""
+        return "off_rate", (
+            f"acted on {evidence.acted} of {evidence.rolls} requests "
+            f"({evidence.acted / evidence.rolls:.1%}{lost}); the file asked toxicity "
+            f"{fault.toxicity:g} (binomial p = {p:.2g})"
+        )
+    if evidence.acted == 0:
+        return "no_effect", f"its toxicity picked none of the {evidence.rolls} requests"
     # a routing fault (stale model) answers from elsewhere: the point cannot see what it changed
     measured = (
         kind is not None
@@ -152,6 +169,20 @@ def judge_expectations(
     scenario: Scenario, record: ScenarioRecord, window: Window
 ) -> list[ExpectationRecord]:
     return [_judge(scenario, e, record, window) for e in scenario.expect]
+
+
+NOT_JUDGED = "not judged: the run stopped before this scenario ended (its runner was killed?)"
+NOT_RUN = "not run: the game day was interrupted before this scenario"
+
+
+def unjudged(scenario: Scenario, reason: str = NOT_JUDGED) -> list[ExpectationRecord]:
+    """The expectations as ``unknown`` with ``reason``: what a journal holds until they are
+    judged (so a run killed meanwhile still says what it was to check), or for a scenario an
+    interrupted game day never reached."""
+    found = [_base(scenario, e) for e in scenario.expect]
+    for e in found:
+        e.reason = reason
+    return found
 
 
 def _base(scenario: Scenario, expectation: Expectation) -> ExpectationRecord:
@@ -340,6 +371,8 @@ def _not_detected(
     else:
         result.verdict = "failed"
         result.reason = f"did not fire within {within:g} s of injection"
+        if window.rules is not None and expectation.alert not in window.rules:
+            result.reason += f": the target has no rule {expectation.alert!r}"
         others = _other_labels(expectation, record, injected, deadline)
         if others:
             result.reason += (
@@ -360,7 +393,11 @@ def _other_labels(
             continue
         if not start <= track.firing_at <= end:
             continue
-        shown = {k: v for k, v in track.labels.items() if k not in NOISE_LABELS}
+        shown = {
+            k: v
+            for k, v in track.labels.items()
+            if k not in NOISE_LABELS or k in expectation.labels
+        }
         text = _labels(shown)
         if text not in seen:
             seen.append(text)

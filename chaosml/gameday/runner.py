@@ -38,12 +38,14 @@ from chaosml.gameday.journal import (
     ScenarioRecord,
 )
 from chaosml.gameday.judge import (
+    NOT_RUN,
     UNREAD,
     Window,
     judge_expectations,
     judge_fault,
     load_shortfall,
     scenario_verdict,
+    unjudged,
 )
 from chaosml.gameday.target import TargetFile
 from chaosml.load import LoadPlan, LoadProcess
@@ -166,11 +168,13 @@ class GameDay:
                     notes=self.notes,
                 )
                 self.leases.start()
+                index = 0
                 try:
                     for index, file in enumerate(self.scenarios):
                         self._scenario(index, file)
                 except Interrupted as exc:
                     self.journal.run.interrupted = str(exc)
+                    self._not_run(self.scenarios[index + 1 :])
                     raise
                 finally:
                     self.leases.stop()
@@ -208,6 +212,26 @@ class GameDay:
                 for rule in listed
             ]
         return rules
+
+    def _not_run(self, files: list[ScenarioFile]) -> None:
+        """Scenarios an interrupted game day never reached: listed, ``unknown``, not run."""
+        assert self.journal is not None
+        for file in files:
+            scenario = file.scenario.scaled(self.options.time_scale)
+            self.journal.run.scenarios.append(
+                ScenarioRecord(
+                    name=scenario.name,
+                    file=str(file.path),
+                    description=scenario.description,
+                    tags=list(scenario.tags),
+                    failure_mode=scenario.failure_mode,
+                    started_at=self.clock(),
+                    ended_at=self.clock(),
+                    verdict="unknown",
+                    reason="not run: the game day was interrupted before it",
+                    expectations=unjudged(scenario, NOT_RUN),
+                )
+            )
 
     def _event(self, event: dict[str, Any]) -> None:
         self._dirty = True
@@ -282,6 +306,7 @@ class GameDay:
             tags=list(scenario.tags),
             failure_mode=scenario.failure_mode,
             started_at=self.clock(),
+            expectations=unjudged(scenario),  # until judged: a killed run still says what
         )
         self.journal.run.scenarios.append(record)
         self._save()
@@ -455,7 +480,9 @@ class GameDay:
         self.leases.errors.clear()
         record.load_shortfall = load_shortfall(record)
         outages = [Outage(**o.to_dict()) for o in self.poller.outages]
-        record.expectations = judge_expectations(scenario, record, Window(outages))
+        rules = self.journal.run.rules if self.journal is not None else None
+        known = None if rules is None else frozenset(r.name for r in rules)
+        record.expectations = judge_expectations(scenario, record, Window(outages, known))
         record.verdict = scenario_verdict(record)  # type: ignore[assignment]
         self._save()
         self.observer.finished(record)

@@ -37,8 +37,8 @@ CELL = {
     "": ("", ""),
 }
 LEGEND = (
-    "✓ fired as expected, ✗ expected but silent, ? expected, not observed (unknown), "
-    "~ already firing when the fault began, ! fired unexpected"
+    "✓ fired as expected, ✗ an expectation on it failed, ? an expectation on it not observed "
+    "(unknown), ~ already firing when the fault began, ! fired where nobody expected it"
 )
 
 
@@ -141,6 +141,16 @@ def notes(scenario: ScenarioRecord, *, expectations: bool = True) -> list[str]:
     """What a reader needs besides the verdicts: why an expectation did not pass, a stop, an
     interruption, an error, what the faults did, a load under plan, alerts already on."""
     found = []
+    if scenario.verdict == "running":
+        left = [f.describe() for f in scenario.faults if f.added_at and not f.removed_at]
+        found.append(
+            "did not finish: the run stopped before this scenario ended"
+            + (
+                f"; faults it left active (until their lease ran out): {', '.join(left)}"
+                if left
+                else ""
+            )
+        )
     for e in scenario.expectations if expectations else []:
         if e.verdict != "passed" and e.reason:
             found.append(f"{e.alert}: {e.reason}")

@@ -207,7 +207,18 @@ def test_fault_evidence_checks_skips_errors_and_the_hit_rate() -> None:
     reseeded = FaultEvidence(rolls=400, hits=0, acted=0)
     effect, why = judge_fault(fault(reseeded, type="http_error", toxicity=0.3, attributes={}))
     assert effect == "off_rate" and why is not None
-    assert why.startswith("applied to 0 of 400 requests (0.0%); the file asked toxicity 0.3")
+    assert why.startswith("acted on 0 of 400 requests (0.0%); the file asked toxicity 0.3")
+    gzip = FaultEvidence(rolls=307, hits=307, acted=36, skipped={"request body gzip-encoded": 271})
+    effect, why = judge_fault(fault(gzip))
+    assert effect == "off_rate"
+    assert (why or "").startswith("acted on 36 of 307 requests (11.7%, 271 skipped)")
+    for attributes, kind in (({}, "noop"), ({"latency": 0}, "latency")):
+        effect, why = judge_fault(fault(TOOK_EFFECT, type=kind, attributes=attributes))
+        assert effect == "no_effect" and "changes nothing with these attributes" in (why or "")
+    assert judge_fault(fault(TOOK_EFFECT, toxicity=0.0)) == (
+        "no_effect",
+        "toxicity 0 picks no request",
+    )
     fine = FaultEvidence(rolls=400, hits=118, acted=118)
     assert judge_fault(fault(fine, type="http_error", toxicity=0.3, attributes={}))[0] == (
         "took_effect"
@@ -336,3 +347,34 @@ def test_a_fault_whose_lease_lapsed_or_whose_point_went_away_did_not_act_as_aske
     )
     assert judge_fault(toxiproxy)[0] == "not_measured"
     assert judge(record(faults=[lapsed]))[0].verdict == "unknown"
+
+
+def test_a_scenario_a_killed_run_left_open_claims_nothing(tmp_path: Path) -> None:
+    from chaosml.gameday.judge import NOT_JUDGED, unjudged
+    from chaosml.report.gameday import notes
+
+    open_one = record(verdict="running", rolled_back_at=None, ended_at=None)
+    open_one.faults[0].added_at = 100.0
+    open_one.expectations = unjudged(SCENARIO)
+    assert {e.verdict for e in open_one.expectations} == {"unknown"}
+    assert open_one.expectations[0].reason == NOT_JUDGED
+    cov = coverage(journal(tmp_path, open_one, rules=RULES))
+    assert cov.blind_spots == [] and cov.cell(cov.scenarios[0], "Missing") == "unknown"
+    assert notes(open_one)[0] == (
+        "did not finish: the run stopped before this scenario ended; faults it left active "
+        "(until their lease ran out): missing_values@proxy(columns=[income])"
+    )
+    assert GamedayReport(journal(tmp_path, open_one, rules=RULES)).exit_code == 1
+
+
+def test_the_matrix_shows_each_rule_as_its_expectations_ended(tmp_path: Path) -> None:
+    late = record(track("Missing", "p", 112.0, 121.0, feature="income"))
+    judge(late)
+    cov = coverage(journal(tmp_path, late, rules=RULES))
+    assert cov.cell(cov.scenarios[0], "Missing") == "missed"  # it fired, but after its deadline
+    rules = frozenset(r.name for r in RULES)
+    nope = SCENARIO.model_copy(
+        update={"expect": [SCENARIO.expect[0].model_copy(update={"alert": "Nope"})]}
+    )
+    (missing,) = judge_expectations(nope, record(), Window((), rules))
+    assert missing.reason == "did not fire within 10 s of injection: the target has no rule 'Nope'"

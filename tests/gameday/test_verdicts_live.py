@@ -90,7 +90,9 @@ def test_ctrl_c_during_the_fault_gives_no_failed_expectation(
         expect=[{"alert": "FeatureMissingRateHigh", "labels": {"feature": "income"}}],
     )
     junit = tmp_path / "cut.xml"
-    argv = [sys.executable, "-m", "chaosml", "run", str(path), "--target", str(target)]
+    never = scenario(tmp_path, name="never", expect=[{"alert": "ModelLatencyHigh"}])
+    argv = [sys.executable, "-m", "chaosml", "gameday", str(path), str(never)]
+    argv += ["--target", str(target)]
     runner = subprocess.Popen(
         [*argv, "--runs", str(tmp_path), "--junit", str(junit), "--json"],
         stdout=subprocess.PIPE,
@@ -104,14 +106,17 @@ def test_ctrl_c_during_the_fault_gives_no_failed_expectation(
         runner.kill()
         runner.communicate()
     assert runner.returncode == 130, err
-    record = yaml.safe_load(out)["scenarios"][0]
+    record, unreached = yaml.safe_load(out)["scenarios"]
+    assert unreached["name"] == "never" and unreached["verdict"] == "unknown"
+    assert unreached["reason"] == "not run: the game day was interrupted before it"
     (expectation,) = record["expectations"]
     assert expectation["verdict"] == "unknown"
     assert expectation["reason"].startswith("not fired in the ")
     assert expectation["reason"].endswith("of its 60 s deadline (the run was interrupted)")
-    suite = ET.parse(junit).getroot().find("testsuite")
-    assert suite is not None and suite.get("failures") == "0"
+    suite, other = ET.parse(junit).getroot().findall("testsuite")
+    assert suite.get("failures") == "0" and other.get("failures") == "0"
     assert suite.get("skipped") == "2"  # the expectation, and the scenario cut short
+    assert other.get("skipped") == "2"  # the expectation it never got to, and the scenario
     assert toxics(stack) == []
 
 
