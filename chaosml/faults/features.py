@@ -33,6 +33,7 @@ def as_objects(values: Array) -> Array:
 class _ColumnFault(RequestFault):
     columns: list[str] = Field(min_length=1)
     rate: float = Rate
+    numeric: ClassVar[bool] = False  # works on numbers: text in its columns becomes null
 
     def apply(self, table: Table, rng: np.random.Generator) -> Table:
         targets = [column for column in self.columns if column in table]
@@ -73,6 +74,7 @@ class Scale(_ColumnFault):
 
     type: ClassVar[str] = "scale"
     factor: float = 1000.0
+    numeric: ClassVar[bool] = True
 
     def inert(self) -> str | None:
         return "factor 1 leaves every value as it is" if self.factor == 1 else super().inert()
@@ -90,6 +92,7 @@ class Shift(_ColumnFault):
 
     type: ClassVar[str] = "shift"
     by: float
+    numeric: ClassVar[bool] = True
 
     def inert(self) -> str | None:
         return "by 0 leaves every value as it is" if self.by == 0 else super().inert()
@@ -107,6 +110,7 @@ class Noise(_ColumnFault):
 
     type: ClassVar[str] = "noise"
     std: float = Field(gt=0)
+    numeric: ClassVar[bool] = True
 
     def _change(
         self, values: Array, rows: npt.NDArray[np.bool_], rng: np.random.Generator

@@ -212,6 +212,7 @@ class _Check:
         self.places: dict[str, Place] = {}
         self.rules: list[RuleInfo] | None = None
         self._columns: dict[Path, tuple[str, ...] | str] = {}
+        self._text: dict[tuple[Path, str], bool] = {}
 
     def target_problem(self, loc: Loc, message: str) -> str:
         return f"{self.target.path}:{line_of(self.target.lines, loc)}: {dotted(loc)}: {message}"
@@ -327,7 +328,21 @@ class _Check:
                         f"unknown column {column!r} in {data} ({_did_you_mean(column, features)})"
                     )
                     problems.append(file.problem(at, message))
+                elif named_at[0] == "columns" and _numeric(spec) and self.text(data, column):
+                    message = (
+                        f"{spec.type} works on numbers, and {column!r} holds text in {data}: "
+                        "its values would all become null (for text, use wrong_type, "
+                        "unseen_category or missing_values)"
+                    )
+                    problems.append(file.problem(at, message))
         return problems
+
+    def text(self, data: Path, column: str) -> bool:
+        """Whether ``column`` of ``data`` holds text (Parquet: its type; CSV: its first rows)."""
+        key = (data, column)
+        if key not in self._text:
+            self._text[key] = _holds_text(data, column)
+        return self._text[key]
 
     def columns(self, data: Path) -> tuple[str, ...] | str:
         """The columns of ``data`` (its schema or header only), or why they cannot be read."""
@@ -414,6 +429,30 @@ class _Check:
             return ("expect", index, key), shown
         name = "fault" if key == "within" else "recovery"
         return ("expect", index), f"the {name} phase ({shown}), its deadline,"
+
+
+def _numeric(spec: FaultSpec) -> bool:
+    try:
+        return bool(getattr(spec.fault, "numeric", False))
+    except ValidationError:
+        return False
+
+
+def _holds_text(data: Path, column: str) -> bool:
+    try:
+        if data.suffix == ".csv":
+            import pandas as pd
+
+            sample = pd.read_csv(data, usecols=[column], nrows=1000)[column]
+            numeric = pd.api.types.is_numeric_dtype(sample)
+            return bool(not numeric and sample.notna().any())
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        kind = pq.read_schema(data).field(column).type
+        return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+    except (OSError, ValueError, KeyError):
+        return False  # unreadable here: the run says what the fault did
 
 
 def _columns_of(spec: FaultSpec) -> list[tuple[Loc, str]]:

@@ -158,6 +158,11 @@ AGAINST_LIVE = {
     "unknown_column": [
         "{path}:3: faults[0].columns[1]: unknown column 'incom' in {data} (did you mean 'income'?)"
     ],
+    "numeric_on_text": [
+        "{path}:4: faults[0].columns[1]: scale works on numbers, and 'employment' holds text in "
+        "{folder}/text.csv: its values would all become null (for text, use wrong_type, "
+        "unseen_category or missing_values)"
+    ],
     "where_unknown_column": [
         "{path}:3: faults[0].where: unknown column 'agee' in {data} (did you mean 'age'?)"
     ],
