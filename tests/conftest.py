@@ -64,13 +64,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if in_full_tier(item) and item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.slow)
     if config.getoption("--full") or named_on_command_line(config):
-        # the longest first, so that with several workers none is left with one at the end
-        items.sort(key=lambda item: item.get_closest_marker("longest") is None)
+        items[:] = spread_longest(items, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
         return
     slow = [item for item in items if in_full_tier(item)]
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if not in_full_tier(item)]
+
+
+def spread_longest(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """The same tests, each worker's share starting with one marked ``longest``: pytest-xdist's
+    ``worksteal`` hands each worker a contiguous share of the run's order, so none is left with
+    a test of minutes at the end while the other waits."""
+    longest = [item for item in items if item.get_closest_marker("longest")]
+    rest = [item for item in items if not item.get_closest_marker("longest")]
+    order: list[pytest.Item] = []
+    left, taken = len(items), 0
+    for worker in range(workers):
+        share = left // (workers - worker)  # as worksteal splits the pending tests
+        left -= share
+        first = longest[worker::workers]
+        size = max(share - len(first), 0)
+        order += first + rest[taken : taken + size]
+        taken += size
+    return order + rest[taken:]
 
 
 def pytest_report_header(config: pytest.Config) -> str:
