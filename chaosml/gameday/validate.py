@@ -36,9 +36,10 @@ from pydantic import BaseModel, ValidationError
 
 from chaosml.alerts import RuleInfo, make_source
 from chaosml.durations import format_duration
-from chaosml.errors import ChaosmlError, DataError, SpecError, UnreachableError
-from chaosml.faults.base import PayloadFault, Place
+from chaosml.errors import ChaosmlError, DataError, PredicateError, SpecError, UnreachableError
+from chaosml.faults.base import FAULTS, PayloadFault, Place
 from chaosml.gameday.target import TargetFile, load_target
+from chaosml.predicate import parse_predicate
 from chaosml.scenario import (
     Expectation,
     FaultSpec,
@@ -432,10 +433,7 @@ class _Check:
 
 
 def _numeric(spec: FaultSpec) -> bool:
-    try:
-        return bool(getattr(spec.fault, "numeric", False))
-    except ValidationError:
-        return False
+    return bool(getattr(FAULTS.get(spec.type), "numeric", False))
 
 
 def _holds_text(data: Path, column: str) -> bool:
@@ -456,19 +454,23 @@ def _holds_text(data: Path, column: str) -> bool:
 
 
 def _columns_of(spec: FaultSpec) -> list[tuple[Loc, str]]:
-    """The columns a payload fault reads or changes, each with where the file names it."""
-    try:
-        fault = spec.fault
-    except ValidationError:
+    """The columns a payload fault reads or changes, each with where the file names it (also
+    when another of its attributes is invalid: every problem is said in one run)."""
+    kind = FAULTS.get(spec.type)
+    if kind is None or not issubclass(kind, PayloadFault):
         return []
-    if not isinstance(fault, PayloadFault):
-        return []
+    attributes = spec.attributes
     found: list[tuple[Loc, str]] = []
-    if fault.side == "request":
-        named = getattr(fault, "columns", None) or []
-        found.extend((("columns", i), str(column)) for i, column in enumerate(named))
-    if fault.predicate is not None:
-        found.extend((("where",), column) for column in sorted(fault.predicate.columns))
+    named = attributes.get("columns")
+    if kind.side == "request" and isinstance(named, list):
+        found.extend((("columns", i), c) for i, c in enumerate(named) if isinstance(c, str))
+    where = attributes.get("where")
+    if isinstance(where, str):
+        try:
+            columns = parse_predicate(where).columns
+        except PredicateError:
+            columns = frozenset()  # reported by the schema check
+        found.extend((("where",), column) for column in sorted(columns))
     return found
 
 

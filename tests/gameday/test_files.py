@@ -158,6 +158,10 @@ AGAINST_LIVE = {
     "unknown_column": [
         "{path}:3: faults[0].columns[1]: unknown column 'incom' in {data} (did you mean 'income'?)"
     ],
+    "column_in_bad_fault": [
+        "{path}:3: faults[0].colour: unknown key for missing_values",
+        "{path}:3: faults[0].columns[0]: unknown column 'incme' in {data} (did you mean 'income'?)",
+    ],
     "numeric_on_text": [
         "{path}:4: faults[0].columns[1]: scale works on numbers, and 'employment' holds text in "
         "{folder}/text.csv: its values would all become null (for text, use wrong_type, "
