@@ -35,8 +35,9 @@ class ScenarioCoverage:
 
     @property
     def blind_spot(self) -> bool:
-        """It broke something, observably, and no alert fired (besides any already firing when
-        the fault began)."""
+        """Its faults observably acted on the traffic and no alert fired (besides any already
+        firing when the fault began). Whether what they changed mattered to the model is the
+        team's to judge: chaosml sees the requests and answers, not what the model uses."""
         started = [name for name in self.fired if name not in self.steady_state]
         return self.faults > 0 and self.observed and not started
 

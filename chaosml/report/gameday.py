@@ -196,7 +196,7 @@ def _findings(coverage: Coverage) -> list[tuple[str, list[str]]]:
         f"{rule} (in {name})" for name, rules in coverage.steady_state.items() for rule in rules
     ]
     return [
-        ("Blind spots (it broke something and no alert fired)", coverage.blind_spots),
+        ("Blind spots (the faults acted and no alert fired)", coverage.blind_spots),
         ("Expected alerts that are not rules of the target", coverage.missing_rules),
         ("Failure modes no rule covers", coverage.uncovered_failure_modes),
         ("Rules no scenario set off", coverage.unexercised_rules),
