@@ -10,6 +10,8 @@ maps it to::
     │   ├── PredicateError          a predicate does not parse, uses a forbidden construct, ...
     │   ├── DataError               a data file is missing, unreadable, or lacks a column
     │   ├── VersionError            a model version cannot be loaded or its predictions do not fit
+    │   │   └── ScenarioFailed      a version could not predict under a scenario's faults: a
+    │   │                           result, that scenario's cells are errors (exit 3)
     │   ├── FaultError              a fault kind or its parameters are unknown or invalid
     │   ├── CodecError              a payload is not in its codec's format, or no codec has
     │   │                           that name
@@ -91,3 +93,23 @@ class UnreachableError(ChaosmlError):
     """The target or a component could not be reached."""
 
     exit_code = 3
+
+
+SCENARIO_FAILED = "scenario {scenario!r}: {version} failed to predict on the faulted rows: {reason}"
+
+
+class ScenarioFailed(VersionError):
+    """A version could not predict on the rows a scenario's faults changed (a model that cannot
+    take a null, say). A result, not bad input: that scenario's cells are ``error``, the other
+    scenarios run, and the command exits 3 (verdicts unknown)."""
+
+    exit_code = 3
+
+    def __init__(self, scenario: str, version: str, reason: str) -> None:
+        super().__init__(scenario, version, reason)  # args: so it pickles back from a worker
+        self.scenario, self.version, self.reason = scenario, version, reason
+
+    def __str__(self) -> str:
+        return SCENARIO_FAILED.format(
+            scenario=self.scenario, version=self.version, reason=self.reason
+        )

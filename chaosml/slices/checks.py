@@ -6,21 +6,23 @@ import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS
-from chaosml.errors import InputError
+from chaosml.errors import InputError, ScenarioFailed
 from chaosml.slices.collect import AUC_BOUND, Evaluation, evaluate
 from chaosml.slices.engines import Engine, Progress, engine_for
 from chaosml.slices.metrics import METRICS, as_number
-from chaosml.slices.offline import OfflineScenario, ScenarioFailed, UnderFault
 from chaosml.slices.suite import SliceSuite, SliceTest, no_such_slice
 from chaosml.slices.sums import SliceInfo
 from chaosml.versions import Version
+
+if TYPE_CHECKING:  # the fault matrix is imported only when scenarios are asked for
+    from chaosml.slices.offline import OfflineScenario
 
 Status = Literal["passed", "failed", "skipped", "error"]
 
@@ -195,6 +197,8 @@ def _run_slice_tests(
         engine=engine,
     )
     metrics = suite.all_metrics
+    from chaosml.slices.offline import UnderFault
+
     table = evaluation.frame(0, metrics)
     known = {version.name: version, **(others or {})}
     under: dict[str, pd.DataFrame] = {}

@@ -34,12 +34,12 @@ import numpy as np
 
 from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS
-from chaosml.errors import InputError
+from chaosml.errors import InputError, ScenarioFailed
 from chaosml.slices.collect import Evaluation, evaluate
 from chaosml.slices.compare import Comparison, SliceComparison, compare_versions
 from chaosml.slices.engines import Engine, Progress, engine_for
 from chaosml.slices.metrics import METRICS, Metric, as_number
-from chaosml.slices.offline import OfflineScenario, ScenarioFailed, UnderFault
+from chaosml.slices.offline import OfflineScenario, UnderFault
 from chaosml.slices.stats import Verdict, did_tests, judge, min_discordant
 from chaosml.slices.suite import SliceSuite
 from chaosml.slices.sums import IntArray

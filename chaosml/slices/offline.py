@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from chaosml.data import DataSource
-from chaosml.errors import InputError, VersionError
+from chaosml.errors import InputError, ScenarioFailed, VersionError
 from chaosml.faults import PayloadFault, RequestFault, ResponseFault, apply_offline
 from chaosml.scenario import load_scenarios
 from chaosml.slices.engines import FAULT_BLOCK
@@ -39,25 +39,6 @@ from chaosml.versions import (
     Scalar,
     Version,
 )
-
-SCENARIO_FAILED = "scenario {scenario!r}: {version} failed to predict on the faulted rows: {reason}"
-
-
-class ScenarioFailed(VersionError):
-    """A version could not predict on the rows a scenario's faults changed (a model that cannot
-    take a null, say). A result, not bad input: that scenario's cells are ``error``, the other
-    scenarios run, and the command exits 3 (verdicts unknown)."""
-
-    exit_code = 3
-
-    def __init__(self, scenario: str, version: str, reason: str) -> None:
-        super().__init__(scenario, version, reason)  # args: so it pickles back from a worker
-        self.scenario, self.version, self.reason = scenario, version, reason
-
-    def __str__(self) -> str:
-        return SCENARIO_FAILED.format(
-            scenario=self.scenario, version=self.version, reason=self.reason
-        )
 
 
 @dataclass(frozen=True)
