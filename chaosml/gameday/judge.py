@@ -33,7 +33,8 @@ from chaosml.load.plan import SHORTFALL_LIMIT, shortfall
 from chaosml.scenario import Expectation, Scenario
 
 UNREAD = "evidence not read"  # a chaosml fault point that did not answer after the fault
-OFF_RATE_P = 0.001  # a hit rate this unlikely under the file's toxicity is not the fault asked for
+OFF_RATE_P = 0.001
+LOST_SHARE = 0.1  # a fault skipped or failing on more of the requests it picked did not act  # a hit rate this unlikely under the file's toxicity is not the fault asked for
 
 
 @dataclass(frozen=True)
@@ -84,15 +85,22 @@ def judge_fault(fault: FaultRecord) -> tuple[str, str | None]:
         if evidence.errors:
             parts.append(f"{evidence.errors} on which the fault raised")
         return "no_effect", "the fault never acted on a request: " + "; ".join(parts)
-    # what it acted on, not what its toxicity picked: skips and errors count against it
-    p = _binomial_p(evidence.acted, evidence.rolls, fault.toxicity)
+    p = _binomial_p(evidence.hits, evidence.rolls, fault.toxicity)
     if p < OFF_RATE_P:
-        lost = f", {skipped} skipped" if skipped else ""
-        lost += f", {evidence.errors} raised" if evidence.errors else ""
         return "off_rate", (
-            f"acted on {evidence.acted} of {evidence.rolls} requests "
-            f"({evidence.acted / evidence.rolls:.1%}{lost}); the file asked toxicity "
-            f"{fault.toxicity:g} (binomial p = {p:.2g})"
+            f"picked {evidence.hits} of {evidence.rolls} requests "
+            f"({evidence.hits / evidence.rolls:.1%}); the file asked toxicity {fault.toxicity:g} "
+            f"(binomial p = {p:.2g})"
+        )
+    # of the requests it picked and finished with (some may still be in flight when read),
+    # skips and errors count against it: it must have acted on nearly all
+    lost = skipped + evidence.errors
+    if lost > LOST_SHARE * (evidence.acted + lost):
+        parts = [f"{reason}: {n}" for reason, n in sorted(evidence.skipped.items())]
+        parts += [f"raised: {evidence.errors}"] if evidence.errors else []
+        why = ", ".join(parts)
+        return "off_rate", (
+            f"acted on {evidence.acted} of the {evidence.acted + lost} requests it picked ({why})"
         )
     if evidence.acted == 0:
         return "no_effect", f"its toxicity picked none of the {evidence.rolls} requests"

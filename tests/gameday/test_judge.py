@@ -207,11 +207,13 @@ def test_fault_evidence_checks_skips_errors_and_the_hit_rate() -> None:
     reseeded = FaultEvidence(rolls=400, hits=0, acted=0)
     effect, why = judge_fault(fault(reseeded, type="http_error", toxicity=0.3, attributes={}))
     assert effect == "off_rate" and why is not None
-    assert why.startswith("acted on 0 of 400 requests (0.0%); the file asked toxicity 0.3")
+    assert why.startswith("picked 0 of 400 requests (0.0%); the file asked toxicity 0.3")
     gzip = FaultEvidence(rolls=307, hits=307, acted=36, skipped={"request body gzip-encoded": 271})
     effect, why = judge_fault(fault(gzip))
     assert effect == "off_rate"
-    assert (why or "").startswith("acted on 36 of 307 requests (11.7%, 271 skipped)")
+    assert why == "acted on 36 of the 307 requests it picked (request body gzip-encoded: 271)"
+    in_flight = FaultEvidence(rolls=361, hits=361, acted=359, rows=3590, changed_rows=900)
+    assert judge_fault(fault(in_flight))[0] == "took_effect"  # 2 still in flight when read
     for attributes, kind in (({}, "noop"), ({"latency": 0}, "latency")):
         effect, why = judge_fault(fault(TOOK_EFFECT, type=kind, attributes=attributes))
         assert effect == "no_effect" and "changes nothing with these attributes" in (why or "")
