@@ -78,6 +78,9 @@ def test_compare_outputs(demo: DemoArtifacts, in_tmp: Path) -> None:
     assert len(cases) == 1 + len(report["slices"])
     failed = [c.get("name") for c in cases if c.find("failure") is not None]
     assert sorted(failed) == sorted(report["regressed"])
+    message = next(c for c in cases if c.get("name") == "region=APAC").find("failure")
+    assert message is not None and f"delta {apac['delta']:+.4f}, ci [" in message.get("message", "")
+    assert f"{apac['v1']:.4f} -> {apac['v2']:.4f}" in message.get("message", "")
     page = Path("c.html").read_text(encoding="utf-8")
     assert "<svg" in page and "region=APAC" in page and "<script" not in page
     assert "class='legend'" in page and "Verdict rule" in page and "−max_drop" in page

@@ -41,8 +41,9 @@ def write_under_faults_junit(result: UnderFaults, path: Path) -> None:
             f"{cell.verdict}: {cell.error}"
             if cell.error is not None
             else f"{cell.verdict}: {f.metric} change under {cell.scenario}: "
-            + ", ".join(f"{v} {cell.change(v)}" for v in f.versions)
-            + f" (difference {cell.delta}, ci {cell.ci}, p_adjusted {fmt_p(cell.p_adjusted)})"
+            + ", ".join(f"{v} {_num(cell.change(v), signed=True)}" for v in f.versions)
+            + f" (difference {_num(cell.delta, signed=True)}, ci {_ci(cell.ci)}, "
+            f"p_adjusted {fmt_p(cell.p_adjusted)})"
         )
         classname = f"chaosml.slices.fragility.{cell.scenario}"
         cases.append(_case(classname, cell.slice, _status(cell.verdict), detail))
@@ -54,9 +55,9 @@ def _compare_suite(c: Comparison) -> Suite:
     cases = []
     for row in [c.overall, *c.slices]:
         detail = (
-            f"{row.verdict}: {c.metric} {row.v1} -> {row.v2} (delta {row.delta}, "
-            f"ci {row.ci}, p_adjusted {fmt_p(row.p_adjusted)}, n {row.n}, "
-            f"discordant {row.discordant})"
+            f"{row.verdict}: {c.metric} {_num(row.v1)} -> {_num(row.v2)} (delta "
+            f"{_num(row.delta, signed=True)}, ci {_ci(row.ci)}, p_adjusted "
+            f"{fmt_p(row.p_adjusted)}, n {row.n}, discordant {row.discordant})"
         )
         classname = f"chaosml.slices.compare.{c.metric}"
         cases.append(_case(classname, row.name, _status(row.verdict), detail))
@@ -71,3 +72,16 @@ def _status(verdict: str | None) -> str:
     if verdict == "error":
         return "error"
     return "failed" if verdict == "regressed" else "passed"
+
+
+def _num(value: object, *, signed: bool = False) -> str:
+    """A metric value as the console prints it: 4 decimals, undefined as a dash."""
+    if not isinstance(value, int | float) or value != value:
+        return "–"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def _ci(ci: object) -> str:
+    if not isinstance(ci, tuple | list) or len(ci) != 2:
+        return "–"
+    return f"[{_num(ci[0], signed=True)}, {_num(ci[1], signed=True)}]"
