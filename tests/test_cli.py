@@ -166,7 +166,10 @@ def test_slices_test_outputs(demo: DemoArtifacts, in_tmp: Path) -> None:
     assert ("young", "recall") in failed
     cases = ET.parse("t.xml").getroot().findall(".//testcase")
     assert len(cases) == len(report["tests"])
-    assert "young" in Path("t.html").read_text(encoding="utf-8")
+    page = Path("t.html").read_text(encoding="utf-8")
+    assert "young" in page
+    failures = sum(t["status"] == "failed" for t in report["tests"])
+    assert f"<h2 class='failed'>v2: failed ({len(report['tests'])} tests: {failures} failed" in page
 
 
 def test_slices_test_passes_with_loose_thresholds(demo: DemoArtifacts, in_tmp: Path) -> None:

@@ -179,7 +179,16 @@ def write_test_html(report: SliceTestReport, path: Path) -> None:
     errors = "".join(
         f"<p class='error'>could not run: {html.escape(e)}</p>" for e in report.errors.values()
     )
-    body = f"<h2>Tests</h2>{errors}{tests}<h2>Metrics per slice</h2>{note}{metrics}"
+    counts: dict[str, int] = {}
+    for outcome in report.outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    verdict = "failed" if counts.get("failed") or counts.get("error") else "passed"
+    tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no tests"
+    headline = (
+        f"<h2 class='{verdict}'>{html.escape(report.version)}: {verdict} "
+        f"({len(report.outcomes)} tests: {html.escape(tally)})</h2>"
+    )
+    body = f"{headline}<h2>Tests</h2>{errors}{tests}<h2>Metrics per slice</h2>{note}{metrics}"
     if report.under:
         names = list(report.under)
         metric = report.metrics[0]
