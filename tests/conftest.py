@@ -45,6 +45,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# Tests that run a reference stack or a game day, one at a time on one pytest-xdist worker
+# (``--dist loadgroup``): their leases and alert timings are what they test, and two stacks with
+# their load on a busy 2-core machine let leases lapse between renewals.
+ONE_AT_A_TIME = (
+    "tests/gameday/",
+    "tests/demo/test_live_quiet.py",
+    "tests/demo/test_harness.py",
+    "tests/test_readme.py::test_every_readme_block_runs[quickstart]",
+    "tests/test_readme.py::test_every_readme_block_runs[game-days]",
+)
+
+
+def one_at_a_time(item: pytest.Item) -> bool:
+    return item.nodeid.startswith(ONE_AT_A_TIME) or bool(
+        FULL_TIER_FIXTURES & set(getattr(item, "fixturenames", ()))
+    )
+
+
 def in_full_tier(item: pytest.Item) -> bool:
     return (
         item.get_closest_marker("slow") is not None
@@ -64,30 +82,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if in_full_tier(item) and item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.slow)
     if config.getoption("--full") or named_on_command_line(config):
-        items[:] = spread_longest(items, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+        for item in items:
+            if one_at_a_time(item):
+                item.add_marker(pytest.mark.xdist_group("stack"))
+        # the stack's tests first (one worker runs them, longest first), the rest around them
+        items.sort(key=lambda i: (not one_at_a_time(i), i.get_closest_marker("longest") is None))
         return
     slow = [item for item in items if in_full_tier(item)]
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if not in_full_tier(item)]
-
-
-def spread_longest(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
-    """The same tests, each worker's share starting with one marked ``longest``: pytest-xdist's
-    ``worksteal`` hands each worker a contiguous share of the run's order, so none is left with
-    a test of minutes at the end while the other waits."""
-    longest = [item for item in items if item.get_closest_marker("longest")]
-    rest = [item for item in items if not item.get_closest_marker("longest")]
-    order: list[pytest.Item] = []
-    left, taken = len(items), 0
-    for worker in range(workers):
-        share = left // (workers - worker)  # as worksteal splits the pending tests
-        left -= share
-        first = longest[worker::workers]
-        size = max(share - len(first), 0)
-        order += first + rest[taken : taken + size]
-        taken += size
-    return order + rest[taken:]
 
 
 def pytest_report_header(config: pytest.Config) -> str:
