@@ -73,25 +73,27 @@ class SparkEngine(Closing):
                 self._session = active
             else:
                 try:
-                    self._session = (
-                        sql.SparkSession.builder.master(self.master or "local[2]")
-                        .appName("chaosml")
-                        .config("spark.ui.enabled", "false")
-                        .config("spark.ui.showConsoleProgress", "false")
-                        .config(
-                            "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J}"
-                        )
-                        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-                        .getOrCreate()
-                    )
+                    with _jvm_output_to(SPARK_LOG):  # its launch banner is not the user's
+                        self._session = self._build(sql)
                 except Exception as exc:  # py4j and the JVM launcher raise anything
                     raise UnreachableError(
                         f"spark {self.master or 'local[2]'}: cannot start a session "
-                        f"({one_line(exc)}); Spark needs Java 17 or later"
+                        f"({one_line(exc)}); Spark needs Java 17 or later (its log: {SPARK_LOG})"
                     ) from exc
                 self._session.sparkContext.setLogLevel("ERROR")
                 self._started = True
         return self._session
+
+    def _build(self, sql: Any) -> Any:
+        return (
+            sql.SparkSession.builder.master(self.master or "local[2]")
+            .appName("chaosml")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J}")
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            .getOrCreate()
+        )
 
     def open(self, data: object) -> DataSource:
         if is_spark_frame(data):
@@ -161,6 +163,26 @@ class SparkEngine(Closing):
             self._session.stop()
             self._session = None
             self._started = False
+
+
+SPARK_LOG = Path(".chaosml") / "logs" / "spark.log"
+
+
+@contextlib.contextmanager
+def _jvm_output_to(path: Path) -> Iterator[None]:
+    """Standard error goes to ``path`` while the JVM starts: it inherits that, so its banner
+    and its own log lines go there, and chaosml's terminal keeps only chaosml's lines."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with path.open("ab") as sink:
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @contextlib.contextmanager
