@@ -194,14 +194,13 @@ def test_sigkill_leaves_no_fault_once_the_lease_runs_out(
         assert len(toxics(stack)) == 2
         runner.kill()
         runner.wait()
-        killed = time.monotonic()
         assert len(toxics(stack)) == 2  # nothing removed them: only the lease can now
         (journal,) = tmp_path.glob("*/journal.json")  # it says what was left active
         (record,) = json.loads(journal.read_text())["scenarios"]
         left = [(f["type"], f["removed_at"]) for f in record["faults"] if f["added_at"]]
         assert left == [("missing_values", None), ("label_flip", None)]
-        assert wait_for(lambda: toxics(stack) == [], 4)
-        assert time.monotonic() - killed <= 2.5
+        # gone by themselves, long before the 60 s fault would have ended: nobody is left to end it
+        assert wait_for(lambda: toxics(stack) == [], 20)
         assert load and wait_for(lambda: not any(alive(p) for p in load), 15)
     finally:
         runner.kill()
@@ -216,10 +215,8 @@ def test_ctrl_c_and_sigterm_roll_back_and_keep_the_journal(
     try:
         assert wait_for(lambda: len(toxics(stack)) == 2, 30)
         os.kill(runner.pid, sig)
-        stopped = time.monotonic()
         _, err = runner.communicate(timeout=20)
         assert runner.returncode == 130, err
-        assert time.monotonic() - stopped < 5  # well before the 10 s lease
         assert toxics(stack) == []
         assert b"Traceback" not in err and f"stopped by {sig.name}".encode() in err
     finally:
@@ -228,6 +225,7 @@ def test_ctrl_c_and_sigterm_roll_back_and_keep_the_journal(
     (journal,) = tmp_path.glob("*/journal.json")
     record = json.loads(journal.read_text())["scenarios"][0]
     assert record["verdict"] == "unknown" and record["interrupted"]
+    # the runner removed them itself (a lease running out leaves removed_at empty, as under SIGKILL)
     assert all(f["removed_at"] is not None for f in record["faults"])
     assert [e["verdict"] for e in record["expectations"]] == []
 
@@ -247,7 +245,14 @@ def test_a_stop_condition_halts_within_a_second(
     assert record.verdict == "unknown" and record.stopped_by == "error_rate > 0.5"
     held = min(t.t or 0 for t in record.load if (t.error_rate or 0) > 0.5)
     assert record.injected_at is not None and record.rolled_back_at is not None
-    assert held >= record.injected_at
-    assert record.rolled_back_at - held <= 1.0
+    fault = next(p for p in record.phases if p.name == "fault")
+    assert fault.end is not None and fault.planned_s == 30
+    assert record.injected_at <= held <= fault.end <= record.rolled_back_at
+    # the fault phase ended on the load's first tick that showed the condition (or the next, had
+    # the check raced it), not after its planned 30 s: counted in the load's own ticks, which a
+    # busy machine slows as much as the runner
+    late = [tick.t for tick in record.load if held < (tick.t or 0) < fault.end]
+    assert len(late) <= 2, (held, fault.end, late)
+    assert fault.end - fault.start < fault.planned_s / 2
     assert report.exit_code == 1
     assert toxics(stack) == []
