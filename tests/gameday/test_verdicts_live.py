@@ -133,11 +133,11 @@ def answers(stack: ReferenceStack) -> dict[str, float]:
 def test_renewed_leases_keep_the_hit_rate_the_file_asked_for(
     stack: ReferenceStack, tmp_path: Path
 ) -> None:
-    """Leases of 1 s renewed every 0.33 s: http_error at 0.3 and stale_model at 0.5 hit their
+    """Leases of 2 s renewed every 0.67 s: http_error at 0.3 and stale_model at 0.5 hit their
     share of requests, by the fault point's count and by the client's and the service's own."""
     described = stack.target()
     for point in described["fault_points"].values():
-        point["lease"] = "1s"
+        point["lease"] = "2s"
     target = tmp_path / "target.yaml"
     target.write_text(yaml.safe_dump(described), encoding="utf-8")
     path = scenario(
