@@ -298,15 +298,22 @@ def _attribute_problems(data: dict[str, Any], path: Path, lines: dict[Loc, int])
     return problems
 
 
-def load_scenarios(paths: list[Path]) -> list[ScenarioFile]:
-    """Scenario files from files and folders (``*.yaml``, ``*.yml``, in name order); every
-    problem of every file in one ``SpecError``."""
+def scenario_paths(paths: list[Path]) -> list[Path]:
+    """The scenario files ``paths`` name: files as given, folders' ``*.yaml`` and ``*.yml`` in
+    name order."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
             files.extend(sorted([*path.glob("*.yaml"), *path.glob("*.yml")]))
         else:
             files.append(path)
+    return files
+
+
+def load_scenarios(paths: list[Path]) -> list[ScenarioFile]:
+    """Scenario files from files and folders (``*.yaml``, ``*.yml``, in name order); every
+    problem of every file in one ``SpecError``."""
+    files = scenario_paths(paths)
     if not files:
         raise SpecError([f"{', '.join(map(str, paths))}: no scenario files (*.yaml)"])
     loaded, problems = [], []

@@ -38,6 +38,7 @@ from chaosml.gameday.journal import (
     ScenarioRecord,
 )
 from chaosml.gameday.judge import (
+    NOT_JUDGED,
     NOT_RUN,
     UNREAD,
     Window,
@@ -218,20 +219,23 @@ class GameDay:
         assert self.journal is not None
         for file in files:
             scenario = file.scenario.scaled(self.options.time_scale)
-            self.journal.run.scenarios.append(
-                ScenarioRecord(
-                    name=scenario.name,
-                    file=str(file.path),
-                    description=scenario.description,
-                    tags=list(scenario.tags),
-                    failure_mode=scenario.failure_mode,
-                    started_at=self.clock(),
-                    ended_at=self.clock(),
-                    verdict="unknown",
-                    reason="not run: the game day was interrupted before it",
-                    expectations=unjudged(scenario, NOT_RUN),
-                )
-            )
+            record = self._record(file, scenario, NOT_RUN)
+            record.ended_at, record.verdict = record.started_at, "unknown"
+            record.reason = "not run: the game day was interrupted before it"
+            self.journal.run.scenarios.append(record)
+
+    def _record(self, file: ScenarioFile, scenario: Scenario, reason: str) -> ScenarioRecord:
+        """A scenario's record as it starts, its expectations ``unknown`` with ``reason`` until
+        judged (so a run killed meanwhile still says what it was to check)."""
+        return ScenarioRecord(
+            name=scenario.name,
+            file=str(file.path),
+            description=scenario.description,
+            tags=list(scenario.tags),
+            failure_mode=scenario.failure_mode,
+            started_at=self.clock(),
+            expectations=unjudged(scenario, reason),
+        )
 
     def _event(self, event: dict[str, Any]) -> None:
         self._dirty = True
@@ -299,15 +303,7 @@ class GameDay:
         assert self.journal is not None
         scenario = file.scenario.scaled(self.options.time_scale)
         self.observer.scenario(scenario.name, index, len(self.scenarios))
-        record = ScenarioRecord(
-            name=scenario.name,
-            file=str(file.path),
-            description=scenario.description,
-            tags=list(scenario.tags),
-            failure_mode=scenario.failure_mode,
-            started_at=self.clock(),
-            expectations=unjudged(scenario),  # until judged: a killed run still says what
-        )
+        record = self._record(file, scenario, NOT_JUDGED)
         self.journal.run.scenarios.append(record)
         self._save()
         first_event, first_error = len(self.poller.events), len(self.poller.errors)

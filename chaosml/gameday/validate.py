@@ -46,6 +46,7 @@ from chaosml.scenario import (
     Phases,
     ScenarioFile,
     load_scenarios,
+    scenario_paths,
 )
 from chaosml.spec import Loc, by_line, dotted, line_of, read_yaml
 
@@ -142,19 +143,8 @@ def _load(paths: list[Path]) -> tuple[list[ScenarioFile], list[_Parts], list[str
     try:
         scenarios = load_scenarios(paths)
     except SpecError as exc:
-        return [], [p for path in _files(paths) if (p := _partial(path))], exc.problems
+        return [], [p for path in scenario_paths(paths) if (p := _partial(path))], exc.problems
     return scenarios, [_Parts.of(file) for file in scenarios], []
-
-
-def _files(paths: list[Path]) -> list[Path]:
-    """The files ``load_scenarios`` reads, in its order."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted([*path.glob("*.yaml"), *path.glob("*.yml")]))
-        else:
-            files.append(path)
-    return files
 
 
 def _valid(model: type[BaseModel], data: Any) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from chaosml.gameday.journal import (
     ScenarioRecord,
 )
 from chaosml.report._html import _page, _svg, _table, _td
-from chaosml.report._junit import _case
+from chaosml.report._junit import _case, _write
 
 VERDICT = {"passed": "green", "failed": "bold red", "unknown": "yellow", "running": "yellow"}
 CELL = {
@@ -281,7 +280,7 @@ class LiveDisplay:
 def write_gameday_junit(report: GamedayReport, path: Path) -> None:
     """One testcase per expectation: a failure only for ``failed``; ``unknown`` is an error when
     a component was unreachable, else skipped, with its reason."""
-    root = ET.Element("testsuites")
+    suites = []
     for s in report.scenarios:
         classname = f"chaosml.gameday.{s.name}"
         cases = [
@@ -299,18 +298,8 @@ def write_gameday_junit(report: GamedayReport, path: Path) -> None:
                 status = "error"
             detail = s.cut_short or "no expectations"
             cases.append(_case(classname, "scenario", status, detail))
-        suite = ET.SubElement(
-            root,
-            "testsuite",
-            name=s.name,
-            tests=str(len(cases)),
-            failures=str(sum(c.find("failure") is not None for c in cases)),
-            errors=str(sum(c.find("error") is not None for c in cases)),
-            skipped=str(sum(c.find("skipped") is not None for c in cases)),
-        )
-        suite.extend(cases)
-    ET.indent(root)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+        suites.append((s.name, cases))
+    _write(path, *suites)
 
 
 def _status(e: ExpectationRecord) -> str:
