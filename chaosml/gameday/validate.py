@@ -465,11 +465,24 @@ def _columns_of(spec: FaultSpec) -> list[tuple[Loc, str]]:
 
 
 def _labels(file: _Parts, index: int, expectation: Expectation, rules: list[RuleInfo]) -> list[str]:
-    """Label keys no rule of that name can produce (said only when every such rule can tell)."""
+    """Label keys no rule of that name can produce (said only when every such rule can tell),
+    and values that every such rule fixes otherwise (a rule's own labels are set on its alert)."""
+    problems = []
+    for key, value in expectation.labels.items():
+        fixed = {rule.labels.get(key) for rule in rules}
+        if None not in fixed and value not in fixed:
+            shown = " or ".join(repr(v) for v in sorted(v for v in fixed if v is not None))
+            problems.append(
+                file.problem(
+                    ("expect", index, "labels", key),
+                    f"{expectation.alert} always has {key}={shown} (its rule sets it), not "
+                    f"{value!r}: it can never match",
+                )
+            )
     if any(rule.label_keys is None for rule in rules):
-        return []
+        return problems
     keys = frozenset().union(*(rule.label_keys or () for rule in rules))
-    return [
+    return problems + [
         file.problem(
             ("expect", index, "labels", key),
             f"unknown label {key!r} for {expectation.alert} ({_did_you_mean(key, keys)})",

@@ -145,6 +145,17 @@ def test_a_label_key_outside_the_by_clause_is_a_typo(target: Path, tmp_path: Pat
     ]
 
 
+def test_a_label_value_the_rule_sets_otherwise_can_never_match(
+    target: Path, tmp_path: Path
+) -> None:
+    labels = {"feature": "income", "failure_mode": "feature_drift"}
+    path = _scenario(tmp_path, [{"alert": "FeatureMissingRateHigh", "labels": labels}])
+    assert _problems(path, target) == [
+        f"{path}:3: expect[0].labels.failure_mode: FeatureMissingRateHigh always has "
+        "failure_mode='feature_nulls' (its rule sets it), not 'feature_drift': it can never match"
+    ]
+
+
 def test_labels_the_rule_can_produce_pass_and_unknown_ones_say_nothing(
     target: Path, tmp_path: Path
 ) -> None:
