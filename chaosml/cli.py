@@ -231,8 +231,9 @@ def _finish(
     files: dict[Path | None, Callable[[Any, Path], None]],
 ) -> NoReturn:
     """Print the result (table or JSON), then write the requested files, then exit 0 or 1."""
-    if as_json:
-        stdout.out(json.dumps(result.to_dict(), indent=2), highlight=False)
+    if as_json:  # as it is: rich would scan every character of a large report for markup
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        sys.stdout.flush()
     else:
         render(result, stdout)
     with _errors():
