@@ -107,7 +107,7 @@ def _signals() -> Iterator[None]:
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise Interrupted(f"stopped by {signal.Signals(signum).name}; every fault was rolled back")
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}; no fault is left active")
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

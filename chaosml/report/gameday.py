@@ -243,7 +243,8 @@ class LiveDisplay:
     def phase(self, name: str, seconds: float) -> None:
         self.phase_name, self.phase_end = name, time.time() + seconds
         if not self.interactive:
-            self.console.print(f"  {name} ({seconds:.1f} s)", highlight=False)
+            upto = "up to " if name == "recovery" else ""  # it ends once alerts resolve
+            self.console.print(f"  {name} ({upto}{seconds:.1f} s)", highlight=False)
         self._refresh()
 
     def tick(self, figures: dict[str, Any]) -> None:
