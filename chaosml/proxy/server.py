@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import math
 import os
 import re
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -162,6 +164,33 @@ def _route(toxic: Toxic) -> Route | None:
 def record(pending: Pending) -> None:
     for toxic, n, change, absent in pending:
         toxic.evidence.change(n, change, absent)
+
+
+CODINGS = ("gzip", "x-gzip", "deflate")  # bodies the proxy decodes, faults and encodes again
+
+
+def decoded(body: bytes, coding: str | None) -> bytes:
+    """``body`` without its content coding (``ValueError`` if it is not what it says)."""
+    try:
+        if coding in ("gzip", "x-gzip"):
+            return gzip.decompress(body)
+        if coding == "deflate":  # zlib-wrapped, as HTTP means it, or raw as some servers send
+            try:
+                return zlib.decompress(body)
+            except zlib.error:
+                return zlib.decompress(body, -zlib.MAX_WBITS)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"not a {coding} body: {exc}") from exc
+    return body
+
+
+def encoded_as(body: bytes, coding: str | None) -> bytes:
+    """``body`` with the content coding it arrived in."""
+    if coding in ("gzip", "x-gzip"):
+        return gzip.compress(body, compresslevel=1, mtime=0)
+    if coding == "deflate":
+        return zlib.compress(body, 1)
+    return body
 
 
 def encoded(message: bytes) -> str | None:
@@ -543,13 +572,15 @@ class Proxy:
         if not plan.decode:
             return request.body, None, None
         readers = plan.request + plan.framing
-        coding = request.header(b"content-encoding")
-        if coding is not None and coding.strip().lower() not in (b"", b"identity"):
+        header = request.header(b"content-encoding")
+        coding = None if header is None else header.decode("latin-1").strip().lower() or None
+        coding = None if coding == "identity" else coding
+        if coding is not None and coding not in CODINGS:
             self.metrics.series(self.metrics.unparsed, self.name, "request").inc()
-            self._skip(readers, f"request body {coding.decode('latin-1').lower()}-encoded")
+            self._skip(readers, f"request body {coding}-encoded")
             return request.body, None, None
         try:
-            payload = orjson.loads(request.body)
+            payload = orjson.loads(decoded(request.body, coding))
             codec = self._codec(payload)
             if codec is None:
                 raise CodecError("no codec recognises the request")
@@ -577,6 +608,7 @@ class Proxy:
                 assert batch is not None
                 batch.columns = columns
                 body = orjson.dumps(codec.encode_request(batch))
+            body = None if body is None else encoded_as(body, coding)
         except Exception:  # the faulted values could not be sent: the fault's failure
             for toxic, *_ in pending:
                 self.metrics.series(self.metrics.fault_errors, self.name, toxic.type).inc()
@@ -590,13 +622,13 @@ class Proxy:
     ) -> bytes:
         changers = [t for t in toxics if isinstance(t.fault, ResponseFault) and not t.fault.routes]
         coding = encoded(data)
-        if coding is not None:
+        if coding is not None and coding not in CODINGS:
             self.metrics.series(self.metrics.unparsed, self.name, "response").inc()
             self._skip(changers, f"response body {coding}-encoded")
             return data
         head, _, body = data.partition(b"\r\n\r\n")
         try:
-            payload = orjson.loads(body)
+            payload = orjson.loads(decoded(body, coding))
             codec = codec or self._codec(payload) or get_codec("records")
             outputs = codec.decode_response(payload)
             predictions = np.asarray(outputs.predictions, dtype=object)
@@ -615,7 +647,7 @@ class Proxy:
         outputs.predictions = predictions.tolist()
         outputs.scores = None if scores is None else scores.tolist()
         try:
-            new_body = orjson.dumps(codec.encode_response(outputs))
+            new_body = encoded_as(orjson.dumps(codec.encode_response(outputs)), coding)
         except Exception:  # the faulted answers could not be sent: the fault's failure
             for toxic, *_ in pending:
                 self.metrics.series(self.metrics.fault_errors, self.name, toxic.type).inc()
