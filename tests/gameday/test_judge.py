@@ -199,19 +199,19 @@ def test_a_fault_that_changed_nothing_is_unknown_never_a_miss() -> None:
 
 
 def test_fault_evidence_checks_skips_errors_and_the_hit_rate() -> None:
-    skipped = FaultEvidence(rolls=50, hits=50, skipped={"request body gzip-encoded": 50})
+    skipped = FaultEvidence(rolls=50, hits=50, skipped={"request body br-encoded": 50})
     assert judge_fault(fault(skipped)) == (
         "no_effect",
-        "the fault never acted on a request: 50 request body gzip-encoded",
+        "the fault never acted on a request: 50 request body br-encoded",
     )
     reseeded = FaultEvidence(rolls=400, hits=0, acted=0)
     effect, why = judge_fault(fault(reseeded, type="http_error", toxicity=0.3, attributes={}))
     assert effect == "off_rate" and why is not None
     assert why.startswith("picked 0 of 400 requests (0.0%); the file asked toxicity 0.3")
-    gzip = FaultEvidence(rolls=307, hits=307, acted=36, skipped={"request body gzip-encoded": 271})
-    effect, why = judge_fault(fault(gzip))
+    encoded = FaultEvidence(rolls=307, hits=307, acted=36, skipped={"request body br-encoded": 271})
+    effect, why = judge_fault(fault(encoded))
     assert effect == "off_rate"
-    assert why == "acted on 36 of the 307 requests it picked (request body gzip-encoded: 271)"
+    assert why == "acted on 36 of the 307 requests it picked (request body br-encoded: 271)"
     in_flight = FaultEvidence(rolls=361, hits=361, acted=359, rows=3590, changed_rows=900)
     assert judge_fault(fault(in_flight))[0] == "took_effect"  # 2 still in flight when read
     for attributes, kind in (({}, "noop"), ({"latency": 0}, "latency")):
