@@ -35,7 +35,7 @@ import numpy.typing as npt
 from chaosml._types import Table
 from chaosml.errors import ChaosmlError
 from chaosml.faults import RequestFault, TransportFault
-from chaosml.faults.base import ResponseFault, Route
+from chaosml.faults.base import Route
 from chaosml.proxy.api import ProxyServer, running
 from chaosml.proxy.server import Proxy, apply_request_faults, apply_response_faults, record
 from chaosml.proxy.toxics import ApiError, Toxic, effect_of
@@ -84,7 +84,7 @@ class _InService(Proxy):
         refused = fault.runs_where("service")
         if refused is not None:
             raise ApiError(refused, 400)
-        route = fault.route() if isinstance(fault, ResponseFault) else None
+        route = fault.route()
         if route is not None and route.version not in self.alternates:
             known = ", ".join(self.alternates) or "none"
             raise ApiError(
@@ -185,10 +185,10 @@ class FaultPoint:
         requests = [t for t in toxics if isinstance(t.fault, RequestFault)]
         n = len(next(iter(columns.values()))) if columns else 0
         columns, pending = apply_request_faults(requests, columns, n, metrics, name)
-        routed = next((t for t in toxics if _route(t) is not None), None)
+        routed = next((t for t in toxics if t.fault.routes), None)
         version = None
         if routed is not None:
-            version = cast(Route, _route(routed)).version
+            version = cast(Route, routed.fault.route()).version
             routed.evidence.act(n)
         predictions, scores = (self.alternates[version] if version else predict)(columns)
         predictions, scores, answered = apply_response_faults(
@@ -196,8 +196,3 @@ class FaultPoint:
         )
         record(pending + answered)
         return Answer(predictions, scores, columns, version)
-
-
-def _route(toxic: Toxic) -> Route | None:
-    fault = toxic.fault
-    return fault.route() if isinstance(fault, ResponseFault) else None

@@ -49,9 +49,6 @@ class Outage:
     end: float | None = None
     polls: int = 1
 
-    def overlaps(self, start: float, end: float) -> bool:
-        return self.start <= end and (self.end is None or self.end >= start)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -97,10 +94,6 @@ class Poller:
         self.events.append(event)
         if self.on_event is not None:
             self.on_event(event)
-
-    def down(self, start: float, end: float) -> list[Outage]:
-        """Outages that overlap [start, end]."""
-        return [o for o in self.outages if o.overlaps(start, end)]
 
     def _update(self, source: str, states: list[AlertState], now: float) -> None:
         seen = set()

@@ -44,6 +44,16 @@ FAULTS: dict[str, type[Fault]] = {}
 INVALID_TYPE = "invalid toxic type"
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a routing fault sends a request instead of the primary model: another ``upstream``
+    (``host:port``, at a proxy) or another ``version`` (an alternate the service loaded; offline,
+    that version's predictions)."""
+
+    upstream: str | None = None
+    version: str | None = None
+
+
 class Fault(BaseModel):
     """Base of every fault kind. Subclasses set ``type`` and ``side`` and are registered."""
 
@@ -63,6 +73,14 @@ class Fault(BaseModel):
     def places(self) -> frozenset[Place]:
         """Where this fault (with these attributes) can be acted out."""
         return self.runs_at
+
+    routes: ClassVar[bool] = False  # it answers from elsewhere (``route``) instead of changing
+
+    def route(self) -> Route | None:
+        """Where this fault sends the requests it hits, for a routing fault (a stale model);
+        None for every other fault. Every applier (the proxy, the in-service point, the offline
+        path) honours it."""
+        return None
 
     def inert(self) -> str | None:
         """Why this fault changes nothing with these attributes (a zero latency, a factor of 1),
@@ -140,25 +158,8 @@ Predictions = npt.NDArray[Any]
 Scores = npt.NDArray[np.float64] | None
 
 
-@dataclass(frozen=True)
-class Route:
-    """Where a routing fault sends a request instead of the primary model: another ``upstream``
-    (``host:port``, at a proxy) or another ``version`` (an alternate the service loaded; offline,
-    that version's predictions)."""
-
-    upstream: str | None = None
-    version: str | None = None
-
-
 class ResponseFault(PayloadFault):
     side: ClassVar[Side] = "response"
-    routes: ClassVar[bool] = False  # it answers from elsewhere (``route``) instead of changing
-
-    def route(self) -> Route | None:
-        """Where this fault sends the requests it hits, for a routing fault (a stale model);
-        None for a fault that changes the answers (``apply``). Every applier (the proxy, the
-        in-service point, the offline path) honours it."""
-        return None
 
     def apply(
         self, frame: Rows, predictions: Predictions, scores: Scores, rng: np.random.Generator

@@ -129,6 +129,9 @@ class Outage(_Record):
     polls: int = 1
     error: str
 
+    def overlaps(self, start: float, end: float) -> bool:
+        return self.start <= end and (self.end is None or self.end >= start)
+
 
 class SourceFigures(_Record):
     detected_after_s: float | None = None

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chaosml.alerts.base import NOISE_LABELS
-from chaosml.faults import FAULTS, PayloadFault, ResponseFault
+from chaosml.faults import FAULTS, PayloadFault
 from chaosml.gameday.journal import (
     Episode,
     ExpectationRecord,
@@ -46,7 +46,7 @@ class Window:
     rules: frozenset[str] | None = None
 
     def down(self, start: float, end: float) -> list[Outage]:
-        return [o for o in self.outages if o.start <= end and (o.end is None or o.end >= start)]
+        return [o for o in self.outages if o.overlaps(start, end)]
 
 
 # --- faults ----------------------------------------------------------------------------------
@@ -105,11 +105,7 @@ def judge_fault(fault: FaultRecord) -> tuple[str, str | None]:
     if evidence.acted == 0:
         return "no_effect", f"its toxicity picked none of the {evidence.rolls} requests"
     # a routing fault (stale model) answers from elsewhere: the point cannot see what it changed
-    measured = (
-        kind is not None
-        and issubclass(kind, PayloadFault)
-        and not (issubclass(kind, ResponseFault) and kind.routes)
-    )
+    measured = kind is not None and issubclass(kind, PayloadFault) and not kind.routes
     if measured and evidence.changed_rows == 0:
         absent = [
             f"column {c!r} was in none of the {evidence.acted} requests"

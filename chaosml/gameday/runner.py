@@ -392,27 +392,29 @@ class GameDay:
                         time.sleep(0.2)
         rolled_back = self.clock()
         for toxic, entry in zip(added, record.faults, strict=False):
-            self._evidence(self.points[toxic.point], toxic, entry)
-            if entry.effect == "no_effect" and (entry.error or "").startswith(UNREAD):
+            if self._evidence(self.points[toxic.point], toxic, entry):
                 record.unreachable = True
-            elif entry.evidence is not None and entry.evidence.expired and self.leases.errors:
-                entry.error = f"renewing its lease failed: {self.leases.errors[-1]}"
-                record.unreachable = True
-                entry.effect_reason = judge_fault(entry)[1]
         return rolled_back
 
-    def _evidence(self, client: FaultPointClient, toxic: AddedToxic, entry: FaultRecord) -> None:
+    def _evidence(self, client: FaultPointClient, toxic: AddedToxic, entry: FaultRecord) -> bool:
+        """Read what the toxic did and judge it; True if a component was unreachable meanwhile
+        (the point after the fault, or the lease renewals that let the toxic lapse)."""
+        unreachable = False
         if client.spec.leases:
             try:
                 found = client.evidence(toxic)
             except FaultPointError as exc:
-                entry.error = f"{UNREAD}: {exc}"
+                entry.error, unreachable = f"{UNREAD}: {exc}", True
             else:
                 entry.evidence = None if found is None else FaultEvidence.model_validate(found)
+                if entry.evidence is not None and entry.evidence.expired and self.leases.errors:
+                    entry.error = f"renewing its lease failed: {self.leases.errors[-1]}"
+                    unreachable = True
         else:
             entry.error = entry.error or "a real Toxiproxy does not report what its toxics did"
         effect, entry.effect_reason = judge_fault(entry)
         entry.effect = effect  # type: ignore[assignment]
+        return unreachable
 
     def _phase(
         self,

@@ -34,7 +34,6 @@ from chaosml._net import split_address as _split
 from chaosml._types import Table
 from chaosml.codecs import Codec, CodecError, detect, get_codec, partial_table, patch_records
 from chaosml.faults import PayloadFault, RequestFault, ResponseFault, TransportFault
-from chaosml.faults.base import Route
 from chaosml.faults.evidence import Change, Evidence, answer_changes, table_changes
 from chaosml.faults.transport import Effect
 from chaosml.proxy.http import (
@@ -152,13 +151,8 @@ def apply_response_faults(
 def acted(toxics: list[Toxic]) -> None:
     """The transport and routing toxics among ``toxics`` act on this exchange."""
     for toxic in toxics:
-        if isinstance(toxic.fault, TransportFault) or _route(toxic) is not None:
+        if isinstance(toxic.fault, TransportFault) or toxic.fault.routes:
             toxic.evidence.act()
-
-
-def _route(toxic: Toxic) -> Route | None:
-    fault = toxic.fault
-    return fault.route() if isinstance(fault, ResponseFault) else None
 
 
 def record(pending: Pending) -> None:
@@ -193,14 +187,19 @@ def encoded_as(body: bytes, coding: str | None) -> bytes:
     return body
 
 
+def coding_of(value: bytes | None) -> str | None:
+    """A ``Content-Encoding`` value as a coding name (``gzip``, ...), None for identity."""
+    coding = (value or b"").strip().decode("latin-1").lower()
+    return None if coding in ("", "identity") else coding
+
+
 def encoded(message: bytes) -> str | None:
-    """The content coding of an HTTP message's body (``gzip``, ...), None for identity."""
+    """The content coding of a serialized HTTP message's body, None for identity."""
     head = message.partition(b"\r\n\r\n")[0]
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-encoding":
-            coding = value.strip().decode("latin-1").lower()
-            return None if coding in ("", "identity") else coding
+            return coding_of(value)
     return None
 
 
@@ -241,7 +240,7 @@ class _Plan:
         downstream = [t for t in toxics if t.stream == "downstream"]
         request = [t for t in upstream if isinstance(t.fault, RequestFault)]
         framing = [t for t in downstream if isinstance(t.fault, ResponseFault) and t.fault.where]
-        routed = [t for t in downstream if _route(t) is not None]
+        routed = [t for t in downstream if t.fault.routes]
         reads = [cast(PayloadFault, t.fault).reads() for t in request + framing]
         return cls(
             toxics=tuple(toxics),
@@ -256,7 +255,7 @@ class _Plan:
             if None in reads
             else tuple(sorted(set().union(*cast(list[set[str]], reads)))),
             routed=routed,
-            stale=next((route.upstream for t in routed if (route := _route(t))), None),
+            stale=next((route.upstream for t in routed if (route := t.fault.route())), None),
             respond=any(
                 isinstance(t.fault, ResponseFault) and not t.fault.routes for t in downstream
             ),
@@ -572,9 +571,7 @@ class Proxy:
         if not plan.decode:
             return request.body, None, None
         readers = plan.request + plan.framing
-        header = request.header(b"content-encoding")
-        coding = None if header is None else header.decode("latin-1").strip().lower() or None
-        coding = None if coding == "identity" else coding
+        coding = coding_of(request.header(b"content-encoding"))
         if coding is not None and coding not in CODINGS:
             self.metrics.series(self.metrics.unparsed, self.name, "request").inc()
             self._skip(readers, f"request body {coding}-encoded")

@@ -60,7 +60,7 @@ class OfflineScenario:
 
     @property
     def stale_versions(self) -> list[str]:
-        routes = [f.route() for f, _ in self.faults if isinstance(f, ResponseFault)]
+        routes = [f.route() for f, _ in self.faults]
         return [r.version for r in routes if r is not None and r.version]
 
 
@@ -250,7 +250,7 @@ class Faulting:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         scores = None if all_scores is None else all_scores[span]
         for fault, toxicity in self.faults:
-            route = fault.route() if isinstance(fault, ResponseFault) else None
+            route = fault.route()
             if route is not None and route.version is not None:
                 stale = old[route.version]
                 hit = (rng.random(len(rows)) < toxicity) & fault.rows(rows, len(rows), rng)
