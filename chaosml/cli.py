@@ -878,7 +878,7 @@ def alerts_webhook(
         stdout.out(json.dumps({**line, "received_at": alert.received_at}), highlight=False)
 
     with _errors():
-        receiver = WebhookReceiver(host, port).start()
+        receiver = WebhookReceiver(host=host, port=port).start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -33,7 +33,7 @@ UNKNOWN_FORMAT = "{path}: unknown data format (expected .parquet or .csv)"
 MISSING_COLUMN = "{path}: no column {column!r} (columns: {available})"
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class DataSource:
     """A tabular data source: a file path or a DataFrame held in memory."""
 
@@ -188,7 +188,9 @@ def file_digest(path: Path) -> str:
 def open_table(source: str | Path | pd.DataFrame) -> DataSource:
     """Open a table without reading its rows; raise ``DataError`` if it is missing or unreadable."""
     if isinstance(source, pd.DataFrame):
-        return DataSource(source, tuple(map(str, source.columns)), len(source))
+        return DataSource(
+            source=source, columns=tuple(map(str, source.columns)), num_rows=len(source)
+        )
     path = Path(source)
     files = _dataset_files(path)
     if files is not None:
@@ -201,7 +203,7 @@ def open_table(source: str | Path | pd.DataFrame) -> DataSource:
         header = pd.read_csv(path, nrows=0, sep=_separator(path))
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read as {_format(path)}: {_first_line(exc)}") from exc
-    return DataSource(path, tuple(map(str, header.columns)), None)
+    return DataSource(source=path, columns=tuple(map(str, header.columns)), num_rows=None)
 
 
 def _dataset_files(path: Path) -> list[Path] | None:
@@ -250,7 +252,13 @@ def _parquet_source(path: Path, files: list[Path]) -> DataSource:
         if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
     )
     return DataSource(
-        path, tuple(schema.names), rows, categorical, tuple(files), tuple(groups), tuple(per_file)
+        source=path,
+        columns=tuple(schema.names),
+        num_rows=rows,
+        categorical=categorical,
+        files=tuple(files),
+        row_groups=tuple(groups),
+        file_groups=tuple(per_file),
     )
 
 

@@ -336,11 +336,11 @@ class ArtifactVersion:
         self.fresh_predictor(table, label, positive)  # checks the classes and feature columns
         model = self.model
         return _ModelRows(
-            model,
-            tuple(self.model_columns(table, label)),
-            positive,
-            tuple(getattr(model, "classes_", [])),
-            self.path,
+            model=model,
+            columns=tuple(self.model_columns(table, label)),
+            positive=positive,
+            classes=tuple(getattr(model, "classes_", [])),
+            path=self.path,
         )
 
     @functools.cached_property
@@ -357,7 +357,7 @@ class ArtifactVersion:
         return self.cache_dir / "predictions" / f"{key.hexdigest()}.parquet"
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class _ModelRows:
     model: Any
     columns: tuple[str, ...]

@@ -50,14 +50,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # their load on a busy 2-core machine let leases lapse between renewals.
 ONE_AT_A_TIME = (
     "tests/gameday/",
-    "tests/demo/test_live_quiet.py",
-    "tests/demo/test_harness.py",
     "tests/test_readme.py::test_every_readme_block_runs[quickstart]",
     "tests/test_readme.py::test_every_readme_block_runs[game-days]",
 )
+# Modules with a stack of their own that inject no fault and hold no lease (the quiet soak, the
+# harness's alert path, validation against Prometheus's API): one group on another worker
+# than the one-at-a-time group, so the two run side by side.
+BESIDE = (
+    "tests/demo/test_live_quiet.py",
+    "tests/demo/test_harness.py",
+    "tests/gameday/test_validate_prometheus.py",
+)
+
+
+def beside(item: pytest.Item) -> bool:
+    return item.nodeid.startswith(BESIDE)
 
 
 def one_at_a_time(item: pytest.Item) -> bool:
+    if beside(item):
+        return False
     return item.nodeid.startswith(ONE_AT_A_TIME) or bool(
         FULL_TIER_FIXTURES & set(getattr(item, "fixturenames", ()))
     )
@@ -85,8 +97,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if one_at_a_time(item):
                 item.add_marker(pytest.mark.xdist_group("stack"))
-        # the stack's tests first (one worker runs them, longest first), the rest around them
-        items.sort(key=lambda i: (not one_at_a_time(i), i.get_closest_marker("longest") is None))
+            elif beside(item):
+                item.add_marker(pytest.mark.xdist_group("beside"))
+        # the stack's tests first (one worker runs them, longest first), then the modules with a
+        # quiet stack of their own, the rest around them
+        items.sort(
+            key=lambda i: (
+                not one_at_a_time(i),
+                not beside(i),
+                i.get_closest_marker("longest") is None,
+            )
+        )
         return
     slow = [item for item in items if in_full_tier(item)]
     if slow:

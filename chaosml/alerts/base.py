@@ -29,7 +29,7 @@ class AlertState:
         return self.name, tuple(sorted(self.labels.items()))
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class RuleInfo:
     """An alerting rule a source knows, with the failure mode it says it covers.
 

@@ -16,7 +16,7 @@ from chaosml.alerts.base import AlertSource, AlertState
 from chaosml.errors import UnreachableError
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Track:
     source: str
     name: str
@@ -38,7 +38,7 @@ class Track:
         return asdict(self)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Outage:
     """A span during which a source could not be read: from the first poll that failed to the
     next one that worked (``end`` None while it lasts)."""
@@ -53,7 +53,7 @@ class Outage:
         return asdict(self)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Poller:
     sources: Sequence[AlertSource]
     clock: Callable[[], float] = time.time
@@ -76,7 +76,9 @@ class Poller:
                 self.errors.append({"t": now, "source": source.name, "error": str(exc)})
                 outage = self._down.get(source.name)
                 if outage is None:
-                    outage = self._down[source.name] = Outage(source.name, now, str(exc))
+                    outage = self._down[source.name] = Outage(
+                        source=source.name, start=now, error=str(exc)
+                    )
                     self.outages.append(outage)
                     self._event_outage(outage, "unreachable", now)
                 else:
@@ -102,7 +104,7 @@ class Poller:
             seen.add(key)
             track = self._open.get(key)
             if track is None:
-                track = Track(source, state.name, dict(state.labels))
+                track = Track(source=source, name=state.name, labels=dict(state.labels))
                 self._open[key] = track
                 self.tracks.append(track)
             if state.state == "pending" and track.pending_at is None:

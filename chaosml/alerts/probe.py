@@ -67,7 +67,7 @@ class Rule:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MetricProbe:
     url: str
     checks: list[Rule]
@@ -87,9 +87,9 @@ class MetricProbe:
             page = {}
         return [
             RuleInfo(
-                r.alert,
-                dict(r.labels),
-                r.for_seconds,
+                name=r.alert,
+                labels=dict(r.labels),
+                for_seconds=r.for_seconds,
                 label_keys=None
                 if r.expr.metric not in page
                 else page[r.expr.metric] | set(r.expr.labels) | set(r.labels) | {"alertname"},

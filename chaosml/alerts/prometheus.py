@@ -69,9 +69,9 @@ class PrometheusAlerts:
                 keys = keys | set(labels) | config.external_labels | {"alertname"}
             rules.append(
                 RuleInfo(
-                    str(rule["name"]),
-                    labels,
-                    float(rule.get("duration") or 0),
+                    name=str(rule["name"]),
+                    labels=labels,
+                    for_seconds=float(rule.get("duration") or 0),
                     query=query,
                     label_keys=keys,
                     evaluation_seconds=float(group.get("interval") or config.evaluation_seconds),

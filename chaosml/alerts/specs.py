@@ -48,7 +48,7 @@ class WebhookSource(SourceSpec):
     path: str = "/alerts"
 
     def build(self, time_scale: float = 1.0) -> AlertSource:
-        return WebhookAlerts(self.listen, self.path)
+        return WebhookAlerts(listen=self.listen, path=self.path)
 
 
 class ProbeRule(BaseModel):
@@ -77,7 +77,7 @@ class ProbeSource(SourceSpec):
             Rule(r.alert, parse_expr(r.expr), r.for_ * time_scale, dict(r.labels))
             for r in self.rules
         ]
-        return MetricProbe(self.url, checks)
+        return MetricProbe(url=self.url, checks=checks)
 
 
 SOURCE_SPECS = (PrometheusSource, AlertmanagerSource, WebhookSource, ProbeSource)

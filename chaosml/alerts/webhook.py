@@ -34,7 +34,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
-@dataclass
+@dataclass(kw_only=True)
 class WebhookReceiver:
     """Receives Alertmanager webhooks on ``host:port`` (``port=0``: a free one) in a thread."""
 
@@ -120,7 +120,7 @@ class WebhookReceiver:
             self._server = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class WebhookAlerts:
     """The receiver as an alert source: an alert is firing from the first notification that says
     so until one says it resolved. ``since`` is the delivery time: proof it reached a receiver."""
@@ -134,7 +134,7 @@ class WebhookAlerts:
 
     def start(self) -> None:
         host, port = split_address(self.listen)
-        self._receiver = WebhookReceiver(host, port, self.path).start()
+        self._receiver = WebhookReceiver(host=host, port=port, path=self.path).start()
 
     def rules(self) -> list[RuleInfo] | None:
         return None

@@ -178,7 +178,7 @@ def monitoring_stack(
         yield Stack(prometheus, alertmanager)
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class ReferenceStack:
     """Addresses of the running reference stack, and the game-day target that describes it."""
 
@@ -291,5 +291,11 @@ def reference_stack(
         else:
             say(NO_BINARIES)
         yield ReferenceStack(
-            service, proxy_api, str(listen), point, webhook, folder / "eval.parquet", monitoring
+            service=service,
+            proxy_api=proxy_api,
+            proxy_listen=str(listen),
+            service_point=point,
+            webhook=webhook,
+            data=folder / "eval.parquet",
+            monitoring=monitoring,
         )

@@ -23,7 +23,7 @@ EVAL_ROWS = 20_000
 APAC_KEEP = 0.0  # fraction of APAC rows in v2's training snapshot
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class DemoArtifacts:
     folder: Path
     v1: Path
@@ -112,11 +112,11 @@ def train_demo(
 
     folder = Path(folder)
     artifacts = DemoArtifacts(
-        folder,
-        folder / "v1.skops",
-        folder / "v2.skops",
-        folder / "eval.parquet",
-        folder / "chaosml.yaml",
+        folder=folder,
+        v1=folder / "v1.skops",
+        v2=folder / "v2.skops",
+        data=folder / "eval.parquet",
+        config=folder / "chaosml.yaml",
     )
     stamp, inputs = folder / "trained.sha256", fingerprint(seed)
     files = (artifacts.v1, artifacts.v2, artifacts.data, artifacts.config, artifacts.reference)

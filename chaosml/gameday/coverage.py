@@ -19,7 +19,7 @@ from chaosml.gameday.judge import ineffective
 SCHEMA = "chaosml.gameday/2"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ScenarioCoverage:
     name: str
     failure_mode: str | None

@@ -139,7 +139,7 @@ class GameDay:
         self.sources: list[AlertSource] = [
             make_source(s, self.options.time_scale) for s in spec.alerts
         ]
-        self.poller = Poller(self.sources, clock=self.clock, on_event=self._event)
+        self.poller = Poller(sources=self.sources, clock=self.clock, on_event=self._event)
         self._dirty = False  # an alert changed state since the journal was last written
         lease = min((p.lease for p in spec.fault_points.values()), default=10.0)
         self.leases = Leases(self.points, interval=max(lease / 3, 0.2))

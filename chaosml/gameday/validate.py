@@ -59,7 +59,7 @@ PLACED = {
 }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Validation:
     scenarios: list[ScenarioFile]
     target: TargetFile | None
@@ -68,7 +68,7 @@ class Validation:
     places: dict[str, Place] = field(default_factory=dict)  # kind of each fault point used
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Parts:
     """What of a scenario file validated: all of it, or (a file with schema errors) the faults,
     expectations, data and phases that did, each with its index in the file."""
@@ -90,11 +90,11 @@ class _Parts:
         s = file.scenario
         feedback = s.load.feedback
         return cls(
-            file.path,
-            file.lines,
-            list(enumerate(s.faults)),
-            list(enumerate(s.expect)),
-            file.data,
+            path=file.path,
+            lines=file.lines,
+            faults=list(enumerate(s.faults)),
+            expect=list(enumerate(s.expect)),
+            data=file.data,
             label=feedback.label if feedback else None,
             phases=s.phases,
         )
@@ -115,7 +115,7 @@ def validate(
     if target_path is None:
         if problems:
             raise SpecError(problems)
-        return Validation(scenarios, None)
+        return Validation(scenarios=scenarios, target=None)
     try:
         target = load_target(target_path)
     except SpecError as exc:
@@ -135,7 +135,9 @@ def validate(
     if check.rules is None:
         notes.append("no alert source of the target lists rules: alert names were not checked")
     names = None if check.rules is None else [rule.name for rule in check.rules]
-    return Validation(scenarios, target, names, notes, check.places)
+    return Validation(
+        scenarios=scenarios, target=target, rules=names, notes=notes, places=check.places
+    )
 
 
 def _load(paths: list[Path]) -> tuple[list[ScenarioFile], list[_Parts], list[str]]:
@@ -168,11 +170,11 @@ def _partial(path: Path) -> _Parts | None:
     where, feedback = load.get("data"), load.get("feedback")
     label = feedback.get("label") if isinstance(feedback, dict) else None
     return _Parts(
-        path,
-        lines,
-        [(i, f) for i, item in enumerate(_list(faults)) if (f := _valid(FaultSpec, item))],
-        [(i, e) for i, item in enumerate(_list(expect)) if (e := _valid(Expectation, item))],
-        path.parent / where if isinstance(where, str) else None,
+        path=path,
+        lines=lines,
+        faults=[(i, f) for i, item in enumerate(_list(faults)) if (f := _valid(FaultSpec, item))],
+        expect=[(i, e) for i, item in enumerate(_list(expect)) if (e := _valid(Expectation, item))],
+        data=path.parent / where if isinstance(where, str) else None,
         data_known=where is None or isinstance(where, str),
         label=label if isinstance(label, str) else None,
         phases=_valid(Phases, data.get("phases") or {}),

@@ -197,73 +197,23 @@ def _run_slice_tests(
         engine=engine,
     )
     metrics = suite.all_metrics
-    from chaosml.slices.offline import UnderFault
-
     table = evaluation.frame(0, metrics)
     known = {version.name: version, **(others or {})}
-    under: dict[str, pd.DataFrame] = {}
-    faulted: dict[str, Evaluation] = {}
-    errors: dict[str, str] = {}
-    for index, scenario in enumerate(scenarios):
-        if not scenario.applicable:
-            continue
-        try:  # the faulted answers alone: the clean ones are in `evaluation`
-            faulted[scenario.name] = evaluate(
-                suite,
-                data,
-                [UnderFault(base=version, scenario=scenario, seed=seed, index=index, others=known)],
-                config=config,
-                chunk_rows=chunk_rows,
-                progress=progress,
-                engine=engine,
-            )
-        except ScenarioFailed as exc:  # a result: its tests are errors, the others run
-            errors[scenario.name] = str(exc)
-            continue
-        under[scenario.name] = faulted[scenario.name].frame(0, metrics)
+    faulted, errors = _evaluate_under(
+        suite, version, data, scenarios, known, seed, config, chunk_rows, progress, engine
+    )
+    under = {name: result.frame(0, metrics) for name, result in faulted.items()}
     outcomes = []
     for index, test in enumerate(suite.tests):
         location = suite.test_line(index)
         if test.under is None:
             outcomes += _run_test(test, index, location, evaluation, table)
-            continue
-        names = [s.name for s in scenarios]
-        if scenarios and test.under not in names:
-            close = difflib.get_close_matches(test.under, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise InputError(
-                f"{location}: tests[{index}].under: no scenario named {test.under!r}{hint}"
+        elif test.under in under:
+            outcomes += _run_test(
+                test, index, location, faulted[test.under], under[test.under], clean=table
             )
-        if test.under in errors:
-            outcomes.append(
-                TestOutcome(
-                    test=_describe(test),
-                    slice=test.slice or ", ".join(test.by or []),
-                    metric=test.metric,
-                    value=None,
-                    status="error",
-                    detail=errors[test.under],
-                    location=location,
-                )
-            )
-            continue
-        if test.under not in under:
-            why = "not applicable offline" if scenarios else "needs --scenarios"
-            outcomes.append(
-                TestOutcome(
-                    test=_describe(test),
-                    slice=test.slice or "",
-                    metric=test.metric,
-                    value=None,
-                    status="skipped",
-                    detail=f"under {test.under}: {why}",
-                    location=location,
-                )
-            )
-            continue
-        outcomes += _run_test(
-            test, index, location, faulted[test.under], under[test.under], clean=table
-        )
+        else:
+            outcomes.append(_not_under(test, index, location, scenarios, errors))
     return SliceTestReport(
         version=version.name,
         suite=str(suite.path or "<suite>"),
@@ -276,6 +226,81 @@ def _run_slice_tests(
         scenarios=list(scenarios),
         under=under,
         errors=errors,
+    )
+
+
+def _evaluate_under(
+    suite: SliceSuite,
+    version: Version,
+    data: object,
+    scenarios: Sequence[OfflineScenario],
+    known: Mapping[str, Version],
+    seed: int,
+    config: ProjectConfig | None,
+    chunk_rows: int,
+    progress: Progress | None,
+    engine: Engine,
+) -> tuple[dict[str, Evaluation], dict[str, str]]:
+    """The faulted answers of ``version`` under each applicable scenario (the clean ones are
+    evaluated once, elsewhere); a scenario that could not run is an error, the others run."""
+    from chaosml.slices.offline import UnderFault
+
+    faulted: dict[str, Evaluation] = {}
+    errors: dict[str, str] = {}
+    for index, scenario in enumerate(scenarios):
+        if not scenario.applicable:
+            continue
+        try:
+            faulted[scenario.name] = evaluate(
+                suite,
+                data,
+                [UnderFault(base=version, scenario=scenario, seed=seed, index=index, others=known)],
+                config=config,
+                chunk_rows=chunk_rows,
+                progress=progress,
+                engine=engine,
+            )
+        except ScenarioFailed as exc:  # a result: its tests are errors
+            errors[scenario.name] = str(exc)
+    return faulted, errors
+
+
+def _not_under(
+    test: SliceTest,
+    index: int,
+    location: str,
+    scenarios: Sequence[OfflineScenario],
+    errors: Mapping[str, str],
+) -> TestOutcome:
+    """The outcome of a test ``under`` a scenario that did not run: an error when it failed,
+    skipped when it does not apply offline or no scenarios were given; a typo is bad input."""
+    assert test.under is not None
+    names = [s.name for s in scenarios]
+    if scenarios and test.under not in names:
+        close = difflib.get_close_matches(test.under, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(
+            f"{location}: tests[{index}].under: no scenario named {test.under!r}{hint}"
+        )
+    if test.under in errors:
+        return TestOutcome(
+            test=_describe(test),
+            slice=test.slice or ", ".join(test.by or []),
+            metric=test.metric,
+            value=None,
+            status="error",
+            detail=errors[test.under],
+            location=location,
+        )
+    why = "not applicable offline" if scenarios else "needs --scenarios"
+    return TestOutcome(
+        test=_describe(test),
+        slice=test.slice or "",
+        metric=test.metric,
+        value=None,
+        status="skipped",
+        detail=f"under {test.under}: {why}",
+        location=location,
     )
 
 

@@ -121,7 +121,11 @@ def _evaluate(
     positive = suite.positive if suite.positive is not None else 1
     where = [
         (
-            SliceInfo(spec.name or "", spec.where or "", spec.min_size or suite.min_size),
+            SliceInfo(
+                name=spec.name or "",
+                where=spec.where or "",
+                min_size=spec.min_size or suite.min_size,
+            ),
             spec.predicate,
             f"{suite.where_line(index)}: slices[{index}].where",
         )

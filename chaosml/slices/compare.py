@@ -35,7 +35,7 @@ import pandas as pd
 from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS
 from chaosml.errors import InputError
-from chaosml.slices.collect import AUC_BOUND, evaluate
+from chaosml.slices.collect import AUC_BOUND, Evaluation, evaluate
 from chaosml.slices.engines import Engine, Progress
 from chaosml.slices.metrics import METRICS, PairedTest, as_number
 from chaosml.slices.stats import Verdict, judge, paired_tests
@@ -195,7 +195,6 @@ def compare_versions(
 
     tested = paired_tests(metric, cells, delta, confidence=policy.confidence, alpha=policy.alpha)
     discordant, p_values = tested.discordant, tested.p_values
-    ci_low, ci_high = tested.low, tested.high
 
     big_enough = stats.n >= np.array([info.min_size for info in stats.slices])
     p_adjusted, verdicts, needed = judge(
@@ -208,16 +207,7 @@ def compare_versions(
         alpha=policy.alpha,
         max_drop=policy.max_drop,
     )
-    per_version = {
-        key: {name: evaluation.metric(name, v) for name in suite.all_metrics}
-        for v, key in enumerate(("v1", "v2"))
-    }
-    if "roc_auc" in suite.all_metrics:  # beside every AUC, the bound on its binning error
-        for v, key in enumerate(("v1", "v2")):
-            auc = per_version[key]["roc_auc"]
-            per_version[key][AUC_BOUND] = np.where(
-                np.isfinite(auc), evaluation.auc_error(v), np.nan
-            )
+    per_version = _per_version(suite, evaluation)
     rows = [
         SliceComparison(
             name=info.name,
@@ -227,14 +217,11 @@ def compare_versions(
             v1=as_number(first[i]),
             v2=as_number(second[i]),
             delta=as_number(delta[i]),
-            ci=None if math.isnan(ci_low[i]) else (float(ci_low[i]), float(ci_high[i])),
+            ci=None if math.isnan(tested.low[i]) else (float(tested.low[i]), float(tested.high[i])),
             p_value=as_number(p_values[i]),
             p_adjusted=as_number(p_adjusted[i]),
             verdict=verdicts[i],
-            metrics={
-                key: {name: as_number(values[i]) for name, values in by_metric.items()}
-                for key, by_metric in per_version.items()
-            },
+            metrics=_metrics_at(per_version, i),
         )
         for i, info in enumerate(stats.slices)
     ]
@@ -257,3 +244,28 @@ def compare_versions(
         slices=rows[1:],
         family=int(np.isfinite(p_adjusted).sum()),
     )
+
+
+def _per_version(suite: SliceSuite, evaluation: Evaluation) -> dict[str, dict[str, np.ndarray]]:
+    """Every metric of the suite per slice, for each version; beside every AUC, the bound on
+    its binning error."""
+    per_version = {
+        key: {name: evaluation.metric(name, v) for name in suite.all_metrics}
+        for v, key in enumerate(("v1", "v2"))
+    }
+    if "roc_auc" in suite.all_metrics:
+        for v, key in enumerate(("v1", "v2")):
+            auc = per_version[key]["roc_auc"]
+            per_version[key][AUC_BOUND] = np.where(
+                np.isfinite(auc), evaluation.auc_error(v), np.nan
+            )
+    return per_version
+
+
+def _metrics_at(
+    per_version: dict[str, dict[str, np.ndarray]], i: int
+) -> dict[str, dict[str, float | None]]:
+    return {
+        key: {name: as_number(values[i]) for name, values in by_metric.items()}
+        for key, by_metric in per_version.items()
+    }

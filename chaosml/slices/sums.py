@@ -32,7 +32,7 @@ IntArray = npt.NDArray[np.int64]
 MISSING = "<missing>"
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class SliceInfo:
     """A slice as it appears in results: its name, its predicate text and its minimum size."""
 
@@ -53,7 +53,7 @@ class ChunkData:
     scores: list[npt.NDArray[np.float64] | None]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GroupSums:
     """One ``by`` group's sums: a row of cell counts (and score histograms) per value seen."""
 
@@ -125,7 +125,9 @@ class GroupSums:
             for c, v in zip(self.columns, values, strict=True)
         ]
         where = render(nodes[0] if len(nodes) == 1 else And("and", tuple(nodes)))
-        return SliceInfo(name, where, self.min_size, self.columns, values)
+        return SliceInfo(
+            name=name, where=where, min_size=self.min_size, group=self.columns, value=values
+        )
 
 
 def _grow(array: IntArray | None, rows: int, width: int) -> IntArray:
@@ -168,7 +170,7 @@ def _sort_key(value: object) -> tuple[int, float, str]:
     return (1, 0.0, str(value))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SliceStats:
     """Per-slice sufficient statistics for ``n_versions`` versions (row 0 is overall)."""
 
@@ -215,7 +217,7 @@ class SlicePlan:
         return int(2 ** (self.n_versions + 1))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Partial:
     """The sums over some rows: what a chunk or a partition reduces to. Partials add up (``merge``)
     to the sums over all their rows, in any grouping; merged in row order, even the order in which
@@ -237,7 +239,9 @@ class Partial:
                 if plan.scores
                 else None
             ),
-            groups=[GroupSums(columns, min_size) for columns, min_size in plan.groups],
+            groups=[
+                GroupSums(columns=columns, min_size=min_size) for columns, min_size in plan.groups
+            ],
             has_scores=[plan.scores] * plan.n_versions,
         )
 
@@ -307,7 +311,7 @@ class Accumulator:
 
 def slice_stats(plan: SlicePlan, sums: Partial, overall_min_size: int) -> SliceStats:
     """The per-slice statistics from a plan's sums over every row."""
-    infos = [SliceInfo("overall", "all rows", overall_min_size)]
+    infos = [SliceInfo(name="overall", where="all rows", min_size=overall_min_size)]
     infos += [info for info, _, _ in plan.where]
     cells = [sums.cells]
     hists = [sums.hist] if sums.hist is not None else []
@@ -326,4 +330,10 @@ def slice_stats(plan: SlicePlan, sums: Partial, overall_min_size: int) -> SliceS
     hist = None
     if hists:
         hist = np.concatenate(hists).reshape(len(infos), plan.n_versions, 2, SCORE_BINS)
-    return SliceStats(infos, np.concatenate(cells), hist, plan.n_versions, sums.has_scores)
+    return SliceStats(
+        slices=infos,
+        cells=np.concatenate(cells),
+        hist=hist,
+        n_versions=plan.n_versions,
+        has_scores=sums.has_scores,
+    )

@@ -38,7 +38,7 @@ class Scripted:
 def test_tracks_follow_pending_firing_resolved_with_source_times() -> None:
     clock = [100.0]
     source = Scripted()
-    poller = Poller([source], clock=lambda: clock[0])
+    poller = Poller(sources=[source], clock=lambda: clock[0])
     source.now = [AlertState("A", {"f": "x"}, "pending", 99.5)]
     poller.poll()
     clock[0] = 103.0
@@ -60,7 +60,7 @@ def test_tracks_follow_pending_firing_resolved_with_source_times() -> None:
 def test_a_new_episode_after_resolving_is_a_new_track_and_failures_are_kept() -> None:
     clock = [0.0]
     source = Scripted()
-    poller = Poller([source], clock=lambda: clock[0])
+    poller = Poller(sources=[source], clock=lambda: clock[0])
     for t, active in ((1, True), (2, False), (3, True)):
         clock[0] = t
         source.now = [AlertState("A", {}, "firing", None)] if active else []
@@ -74,7 +74,7 @@ def test_a_new_episode_after_resolving_is_a_new_track_and_failures_are_kept() ->
 def test_pending_that_never_fired_is_inactive_not_resolved() -> None:
     clock = [0.0]
     source = Scripted()
-    poller = Poller([source], clock=lambda: clock[0])
+    poller = Poller(sources=[source], clock=lambda: clock[0])
     source.now = [AlertState("A", {}, "pending", 0.0)]
     poller.poll()
     source.now = []
@@ -94,7 +94,7 @@ chaosml_model_requests_total{status="error"} 7.0
 
 def test_probe_rules_hold_per_series_with_for() -> None:
     rule = Rule("Missing", parse_expr("chaosml_model_feature_missing_rate > 0.2"), 5.0, {"s": "w"})
-    probe = MetricProbe("http://unused", [rule])
+    probe = MetricProbe(url="http://unused", checks=[rule])
     first = probe.evaluate(METRICS, 100.0)
     assert [(a.state, a.labels, a.since) for a in first] == [
         ("pending", {"feature": "income", "s": "w"}, 100.0)
@@ -107,9 +107,11 @@ def test_probe_rules_hold_per_series_with_for() -> None:
 
 def test_probe_label_matchers_and_counters() -> None:
     rule = Rule("Errors", parse_expr('chaosml_model_requests_total{status="error"} >= 7'))
-    assert [a.name for a in MetricProbe("x", [rule]).evaluate(METRICS, 0.0)] == ["Errors"]
+    assert [a.name for a in MetricProbe(url="x", checks=[rule]).evaluate(METRICS, 0.0)] == [
+        "Errors"
+    ]
     rule = Rule("None", parse_expr('chaosml_model_requests_total{status="ok"} > 0'))
-    assert MetricProbe("x", [rule]).evaluate(METRICS, 0.0) == []
+    assert MetricProbe(url="x", checks=[rule]).evaluate(METRICS, 0.0) == []
 
 
 @pytest.mark.parametrize(

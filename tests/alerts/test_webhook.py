@@ -63,7 +63,7 @@ def test_a_burst_loses_nothing_while_being_read() -> None:
 
 
 def test_as_a_source_firing_until_resolved_with_delivery_time() -> None:
-    source = WebhookAlerts("127.0.0.1:0")
+    source = WebhookAlerts(listen="127.0.0.1:0")
     source.start()
     assert source._receiver is not None
     url = source._receiver.url

@@ -234,7 +234,13 @@ def test_prometheus_going_away_mid_fault_is_unknown_and_exit_3(
 def test_an_alert_always_on_is_noisy_and_a_steady_state_finding(
     stack: ReferenceStack, tmp_path: Path
 ) -> None:
-    always = Rule("AlwaysOn", "vector(1) > 0", 0, "always firing", failure_mode="none")
+    always = Rule(
+        alert="AlwaysOn",
+        expr="vector(1) > 0",
+        for_seconds=0,
+        summary="always firing",
+        failure_mode="none",
+    )
     with own_monitoring(stack, tmp_path, (always,)) as other:
         target = target_for(stack, other.prometheus, tmp_path)
         assert wait_for(

@@ -84,7 +84,10 @@ class DaskEngine(Closing):
         if is_dask_frame(data):
             frame: Any = data
             return DataSource(
-                frame, tuple(map(str, frame.columns)), None, display="<dask DataFrame>"
+                source=frame,
+                columns=tuple(map(str, frame.columns)),
+                num_rows=None,
+                display="<dask DataFrame>",
             )
         if isinstance(data, str | Path):
             return planned(data, self.name)

@@ -98,7 +98,12 @@ class SparkEngine(Closing):
     def open(self, data: object) -> DataSource:
         if is_spark_frame(data):
             frame: Any = data
-            return DataSource(frame, tuple(frame.columns), None, display="<Spark DataFrame>")
+            return DataSource(
+                source=frame,
+                columns=tuple(frame.columns),
+                num_rows=None,
+                display="<Spark DataFrame>",
+            )
         if isinstance(data, str | Path) and _looks_like_path(str(data)):
             return planned(data, self.name)
         if isinstance(data, str | Path):
@@ -108,7 +113,9 @@ class SparkEngine(Closing):
                     frame = self.session.table(name)
             except Exception as exc:  # pyspark's AnalysisException
                 raise DataError(NO_TABLE.format(data=name, reason=one_line(exc))) from exc
-            return DataSource(frame, tuple(frame.columns), None, display=name)
+            return DataSource(
+                source=frame, columns=tuple(frame.columns), num_rows=None, display=name
+            )
         reads = "a Parquet path, a table name or a Spark DataFrame"
         raise InputError(WRONG_DATA.format(engine=self.name, reads=reads, kind=kind_of(data)))
 
