@@ -531,18 +531,29 @@ def validate_command(
     stderr.print(f"{len(checked.scenarios)} scenario(s) valid{where}")
 
 
+UntilDetectedOption = Annotated[
+    bool,
+    typer.Option(
+        "--until-detected",
+        help="End each fault as soon as every alert its scenario expects has fired at every "
+        "alert source, so a game day hurts no longer than it must. A scenario that expects an "
+        "alert to stay quiet, or expects nothing, still runs its whole fault phase; alerts "
+        "that would have fired later go unseen (the report says how long each fault ran).",
+    ),
+]
+
+
 def _gameday(
     paths: list[Path],
     target: Path,
+    *,
     as_json: bool,
     junit: Path | None,
     html: Path | None,
-    time_scale: float,
-    seed: int,
-    workers: int | None,
-    runs: Path,
     command: str,
+    **options: Any,
 ) -> NoReturn:
+    """Run ``paths`` against ``target`` with ``RunOptions(**options)``; report and exit."""
     _needs(command, "gameday", *_optional(html=html))
     from chaosml.gameday import RunOptions, run_files
     from chaosml.report.gameday import (
@@ -555,9 +566,8 @@ def _gameday(
     display = LiveDisplay(stderr)
     with _errors():
         _check_outputs(junit, html)
-        options = RunOptions(time_scale=time_scale, seed=seed, workers=workers, runs=runs)
         try:
-            report = run_files(paths, target, options, display)
+            report = run_files(paths, target, RunOptions(**options), display)
         finally:
             display.close()
     if report.interrupted:
@@ -581,13 +591,26 @@ def run_command(
     seed: SeedOption = 0,
     workers: WorkersOption = None,
     runs: RunsOption = Path(".chaosml/runs"),
+    until_detected: UntilDetectedOption = False,
 ) -> None:
     """Run one scenario against a target: load, inject, observe, roll back, recover.
 
     Exits 0 if every expectation held, 1 if one failed, 2 on bad input, 3 if the target or a
     component is unreachable, 130 when stopped by Ctrl-C or SIGTERM (after rolling back).
     """
-    _gameday([scenario], target, as_json, junit, html, time_scale, seed, workers, runs, "run")
+    _gameday(
+        [scenario],
+        target,
+        as_json=as_json,
+        junit=junit,
+        html=html,
+        command="run",
+        time_scale=time_scale,
+        seed=seed,
+        workers=workers,
+        runs=runs,
+        until_detected=until_detected,
+    )
 
 
 @app.command("gameday")
@@ -601,6 +624,7 @@ def gameday_command(
     seed: SeedOption = 0,
     workers: WorkersOption = None,
     runs: RunsOption = Path(".chaosml/runs"),
+    until_detected: UntilDetectedOption = False,
 ) -> None:
     """Run a game day: every scenario in order against one target, then the alert coverage.
 
@@ -609,7 +633,19 @@ def gameday_command(
     stop condition, Ctrl-C, SIGTERM or an error), and watch them resolve (time to resolve).
     The journal goes to .chaosml/runs/<run-id>/. Exit codes as for `chaosml run`.
     """
-    _gameday(paths, target, as_json, junit, html, time_scale, seed, workers, runs, "gameday")
+    _gameday(
+        paths,
+        target,
+        as_json=as_json,
+        junit=junit,
+        html=html,
+        command="gameday",
+        time_scale=time_scale,
+        seed=seed,
+        workers=workers,
+        runs=runs,
+        until_detected=until_detected,
+    )
 
 
 @app.command("coverage")

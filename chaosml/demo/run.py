@@ -86,8 +86,9 @@ def demo_up(
 def run_demo(
     folder: Path, out: Console, err: Console, *, time_scale: float = DEMO_TIME_SCALE
 ) -> None:
-    """Bring the reference stack up, run the bundled game day on a shortened profile, then test
-    v2 per slice and compare it with v1; everything started is stopped."""
+    """Bring the reference stack up, run the bundled game day on a shortened profile (each fault
+    ended once its expected alerts fired), then test v2 per slice and compare it with v1;
+    everything started is stopped."""
     err.print(f"chaosml demo: models, data and logs in {folder}")
     artifacts = train_demo(folder, say=lambda line: err.print(line))
     report: GamedayReport | None = None
@@ -98,7 +99,7 @@ def run_demo(
             report = run_files(
                 [SCENARIOS],
                 target,
-                RunOptions(time_scale=time_scale, runs=folder / "runs"),
+                RunOptions(time_scale=time_scale, runs=folder / "runs", until_detected=True),
                 display,
             )
         finally:
@@ -110,7 +111,7 @@ def run_demo(
     out.print(
         f"\nThe same, by hand: chaosml demo up --write-target target.yaml, then\n"
         f"  chaosml gameday scenarios/ --target target.yaml --time-scale {time_scale:g}"
-        f" --html gameday.html\n"
+        f" --until-detected --html gameday.html\n"
     )
     config_path = artifacts.config
     config = load_config(config_path)

@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 import pandas as pd
 
 from chaosml.alerts import AlertSource, Poller, make_source
+from chaosml.alerts.poller import Track
 from chaosml.errors import ChaosmlError, InputError, UnreachableError
 from chaosml.gameday.faultpoints import AddedToxic, FaultPointClient, FaultPointError, Leases
 from chaosml.gameday.journal import (
@@ -51,7 +52,7 @@ from chaosml.gameday.judge import (
 from chaosml.gameday.target import TargetFile
 from chaosml.load import LoadPlan, LoadProcess
 from chaosml.load.process import LoadStopped
-from chaosml.scenario import Scenario, ScenarioFile
+from chaosml.scenario import Expectation, Scenario, ScenarioFile
 
 POLL_INTERVAL = 0.25
 CHECK_SECONDS = 0.1  # how often a phase checks stop conditions between polls
@@ -97,6 +98,9 @@ class RunOptions:
     seed: int = 0
     workers: int | None = None  # overrides every scenario's load.workers
     runs: Path = Path(".chaosml/runs")
+    # end a fault once every alert its scenario expects has fired at every alert source (a
+    # scenario that expects quiet, or nothing, runs its whole fault phase)
+    until_detected: bool = False
 
 
 @contextmanager
@@ -443,6 +447,9 @@ class GameDay:
                         self._save()
                     if settle and self._settled(record):
                         break
+                    if name == "fault" and self._detected(record, scenario):
+                        record.detected_early = True
+                        break
                 if not load.alive():
                     raise LoadStopped(f"the load driver stopped: {load.error}")
                 stopped = _stopped(conditions, load.latest()) if name != "recovery" else None
@@ -460,6 +467,12 @@ class GameDay:
             figures = load.mark(name, last=ending and not failing)
             phase.load = None if figures is None else LoadFigures.model_validate(figures)
             self._save()
+
+    def _detected(self, record: ScenarioRecord, scenario: Scenario) -> bool:
+        if not self.options.until_detected or record.injected_at is None:
+            return False
+        sources = {source.name for source in self.poller.sources}
+        return all_detected(scenario.expect, self.poller.tracks, sources, record.injected_at)
 
     def _settled(self, record: ScenarioRecord) -> bool:
         if record.injected_at is None:
@@ -484,6 +497,25 @@ class GameDay:
         record.verdict = scenario_verdict(record)  # type: ignore[assignment]
         self._save()
         self.observer.finished(record)
+
+
+def all_detected(
+    expect: Sequence[Expectation], tracks: Sequence[Track], sources: set[str], injected: float
+) -> bool:
+    """Whether every expectation is an alert that fired after ``injected`` at every one of
+    ``sources``: the verdicts are then settled. Quiet and blind-spot findings need the whole
+    window, so a scenario expecting quiet, or nothing, never is."""
+    if not expect or not all(e.fires for e in expect):
+        return False
+    return all(
+        {
+            t.source
+            for t in tracks
+            if e.matches(t.name, t.labels) and t.firing_at is not None and t.firing_at >= injected
+        }
+        >= sources
+        for e in expect
+    )
 
 
 def _stopped(conditions: list[tuple[str, Any]], figures: dict[str, Any] | None) -> str | None:

@@ -155,6 +155,12 @@ def notes(scenario: ScenarioRecord, *, expectations: bool = True) -> list[str]:
             found.append(f"{e.alert}: {e.reason}")
     if scenario.stopped_by:
         found.append(f"stopped: {scenario.stopped_by} held; rolled back")
+    if scenario.detected_early and (phase := scenario.phase("fault")) is not None:
+        ran = (phase.end or phase.start) - phase.start
+        found.append(
+            f"fault ended once every expected alert fired: {ran:.1f} s of its "
+            f"{phase.planned_s or 0:g} s (--until-detected)"
+        )
     if scenario.interrupted:
         found.append("interrupted; rolled back")
     if scenario.reason:

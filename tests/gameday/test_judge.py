@@ -380,3 +380,29 @@ def test_the_matrix_shows_each_rule_as_its_expectations_ended(tmp_path: Path) ->
     )
     (missing,) = judge_expectations(nope, record(), Window((), rules))
     assert missing.reason == "did not fire within 10 s of injection: the target has no rule 'Nope'"
+
+
+def test_until_detected_ends_a_fault_only_once_every_source_saw_every_expected_alert() -> None:
+    from chaosml.alerts.poller import Track
+    from chaosml.gameday.runner import all_detected
+    from chaosml.scenario import Expectation
+
+    fairness = Expectation(alert="FairnessGapHigh", labels={"attribute": "sex"})
+    both = {"prometheus", "alertmanager"}
+
+    def track(source: str, labels: dict[str, str], at: float | None) -> Track:
+        return Track(source=source, name="FairnessGapHigh", labels=labels, firing_at=at)
+
+    fired = [track("prometheus", {"attribute": "sex"}, 12.0)]
+    assert not all_detected([fairness], fired, both, 10.0)  # Alertmanager has not seen it yet
+    fired.append(track("alertmanager", {"attribute": "sex", "x": "y"}, 13.0))
+    assert all_detected([fairness], fired, both, 10.0)
+    assert not all_detected([fairness], fired, both, 12.5)  # fired before this injection
+    pending = [track(s, {"attribute": "sex"}, None) for s in both]
+    assert not all_detected([fairness], pending, both, 10.0)
+    typo = [track(s, {"attribute": "gender"}, 12.0) for s in both]
+    assert not all_detected([fairness], typo, both, 10.0)
+    # a quiet expectation, or none at all, needs the whole window
+    quiet = Expectation(alert="ModelLatencyHigh", fires=False)
+    assert not all_detected([fairness, quiet], fired, both, 10.0)
+    assert not all_detected([], fired, both, 10.0)
