@@ -348,6 +348,15 @@ def slices_test(
     _finish(report, as_json, render_test_report, {junit: write_test_junit, html: write_test_html})
 
 
+CodecOption = Annotated[
+    str,
+    typer.Option(
+        help="How a version given as an http:// URL is spoken to: records, mlflow, kserve or "
+        "tfserving.",
+    ),
+]
+
+
 @slices_app.command("compare")
 def slices_compare(
     v1: Annotated[
@@ -393,13 +402,25 @@ def slices_compare(
     engine_name: EngineOption = EngineName.local,
     scheduler: SchedulerOption = None,
     config_path: ConfigOption = None,
+    codec: CodecOption = "records",
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Also check that the versions answer the same: every row the same label and "
+            "scores within this (default 1e-6 when a version is an http:// endpoint).",
+        ),
+    ] = None,
 ) -> None:
     """Compare V2 against V1 per slice, paired on the same rows.
 
     Regressed: p adjusted across slices below alpha, and worse by more than max_drop (compare:).
-    With --scenarios the slices and every (slice, scenario) cell are one family.
+    With --scenarios the slices and every (slice, scenario) cell are one family. A version may
+    be a served model's URL (http://host:port/predict, spoken to with --codec): then the report
+    also says, per slice, whether it answers as the other version does (equivalence).
 
-    Exits 0 if no slice regressed, 1 if one did, 2 on bad input (suite, data, versions), 3 if
+    Exits 0 if no slice regressed (and, with an endpoint or --tolerance, the versions are
+    equivalent), 1 if one did (or they are not), 2 on bad input (suite, data, versions), 3 if
     a scenario could not run (a version failed to predict on its faulted rows).
     """
     _needs("slices compare", "slices", *_optional(html=html))
@@ -417,7 +438,9 @@ def slices_compare(
         loaded = load_suite(_suite(suite_argument, suite_option))
         config = load_config(config_path)
         first, second, warning = distinct_versions(
-            resolve_version(v1, config), resolve_version(v2, config), (v1, v2)
+            resolve_version(v1, config, codec=codec),
+            resolve_version(v2, config, codec=codec),
+            (v1, v2),
         )
         if warning is not None:
             stderr.print(
@@ -448,7 +471,13 @@ def slices_compare(
                 )
             else:
                 comparison = compare_versions(
-                    loaded, first, second, _data(data, config), progress=progress, **options
+                    loaded,
+                    first,
+                    second,
+                    _data(data, config),
+                    progress=progress,
+                    tolerance=tolerance,
+                    **options,
                 )
     if scenarios:
         _finish(

@@ -29,17 +29,22 @@ class VersionEntry(BaseModel):
 
     artifact: Path | None = None
     predictions: Path | None = None
+    endpoint: str | None = None  # a served model: http://host:port/predict
+    codec: str = "records"  # how the endpoint is spoken to
 
     @model_validator(mode="after")
     def _one_source(self) -> VersionEntry:
-        if (self.artifact is None) == (self.predictions is None):
-            raise ValueError("a version needs exactly one of `artifact` or `predictions`")
+        sources = [self.artifact, self.predictions, self.endpoint]
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError(
+                "a version needs exactly one of `artifact`, `predictions` or `endpoint`"
+            )
         return self
 
     @property
     def path(self) -> Path:
         path = self.artifact or self.predictions
-        assert path is not None
+        assert path is not None, "an endpoint has no path"
         return path
 
 

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -435,11 +436,20 @@ def load_model(path: Path) -> Any:
     return model
 
 
-def resolve_version(spec: str | Version, config: ProjectConfig) -> Version:
-    """A version from a config name, an artifact path or a predictions-file path."""
+def resolve_version(
+    spec: str | Version, config: ProjectConfig, *, codec: str = "records"
+) -> Version:
+    """A version from a config name, an artifact path, a predictions-file path or the URL of a
+    served model (spoken to with ``codec``)."""
     if not isinstance(spec, str):
         return spec
+    from chaosml.endpoint import EndpointVersion, is_endpoint
+
+    if is_endpoint(spec):
+        return EndpointVersion(name=urlsplit(spec).netloc, url=spec, codec=codec)
     entry = config.version(spec)
+    if entry is not None and entry.endpoint is not None:
+        return EndpointVersion(name=spec, url=entry.endpoint, codec=entry.codec)
     if entry is not None:
         path = config.resolve(entry.path)
         if entry.predictions is not None:
@@ -456,7 +466,8 @@ def resolve_version(spec: str | Version, config: ProjectConfig) -> Version:
             )
         raise VersionError(
             f"{spec}: not a version name nor an existing file: {known}; a version is a config "
-            "name, a model artifact (.skops, .joblib, .pkl) or a predictions file (.parquet, .csv)"
+            "name, a model artifact (.skops, .joblib, .pkl), a predictions file (.parquet, .csv) "
+            "or the URL of a served model (http://host:port/predict)"
         )
     if path.suffix.lower() in (".parquet", ".pq", ".csv", ".tsv"):
         return PredictionsFile(path.stem, path)

@@ -31,6 +31,7 @@ FULL_TIER = (
     "tests/gameday/test_verdicts_live.py",
     "tests/gameday/test_validate_prometheus.py",
     "tests/slices/test_engines.py",  # Dask and Spark clusters
+    "tests/slices/test_endpoint.py",  # the reference service in a process of its own
     "tests/load/",  # Locust runs of several seconds each
     "tests/slices/test_gate.py::test_exchangeable_versions_fail_the_gate_at_most_alpha",
     "tests/slices/test_stats.py::test_the_normal_limit_takes_over_where_it_agrees",

@@ -206,6 +206,56 @@ def render_comparison(comparison: Comparison, console: Console) -> None:
         console.print(
             Text(f"regressed: {', '.join(row.name for row in c.regressed)}", style="bold red")
         )
+    if c.equivalence is not None:
+        render_equivalence(c, console)
+
+
+def render_equivalence(c: Comparison, console: Console) -> None:
+    """Whether the versions answer the same, slice by slice (worst first after overall)."""
+    eq = c.equivalence
+    assert eq is not None
+    rows = [eq.slices[0], *sorted(eq.slices[1:], key=lambda s: (s.share, s.name))]
+    gap = "–" if not eq.scores else None
+    columns = [
+        Column("slice", [r.name for r in rows], 0, numeric=False),
+        Column("n", [f"{r.n:,}" for r in rows], 2),
+        Column("same labels", [f"{r.share:.4%}" for r in rows], 0),
+        Column(
+            "largest score Δ",
+            [gap or ("–" if r.max_score_diff is None else f"{r.max_score_diff:.2e}") for r in rows],
+            1,
+        ),
+        Column(
+            "equivalent",
+            [
+                Text("yes" if r.equivalent else "no", style="green" if r.equivalent else "bold red")
+                for r in rows
+            ],
+            0,
+            False,
+        ),
+    ]
+    title = f"Equivalence: {c.v2_name} vs {c.v1_name}, tolerance {eq.tolerance:g}"
+    table, dropped = fitted_table(title, columns, console)
+    table.rows[0].end_section = True
+    console.print(table)
+    if not eq.scores:
+        console.print(Text("scores not compared: a version gives none", style="dim"))
+    if dropped:
+        console.print(_narrow(dropped))
+    differ = [r.name for r in eq.slices if not r.equivalent]
+    if differ:
+        console.print(
+            Text(
+                f"not equivalent: {c.v2_name} does not answer as {c.v1_name} in "
+                f"{', '.join(differ)}",
+                style="bold red",
+            )
+        )
+    else:
+        console.print(
+            Text(f"equivalent: {c.v2_name} answers as {c.v1_name} on every row", style="green")
+        )
 
 
 def discordant_note(metric: str) -> str:

@@ -81,8 +81,10 @@ def evaluate(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: Progress | None = None,
     engine: Engine | str | None = None,
+    score_gaps: bool = False,
 ) -> Evaluation:
-    """Read ``data`` once and accumulate every slice's statistics for ``versions``.
+    """Read ``data`` once and accumulate every slice's statistics for ``versions`` (with
+    ``score_gaps``, two versions: also the largest difference of their scores per slice).
 
     ``data`` is a path (a Parquet or CSV file, a folder or glob of Parquet files), a pandas
     DataFrame, or a Dask or Spark DataFrame (or, with the Spark engine, a table name). ``engine``
@@ -99,6 +101,7 @@ def evaluate(
             chunk_rows=chunk_rows,
             progress=progress,
             runner=runner,
+            score_gaps=score_gaps,
         )
 
 
@@ -111,6 +114,7 @@ def _evaluate(
     chunk_rows: int,
     progress: Progress | None,
     runner: Engine,
+    score_gaps: bool = False,
 ) -> Evaluation:
     table = runner.open(data)
     label = suite.label or config.label
@@ -137,6 +141,7 @@ def _evaluate(
         groups=tuple(_groups(suite)),
         n_versions=len(versions),
         scores="roc_auc" in suite.all_metrics,
+        maxdiff=score_gaps and len(versions) == 2,
     )
     features = [
         c

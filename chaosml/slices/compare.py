@@ -34,6 +34,7 @@ import pandas as pd
 
 from chaosml.config import ProjectConfig
 from chaosml.data import DEFAULT_CHUNK_ROWS
+from chaosml.endpoint import EndpointVersion
 from chaosml.errors import InputError
 from chaosml.slices.collect import AUC_BOUND, Evaluation, evaluate
 from chaosml.slices.engines import Engine, Progress
@@ -69,6 +70,67 @@ class SliceComparison:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SliceEquivalence:
+    """One slice of an equivalence check: how many rows got the same label from both versions,
+    and the largest score difference (None when a version gives no scores)."""
+
+    name: str
+    n: int
+    same_labels: int
+    max_score_diff: float | None
+    equivalent: bool
+
+    @property
+    def share(self) -> float:
+        return self.same_labels / self.n if self.n else 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Equivalence:
+    """Whether two versions answer the same (a served endpoint and its artifact): every row the
+    same label, and scores within ``tolerance``, in every slice."""
+
+    tolerance: float
+    slices: list[SliceEquivalence]  # overall first
+    scores: bool  # both versions gave scores, so they were compared
+
+    @property
+    def equivalent(self) -> bool:
+        return all(s.equivalent for s in self.slices)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tolerance": self.tolerance,
+            "equivalent": self.equivalent,
+            "scores_compared": self.scores,
+            "slices": [asdict(s) | {"share_same_labels": s.share} for s in self.slices],
+        }
+
+
+def equivalence(evaluation: Evaluation, tolerance: float) -> Equivalence:
+    """Label agreement per slice from the joint cells (rows where v1 and v2 predict alike) and
+    the largest score gap the pass kept."""
+    stats = evaluation.stats
+    bits = np.arange(stats.cells.shape[1])
+    alike = ((bits >> 1) & 1) == (bits & 1)  # cell = label << 2 | v1 << 1 | v2
+    same = stats.cells[:, alike].sum(axis=1)
+    gaps = stats.maxdiff
+    rows = []
+    for i, info in enumerate(stats.slices):
+        gap = None if gaps is None else float(gaps[i])
+        rows.append(
+            SliceEquivalence(
+                name=info.name,
+                n=int(stats.n[i]),
+                same_labels=int(same[i]),
+                max_score_diff=gap,
+                equivalent=bool(same[i] == stats.n[i]) and (gap is None or gap <= tolerance),
+            )
+        )
+    return Equivalence(tolerance=tolerance, slices=rows, scores=gaps is not None)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Comparison:
     """The comparison of two versions over a suite's slices."""
 
@@ -90,6 +152,7 @@ class Comparison:
     slices: list[SliceComparison]
     family: int = 0  # rows (and fragility cells, with --scenarios) in the correction's family
     joint: bool = False  # the family also holds the (slice, scenario) cells of a fragility run
+    equivalence: Equivalence | None = None  # with a served endpoint, or a tolerance given
 
     @property
     def regressed(self) -> list[SliceComparison]:
@@ -101,7 +164,9 @@ class Comparison:
 
     @property
     def passed(self) -> bool:
-        return not self.regressed
+        """No slice regressed (and, when equivalence was checked, the versions are equivalent)."""
+        equivalent = self.equivalence is None or self.equivalence.equivalent
+        return not self.regressed and equivalent
 
     @property
     def by_slice(self) -> pd.DataFrame:
@@ -147,7 +212,12 @@ class Comparison:
             "regressed": [s.name for s in self.regressed],
             "overall": self.overall.to_dict(),
             "slices": [s.to_dict() for s in self.slices],
-        }
+        } | ({"equivalence": self.equivalence.to_dict()} if self.equivalence else {})
+
+
+DEFAULT_TOLERANCE = (
+    1e-6  # the largest score difference a served model may show against its artifact
+)
 
 
 def compare_versions(
@@ -163,8 +233,13 @@ def compare_versions(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: Progress | None = None,
     engine: Engine | str | None = None,
+    tolerance: float | None = None,
 ) -> Comparison:
     """Compare ``v2`` against ``v1`` on every slice of ``suite``, paired on the same rows.
+
+    With a ``tolerance`` (by default 1e-6 when a version is a served endpoint) it also checks
+    equivalence: per slice, the rows both label alike and the largest score difference; the
+    comparison passes only if every row agrees and every score is within the tolerance.
 
     ``data`` and ``engine`` are as for ``evaluate``: a path, a pandas, Dask or Spark DataFrame;
     the pass runs locally, on Dask or on Spark, with the same result. Every interval of a clean
@@ -179,6 +254,10 @@ def compare_versions(
             "cannot tell them apart"
         )
     correction = correction or policy.correction
+    if tolerance is None and any(isinstance(v, EndpointVersion) for v in (v1, v2)):
+        tolerance = DEFAULT_TOLERANCE
+    if tolerance is not None and not tolerance >= 0:
+        raise InputError(f"tolerance must be >= 0, not {tolerance}")
     evaluation = evaluate(
         suite,
         data,
@@ -187,6 +266,7 @@ def compare_versions(
         chunk_rows=chunk_rows,
         progress=progress,
         engine=engine,
+        score_gaps=tolerance is not None,
     )
     stats, cells = evaluation.stats, evaluation.stats.cells
     metric = METRICS[policy.metric]
@@ -243,6 +323,7 @@ def compare_versions(
         overall=rows[0],
         slices=rows[1:],
         family=int(np.isfinite(p_adjusted).sum()),
+        equivalence=None if tolerance is None else equivalence(evaluation, tolerance),
     )
 
 

@@ -29,6 +29,7 @@ from chaosml.predicate import Column, Compare, IsNa, Node, Predicate, Value, ren
 
 SCORE_BINS = 2048
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 MISSING = "<missing>"
 
 
@@ -63,13 +64,24 @@ class GroupSums:
     ids: dict[tuple[object, ...], int] = field(init=False, default_factory=dict)
     cells: IntArray = field(init=False, default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     hist: IntArray | None = field(init=False, default=None)
+    maxdiff: FloatArray | None = field(init=False, default=None)  # per value, see ``score_gap``
 
-    def add(self, chunk: ChunkData, cell: IntArray, n_cells: int, keys: list[IntArray]) -> None:
+    def add(
+        self,
+        chunk: ChunkData,
+        cell: IntArray,
+        n_cells: int,
+        keys: list[IntArray],
+        gap: FloatArray | None = None,
+    ) -> None:
         gid = self._group_ids(chunk.frame)
         size = len(self.ids)
         if self.cells.shape[0] < size:
             self.cells = _grow(self.cells, size, n_cells)
         self.cells += np.bincount(gid * n_cells + cell, minlength=size * n_cells).reshape(size, -1)
+        if gap is not None:
+            self.maxdiff = _grow_max(self.maxdiff, size)
+            np.maximum.at(self.maxdiff, gid, gap)
         if keys:
             width = 2 * SCORE_BINS
             if self.hist is None or self.hist.shape[0] < size:
@@ -94,6 +106,9 @@ class GroupSums:
             if self.hist is None or self.hist.shape[0] < size:
                 self.hist = _grow(self.hist, size, other.hist.shape[1])
             np.add.at(self.hist, rows, other.hist[list(other.ids.values())])
+        if other.maxdiff is not None:
+            self.maxdiff = _grow_max(self.maxdiff, size)
+            np.maximum.at(self.maxdiff, rows, other.maxdiff[list(other.ids.values())])
 
     def _group_ids(self, frame: pd.DataFrame) -> IntArray:
         combined = np.zeros(len(frame), dtype=np.int64)
@@ -135,6 +150,25 @@ def _grow(array: IntArray | None, rows: int, width: int) -> IntArray:
     if array is not None and array.size:
         grown[: array.shape[0]] = array
     return grown
+
+
+def _grow_max(array: FloatArray | None, rows: int) -> FloatArray:
+    grown = np.zeros(max(rows, 1), dtype=np.float64)
+    if array is not None and array.size:
+        grown[: array.shape[0]] = array[:rows]
+    return grown
+
+
+def score_gap(first: FloatArray | None, second: FloatArray | None) -> FloatArray | None:
+    """Per row, how far two versions' scores are apart: 0 where both are missing, infinite where
+    only one is (one answered a number, the other none); None without both scores."""
+    if first is None or second is None:
+        return None
+    missing_first, missing_second = np.isnan(first), np.isnan(second)
+    gap = np.abs(first - second)
+    gap[missing_first & missing_second] = 0.0
+    gap[missing_first ^ missing_second] = np.inf
+    return gap
 
 
 def _decode(combo: int, uniques_per_column: list[npt.NDArray[Any]]) -> tuple[object, ...]:
@@ -179,6 +213,7 @@ class SliceStats:
     hist: IntArray | None  # (slices, n_versions, 2 labels, SCORE_BINS) or None
     n_versions: int
     has_scores: list[bool]
+    maxdiff: FloatArray | None = None  # (slices,): the largest score gap of two versions
 
     @property
     def n(self) -> IntArray:
@@ -211,6 +246,7 @@ class SlicePlan:
     groups: tuple[tuple[tuple[str, ...], int], ...]
     n_versions: int
     scores: bool
+    maxdiff: bool = False  # keep the largest score gap of two versions per slice
 
     @property
     def n_cells(self) -> int:
@@ -228,6 +264,7 @@ class Partial:
     groups: list[GroupSums]
     has_scores: list[bool]
     rows: int = 0
+    maxdiff: FloatArray | None = None  # (1 + len(where),), with the plan's ``maxdiff``
 
     @classmethod
     def empty(cls, plan: SlicePlan) -> Partial:
@@ -242,7 +279,8 @@ class Partial:
             groups=[
                 GroupSums(columns=columns, min_size=min_size) for columns, min_size in plan.groups
             ],
-            has_scores=[plan.scores] * plan.n_versions,
+            has_scores=[plan.scores or plan.maxdiff] * plan.n_versions,
+            maxdiff=np.zeros(rows, dtype=np.float64) if plan.maxdiff else None,
         )
 
     def merge(self, other: Partial) -> Partial:
@@ -253,6 +291,8 @@ class Partial:
         for mine, theirs in zip(self.groups, other.groups, strict=True):
             mine.merge(theirs)
         self.has_scores = [a and b for a, b in zip(self.has_scores, other.has_scores, strict=True)]
+        if self.maxdiff is not None and other.maxdiff is not None:
+            np.maximum(self.maxdiff, other.maxdiff, out=self.maxdiff)
         self.rows += other.rows
         return self
 
@@ -275,9 +315,14 @@ class Accumulator:
         masks = [None] + [
             self._mask(predicate, prefix, chunk) for _, predicate, prefix in self.plan.where
         ]
+        gap = self._gap(chunk)
         for row, mask in enumerate(masks):
             picked = cell if mask is None else cell[mask]
             sums.cells[row] += np.bincount(picked, minlength=self.n_cells)
+            if gap is not None and sums.maxdiff is not None:
+                part = gap if mask is None else gap[mask]
+                if part.size:
+                    sums.maxdiff[row] = max(sums.maxdiff[row], float(part.max()))
             if sums.hist is not None:
                 width = 2 * SCORE_BINS
                 for v, key in enumerate(keys):
@@ -286,8 +331,18 @@ class Accumulator:
                         picked_key, minlength=width
                     )
         for group in sums.groups:
-            group.add(chunk, cell, self.n_cells, keys)
+            group.add(chunk, cell, self.n_cells, keys, gap)
         sums.rows += len(chunk.label)
+
+    def _gap(self, chunk: ChunkData) -> FloatArray | None:
+        if not self.plan.maxdiff:
+            return None
+        gap = score_gap(*chunk.scores[:2])
+        if gap is None:  # a version without scores: no largest gap to tell
+            for v, score in enumerate(chunk.scores):
+                if score is None:
+                    self.sums.has_scores[v] = False
+        return gap
 
     @staticmethod
     def _mask(predicate: Predicate, prefix: str, chunk: ChunkData) -> npt.NDArray[np.bool_]:
@@ -315,9 +370,13 @@ def slice_stats(plan: SlicePlan, sums: Partial, overall_min_size: int) -> SliceS
     infos += [info for info, _, _ in plan.where]
     cells = [sums.cells]
     hists = [sums.hist] if sums.hist is not None else []
+    gaps = [sums.maxdiff] if sums.maxdiff is not None else []
     for group in sums.groups:
         group_infos, order = group.slices()
         infos += group_infos
+        if gaps:
+            group_gap = group.maxdiff if group.maxdiff is not None else np.zeros(0)
+            gaps.append(group_gap[order] if len(order) else group_gap[:0])
         group_cells = group.cells if group.cells.size else np.zeros((0, plan.n_cells), np.int64)
         cells.append(group_cells[order] if len(order) else group_cells[:0])
         if sums.hist is not None:
@@ -336,4 +395,5 @@ def slice_stats(plan: SlicePlan, sums: Partial, overall_min_size: int) -> SliceS
         hist=hist,
         n_versions=plan.n_versions,
         has_scores=sums.has_scores,
+        maxdiff=np.concatenate(gaps) if gaps and all(sums.has_scores) else None,
     )
