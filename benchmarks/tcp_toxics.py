@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 import requests
 
@@ -120,7 +121,7 @@ def create(api: str, name: str, upstream: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def toxic(api: str, name: str, body: dict[str, object]) -> None:
+def toxic(api: str, name: str, body: dict[str, Any]) -> None:
     response = requests.post(f"{api}/proxies/{name}/toxics", json=body, timeout=5)
     response.raise_for_status()
 

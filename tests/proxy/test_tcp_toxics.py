@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytest
@@ -68,13 +69,13 @@ def create(api: str, upstream: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def add(api: str, **body: object) -> str:
+def add(api: str, **body: Any) -> str:
     response = requests.post(f"{api}/proxies/tcp/toxics", json=body, timeout=5)
     assert response.status_code == 200, response.text
     return str(response.json()["name"])
 
 
-def update(api: str, name: str, **body: object) -> None:
+def update(api: str, name: str, **body: Any) -> None:
     response = requests.post(f"{api}/proxies/tcp/toxics/{name}", json=body, timeout=5)
     assert response.status_code == 200, response.text
 
