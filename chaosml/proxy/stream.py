@@ -178,6 +178,7 @@ class Link:
         self.seen: tuple[int, ...] = ()  # ids of the proxy's toxics at the last look
         self.changed = asyncio.Event()  # set (and replaced) when the toxics changed
         self.reset_at: float | None = None  # when a reset_peer resets this connection
+        self.nudge = asyncio.Event()  # wakes the watch: a reset was armed
         self.stopped: set[str] = set()  # streams whose data a pending reset_peer drops
         self.delayed = dict.fromkeys(STREAMS, False)  # a latency holds this stream's chunks
         self.lines = {stream: _Line() for stream in STREAMS}
@@ -352,6 +353,7 @@ class Link:
     def _arm(self, stream: str, at: float) -> None:
         self.stopped.add(stream)
         self.reset_at = at if self.reset_at is None else min(self.reset_at, at)
+        self.nudge.set()  # the watch may be asleep for longer than this reset is away
 
     async def _changes_within(self, seconds: float) -> bool:
         """Wait ``seconds``; True as soon as the toxics change meanwhile (seen by ``watch``)."""
@@ -399,7 +401,10 @@ class Link:
                     if now - met.started >= hold:
                         raise _Closed("timeout")
                     due.append(met.started + hold)
-            await asyncio.sleep(max(min(due) - now, 0))
+            self.nudge.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(min(due) - now, 0)):
+                    await self.nudge.wait()
 
 
 class _Closed(Exception):

@@ -362,3 +362,27 @@ def test_slices_are_cut_the_way_toxiproxy_cuts_them() -> None:
     assert [len(p) for p in slices(b"x" * 20_000, 1000, 0, rng)] == [625] * 32
     assert slices(b"abc", 1, 0, rng) == [b"a", b"b", b"c"]
     assert slices(b"", 10, 0, rng) == []
+
+
+def test_reset_peer_without_timeout_resets_at_the_first_data(
+    api: str, redis: tuple[str, Log]
+) -> None:
+    upstream, log = redis
+    address = create(api, upstream)
+    add(api, type="reset_peer", stream="upstream", attributes={"timeout": 0})
+    with socket.create_connection(address, timeout=5) as sock:
+        time.sleep(0.1)  # open and idle: not reset
+        sock.sendall(b"GET a\n")
+        assert until_reset(sock) == b""  # Toxiproxy's TestResetToxicNoTimeout
+    assert log.commands == []
+
+
+def test_noop_changes_nothing(api: str, redis: tuple[str, Log]) -> None:
+    upstream, _ = redis
+    address = create(api, upstream)
+    add(api, type="noop", stream="upstream")
+    add(api, type="noop", stream="downstream")
+    with socket.create_connection(address, timeout=5) as sock:
+        sock.sendall(b"GET a\nGET b\n")
+        sock.shutdown(socket.SHUT_WR)
+        assert rest(sock) == b"VALUE a\nVALUE b\n"
