@@ -96,7 +96,8 @@ class Bandwidth(TransportFault):
         return "rate 0 means no limit" if self.rate == 0 else None
 
     def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
-        effect.rate = self.rate
+        if self.rate:  # two in a row: the slower one sets the pace (Toxiproxy's chain)
+            effect.rate = min(effect.rate, self.rate) if effect.rate else self.rate
 
 
 class SlowClose(TransportFault):
@@ -109,7 +110,7 @@ class SlowClose(TransportFault):
         return "delay 0 delays no close" if self.delay == 0 else None
 
     def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
-        effect.close_delay = self.delay / 1000
+        effect.close_delay += self.delay / 1000  # in Toxiproxy's chain each waits in turn
 
 
 class LimitData(TransportFault):
@@ -120,7 +121,7 @@ class LimitData(TransportFault):
     bytes: int = Field(default=0, ge=0, le=2**53)
 
     def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
-        effect.limit = self.bytes
+        effect.limit = self.bytes if effect.limit is None else min(effect.limit, self.bytes)
 
 
 class Slicer(TransportFault):

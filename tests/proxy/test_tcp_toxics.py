@@ -4,6 +4,7 @@ up, latency pipelines. Toxiproxy's code (``toxics/*.go``, ``link.go``) is the re
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import threading
@@ -36,10 +37,11 @@ class Redis(socketserver.StreamRequestHandler):
     log: Log
 
     def handle(self) -> None:
-        while line := self.rfile.readline():
-            type(self).log.commands.append(line)
-            verb, _, rest = line.rstrip(b"\n").partition(b" ")
-            self.wfile.write((b"VALUE " + rest if verb == b"GET" else rest) + b"\n")
+        with contextlib.suppress(ConnectionResetError):  # what a reset_peer does
+            while line := self.rfile.readline():
+                type(self).log.commands.append(line)
+                verb, _, rest = line.rstrip(b"\n").partition(b" ")
+                self.wfile.write((b"VALUE " + rest if verb == b"GET" else rest) + b"\n")
         type(self).log.ended.set()
 
 
