@@ -61,7 +61,10 @@ class HttpError(TransportFault):
 
 
 class Timeout(TransportFault):
-    """Hold the request and send nothing; close after ``timeout`` ms (0: hold until removed)."""
+    """Hold the request and send nothing; close after ``timeout`` ms (0: hold until removed).
+
+    On a stream, as Toxiproxy: the data is dropped, the connection closes once no data came for
+    ``timeout`` ms, and removing the toxic closes it too (dropped data leaves a hole)."""
 
     type: ClassVar[str] = "timeout"
     timeout: int = Field(default=0, ge=0, le=86_400_000)
@@ -71,7 +74,10 @@ class Timeout(TransportFault):
 
 
 class ResetPeer(TransportFault):
-    """Reset the connection (TCP RST) after ``timeout`` ms."""
+    """Reset the connection (TCP RST) after ``timeout`` ms.
+
+    On a stream, as Toxiproxy: the timer starts when data (or the end of the stream) first comes
+    in the toxic's direction; that data and what follows is dropped until the reset."""
 
     type: ClassVar[str] = "reset_peer"
     timeout: int = Field(default=0, ge=0, le=86_400_000)
@@ -90,7 +96,8 @@ class Bandwidth(TransportFault):
         return "rate 0 means no limit" if self.rate == 0 else None
 
     def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
-        effect.rate = self.rate
+        if self.rate:  # two in a row: the slower one sets the pace (Toxiproxy's chain)
+            effect.rate = min(effect.rate, self.rate) if effect.rate else self.rate
 
 
 class SlowClose(TransportFault):
@@ -103,17 +110,18 @@ class SlowClose(TransportFault):
         return "delay 0 delays no close" if self.delay == 0 else None
 
     def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
-        effect.close_delay = self.delay / 1000
+        effect.close_delay += self.delay / 1000  # in Toxiproxy's chain each waits in turn
 
 
 class LimitData(TransportFault):
-    """Close the connection after ``bytes`` bytes."""
+    """Close the connection after ``bytes`` bytes (on a stream: bytes passed since the toxic
+    came, as Toxiproxy counts them)."""
 
     type: ClassVar[str] = "limit_data"
     bytes: int = Field(default=0, ge=0, le=2**53)
 
     def shape(self, effect: Effect, size: int, rng: np.random.Generator) -> None:
-        effect.limit = self.bytes
+        effect.limit = self.bytes if effect.limit is None else min(effect.limit, self.bytes)
 
 
 class Slicer(TransportFault):
@@ -147,10 +155,19 @@ class Noop(TransportFault):
 
 
 def slices(data: bytes, average: int, variation: int, rng: np.random.Generator) -> list[bytes]:
-    """``data`` cut into pieces of ``average`` ± ``variation`` bytes (at least one byte each)."""
-    pieces, start = [], 0
-    while start < len(data):
-        size = average + (int(rng.integers(-variation, variation + 1)) if variation else 0)
-        pieces.append(data[start : start + max(size, 1)])
-        start += max(size, 1)
+    """``data`` cut as Toxiproxy's slicer cuts a chunk: a piece more than ``variation`` bytes over
+    ``average`` is halved, the cut moved by up to ``variation`` bytes either way, and each half cut
+    again; so pieces are at most ``average + variation`` bytes, and a piece of data over that is
+    cut at least once (20 KB at an average of 1,000 and no variation: 32 pieces of 625 bytes)."""
+    pieces, todo = [], [(0, len(data))] if data else []
+    while todo:
+        start, end = todo.pop()
+        if end - start - average <= variation or end - start <= 1:
+            pieces.append(data[start:end])
+            continue
+        middle = start + (end - start) // 2
+        if variation:
+            middle += int(rng.integers(-variation, variation))
+        middle = min(max(middle, start + 1), end - 1)
+        todo += [(middle, end), (start, middle)]  # the first half next: pieces in order
     return pieces

@@ -1,13 +1,28 @@
 """Raw TCP through a proxy: bytes relayed both ways, transport toxics acted out on each direction
 with Toxiproxy's semantics (``upstream``: client to server, ``downstream``: server to client).
 
-Each chunk is delayed by ``latency`` ± ``jitter`` from when it arrived (so latency does not cut
-throughput), cut to ``slicer`` pieces, paced to ``bandwidth``; ``limit_data`` closes the connection
-once that many bytes passed in its direction; ``timeout`` drops the data and closes after its
-timeout (never, with 0, until it is removed); ``reset_peer`` resets after its timeout; ``slow_close``
-delays the close. Toxicity is rolled once per connection and toxic. Toxics added, changed or removed
-while a connection is open apply from its next chunk. Payload toxics and ``http_error`` have no
-meaning on a raw stream: each is counted once per connection as skipped.
+Per direction, as Toxiproxy's toxics do on their stream: each chunk is delayed by ``latency`` ±
+``jitter`` from when it arrived, the chunks pipelined (up to ``IN_FLIGHT`` bytes under way, so
+latency does not cut throughput); ``slicer`` cuts a chunk Toxiproxy's way and waits ``delay`` after
+each piece, and ``bandwidth`` waits each piece's time at ``rate`` before sending it, the waits
+summed so that delays finer than the event loop's timers keep their total (``Pacer``);
+``limit_data`` closes the connection once that many bytes passed since the toxic came (the bytes
+up to the limit are delivered). ``timeout`` drops the data, and closes the connection once no data
+came for its timeout (with 0: never); removing it closes every connection that had it, since data
+it dropped would leave a hole in the stream. ``reset_peer`` waits for data (or the end of the
+stream) in its direction, drops it and everything after it, and resets both sides (TCP RST) its
+timeout later, also if the toxic is removed meanwhile. ``slow_close`` delays passing on the end of
+the stream.
+
+Toxicity is rolled when a connection first meets a toxic, and again when the toxic's attributes
+or toxicity are updated (a lease renewal that changes nothing is no update). Toxics added, changed
+or removed while a connection is open apply from its next chunk; a chunk waiting out a latency is
+released as soon as the latency shrinks or goes. Payload toxics and ``http_error`` have no meaning
+on a raw stream: each is counted once per connection as skipped.
+
+Two differences from Toxiproxy, on purpose: the end of one direction is passed on as a half-close
+(Toxiproxy closes the whole connection), and ``reset_peer`` always resets (Toxiproxy sends a FIN
+instead when the toxic was added after the connection opened).
 """
 
 from __future__ import annotations
@@ -17,7 +32,9 @@ import contextlib
 import math
 import socket
 import struct
-from typing import TYPE_CHECKING, cast
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,10 +44,15 @@ from chaosml.proxy.http import READ_SIZE
 from chaosml.proxy.toxics import STREAMS, Toxic, effect_of
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from chaosml.proxy.server import Proxy
 
-QUEUE = 64  # chunks read ahead of a slow direction (bounded: a paced stream pushes back)
-WATCH = 0.01  # seconds between checks of the timeout and reset_peer toxics
+AHEAD = 256 * 1024  # bytes read ahead of a direction whose data is not delayed
+IN_FLIGHT = 32 * 1024 * 1024  # bytes under way while a latency holds them (Toxiproxy: 1024 reads)
+WATCH = 0.01  # seconds between checks of toxics that end a connection while no data flows
+QUANTUM = 0.001  # a wait shorter than this is owed, and paid with the next ones (timer resolution)
+CREDIT = 0.05  # seconds a late timer may pay in advance of the next waits
 
 
 def acts_on_streams(toxic: Toxic) -> bool:
@@ -46,29 +68,97 @@ def reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
+class Pacer:
+    """Waits that keep their total however fine each is: a wait under ``QUANTUM`` is owed, and
+    the owed time is slept in one go once it reaches it; a timer that fires late pays the next
+    waits in advance (up to ``CREDIT``). 10,000 waits of 100 µs take 1 s, not 10,000 timer ticks
+    (asyncio: ~10 s) or none at all (uvloop rounds them to 0 ms)."""
+
+    def __init__(self) -> None:
+        self.owed = 0.0
+
+    async def wait(self, seconds: float) -> None:
+        self.owed += seconds
+        if self.owed < QUANTUM:
+            return
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.sleep(self.owed)
+        self.owed = max(self.owed - (loop.time() - start), -CREDIT)
+
+
 async def write_shaped(
     writer: asyncio.StreamWriter,
     data: bytes,
     rate: int,
     cut: tuple[int, int, float] | None,
     rng: np.random.Generator,
+    pacer: Pacer | None = None,
 ) -> None:
-    """Write ``data`` cut into ``slicer`` pieces (``cut``: average size, variation, delay) and
-    paced to ``rate`` KB/s (``bandwidth``; 0: unpaced)."""
+    """Write ``data`` cut into ``slicer`` pieces (``cut``: average size, variation, delay after
+    each piece) and paced to ``rate`` KB/s (``bandwidth``, 0: unpaced; each piece of up to 0.1 s
+    of data waits its time before it is sent, as in Toxiproxy). ``pacer`` carries owed waits
+    from one call to the next (a stream's chunks); without it they start from nothing."""
+    pacer = Pacer() if pacer is None else pacer
     pieces = [data] if cut is None else slices(data, cut[0], cut[1], rng)
     for piece in pieces:
         if rate:
             step = max(rate * 100, 1)  # a tenth of a second's worth
             for start in range(0, len(piece), step):
                 chunk = piece[start : start + step]
+                await pacer.wait(len(chunk) / (rate * 1000))
                 writer.write(chunk)
                 await writer.drain()
-                await asyncio.sleep(len(chunk) / (rate * 1000))
         elif piece:
             writer.write(piece)
             await writer.drain()
         if cut is not None and cut[2]:
-            await asyncio.sleep(cut[2])
+            await pacer.wait(cut[2])
+
+
+@dataclass(eq=False)
+class _Met:
+    """What one connection keeps of one toxic it met (Toxiproxy's per-connection stub)."""
+
+    toxic: Toxic
+    hit: bool  # the toxicity roll
+    effect: Effect  # what the toxic alone does (its timeout, limit, reset)
+    started: float  # timeout: when its timer last (re)started: met, updated, or data dropped
+    passed: int = 0  # limit_data: bytes passed since the toxic came
+
+
+class _Line:
+    """Chunks read in one direction and not yet delivered, with when each arrived; the reader
+    waits for room (``capacity`` bytes), so a slow direction pushes back on its sender."""
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[float, bytes] | None] = deque()
+        self.size = 0
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+
+    async def room(self, capacity: Callable[[], int]) -> None:
+        while self.size >= capacity():
+            self._room.clear()
+            await self._room.wait()
+
+    def wake(self) -> None:
+        """Have a waiting reader look at its capacity again."""
+        self._room.set()
+
+    def put(self, item: tuple[float, bytes] | None) -> None:
+        self.items.append(item)
+        self.size += len(item[1]) if item else 0
+        self._ready.set()
+
+    async def get(self) -> tuple[float, bytes] | None:
+        while not self.items:
+            self._ready.clear()
+            await self._ready.wait()
+        item = self.items.popleft()
+        self.size -= len(item[1]) if item else 0
+        self._room.set()
+        return item
 
 
 class Link:
@@ -82,34 +172,79 @@ class Link:
         first: bytes = b"",
     ) -> None:
         self.proxy, self.reader, self.writer, self.first = proxy, reader, writer, first
-        self.rolled: dict[str, bool] = {}
+        self.met: dict[str, _Met] = {}  # the toxics this connection met, by name
         self.skipped: set[str] = set()
-        self.sent = dict.fromkeys(STREAMS, 0)
-        self.since: dict[str, float] = {}  # toxic name: when this link first saw it
+        self.payload: list[Toxic] = []  # active toxics that cannot act on a stream
+        self.seen: tuple[int, ...] = ()  # ids of the proxy's toxics at the last look
+        self.changed = asyncio.Event()  # set (and replaced) when the toxics changed
+        self.reset_at: float | None = None  # when a reset_peer resets this connection
+        self.nudge = asyncio.Event()  # wakes the watch: a reset was armed
+        self.stopped: set[str] = set()  # streams whose data a pending reset_peer drops
+        self.delayed = dict.fromkeys(STREAMS, False)  # a latency holds this stream's chunks
+        self.lines = {stream: _Line() for stream in STREAMS}
+        self.pacers = {stream: Pacer() for stream in STREAMS}
+
+    def look(self) -> None:
+        """Bring ``met`` up to date with the proxy's toxics; ``_Closed`` if a ``timeout`` this
+        connection met was removed (its dropped data would leave a hole in the stream)."""
+        active = self.proxy.active()
+        seen = tuple(map(id, active))
+        if seen == self.seen:
+            return
+        self.seen = seen
+        now = asyncio.get_running_loop().time()
+        names, moved, payload = set(), False, []
+        for toxic in active:
+            names.add(toxic.name)
+            if not acts_on_streams(toxic):
+                payload.append(toxic)
+                continue
+            met = self.met.get(toxic.name)
+            if met is None:
+                self.met[toxic.name] = self._meet(toxic, now)
+                moved = True
+            elif met.toxic is not toxic:
+                if (met.toxic.toxicity, met.toxic.fault) == (toxic.toxicity, toxic.fault):
+                    met.toxic = toxic  # a lease renewal: nothing changes
+                else:  # Toxiproxy restarts an updated toxic: rolled again, timer anew
+                    passed = met.passed
+                    met = self.met[toxic.name] = self._meet(toxic, now)
+                    met.passed = passed  # limit_data counts on (Toxiproxy keeps its state)
+                    moved = True
+        for name in [n for n in self.met if n not in names]:
+            gone = self.met.pop(name)
+            if gone.effect.hold is not None:
+                raise _Closed("timeout removed")
+            moved = True
+        self.payload = payload
+        if moved:
+            self.changed.set()
+            self.changed = asyncio.Event()
+
+    def _meet(self, toxic: Toxic, now: float) -> _Met:
+        hit = toxic.hits()
+        if hit:
+            metrics = self.proxy.metrics
+            metrics.series(metrics.toxics, self.proxy.name, toxic.type).inc()
+            toxic.evidence.act()
+        return _Met(toxic=toxic, hit=hit, effect=effect_of([toxic], 0), started=now)
+
+    def _skip(self, toxic: Toxic) -> None:
+        if toxic.name not in self.skipped:
+            self.skipped.add(toxic.name)
+            metrics = self.proxy.metrics
+            metrics.series(metrics.skipped, self.proxy.name, toxic.type).inc()
+            if toxic.hits():
+                toxic.evidence.skip("raw TCP connection (not HTTP)")
+
+    def hitting(self, stream: str) -> list[_Met]:
+        """The toxics on ``stream`` whose roll hit this connection, in the order they came."""
+        return [m for m in self.met.values() if m.hit and m.toxic.stream == stream]
 
     def toxics(self, stream: str) -> list[Toxic]:
         """The proxy's active toxics on ``stream`` that hit this connection."""
-        hit = []
-        for toxic in self.proxy.active():
-            if toxic.stream != stream:
-                continue
-            if not acts_on_streams(toxic):
-                if toxic.name not in self.skipped:
-                    self.skipped.add(toxic.name)
-                    metrics = self.proxy.metrics
-                    metrics.series(metrics.skipped, self.proxy.name, toxic.type).inc()
-                    if toxic.hits():
-                        toxic.evidence.skip("raw TCP connection (not HTTP)")
-                continue
-            if toxic.name not in self.rolled:
-                self.rolled[toxic.name] = toxic.hits()
-                if self.rolled[toxic.name]:
-                    metrics = self.proxy.metrics
-                    metrics.series(metrics.toxics, self.proxy.name, toxic.type).inc()
-                    toxic.evidence.act()
-            if self.rolled[toxic.name]:
-                hit.append(toxic)
-        return hit
+        self.look()
+        return [m.toxic for m in self.hitting(stream)]
 
     def effect(self, stream: str, size: int) -> Effect:
         return effect_of(self.toxics(stream), size)
@@ -148,65 +283,128 @@ class Link:
     ) -> None:
         """Relay one direction until its reader ends, then half-close the other side."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(QUEUE)
+        line = self.lines[stream]
+
+        def capacity() -> int:
+            return IN_FLIGHT if self.delayed[stream] else AHEAD
 
         async def read() -> None:
             if first:
-                await queue.put((loop.time(), first))
+                line.put((loop.time(), first))
             with contextlib.suppress(OSError):
-                while chunk := await reader.read(READ_SIZE):
-                    await queue.put((loop.time(), chunk))
-            await queue.put(None)
+                while True:
+                    await line.room(capacity)
+                    chunk = await reader.read(READ_SIZE)
+                    if not chunk:
+                        break
+                    line.put((loop.time(), chunk))
+            line.put(None)
 
         reading = asyncio.ensure_future(read())
         try:
-            while (item := await queue.get()) is not None:
+            while (item := await line.get()) is not None:
                 await self.deliver(stream, *item, writer)
-            effect = self.effect(stream, 0)
-            if effect.close_delay:
-                await asyncio.sleep(effect.close_delay)
-            with contextlib.suppress(OSError, RuntimeError):
-                writer.write_eof()  # half-close: the other direction may still be answering
+            await self.end(stream, writer)
         finally:
             reading.cancel()
 
     async def deliver(
         self, stream: str, arrived: float, data: bytes, writer: asyncio.StreamWriter
     ) -> None:
-        effect = self.effect(stream, len(data))
-        if effect.hold is not None:
-            return  # timeout: the data goes nowhere
-        if effect.delay:
-            wait = arrived + effect.delay - asyncio.get_running_loop().time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        if effect.limit is not None:
-            data = data[: max(effect.limit - self.sent[stream], 0)]
-        await write_shaped(writer, data, effect.rate, effect.slices, self.proxy.rng)
-        self.sent[stream] += len(data)
-        if effect.limit is not None and self.sent[stream] >= effect.limit:
-            raise _Closed("limit_data")
-
-    async def watch(self, upstream: asyncio.StreamWriter) -> None:
-        """Act out the toxics that end a connection whether or not data flows: ``timeout`` (close
-        after its timeout) and ``reset_peer`` (reset after its timeout)."""
         loop = asyncio.get_running_loop()
         while True:
+            self.look()
+            for toxic in self.payload:  # counted by the data they could not act on
+                self._skip(toxic)
+            if self._dropped(stream, loop.time()):
+                return
+            met = self.hitting(stream)
+            effect = effect_of([m.toxic for m in met], len(data))
+            if self.delayed[stream] != (effect.delay > 0):
+                self.delayed[stream] = effect.delay > 0
+                self.lines[stream].wake()
+            wait = arrived + effect.delay - loop.time()
+            if wait <= 0 or not await self._changes_within(wait):
+                break  # its time came (else the toxics changed: what do they say now?)
+        limits = [(m, m.effect.limit) for m in met if m.effect.limit is not None]
+        for m, limit in limits:
+            data = data[: max(limit - m.passed, 0)]
+        pacer = self.pacers[stream]
+        await write_shaped(writer, data, effect.rate, effect.slices, self.proxy.rng, pacer)
+        for m, limit in limits:
+            m.passed += len(data)
+            if m.passed >= limit:
+                raise _Closed("limit_data")
+
+    def _dropped(self, stream: str, now: float) -> bool:
+        """True if a toxic on ``stream`` takes this chunk: a ``timeout`` (its timer restarts, as
+        in Toxiproxy) or a ``reset_peer`` (armed by the first chunk it sees)."""
+        if stream in self.stopped:
+            return True
+        for met in self.hitting(stream):
+            if met.effect.hold is not None:
+                met.started = now
+                return True
+            if met.effect.reset_after is not None:
+                self._arm(stream, now + met.effect.reset_after)
+                return True
+        return False
+
+    def _arm(self, stream: str, at: float) -> None:
+        self.stopped.add(stream)
+        self.reset_at = at if self.reset_at is None else min(self.reset_at, at)
+        self.nudge.set()  # the watch may be asleep for longer than this reset is away
+
+    async def _changes_within(self, seconds: float) -> bool:
+        """Wait ``seconds``; True as soon as the toxics change meanwhile (seen by ``watch``)."""
+        changed = self.changed
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await changed.wait()
+                return True
+        return False
+
+    async def end(self, stream: str, writer: asyncio.StreamWriter) -> None:
+        """The end of ``stream``: a ``reset_peer`` takes it as data (and resets later),
+        ``slow_close`` delays it, else the other side is half-closed."""
+        self.look()
+        if stream in self.stopped:
+            return
+        met = self.hitting(stream)
+        resets = [m.effect.reset_after for m in met if m.effect.reset_after is not None]
+        if resets:
+            self._arm(stream, asyncio.get_running_loop().time() + min(resets))
+            return
+        close_delay = effect_of([m.toxic for m in met], 0).close_delay
+        if close_delay:
+            await asyncio.sleep(close_delay)
+        with contextlib.suppress(OSError, RuntimeError):
+            writer.write_eof()  # half-close: the other direction may still be answering
+
+    async def watch(self, upstream: asyncio.StreamWriter) -> None:
+        """Act out what ends a connection whether or not data flows: a ``reset_peer`` armed, a
+        ``timeout`` whose timer ran out, a ``timeout`` removed; notice changed toxics."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self.look()
             now = loop.time()
-            for stream in STREAMS:
-                for toxic in self.toxics(stream):
-                    effect = effect_of([toxic], 0)
-                    if effect.hold is None and effect.reset_after is None:
-                        continue
-                    since = self.since.setdefault(toxic.name, now)
-                    if effect.reset_after is not None and now - since >= effect.reset_after:
-                        reset(self.writer)
-                        reset(upstream)
-                        raise _Closed("reset_peer")
-                    held = effect.hold is not None and not math.isinf(effect.hold)
-                    if held and now - since >= cast(float, effect.hold):
+            due = [now + WATCH]
+            if self.reset_at is not None:
+                if now >= self.reset_at:
+                    reset(self.writer)
+                    reset(upstream)
+                    raise _Closed("reset_peer")
+                due.append(self.reset_at)
+            for met in self.met.values():
+                hold = met.effect.hold
+                if met.hit and hold is not None and not math.isinf(hold) and hold > 0:
+                    if now - met.started >= hold:
                         raise _Closed("timeout")
-            await asyncio.sleep(WATCH)
+                    due.append(met.started + hold)
+            self.nudge.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(min(due) - now, 0)):
+                    await self.nudge.wait()
 
 
 class _Closed(Exception):
