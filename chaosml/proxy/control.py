@@ -305,6 +305,8 @@ class Control:
             target.enabled if enabled is None else enabled,
         )
         moved = not target.same_route(after[0], after[1])
+        if not moved:  # the same listener (``:0`` names it too): its address stays as bound
+            after = (target.listen, *after[1:])
         if moved or not after[3]:
             await target.stop()
         target.listen, target.upstream, target.codec, target.enabled = after
