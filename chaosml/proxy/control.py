@@ -170,16 +170,17 @@ class Control:
         await proxy.start()
         proxy.listen = bracketed(proxy.listen)
 
-    async def _open(self, spec: Spec) -> Proxy:
+    async def _open(self, spec: Spec, *, replacing: bool = False) -> Proxy:
         """A new proxy for ``spec``, listening if enabled; if it cannot listen, nothing of it is
-        left (no listener, no metric series) and the error is raised."""
+        left (no listener, and no metric series unless it was ``replacing`` a proxy of that
+        name, which keeps them) and the error is raised."""
         proxy = self._build(spec)
         try:
             if proxy.enabled:
                 await self._start(proxy)
         except BaseException:
             await proxy.stop()
-            if spec.name not in self.proxies:
+            if not replacing:
                 self.metrics.forget(spec.name)
             raise
         return self.add(proxy)
@@ -236,7 +237,7 @@ class Control:
             await existing.stop()
             del self.proxies[spec.name]
         try:
-            return await self._open(spec)
+            return await self._open(spec, replacing=existing is not None)
         except ApiError:
             if existing is not None:
                 self.proxies[spec.name] = existing

@@ -62,6 +62,26 @@ def test_failed_creates_leave_no_series_and_deletes_drop_them(
     assert series_proxies(server) == []
 
 
+def test_a_proxy_kept_by_a_failed_populate_keeps_counting(
+    server: ProxyServer, echo_service: str
+) -> None:
+    proxy = requests.post(
+        f"http://{server.api}/proxies", json={"name": "kept", "upstream": echo_service}, timeout=5
+    ).json()
+    assert requests.post(f"http://{proxy['listen']}/predict", json={}, timeout=5).ok
+    taken = socket.create_server(("127.0.0.1", 0))
+    try:
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        entry = {"name": "kept", "upstream": "127.0.0.1:9", "listen": busy}
+        failed = requests.post(f"http://{server.api}/populate", json=[entry], timeout=5)
+        assert failed.status_code == 500 and failed.json()["proxies"] == []
+    finally:
+        taken.close()
+    assert requests.post(f"http://{proxy['listen']}/predict", json={}, timeout=5).ok
+    text = requests.get(f"http://{server.api}/metrics", timeout=5).text
+    assert 'chaosml_proxy_requests_total{proxy="kept"} 2.0' in text
+
+
 def go_split_host_port(address: str) -> tuple[str, str]:
     """Go's ``net.SplitHostPort`` (the Go client and Toxiproxy's tests dial with it): a host
     with a colon must be in brackets; "too many colons" otherwise."""
