@@ -109,7 +109,8 @@ class ProxyServer:
 
     async def populate(self, body: Any) -> tuple[int, Any]:
         """``POST /populate`` (see ``Control.populate``)."""
-        return await self.control.populate(body)
+        async with self.control.lock:
+            return await self.control.populate(body)
 
     async def start(self) -> None:
         host, port = _split(self.api)

@@ -1,7 +1,8 @@
 """The control API's operations on the proxy collection, as Toxiproxy's ``ProxyCollection`` does
-them: one lock serializes every change to the set of proxies (create, populate, update, delete,
-reset, stop), so a listener is bound only by the change that wins and every bound listener is a
-listed, deletable proxy. Reads and toxic changes run between two awaits and need no lock.
+them: one lock serializes every request on the proxies (``Control.routes`` runs each handler under
+it, and ``stop_all`` takes it), so of concurrent creates of one name the first binds its listener
+and the others find the name taken; every bound listener is a listed, deletable proxy, and no read
+sees a populate or an update half-done.
 
 Metric series follow the proxies: a proxy that failed to start (its port taken, say) leaves none,
 and a deleted proxy's are dropped, so the label cap is spent only on proxies that exist.
@@ -193,10 +194,9 @@ class Control:
     async def create_proxy(self, body: Any) -> tuple[int, Any]:
         self._fixed()
         spec = self.spec(body)
-        async with self.lock:
-            if spec.name in self.proxies:
-                raise ApiError("proxy already exists", 409)
-            return 201, (await self._open(spec)).to_json()
+        if spec.name in self.proxies:
+            raise ApiError("proxy already exists", 409)
+        return 201, (await self._open(spec)).to_json()
 
     async def populate(self, body: Any) -> tuple[int, Any]:
         """Create or replace many proxies, in order, as Toxiproxy does. Every entry's fields are
@@ -215,15 +215,12 @@ class Control:
             except ApiError as exc:
                 raise ApiError(f"{exc.message} at proxy {index}", exc.status) from None
         applied: list[Proxy] = []
-        async with self.lock:
-            for index, spec in enumerate(specs, 1):
-                try:
-                    applied.append(await self._apply(spec))
-                except ApiError as exc:
-                    shown = [proxy.to_json() for proxy in applied]
-                    raise PopulateError(
-                        f"{exc.message} at proxy {index}", exc.status, shown
-                    ) from None
+        for index, spec in enumerate(specs, 1):
+            try:
+                applied.append(await self._apply(spec))
+            except ApiError as exc:
+                shown = [proxy.to_json() for proxy in applied]
+                raise PopulateError(f"{exc.message} at proxy {index}", exc.status, shown) from None
         return 201, {"proxies": [proxy.to_json() for proxy in applied]}
 
     async def _apply(self, spec: Spec) -> Proxy:
@@ -253,13 +250,12 @@ class Control:
             for name in list(proxy.toxics):
                 proxy.remove(name)
         failed = []
-        async with self.lock:
-            for proxy in list(self.proxies.values()):
-                proxy.enabled = True
-                try:
-                    await self._start(proxy)
-                except ApiError as exc:
-                    failed.append(f"{proxy.name}: {exc.message}")
+        for proxy in list(self.proxies.values()):
+            proxy.enabled = True
+            try:
+                await self._start(proxy)
+            except ApiError as exc:
+                failed.append(f"{proxy.name}: {exc.message}")
         if failed:
             raise ApiError("; ".join(failed), 500)
         return 204, None
@@ -274,7 +270,7 @@ class Control:
         """Change a proxy's listen address, upstream, codec or enabled state: all checked first,
         then applied; a listener that cannot bind puts the proxy back as it was."""
         self._fixed()
-        self._proxy(proxy)
+        target = self._proxy(proxy)
         if not isinstance(body, dict):
             raise ApiError("bad request body: expected a JSON object", 400)
         listen, upstream = _text(body, "listen"), _text(body, "upstream")
@@ -285,9 +281,7 @@ class Control:
             split_address(upstream)
         if codec is not None:
             _check_codec(codec)
-        async with self.lock:
-            target = self._proxy(proxy)
-            await self._change(target, listen, upstream, codec, enabled)
+        await self._change(target, listen, upstream, codec, enabled)
         return 200, target.to_json()
 
     async def _change(
@@ -323,10 +317,9 @@ class Control:
 
     async def delete_proxy(self, body: Any, proxy: str) -> tuple[int, Any]:
         self._fixed()
-        async with self.lock:
-            await self._proxy(proxy).stop()
-            del self.proxies[proxy]
-            self.metrics.forget(proxy)
+        await self._proxy(proxy).stop()
+        del self.proxies[proxy]
+        self.metrics.forget(proxy)
         return 204, None
 
     # --- toxics -----------------------------------------------------------------------------------
@@ -377,11 +370,22 @@ class Control:
             raise ApiError("toxic not found", 404)
         return 200, found
 
+    def locked(self, handler: Handler) -> Handler:
+        """``handler`` run under the collection's lock, as each Toxiproxy handler holds its
+        collection's (read or write) lock: a read never sees a change half-done."""
+
+        async def run(body: Any, **names: str) -> tuple[int, Any]:
+            async with self.lock:
+                return await handler(body, **names)
+
+        return run
+
     def routes(self) -> list[tuple[str, str, Handler]]:
-        """Method(s), path pattern and handler of every endpoint (``/metrics`` is the front's)."""
+        """Method(s), path pattern and handler (under the lock) of every endpoint (``/metrics``
+        is the front's); ``version`` is the one whose answer ends with a newline."""
         route = r"/proxies/(?P<proxy>[^/]+)"
         toxic = route + r"/toxics/(?P<toxic>[^/]+)"
-        return [
+        table: list[tuple[str, str, Handler]] = [
             ("GET", r"/proxies", self.list_proxies),
             ("POST", r"/proxies", self.create_proxy),
             ("POST", r"/populate", self.populate),
@@ -397,3 +401,4 @@ class Control:
             ("DELETE", toxic, self.delete_toxic),
             ("GET", toxic + "/evidence", self.show_evidence),
         ]
+        return [(m, p, h if h == self.version else self.locked(h)) for m, p, h in table]
