@@ -26,6 +26,7 @@ from chaosml.proxy.api_http import (
     MAX_INT,
     TOKEN_REQUIRED,
     Front,
+    Handler,
     is_loopback,
     is_loopback_host,
     parse_json,
@@ -35,7 +36,6 @@ from chaosml.proxy.control import (
     OFF_LOOPBACK,
     VERSION,
     Control,
-    Handler,
     PopulateError,
     Spec,
 )

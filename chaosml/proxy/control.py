@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from chaosml._net import split_address as _split
-from chaosml.proxy.api_http import is_loopback_host
+from chaosml.proxy.api_http import Handler, is_loopback_host
 from chaosml.proxy.metrics import ProxyMetrics
 from chaosml.proxy.server import Proxy, Timeouts, split_address
 from chaosml.proxy.toxics import ApiError, build_toxic, typed
@@ -30,7 +29,6 @@ OFF_LOOPBACK = (
     "refusing to listen on {address}: off loopback, a proxy relays the network to its upstream; "
     "run the control API with a token (or chaosml proxy --listen-any) to allow it"
 )
-Handler = Callable[..., Awaitable[tuple[int, Any]]]
 
 
 class PopulateError(ApiError):
