@@ -44,10 +44,6 @@ EXPECTED = {
         'expects the body {"version": "git"}, the version of an unreleased Toxiproxy build; '
         "chaosml answers in the same shape with its own version"
     ),
-    "go:TestPopulateProxyWithBadDataShouldReturnError": (
-        "expects /populate to keep the proxies created before a bad entry; chaosml's /populate "
-        "is all-or-nothing, so a bad entry leaves nothing half-created"
-    ),
 }
 REPOS = {
     "go": "toxiproxy",

@@ -9,19 +9,18 @@ has no leases: there a SIGKILLed runner leaves its toxics in place until someone
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from chaosml.errors import InputError, UnreachableError
 from chaosml.gameday.target import FaultPointSpec
+from chaosml.proxy.client import ControlClient, ControlFailed, ControlRefused, path
 from chaosml.scenario import FaultSpec
+
+T = TypeVar("T")
 
 
 class FaultPointError(UnreachableError):
@@ -43,7 +42,8 @@ class AddedToxic:
 
 @dataclass
 class FaultPointClient:
-    """One fault point of a target, over its Toxiproxy-style control API."""
+    """One fault point of a target, over its Toxiproxy-style control API (the one control-API
+    client, ``chaosml.proxy.client.ControlClient``, with the game day's errors)."""
 
     name: str
     spec: FaultPointSpec
@@ -53,36 +53,32 @@ class FaultPointClient:
     def base(self) -> str:
         return f"http://{self.spec.api}"
 
-    def _request(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
+    @property
+    def client(self) -> ControlClient:
         token = os.environ.get(self.spec.token_env) if self.spec.token_env else None
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
+        return ControlClient(address=self.spec.api, token=token or None, timeout=self.timeout)
+
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        return self._call(lambda client: client.request(method, path, body), method, path)
+
+    def _call(self, call: Callable[[ControlClient], T], method: str, path: str) -> T:
+        """``call`` on the client; a refusal (4xx but 404, 408, 429) is ``FaultPointRefused``,
+        any other failure ``FaultPointError``."""
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                text = response.read()
-                return json.loads(text) if text else None
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace").strip()
-            with contextlib.suppress(ValueError, AttributeError):
-                detail = json.loads(detail).get("error", detail)
+            return call(self.client)
+        except (ControlRefused, ControlFailed) as exc:
+            if not exc.status:
+                raise FaultPointError(f"fault point {self.name!r} ({self.spec.api}) {exc}") from exc
             message = (
-                f"fault point {self.name!r} ({self.spec.api}): {method} {path}: HTTP {exc.code}: "
-                f"{detail}"
+                f"fault point {self.name!r} ({self.spec.api}): {method} {path}: "
+                f"HTTP {exc.status}: {exc.detail}"
             )
-            if 400 <= exc.code < 500 and exc.code not in (404, 408, 429):
+            if 400 <= exc.status < 500 and exc.status not in (404, 408, 429):
                 raise FaultPointRefused(message) from exc
             raise FaultPointError(message) from exc
-        except (urllib.error.URLError, OSError) as exc:
-            raise FaultPointError(
-                f"fault point {self.name!r} ({self.spec.api}) unreachable: "
-                f"{getattr(exc, 'reason', exc)}"
-            ) from exc
 
     def _path(self, *parts: str) -> str:
-        return "/" + "/".join(urllib.parse.quote(p, safe="") for p in parts)
+        return path(*parts)
 
     def check(self) -> None:
         """The API answers and has the proxy; ``UnreachableError``/``InputError`` otherwise."""
@@ -110,34 +106,32 @@ class FaultPointClient:
 
     def add(self, fault: FaultSpec, name: str, seed: int | None) -> AddedToxic:
         body = self.toxic_body(fault, name, seed)
-        self._request("POST", self._path("proxies", self.spec.proxy, "toxics"), body)
+        where = path("proxies", self.spec.proxy, "toxics")
+        self._call(lambda client: client.add_toxic(self.spec.proxy, body), "POST", where)
         return AddedToxic(self.name, self.spec.proxy, name, body)
 
     def renew(self, toxic: AddedToxic) -> None:
-        path = self._path("proxies", toxic.proxy, "toxics", toxic.name)
-        self._request("POST", path, {"attributes": {"lease": self.spec.lease}})
+        where = path("proxies", toxic.proxy, "toxics", toxic.name)
+        lease = self.spec.lease
+        self._call(lambda client: client.renew(toxic.proxy, toxic.name, lease), "POST", where)
 
     def remove(self, toxic: AddedToxic) -> None:
         """Remove the toxic; gone already (its lease ran out) counts as removed."""
+        where = path("proxies", toxic.proxy, "toxics", toxic.name)
         try:
-            self._request("DELETE", self._path("proxies", toxic.proxy, "toxics", toxic.name))
+            self._call(lambda client: client.remove_toxic(toxic.proxy, toxic.name), "DELETE", where)
         except FaultPointError as exc:
             if "HTTP 404" not in str(exc):
                 raise
 
     def evidence(self, toxic: AddedToxic) -> dict[str, Any] | None:
         """What the fault point says the toxic did (chaosml points; None if it has no record)."""
-        path = self._path("proxies", toxic.proxy, "toxics", toxic.name, "evidence")
-        try:
-            found = self._request("GET", path)
-        except FaultPointError as exc:
-            if "HTTP 404" in str(exc):
-                return None
-            raise
-        return found if isinstance(found, dict) else None
+        where = path("proxies", toxic.proxy, "toxics", toxic.name, "evidence")
+        return self._call(lambda client: client.evidence(toxic.proxy, toxic.name), "GET", where)
 
     def toxics(self) -> list[dict[str, Any]]:
-        return list(self._request("GET", self._path("proxies", self.spec.proxy, "toxics")) or [])
+        where = path("proxies", self.spec.proxy, "toxics")
+        return self._call(lambda client: client.toxics(self.spec.proxy), "GET", where)
 
 
 @dataclass

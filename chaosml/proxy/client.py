@@ -1,26 +1,124 @@
-"""A thin adapter over toxiproxy-python that drives a real Toxiproxy or chaosml's proxy.
+"""The one client of the Toxiproxy-style control API, for every fault point: a real Toxiproxy,
+chaosml's proxy, the in-service point. The game day drives its fault points with it
+(``chaosml.gameday.faultpoints``), and ``ToxiproxyTarget`` is it for library users.
 
-toxiproxy-python keeps the server's host and port as class attributes of ``APIConsumer``; this adapter
-binds them per call under a lock, so several targets (a staging Toxiproxy and a local chaosml proxy)
-can be driven from one process. Every call has a timeout; removing a toxic falls back to ``/reset``
-if the delete fails, so a fault is never left behind.
+Each client holds its own address, token and timeout (several targets in one process, each call
+bounded); a refused request raises ``ControlRefused`` (4xx, an ``InputError``) and a failed or
+unreachable one ``ControlFailed`` (an ``UnreachableError``), both with the status and the API's
+own words. ``ToxiproxyTarget.remove_toxic`` falls back to ``/reset`` if the delete fails, so a
+fault is never left behind.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import contextlib
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-from toxiproxy.api import APIConsumer
-from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
-
 from chaosml.errors import InputError, UnreachableError
 
-_BIND = threading.Lock()
+
+class ControlRefused(InputError):
+    """The control API refused a request (HTTP 4xx)."""
+
+    def __init__(self, message: str, *, status: int, detail: str, body: str) -> None:
+        super().__init__(message)
+        self.status, self.detail, self.body = status, detail, body
+
+
+class ControlFailed(UnreachableError):
+    """The control API could not be reached, or failed a request (HTTP 5xx; ``status`` 0 when
+    nothing answered)."""
+
+    def __init__(self, message: str, *, status: int = 0, detail: str = "", body: str = "") -> None:
+        super().__init__(message)
+        self.status, self.detail, self.body = status, detail, body
+
+
+def path(*parts: str) -> str:
+    """``/proxies/my%20model/toxics``: each part percent-encoded, slashes included."""
+    return "/" + "/".join(urllib.parse.quote(p, safe="") for p in parts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlClient:
+    """A Toxiproxy-style control API at ``address`` (``host:port``)."""
+
+    address: str
+    token: str | None = None
+    timeout: float = 5.0
+
+    def send(self, method: str, where: str, body: Any = None) -> bytes:
+        """The answer's body to ``method where`` (with ``body`` as JSON)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"http://{self.address}{where}", data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace").strip()
+            detail = text
+            with contextlib.suppress(ValueError, AttributeError):
+                detail = json.loads(text).get("error", text)
+            message = f"{method} {where}: HTTP {exc.code}: {detail}"
+            kind = ControlRefused if 400 <= exc.code < 500 else ControlFailed
+            raise kind(message, status=exc.code, detail=str(detail), body=text) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise ControlFailed(f"unreachable: {getattr(exc, 'reason', exc)}") from exc
+
+    def request(self, method: str, where: str, body: Any = None) -> Any:
+        """The answer to ``method where`` as JSON (None if it has no body)."""
+        text = self.send(method, where, body)
+        return json.loads(text) if text else None
+
+    def version(self) -> str:
+        return self.send("GET", "/version").decode(errors="replace")
+
+    def proxies(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/proxies") or {})
+
+    def proxy(self, name: str) -> dict[str, Any]:
+        return dict(self.request("GET", path("proxies", name)))
+
+    def create_proxy(self, name: str, upstream: str, listen: str) -> dict[str, Any]:
+        body = {"name": name, "upstream": upstream, "listen": listen}
+        return dict(self.request("POST", "/proxies", body))
+
+    def add_toxic(self, proxy: str, toxic: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.request("POST", path("proxies", proxy, "toxics"), toxic))
+
+    def renew(self, proxy: str, toxic: str, lease: float) -> None:
+        """Extend a toxic's lease (a chaosml fault point drops it when its lease runs out)."""
+        self.request(
+            "POST", path("proxies", proxy, "toxics", toxic), {"attributes": {"lease": lease}}
+        )
+
+    def toxics(self, proxy: str) -> list[dict[str, Any]]:
+        return list(self.request("GET", path("proxies", proxy, "toxics")) or [])
+
+    def remove_toxic(self, proxy: str, toxic: str) -> None:
+        self.request("DELETE", path("proxies", proxy, "toxics", toxic))
+
+    def evidence(self, proxy: str, toxic: str) -> dict[str, Any] | None:
+        """What a chaosml fault point says the toxic did; None if it keeps no such record."""
+        try:
+            found = self.request("GET", path("proxies", proxy, "toxics", toxic, "evidence"))
+        except ControlRefused as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found if isinstance(found, dict) else None
+
+    def reset(self) -> None:
+        """Remove every toxic and re-enable every proxy."""
+        self.request("POST", "/reset")
 
 
 @dataclass(frozen=True)
@@ -31,36 +129,44 @@ class ToxiproxyTarget:
     port: int = 8474
     timeout: float = 5.0
 
-    @contextmanager
-    def _api(self) -> Iterator[type[APIConsumer]]:
-        with _BIND:
-            saved = APIConsumer.host, APIConsumer.port
-            APIConsumer.host, APIConsumer.port = self.host, self.port
-            try:
-                yield APIConsumer
-            except requests.RequestException as exc:
-                raise UnreachableError(f"Toxiproxy API {self.host}:{self.port}: {exc}") from exc
-            except InvalidToxic as exc:
-                raise InputError(f"Toxiproxy API {self.host}:{self.port}: {_error(exc)}") from exc
-            finally:
-                APIConsumer.host, APIConsumer.port = saved
+    @property
+    def client(self) -> ControlClient:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return ControlClient(address=f"{host}:{self.port}", timeout=self.timeout)
+
+    def _call(self, operation: str, *args: Any) -> Any:
+        """``operation`` of the client, its errors worded for this target."""
+        try:
+            return getattr(self.client, operation)(*args)
+        except ControlRefused as exc:
+            raise ControlRefused(
+                f"Toxiproxy API {self.host}:{self.port}: {exc.body}",
+                status=exc.status,
+                detail=exc.detail,
+                body=exc.body,
+            ) from exc
+        except ControlFailed as exc:
+            raise ControlFailed(
+                f"Toxiproxy API {self.host}:{self.port}: {exc}",
+                status=exc.status,
+                detail=exc.detail,
+                body=exc.body,
+            ) from exc
 
     def version(self) -> str:
-        with self._api() as api:
-            return str(api.get("/version", timeout=self.timeout).text)
+        return str(self._call("version"))
 
     def proxies(self) -> dict[str, Any]:
-        with self._api() as api:
-            return dict(api.get("/proxies", timeout=self.timeout).json())
+        return dict(self._call("proxies"))
 
     def ensure_proxy(self, name: str, upstream: str, listen: str = "127.0.0.1:0") -> dict[str, Any]:
         """The proxy ``name`` in front of ``upstream``, created if missing."""
-        body = {"name": name, "upstream": upstream, "listen": listen}
-        with self._api() as api:
-            try:
-                return dict(api.post("/proxies", json=body, timeout=self.timeout).json())
-            except ProxyExists:
-                return dict(api.get(f"/proxies/{name}", timeout=self.timeout).json())
+        try:
+            return dict(self._call("create_proxy", name, upstream, listen))
+        except ControlRefused as exc:
+            if exc.status != 409:
+                raise
+            return dict(self._call("proxy", name))
 
     def add_toxic(
         self,
@@ -80,31 +186,24 @@ class ToxiproxyTarget:
             "toxicity": toxicity,
             "attributes": attributes or {},
         }
-        with self._api() as api:
-            return str(
-                api.post(f"/proxies/{proxy}/toxics", json=body, timeout=self.timeout).json()["name"]
-            )
+        return str(self._call("add_toxic", proxy, body)["name"])
 
     def renew(self, proxy: str, toxic: str, lease: float) -> None:
         """Extend a toxic's lease (chaosml's proxy drops it when the lease runs out)."""
-        with self._api() as api:
-            api.post(
-                f"/proxies/{proxy}/toxics/{toxic}",
-                json={"attributes": {"lease": lease}},
-                timeout=self.timeout,
-            )
+        self._call("renew", proxy, toxic, lease)
 
     def toxics(self, proxy: str) -> list[dict[str, Any]]:
-        with self._api() as api:
-            return list(api.get(f"/proxies/{proxy}/toxics", timeout=self.timeout).json())
+        return list(self._call("toxics", proxy))
 
     def remove_toxic(self, proxy: str, toxic: str) -> None:
         """Remove a toxic; if that fails for any reason but "already gone", reset everything."""
         try:
-            with self._api() as api:
-                api.delete(f"/proxies/{proxy}/toxics/{toxic}", timeout=self.timeout)
-        except NotFound as exc:
-            if b"toxic not found" not in _body(exc):
+            self._call("remove_toxic", proxy, toxic)
+        except ControlRefused as exc:
+            if exc.status != 404:
+                self.reset()
+                raise
+            if "toxic not found" not in exc.detail:
                 self.reset()
         except Exception:
             self.reset()
@@ -112,13 +211,4 @@ class ToxiproxyTarget:
 
     def reset(self) -> None:
         """Remove every toxic and re-enable every proxy."""
-        with self._api() as api:
-            api.post("/reset", timeout=self.timeout)
-
-
-def _body(exc: Exception) -> bytes:
-    return exc.args[0] if exc.args and isinstance(exc.args[0], bytes) else str(exc).encode()
-
-
-def _error(exc: Exception) -> str:
-    return _body(exc).decode(errors="replace")
+        self._call("reset")

@@ -1,7 +1,9 @@
 """The proxy's own Prometheus metrics, served on the control API's ``/metrics``.
 
 Proxy names come from API clients, so their label values are capped: past ``MAX_PROXIES`` live
-names, further proxies are counted under ``_other``; a deleted proxy's series are dropped.
+names, further proxies are counted under ``_other``. Series exist only for proxies that exist: the
+control API drops (``forget``) a deleted proxy's series and those of a proxy that failed to start,
+so failed creates never use up the cap.
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def test_attributes_are_echoed_with_their_defaults(server: ProxyServer) -> None:
     )[1]["attributes"] == {"latency": 100, "jitter": 5}
 
 
-def test_populate_is_all_or_nothing_and_keeps_unchanged_proxies(server: ProxyServer) -> None:
+def test_populate_refuses_bad_fields_whole_and_keeps_unchanged_proxies(server: ProxyServer) -> None:
     port = free_port()
     one = make(server, "one", listen=f"localhost:{port}")
     assert one["listen"] == f"127.0.0.1:{port}"
@@ -128,7 +128,6 @@ def test_populate_is_all_or_nothing_and_keeps_unchanged_proxies(server: ProxySer
     for bad, message in (
         ({"name": "", "upstream": "127.0.0.1:2"}, "missing required field: name at proxy 2"),
         ({"name": "x", "upstream": "nowhere"}, "at proxy 2"),
-        ({"name": "x", "upstream": "127.0.0.1:2", "listen": "local373"}, "at proxy 2"),
         (
             {"name": 5, "upstream": "127.0.0.1:2"},
             "invalid attribute 'name': expected a string at proxy 2",
@@ -136,7 +135,7 @@ def test_populate_is_all_or_nothing_and_keeps_unchanged_proxies(server: ProxySer
     ):
         status, body = call(server, "POST", "/populate", [good, bad])
         assert status == 400 and message in body["error"], body
-        assert set(call(server, "GET", "/proxies")[1]) == {"one"}  # nothing half-created
+        assert set(call(server, "GET", "/proxies")[1]) == {"one"}  # fields are checked first
     status, body = call(
         server,
         "POST",
@@ -146,7 +145,25 @@ def test_populate_is_all_or_nothing_and_keeps_unchanged_proxies(server: ProxySer
     assert status == 201 and [p["name"] for p in body["proxies"]] == ["one", "two"]
     assert [t["type"] for t in call(server, "GET", "/proxies/one/toxics")[1]] == ["latency"]
 
-    taken = socket.create_server(("127.0.0.1", 0))  # a bind failure undoes the whole call
+
+def test_populate_keeps_the_entries_before_one_that_cannot_listen(server: ProxyServer) -> None:
+    # Go client's TestPopulateProxyWithBadDataShouldReturnError: "one" stays, "three" never comes
+    status, body = call(
+        server,
+        "POST",
+        "/populate",
+        [
+            {"name": "one", "upstream": "127.0.0.1:1"},
+            {"name": "two", "upstream": "127.0.0.1:2", "listen": "local373"},
+            {"name": "three", "upstream": "127.0.0.1:3"},
+        ],
+    )
+    assert status == 400 and "at proxy 2" in body["error"] and body["status"] == 400, body
+    proxies = call(server, "GET", "/proxies")[1]
+    assert set(proxies) == {"one"} and listening(proxies["one"]["listen"])
+    assert body["proxies"] == [proxies["one"]]  # what was applied, as Toxiproxy lists it
+
+    taken = socket.create_server(("127.0.0.1", 0))  # a bind failure: the replaced one stays
     try:
         busy = f"127.0.0.1:{taken.getsockname()[1]}"
         status, body = call(
@@ -155,13 +172,15 @@ def test_populate_is_all_or_nothing_and_keeps_unchanged_proxies(server: ProxySer
             "/populate",
             [
                 {"name": "three", "upstream": "127.0.0.1:3"},
-                {"name": "two", "upstream": "127.0.0.1:9", "listen": busy},
+                {"name": "one", "upstream": "127.0.0.1:9", "listen": busy},
+                {"name": "four", "upstream": "127.0.0.1:4"},
             ],
         )
         assert status == 500 and "at proxy 2" in body["error"], body
-        proxies = call(server, "GET", "/proxies")[1]
-        assert set(proxies) == {"one", "two"} and proxies["two"]["upstream"] == "127.0.0.1:2"
-        assert listening(proxies["two"]["listen"])
+        assert [p["name"] for p in body["proxies"]] == ["three"]
+        after = call(server, "GET", "/proxies")[1]
+        assert set(after) == {"one", "three"} and after["one"] == proxies["one"]
+        assert listening(after["one"]["listen"]) and listening(after["three"]["listen"])
     finally:
         taken.close()
 
