@@ -297,8 +297,8 @@ def broken_inputs(demo: DemoArtifacts, in_tmp: Path) -> Path:
         (
             ["--model", "v9"],
             "v9: not a version name nor an existing file: the config names v1, v2; a version is "
-            "a config name, a model artifact (.skops, .joblib, .pkl) or a predictions file "
-            "(.parquet, .csv)",
+            "a config name, a model artifact (.skops, .joblib, .pkl), a predictions file "
+            "(.parquet, .csv) or the URL of a served model (http://host:port/predict)",
         ),
         (
             ["--model", "v2", "--junit", "no/such/dir/t.xml"],
