@@ -280,6 +280,15 @@ def _data(data: Path | None, config: Any) -> Path:
     return Path(config.resolve(config.data))
 
 
+CodecOption = Annotated[
+    str,
+    typer.Option(
+        help="How a version given as an http:// URL is spoken to: records, mlflow, kserve or "
+        "tfserving.",
+    ),
+]
+
+
 @slices_app.command("test")
 def slices_test(
     suite_argument: SuiteArgument = None,
@@ -310,6 +319,7 @@ def slices_test(
     engine_name: EngineOption = EngineName.local,
     scheduler: SchedulerOption = None,
     config_path: ConfigOption = None,
+    codec: CodecOption = "records",
 ) -> None:
     """Evaluate one model version per slice and run the suite's tests.
 
@@ -331,7 +341,7 @@ def slices_test(
         _check_outputs(junit, html)
         loaded = load_suite(_suite(suite_argument, suite_option))
         config = load_config(config_path)
-        version = resolve_version(model, config)
+        version = resolve_version(model, config, codec=codec)
         engine = make_engine(engine_name.value, scheduler)
         with closing(engine), _progress(not as_json, engine.unit) as progress:
             report = run_slice_tests(
@@ -346,15 +356,6 @@ def slices_test(
                 engine=engine,
             )
     _finish(report, as_json, render_test_report, {junit: write_test_junit, html: write_test_html})
-
-
-CodecOption = Annotated[
-    str,
-    typer.Option(
-        help="How a version given as an http:// URL is spoken to: records, mlflow, kserve or "
-        "tfserving.",
-    ),
-]
 
 
 @slices_app.command("compare")

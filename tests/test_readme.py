@@ -125,6 +125,12 @@ def check_at_scale(folder: Path, stdout: str) -> None:
     assert re.search(r"^True \[", stdout, re.M), stdout[-2000:]
 
 
+def check_served(folder: Path, stdout: str) -> None:
+    served = json.loads((folder / "served.json").read_text(encoding="utf-8"))
+    assert served["equivalence"]["equivalent"] is True
+    assert "exit 1: it does not serve v1" in stdout
+
+
 # What each section's run must show beyond exit 0; every heading here must be in the README.
 CHECKS: dict[str, Callable[[Path, str], None]] = {
     "Quickstart": check_quickstart,
@@ -132,6 +138,7 @@ CHECKS: dict[str, Callable[[Path, str], None]] = {
     "Slice tests": check_slice_tests,
     "Slices under failure scenarios": check_under_scenarios,
     "At scale: Dask and Spark": check_at_scale,
+    "A served model against its artifact": check_served,
 }
 # Started first with --full, so that no worker is left with one of them at the end.
 LONGEST = {"Quickstart", "Game days"}
