@@ -695,6 +695,39 @@ def coverage_command(
     _finish(report, as_json, render_gameday, {html: write_gameday_html})
 
 
+@app.command("score")
+def score_command(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Game-day run folders (.chaosml/runs/<run-id>/) or journals, and slice reports "
+            "(the --json output of slices test and slices compare).",
+        ),
+    ],
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            help="A YAML file whose keys replace the packaged rubric mapping (failure_modes, "
+            "slices, rollback), with manual: {data.1: {points: 0.5, evidence: ...}} for what "
+            "chaosml cannot see.",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The ML Test Score (Breck et al.) filled in from what game days and slice runs proved.
+
+    Each rubric test gets 0, 0.5 (held once) or 1 (held in two or more runs), with its evidence;
+    0 says whether there was no evidence or evidence of a gap (a blind spot, an alert that did not
+    fire). The final score is the minimum over the four sections. Exits 0 (a reading, not a
+    gate), 2 on bad input.
+    """
+    from chaosml.report.score import render_score, scorecard
+
+    with _errors():
+        card = scorecard(paths, mapping)
+    _finish(card, as_json, render_score, {})
+
+
 DemoFolder = Annotated[
     Path, typer.Option("--out", "-o", help="Where the demo data, models and config are written.")
 ]

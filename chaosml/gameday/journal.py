@@ -173,9 +173,7 @@ class ScenarioRecord(_Record):
     verdict: Verdict | Literal["running"] = "running"
     reason: str | None = None  # why it did not run to its end (an error), else None
     stopped_by: str | None = None  # the stop condition that held
-    detected_early: bool = (
-        False  # the fault ended once every expected alert fired (--until-detected)
-    )
+    detected_early: bool = False  # ended once every expected alert fired (--until-detected)
     interrupted: bool = False  # Ctrl-C or SIGTERM during it
     unreachable: bool = False  # a component it needed could not be reached
     started_at: float
