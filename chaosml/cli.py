@@ -695,6 +695,94 @@ def coverage_command(
     _finish(report, as_json, render_gameday, {html: write_gameday_html})
 
 
+@app.command("sweep")
+def sweep_command(
+    scenario: Annotated[Path, typer.Argument(help="One scenario file.")],
+    target: TargetOption,
+    param: Annotated[
+        str | None,
+        typer.Option(
+            help="The fault attribute to vary, e.g. faults[0].rate (default: the first "
+            "fault's rate, by, latency or toxicity)."
+        ),
+    ] = None,
+    span: Annotated[
+        str | None,
+        typer.Option("--range", help="LOW:HIGH (default: a sixteenth of the file's value to it)."),
+    ] = None,
+    replicates: Annotated[int, typer.Option(min=1, help="Runs per level.")] = 3,
+    max_runs: Annotated[int, typer.Option(min=1, help="The budget of runs.")] = 20,
+    resolution: Annotated[
+        float, typer.Option(min=0.001, help="Stop when the bracket is this narrow (relative).")
+    ] = 0.1,
+    time_scale: TimeScaleOption = 1.0,
+    seed: SeedOption = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="The sweep's folder: level files and run journals (a sweep run again "
+            "with it resumes). Default .chaosml/sweeps/<scenario>/."
+        ),
+    ] = None,
+    suite: Annotated[
+        Path | None, typer.Option(help="With --model: the loss per slice at each level, offline.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="The version to measure the harm of.")] = None,
+    data: DataOption = None,
+    config_path: ConfigOption = None,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, help="A slice loss above this is harm (default: the suite's max_drop)."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """How small a fault does each expected alert catch, and what does the model lose below it?
+
+    Runs the scenario at levels of one fault parameter (normal runs: rollback, leases, journals),
+    bisecting for the smallest level each expected alert detects within its deadline, with
+    replicates and an exact interval per level. With --suite and --model, applies each level
+    offline per slice and reports the undetected-harm band. Exits 0, 2 on bad input, 3 if the
+    target is unreachable, 130 when interrupted (run again with the same --out to resume).
+    """
+    _needs("sweep", "gameday")
+    from chaosml.sweep import offline_harm, render_sweep, run_sweep
+
+    with _errors():
+        low = high = None
+        if span is not None:
+            try:
+                low, high = (float(x) for x in span.split(":"))
+            except ValueError as exc:
+                raise InputError(f"--range {span!r}: expected LOW:HIGH, e.g. 0.02:0.6") from exc
+        harm = metric = None
+        if (suite is None) != (model is None):
+            raise InputError("--suite and --model go together (the harm needs both)")
+        if suite is not None and model is not None:
+            harm, metric, max_drop = offline_harm(suite, model, data, config_path, seed=seed)
+            tolerance = max_drop if tolerance is None else tolerance
+        folder = out or Path(".chaosml/sweeps") / scenario.stem
+        result = run_sweep(
+            scenario,
+            target,
+            folder=folder,
+            param=param,
+            low=low,
+            high=high,
+            time_scale=time_scale,
+            seed=seed,
+            replicates=replicates,
+            max_runs=max_runs,
+            resolution=resolution,
+            harm=harm,
+            metric=metric,
+            tolerance=tolerance if harm is not None else None,
+            say=lambda line: stderr.print(f"chaosml sweep: {line}", highlight=False),
+        )
+    _finish(result, as_json, render_sweep, {})
+
+
 @app.command("score")
 def score_command(
     paths: Annotated[

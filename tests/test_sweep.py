@@ -1,0 +1,87 @@
+"""The sweep's search, on a simulated detector whose true threshold is known (pure logic): the
+bracket it reports holds the truth, the budget holds, unknown runs count as neither."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from chaosml.errors import InputError
+from chaosml.sweep import Level, clopper_pearson, parameter, search, threshold, write_level
+
+ALERT = "FeatureMissingRateHigh{feature=income}"
+
+
+def detector(truth: float, rng: np.random.Generator, width: float = 0.01):  # type: ignore[no-untyped-def]
+    """Detects with probability rising steeply through 0.5 at ``truth``."""
+    count = iter(range(10**6))
+
+    def run(level: float) -> tuple[str, dict[str, tuple[bool | None, float | None]]]:
+        p = 1 / (1 + math.exp(-(level - truth) / width))
+        hit = bool(rng.random() < p)
+        return f"run-{next(count)}", {ALERT: (hit, 5.0 if hit else None)}
+
+    return run
+
+
+def test_the_bracket_holds_the_true_threshold_in_seeded_simulations() -> None:
+    held, runs = 0, []
+    trials = 200
+    for seed in range(trials):
+        rng = np.random.default_rng(seed)
+        truth = float(rng.uniform(0.05, 0.5))
+        levels = search(detector(truth, rng), 0.01, 0.6, alert=ALERT, replicates=3, max_runs=30)
+        below, above = threshold(levels, ALERT)
+        runs.append(sum(len(lv.runs) for lv in levels))
+        # the truth within the bracket, allowing the detector's own edge (a few widths)
+        if below is not None and above is not None and below - 0.03 <= truth <= above + 0.03:
+            held += 1
+    assert held / trials >= 0.9, held
+    assert max(runs) <= 30
+
+
+def test_no_detection_at_the_top_stops_at_once_and_unknowns_count_as_neither() -> None:
+    never = search(
+        lambda level: ("r", {ALERT: (False, None)}), 0.01, 0.6, alert=ALERT, replicates=2
+    )
+    assert [lv.value for lv in never] == [0.6]
+    assert threshold(never, ALERT) == (0.6, None)
+    unknown = search(lambda level: ("r", {ALERT: (None, None)}), 0.01, 0.6, alert=ALERT)
+    assert [lv.value for lv in unknown] == [0.6] and unknown[0].rate(ALERT) is None
+    assert threshold(unknown, ALERT) == (None, None)
+    always = search(lambda level: ("r", {ALERT: (True, 1.0)}), 0.01, 0.6, alert=ALERT)
+    assert threshold(always, ALERT) == (None, 0.01)
+
+
+def test_levels_carry_exact_intervals() -> None:
+    level = Level(value=0.2, runs=["a", "b", "c"], seen={ALERT: 3}, detected={ALERT: 2})
+    low, high = level.interval(ALERT) or (0.0, 0.0)
+    assert (low, high) == pytest.approx(clopper_pearson(2, 3))
+    # the textbook Clopper-Pearson interval for 2 of 3 at 95%
+    assert low == pytest.approx(0.0943, abs=1e-4) and high == pytest.approx(0.9916, abs=1e-4)
+
+
+def test_the_parameter_and_the_level_file(tmp_path: Path) -> None:
+    source = tmp_path / "s.yaml"
+    raw = {
+        "name": "nulls",
+        "load": {"data": "eval.parquet"},
+        "faults": [{"type": "missing_values", "columns": ["income"], "rate": 0.6}],
+    }
+    assert parameter(raw, None) == (0, "rate", 0.6)
+    assert parameter(raw, "faults[0].toxicity") == (0, "toxicity", 1.0)
+    with pytest.raises(InputError, match=r"expected faults\[N\].attribute"):
+        parameter(raw, "rate")
+    with pytest.raises(InputError, match=r"has 1 fault"):
+        parameter(raw, "faults[3].rate")
+    with pytest.raises(InputError, match=r"no numeric 'columns'"):
+        parameter(raw, "faults[0].columns")
+    path = write_level(raw, source, 0, "rate", 0.15, tmp_path / "levels")
+    written = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert written["faults"][0]["rate"] == 0.15 and written["name"] == "nulls-rate-0.15"
+    assert written["load"]["data"] == str((tmp_path / "eval.parquet").resolve())
+    assert raw["faults"][0]["rate"] == 0.6  # the file's own scenario is unchanged
