@@ -53,6 +53,7 @@ ONE_AT_A_TIME = (
     "tests/gameday/",
     "tests/test_readme.py::test_every_readme_block_runs[quickstart]",
     "tests/test_readme.py::test_every_readme_block_runs[game-days]",
+    "tests/test_readme.py::test_every_readme_block_runs[detection-thresholds-how-small-a-fault-does-an-alert-catch]",
 )
 # Modules with a stack of their own that inject no fault and hold no lease (the quiet soak, the
 # harness's alert path, validation against Prometheus's API): one group on another worker

@@ -125,6 +125,20 @@ def check_at_scale(folder: Path, stdout: str) -> None:
     assert re.search(r"^True \[", stdout, re.M), stdout[-2000:]
 
 
+def check_sweep(folder: Path, stdout: str) -> None:
+    sweep = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
+    assert sweep["schema"] == "chaosml.sweep/1"
+    levels = sweep["levels"]
+    assert [level["value"] for level in levels] == [0.01, 0.07746, 0.6]
+    (alert,) = sweep["alerts"].values()
+    low, high = alert["threshold_between"]
+    assert high == 0.6 and low is not None  # 60% nulls detected, 1% not
+    worst = [max(level["harm"].values()) for level in levels]  # harm grows with the nulls
+    assert worst == sorted(worst) and worst[-1] > worst[0]
+    journals = list((folder / "sweep" / "runs").glob("*/journal.json"))
+    assert len(journals) == 3  # the second sweep ran nothing
+
+
 def check_served(folder: Path, stdout: str) -> None:
     served = json.loads((folder / "served.json").read_text(encoding="utf-8"))
     assert served["equivalence"]["equivalent"] is True
@@ -139,6 +153,7 @@ CHECKS: dict[str, Callable[[Path, str], None]] = {
     "Slices under failure scenarios": check_under_scenarios,
     "At scale: Dask and Spark": check_at_scale,
     "A served model against its artifact": check_served,
+    "Detection thresholds: how small a fault does an alert catch?": check_sweep,
 }
 # Started first with --full, so that no worker is left with one of them at the end.
 LONGEST = {"Quickstart", "Game days"}
