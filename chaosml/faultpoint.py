@@ -37,7 +37,8 @@ from chaosml.errors import ChaosmlError
 from chaosml.faults import RequestFault, TransportFault
 from chaosml.faults.base import Route
 from chaosml.proxy.api import ProxyServer, running
-from chaosml.proxy.server import Proxy, apply_request_faults, apply_response_faults, record
+from chaosml.proxy.pipeline import apply_request_faults, apply_response_faults, record
+from chaosml.proxy.server import Proxy
 from chaosml.proxy.toxics import ApiError, Toxic, effect_of
 
 PROXY_NAME = "service"
@@ -95,8 +96,7 @@ class _InService(Proxy):
 
     def current(self) -> list[Toxic]:
         """Active toxics, without removing expired ones (other threads may be reading)."""
-        now = time.monotonic()
-        return [t for t in list(self.toxics.values()) if not t.expired(now)]
+        return self.store.current()
 
 
 @dataclass
