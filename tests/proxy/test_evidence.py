@@ -180,3 +180,41 @@ def test_a_toxic_whose_lease_ran_out_says_so(
     proxy.add_toxic(name="kept", type="latency", stream="downstream", attributes={"latency": 1})
     proxy.destroy_toxic("kept")
     assert evidence(toxiproxy, "echo", "kept")["expired"] is False
+
+
+def test_br_bodies_are_faulted_both_ways(toxiproxy: Toxiproxy, rows: list) -> None:
+    """Where brotli is installed the proxy decodes br as it does gzip (without it, br is a skip
+    with its coding, as ``compress`` is above)."""
+    brotli = pytest.importorskip("brotli")
+
+    async def br_echo(request: Request) -> Response:
+        body = await request.body()
+        if request.headers.get("content-encoding") == "br":
+            body = brotli.decompress(body)
+        instances = json.loads(body)["instances"]
+        answer = {"predictions": [1] * len(instances), "echo": instances}
+        return Response(
+            brotli.compress(json.dumps(answer).encode()),
+            media_type="application/json",
+            headers={"Content-Encoding": "br"},
+        )
+
+    with serving_app(Starlette(routes=[Route("/predict", br_echo, methods=["POST"])])) as at:
+        proxy = toxiproxy.create(upstream=at, name="br")
+        proxy.add_toxic(
+            name="nulls", type="missing_values", stream="upstream", attributes={"columns": ["age"]}
+        )
+        proxy.add_toxic(name="zeros", type="constant_prediction", attributes={"value": 0})
+        headers = {"Content-Encoding": "br", "Content-Type": "application/json"}
+        body = brotli.compress(json.dumps({"instances": rows}).encode())
+        with requests.post(
+            f"http://{proxy.listen}/predict", data=body, headers=headers, timeout=5, stream=True
+        ) as answer:
+            assert answer.headers["Content-Encoding"] == "br"  # encoded again as it came
+            raw = answer.raw.read(decode_content=False)
+        decoded = json.loads(brotli.decompress(raw))
+        assert decoded["predictions"] == [0] * len(rows)
+        assert all(row["age"] is None for row in decoded["echo"])
+        nulls, zeros = (evidence(toxiproxy, "br", name) for name in ("nulls", "zeros"))
+        assert (nulls["acted"], zeros["acted"]) == (1, 1)
+        assert nulls["skipped"] == zeros["skipped"] == {}

@@ -33,6 +33,8 @@ class Switching(socketserver.StreamRequestHandler):
     and then echoes the bytes of the new protocol; a client whose first bytes are not HTTP/1 (an
     HTTP/2 preface) is echoed from the start."""
 
+    rbufsize = 0  # lines read byte by byte: what follows them stays on the socket for the echo
+
     def handle(self) -> None:
         first = self.rfile.readline()
         if not first.endswith(b"HTTP/1.1\r\n"):
