@@ -31,7 +31,7 @@ from chaosml.proxy.http import (
     read_head,
     serialize_head,
 )
-from chaosml.proxy.pipeline import Framed, Pipeline, acted, skip, unreadable_type
+from chaosml.proxy.pipeline import Framed, acted, skip, unreadable_type
 from chaosml.proxy.stream import reset, write_shaped
 from chaosml.proxy.toxics import Toxic, effect_of
 from chaosml.proxy.upstream import Pool, Upstream
@@ -90,6 +90,7 @@ class Plan:
 
 
 NO_TOXICS = Plan()
+NO_EFFECT = Effect()  # read only: what no transport toxic does
 
 
 class Shaper:
@@ -197,7 +198,7 @@ class Exchange:
     async def exchange(self, head: Head) -> bool:
         """Relay one request and its answer; whether the connection serves another."""
         plan = self.plan()
-        up = Effect()
+        up = NO_EFFECT
         if plan.early:
             acted(plan.upstream)
             up = effect_of(plan.upstream, head.length or 0)
@@ -213,7 +214,7 @@ class Exchange:
             return head.keep_alive and body.done
         conn, answer = sent
         try:
-            down = Effect()
+            down = NO_EFFECT
             if plan.late:
                 acted(plan.downstream)
                 down = effect_of(plan.downstream, answer.length or 0)
@@ -261,8 +262,10 @@ class Exchange:
 
     async def hold(self, parser: StreamParser, limit: int) -> tuple[list[bytes], bool]:
         """A body's pieces up to ``limit`` bytes, and whether that was all of it."""
-        pieces: list[bytes] = []
-        size = 0
+        pieces, ended = parser.ready()  # often the whole body, read with its head
+        size = sum(map(len, pieces))
+        if ended and size <= limit:
+            return pieces, True
         while size <= limit:
             piece = await parser.piece()
             if piece is None:
@@ -287,10 +290,9 @@ class Exchange:
             skip(readers, skip_reason("size", "request body"))
             return Body(held=pieces), Framed()
         data = b"".join(pieces)
-        pipeline = Pipeline(
-            metrics=self.proxy.metrics, point=self.proxy.name, codec=self.proxy.codec
+        new, framed = self.proxy.pipeline().request(
+            data, head.headers, plan.request, readers, plan.reads
         )
-        new, framed = pipeline.request(data, head.headers, plan.request, readers, plan.reads)
         return Body(whole=data if new is None else new, done=True), framed
 
     async def forward(
@@ -410,10 +412,7 @@ class Exchange:
                 held, whole = await self.hold(conn.parser, self.proxy.limits.body)
                 if whole:
                     data = b"".join(held)
-                    pipeline = Pipeline(
-                        metrics=self.proxy.metrics, point=self.proxy.name, codec=self.proxy.codec
-                    )
-                    new = pipeline.response(
+                    new = self.proxy.pipeline().response(
                         answer.status, answer.headers, data, plan.downstream, framed
                     )
                     data = data if new is None else new

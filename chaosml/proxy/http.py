@@ -28,6 +28,7 @@ HOP_BY_HOP = {
     b"upgrade",
 }
 READ_SIZE = 65536
+STREAM_READ = 262144  # a streamed body's reads (and its reader's buffer): fewer, larger pieces
 MAX_BODY = 64 * 1024 * 1024
 MAX_HEAD = 1024 * 1024  # request or response headers, as Go's net/http (then 431)
 Headers = list[tuple[bytes, bytes]]
@@ -487,7 +488,7 @@ class StreamParser:
             return False  # what follows is another protocol's
         data, self.pending = self.pending, b""
         if not data:
-            data = await self.reader.read(READ_SIZE)
+            data = await self.reader.read(STREAM_READ)
             if not data:
                 self.eof = True
                 return False

@@ -25,9 +25,21 @@ import numpy as np
 from chaosml._net import split_address as _split
 from chaosml.faults.evidence import skip_reason
 from chaosml.proxy.exchange import Exchange, Plan
-from chaosml.proxy.http import MAX_BODY, MAX_HEAD, READ_SIZE, Connections, StreamParser
+from chaosml.proxy.http import (
+    MAX_BODY,
+    MAX_HEAD,
+    READ_SIZE,
+    STREAM_READ,
+    Connections,
+    StreamParser,
+)
 from chaosml.proxy.metrics import ProxyMetrics
-from chaosml.proxy.pipeline import apply_request_faults, apply_response_faults, record
+from chaosml.proxy.pipeline import (
+    Pipeline,
+    apply_request_faults,
+    apply_response_faults,
+    record,
+)
 from chaosml.proxy.stream import Link, acts_on_streams
 from chaosml.proxy.toxics import ApiError, Toxic, ToxicStore
 from chaosml.proxy.upstream import Pool, Upstream
@@ -160,6 +172,7 @@ class Proxy:
     _connections: Connections = field(default_factory=Connections, init=False)
     _counters: dict[str, Any] = field(default_factory=dict, init=False)
     _plans: dict[tuple[int, ...], Plan] = field(default_factory=dict, init=False)
+    _pipeline: Pipeline | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._requests = self.metrics.series(self.metrics.requests, self.name)  # the hot path's
@@ -207,7 +220,9 @@ class Proxy:
             self._connections = Connections()
         host, port = split_address(self.listen)
         try:
-            self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+            self._server = await asyncio.start_server(
+                self._serve, host, port, reuse_address=True, limit=STREAM_READ
+            )
         except OSError as exc:  # worded as Toxiproxy words it, which clients' tests compare
             reason = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
             shown = "127.0.0.1" if host == "localhost" else host
@@ -233,6 +248,12 @@ class Proxy:
         refused = toxic.fault.runs_where("tcp" if self.codec == "tcp" else "proxy")
         if refused is not None:
             raise ApiError(refused, 400)
+
+    def pipeline(self) -> Pipeline:
+        """The payload pipeline, with the proxy's codec (which an update may change)."""
+        if self._pipeline is None or self._pipeline.codec != self.codec:
+            self._pipeline = Pipeline(metrics=self.metrics, point=self.name, codec=self.codec)
+        return self._pipeline
 
     def count_request(self) -> None:
         self._requests.inc()

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from chaosml._net import split_address
-from chaosml.proxy.http import StreamParser
+from chaosml.proxy.http import STREAM_READ, StreamParser
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Pool:
 
     async def open(self) -> Upstream:
         host, port = split_address(self.address)
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.open_connection(host, port, limit=STREAM_READ)
         return Upstream(reader, writer)
 
     def give(self, conn: Upstream, keep_alive: bool) -> None:
