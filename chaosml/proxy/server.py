@@ -41,7 +41,7 @@ from chaosml.proxy.pipeline import (
     record,
 )
 from chaosml.proxy.stream import Link, acts_on_streams
-from chaosml.proxy.toxics import ApiError, Toxic, ToxicStore
+from chaosml.proxy.toxics import ApiError, OwnsToxics, Toxic, ToxicStore
 from chaosml.proxy.upstream import Pool, Upstream
 
 __all__ = [
@@ -154,8 +154,9 @@ class Relay(Link):
 
 
 @dataclass(kw_only=True)
-class Proxy:
-    """One listener relaying to ``upstream``, with its toxic store."""
+class Proxy(OwnsToxics):
+    """One listener relaying to ``upstream``, with the toxic store it owns and the payload
+    pipeline every fault point shares."""
 
     name: str
     listen: str
@@ -176,20 +177,6 @@ class Proxy:
 
     def __post_init__(self) -> None:
         self._requests = self.metrics.series(self.metrics.requests, self.name)  # the hot path's
-
-    # the toxic store, as the control API reads it
-    @property
-    def toxics(self) -> dict[str, Toxic]:
-        return self.store.toxics
-
-    def active(self) -> list[Toxic]:
-        return self.store.active()
-
-    def remove(self, name: str, *, expired: bool = False) -> None:
-        self.store.remove(name, expired=expired)
-
-    def evidence(self, name: str) -> dict[str, Any] | None:
-        return self.store.evidence(name)
 
     def to_json(self) -> dict[str, Any]:
         return {

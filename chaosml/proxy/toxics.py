@@ -111,6 +111,26 @@ class ToxicStore:
         return None if found is None else {"active": toxic is not None, **found.to_json()}
 
 
+class OwnsToxics:
+    """A fault point's side of the control API's toxic routes, over the ``store`` it owns (the
+    proxy and the in-service point alike)."""
+
+    store: ToxicStore
+
+    @property
+    def toxics(self) -> dict[str, Toxic]:
+        return self.store.toxics
+
+    def active(self) -> list[Toxic]:
+        return self.store.active()
+
+    def remove(self, name: str, *, expired: bool = False) -> None:
+        self.store.remove(name, expired=expired)
+
+    def evidence(self, name: str) -> dict[str, Any] | None:
+        return self.store.evidence(name)
+
+
 def effect_of(toxics: list[Toxic], size: int) -> Effect:
     """What the transport toxics among ``toxics`` do to ``size`` bytes, together."""
     effect = Effect()
