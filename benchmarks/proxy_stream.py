@@ -198,7 +198,12 @@ def main() -> None:
                 timeout=5,
             ).json()
             proxied = int(created["listen"].rsplit(":", 1)[1])
-            report(options, api, upstream_port, proxied)
+            raw = requests.post(
+                f"{api}/proxies",
+                json={"name": "raw", "upstream": f"127.0.0.1:{upstream_port}", "codec": "tcp"},
+                timeout=5,
+            ).json()
+            report(options, api, upstream_port, proxied, int(raw["listen"].rsplit(":", 1)[1]))
         finally:
             proxy.terminate()
             upstream.terminate()
@@ -206,12 +211,19 @@ def main() -> None:
             upstream.wait(10)
 
 
-def report(options: argparse.Namespace, api: str, direct: int, proxied: int) -> None:
+def report(options: argparse.Namespace, api: str, direct: int, proxied: int, raw: int) -> None:
     size = int(options.gigabytes * 1e9) // 65536 * 65536
     print(f"streaming a {size / 1e9:.2f} GB chunked answer (best of {options.rounds}):")
     rates = best(lambda port: stream_rate(port, size), direct, proxied, options.rounds)
     print(
         f"  direct {rates[0]:8.1f} MB/s   proxied {rates[1]:8.1f} MB/s   ratio {rates[1] / rates[0]:.3f}"
+    )
+    # the same bytes through a byte-stream relay (codec tcp: what Toxiproxy does with HTTP), so
+    # the HTTP path's own cost shows apart from the cost of a third process relaying at all
+    relayed = best(lambda port: stream_rate(port, size), raw, proxied, options.rounds)
+    print(
+        f"  raw TCP relay {relayed[0]:8.1f} MB/s   HTTP path {relayed[1]:8.1f} MB/s   "
+        f"ratio {relayed[1] / relayed[0]:.3f}"
     )
 
     delays = [best(first_byte, direct, proxied, 1, higher=False) for _ in range(50)]
