@@ -1,9 +1,12 @@
 """Minimal HTTP/1.1 over asyncio streams, parsed with httptools (uvicorn's parser).
 
-Just what the proxy needs on both sides: whole messages with bodies (chunked bodies are de-chunked
-and re-sent with Content-Length), keep-alive and pipelining, ``Expect: 100-continue`` (answered by the
-proxy, which reads the whole body before forwarding), interim 1xx responses (skipped), and HEAD
-responses (headers only, whatever their Content-Length says).
+Two readers. ``StreamParser`` (the proxy's data path) gives each message's head as soon as its
+headers are in and then its body as it arrives, so a body can be relayed without being held; it
+caps headers at ``MAX_HEAD`` (then ``HeadTooLarge``), answers ``Expect: 100-continue`` itself,
+skips interim 1xx answers and hands over what follows an upgrade's head. ``MessageReader`` (the
+control API) reads whole messages with their bodies (up to ``MAX_BODY``; headers also capped at
+``MAX_HEAD``), keep-alive and pipelining included. HEAD answers are read as headers only
+(``read_head``), whatever their Content-Length says.
 """
 
 from __future__ import annotations
