@@ -269,7 +269,9 @@ def test_removing_a_timeout_0_closes_the_held_connection(
         assert read_response(sock)[0] == 200
 
 
-def test_headers_are_capped_at_1_mb(toxiproxy: Toxiproxy, upstream: str) -> None:
+def test_headers_are_capped_at_1_mb(
+    toxiproxy: Toxiproxy, proxy_server: ProxyServer, upstream: str
+) -> None:
     proxy = toxiproxy.create(upstream=upstream, name="heads")
     line = b"X-Filler: " + b"a" * 65_000 + b"\r\n"
 
@@ -287,6 +289,9 @@ def test_headers_are_capped_at_1_mb(toxiproxy: Toxiproxy, upstream: str) -> None
     with connect(proxy.listen) as sock:
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n")
         # refused long before 300 MB were taken in (the kernel's buffers hold a few MB)
+        assert flood(sock) < 64 * 1024 * 1024
+    with connect(proxy_server.api) as sock:  # the control API reads requests with the same cap
+        sock.sendall(b"GET /proxies HTTP/1.1\r\nHost: localhost\r\n")
         assert flood(sock) < 64 * 1024 * 1024
     with connect(proxy.listen) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + line * 20 + b"\r\n")
