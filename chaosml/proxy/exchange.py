@@ -275,17 +275,22 @@ class Exchange:
         return pieces, False
 
     async def request_body(self, head: Head, plan: Plan) -> tuple[Body, Framed]:
-        if not head.chunked and not head.length:
+        bodiless = not head.chunked and not head.length
+        if bodiless:
             await self.client.piece()  # no body: its end
-            return Body(whole=b"", done=True), Framed()
+            if not plan.decode:
+                return Body(whole=b"", done=True), Framed()
         if not plan.decode:
             return Body(), Framed()
         readers = plan.request + plan.framing
         kind = unreadable_type(head.headers)
-        if kind is not None:
+        if kind is not None and not bodiless:
             skip(readers, skip_reason("content type", kind))
             return Body(), Framed()
-        pieces, whole = await self.hold(self.client, self.proxy.limits.body)
+        pieces: list[bytes] = []
+        whole = True
+        if not bodiless:  # (a missing payload is read as it is: unreadable, and counted so)
+            pieces, whole = await self.hold(self.client, self.proxy.limits.body)
         if not whole:
             skip(readers, skip_reason("size", "request body"))
             return Body(held=pieces), Framed()
@@ -393,6 +398,10 @@ class Exchange:
         shaper = Shaper(self.writer, effect, self.proxy)
         bodiless = head.method == b"HEAD" or answer.status in NO_BODY or answer.status < 200
         if bodiless:
+            if plan.changers:  # no answer to change
+                why = "HEAD answer" if head.method == b"HEAD" else f"HTTP {answer.status} answer"
+                reason = skip_reason("unreadable", f"response body ({why})")
+                self.proxy.pipeline().unread("response", plan.changers, reason)
             length = answer.length if head.method == b"HEAD" else None
             await self.emit(
                 shaper,

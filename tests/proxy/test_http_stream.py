@@ -301,3 +301,18 @@ def test_headers_are_capped_at_1_mb(
         sock.sendall(b"POST /hash HTTP/1.1\r\nHost: x\r\n" + line * 10)
         sock.sendall(b"Content-Length: 2\r\n\r\n{}")
         assert read_response(sock)[0] == 200
+
+
+def test_a_request_or_answer_without_a_body_is_a_counted_skip(
+    toxiproxy: Toxiproxy, echo_service: str
+) -> None:
+    proxy = toxiproxy.create(upstream=echo_service, name="bodiless")
+    proxy.add_toxic(
+        name="nulls", type="missing_values", stream="upstream", attributes={"columns": ["a"]}
+    )
+    proxy.add_toxic(name="zeros", type="constant_prediction", attributes={"value": 0})
+    assert requests.head(f"http://{proxy.listen}/big", timeout=5).status_code == 200
+    nulls, zeros = (evidence(toxiproxy, "bodiless", name) for name in ("nulls", "zeros"))
+    assert (nulls["hits"], nulls["acted"]) == (zeros["hits"], zeros["acted"]) == (1, 0)
+    assert nulls["skipped"] == {"unreadable request body (JSONDecodeError)": 1}
+    assert zeros["skipped"] == {"unreadable response body (HEAD answer)": 1}
