@@ -17,6 +17,7 @@ from toxiproxy import Toxiproxy
 
 from chaosml.proxy.api import ProxyServer
 from chaosml.proxy.server import Limits
+from tests.live_servers import wait_for
 from tests.proxy.test_evidence import evidence
 from tests.proxy.test_protocol import connect, read_response
 
@@ -240,6 +241,8 @@ def test_upstream_bandwidth_slicer_and_limit_data_act_on_the_request(
     with pytest.raises(requests.ConnectionError):
         requests.post(url, data=block(size), timeout=10)
     # the upstream got the head and the start of the body: 1000 bytes in all, then the close
+    # (which its handler notes as it ends, in its own thread)
+    assert wait_for(lambda: Upstream.received, 10)
     assert len(Upstream.received) == 1 and 0 < Upstream.received[0] < 1000
 
 
