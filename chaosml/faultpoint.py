@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
 import numpy as np
@@ -37,8 +37,10 @@ from chaosml.errors import ChaosmlError
 from chaosml.faults import RequestFault, TransportFault
 from chaosml.faults.base import Route
 from chaosml.proxy.api import ProxyServer, running
-from chaosml.proxy.server import Proxy, apply_request_faults, apply_response_faults, record
-from chaosml.proxy.toxics import ApiError, Toxic, effect_of
+from chaosml.proxy.metrics import ProxyMetrics
+from chaosml.proxy.pipeline import Pipeline, record
+from chaosml.proxy.server import Proxy
+from chaosml.proxy.toxics import ApiError, OwnsToxics, Toxic, ToxicStore, effect_of
 
 PROXY_NAME = "service"
 ENV_ADDRESS, ENV_TOKEN, ENV_SEED = (
@@ -68,16 +70,45 @@ class InjectedError(ChaosmlError):
         self.status, self.body = status, body
 
 
-class _InService(Proxy):
-    """The fault point's one proxy entry: toxics only, no listener."""
+@dataclass(kw_only=True)
+class _InService(OwnsToxics):
+    """The fault point's one entry in its control API, a peer of the proxy's listeners: it owns
+    a toxic store and acts its toxics out through the payload pipeline they share, around a
+    predict call instead of on HTTP bodies. The control API lists, resets, starts and stops every
+    entry alike; this one has no listener, so there is nothing to start or stop."""
 
+    metrics: ProxyMetrics
     alternates: tuple[str, ...] = ()
+    name: str = PROXY_NAME
+    listen: str = "in-service"
+    upstream: str = "in-service"
+    codec: str = "auto"
+    enabled: bool = True
+    store: ToxicStore = field(default_factory=ToxicStore)
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    pipeline: Pipeline = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pipeline = Pipeline(metrics=self.metrics, point=self.name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "listen": self.listen,
+            "upstream": self.upstream,
+            "enabled": self.enabled,
+            "codec": self.codec,
+            "toxics": [t.to_json() for t in self.toxics.values()],
+        }
+
+    def same_route(self, listen: str, upstream: str) -> bool:
+        return (listen, upstream) == (self.listen, self.upstream)
 
     async def start(self) -> None:
-        return None
+        """Nothing listens: the service's own calls come through ``FaultPoint.__call__``."""
 
     async def stop(self) -> None:
-        return None
+        """Nothing listens (see ``start``)."""
 
     def check(self, toxic: Toxic) -> None:
         fault = toxic.fault
@@ -95,8 +126,7 @@ class _InService(Proxy):
 
     def current(self) -> list[Toxic]:
         """Active toxics, without removing expired ones (other threads may be reading)."""
-        now = time.monotonic()
-        return [t for t in list(self.toxics.values()) if not t.expired(now)]
+        return self.store.current()
 
 
 @dataclass
@@ -134,14 +164,10 @@ class FaultPoint:
     def enable(self, api: str, *, token: str | None = None, seed: int | None = None) -> None:
         """Start the control API on ``api`` (``host:0``: a free port) in a background thread."""
         self._server = ProxyServer(api=api, token=token, seed=seed, fixed=True)
-        point = _InService(
-            name=PROXY_NAME,
-            listen="in-service",
-            upstream="in-service",
-            metrics=self._server.metrics,
-        )
-        point.alternates = tuple(self.alternates)
-        self._server.add(point)
+        point = _InService(metrics=self._server.metrics, alternates=tuple(self.alternates))
+        # the control API's table is typed by its listening entries; this peer answers the same
+        # calls (``OwnsToxics`` and the lifecycle above)
+        self._server.add(cast(Proxy, point))
         self._stack = ExitStack()
         self._stack.enter_context(running(self._server))
         self._point = point
@@ -181,18 +207,17 @@ class FaultPoint:
             time.sleep(effect.delay)
         if effect.status is not None:
             raise InjectedError(effect.status, effect.body.decode())
-        metrics, name = point.metrics, point.name
+        pipeline = point.pipeline
         requests = [t for t in toxics if isinstance(t.fault, RequestFault)]
-        n = len(next(iter(columns.values()))) if columns else 0
-        columns, pending = apply_request_faults(requests, columns, n, metrics, name)
+        columns, pending = pipeline.columns(requests, columns)
         routed = next((t for t in toxics if t.fault.routes), None)
         version = None
         if routed is not None:
             version = cast(Route, routed.fault.route()).version
-            routed.evidence.act(n)
+            routed.evidence.act(len(next(iter(columns.values()))) if columns else 0)
         predictions, scores = (self.alternates[version] if version else predict)(columns)
-        predictions, scores, answered = apply_response_faults(
-            toxics, columns, np.asarray(predictions), scores, metrics, name
+        predictions, scores, answered = pipeline.answers(
+            toxics, columns, np.asarray(predictions), scores
         )
         record(pending + answered)
         return Answer(predictions, scores, columns, version)

@@ -4,7 +4,9 @@ that acted (and monitoring that missed it) from a fault that never changed anyth
 Each fault point keeps one ``Evidence`` per toxic: how many requests met it while it was active,
 how many its toxicity picked, how many rows those carried, which cells it changed (per column),
 the requests where a column it needs was absent, the requests it could not act on and why
-(an unreadable or encoded body, a raw TCP connection), and the ones on which it raised.
+(``SKIPS``: an unreadable or encoded body, a body over the buffer limit or of a content type no
+codec reads, a connection relayed raw or upgraded to another protocol), and the ones on which it
+raised.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +24,22 @@ from chaosml._types import Table
 
 PREDICTION, SCORE = "prediction", "score"  # the columns an answer's changes are counted under
 Change = tuple[int, dict[str, int]]  # rows with any change, changed cells per column
+SkipKind = Literal["coding", "unreadable", "size", "content type", "raw", "upgrade", "http2"]
+# Every reason a payload toxic may not act on a request, as its evidence counts it
+SKIPS: dict[SkipKind, str] = {
+    "coding": "{detail}-encoded",  # a content coding the proxy does not decode
+    "unreadable": "unreadable {detail}",  # the codec could not read the body
+    "size": "{detail} over the buffer limit (relayed unread)",  # too large to hold for the fault
+    "content type": "content type {detail} (relayed unread)",  # an event stream, bytes, a form
+    "raw": "raw TCP connection (not HTTP)",  # a protocol other than HTTP/1
+    "upgrade": "protocol upgrade to {detail} (relayed as a stream)",  # WebSocket, h2c
+    "http2": "HTTP/2 connection (relayed as a stream)",  # prior knowledge
+}
+
+
+def skip_reason(kind: SkipKind, detail: str = "") -> str:
+    """How the evidence words a skip of ``kind`` (``detail``: the body, the coding, ...)."""
+    return SKIPS[kind].format(detail=detail)
 
 
 @dataclass

@@ -1,9 +1,12 @@
 """Minimal HTTP/1.1 over asyncio streams, parsed with httptools (uvicorn's parser).
 
-Just what the proxy needs on both sides: whole messages with bodies (chunked bodies are de-chunked
-and re-sent with Content-Length), keep-alive and pipelining, ``Expect: 100-continue`` (answered by the
-proxy, which reads the whole body before forwarding), interim 1xx responses (skipped), and HEAD
-responses (headers only, whatever their Content-Length says).
+Two readers. ``StreamParser`` (the proxy's data path) gives each message's head as soon as its
+headers are in and then its body as it arrives, so a body can be relayed without being held; it
+caps headers at ``MAX_HEAD`` (then ``HeadTooLarge``), answers ``Expect: 100-continue`` itself,
+skips interim 1xx answers and hands over what follows an upgrade's head. ``MessageReader`` (the
+control API) reads whole messages with their bodies (up to ``MAX_BODY``; headers also capped at
+``MAX_HEAD``), keep-alive and pipelining included. HEAD answers are read as headers only
+(``read_head``), whatever their Content-Length says.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
+from typing import cast
 
 import httptools
 
@@ -27,7 +31,9 @@ HOP_BY_HOP = {
     b"upgrade",
 }
 READ_SIZE = 65536
+STREAM_READ = 262144  # a streamed body's reads (and its reader's buffer): fewer, larger pieces
 MAX_BODY = 64 * 1024 * 1024
+MAX_HEAD = 1024 * 1024  # request or response headers, as Go's net/http (then 431)
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -50,6 +56,13 @@ class Message:
         return None
 
 
+HEAD_TOO_LARGE = "request headers too large"
+
+
+class HeadTooLarge(ValueError):
+    """A message's headers exceed ``MAX_HEAD`` bytes (answered 431)."""
+
+
 class _Collector:
     """httptools callbacks: collect complete messages in order."""
 
@@ -64,10 +77,11 @@ class _Collector:
         self.body: list[bytes] = []
         self.size = 0
         self.expects_continue = False
+        self.heading = False  # between a message's first byte and the end of its headers
 
     def on_message_begin(self) -> None:
         self.current, self.body, self.size = Message(), [], 0
-        self.in_message = True
+        self.in_message = self.heading = True
 
     def on_url(self, url: bytes) -> None:
         self.current.url += url
@@ -79,6 +93,7 @@ class _Collector:
         self.current.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.heading = False
         if not self.response and (self.current.header(b"expect") or b"").lower() == b"100-continue":
             self.expects_continue = True
 
@@ -124,6 +139,7 @@ class MessageReader:
         self.error: ValueError | None = None
         self.pending = initial
         self.clock = clock
+        self.head_size = 0
 
     @property
     def partial(self) -> bool:
@@ -171,12 +187,18 @@ class MessageReader:
 
     def _feed(self, data: bytes) -> None:
         collector = self.collector
+        began = collector.heading
         try:
             collector.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.error = ValueError("protocol upgrades are not proxied")
         except httptools.HttpParserError as exc:
             self.error = ValueError(f"malformed HTTP: {exc}")
+        # headers are bounded by what was fed while they were incomplete (the parser itself
+        # would hold a header of any size); one read past the limit at most
+        self.head_size = self.head_size + len(data) if began or collector.heading else 0
+        if collector.heading and self.head_size > MAX_HEAD:
+            self.error = HeadTooLarge(HEAD_TOO_LARGE)
         if self.error is not None and not collector.done:
             raise self.error
         if collector.expects_continue:
@@ -322,6 +344,7 @@ REASONS = {
     404: b"Not Found",
     405: b"Method Not Allowed",
     408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
     409: b"Conflict",
     500: b"Internal Server Error",
     502: b"Bad Gateway",
@@ -345,3 +368,249 @@ def json_response(
         keep_alive=keep_alive,
         request_id=request_id,
     )
+
+
+@dataclass
+class Head(Message):
+    """A message's head, read before its body: how the body is framed, and whether the
+    connection switches protocol after it."""
+
+    version: str = "1.1"
+    length: int | None = None  # Content-Length
+    chunked: bool = False
+    upgrade: bool = False  # ``Upgrade`` with ``Connection: upgrade`` (or a 101 answer)
+    size: int = 0  # bytes of the head as received
+
+
+class StreamParser:
+    """HTTP/1 messages read incrementally from a stream: each message's head as soon as its
+    headers are in (``head``), then its body as it arrives, de-chunked (``piece``).
+
+    Malformed input raises ``ValueError`` (headers over ``max_head`` bytes: ``HeadTooLarge``), once
+    what came before it has been read. After an upgrade's head, ``upgraded`` holds the bytes that
+    followed it (the start of the other protocol). With a ``writer`` (the server side) a request
+    that expects ``100 Continue`` gets it as soon as its headers are in; with a ``clock``, it
+    marks when the reader waits for a request and when one is being received, for
+    ``Connections.sweep``."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        *,
+        response: bool = False,
+        writer: asyncio.StreamWriter | None = None,
+        initial: bytes = b"",
+        clock: Clock | None = None,
+        max_head: int = MAX_HEAD,
+    ) -> None:
+        self.reader, self.writer, self.clock, self.max_head = reader, writer, clock, max_head
+        self.response = response
+        self.parser: httptools.HttpRequestParser | httptools.HttpResponseParser = (
+            httptools.HttpResponseParser(self) if response else httptools.HttpRequestParser(self)
+        )
+        self.events: deque[Head | bytes | None] = deque()  # heads, body pieces, ends (None)
+        self.pending = initial
+        self.error: ValueError | None = None
+        self.upgraded: bytes | None = None
+        self.current = Head()
+        self.in_message = self.heading = self.interim = False
+        self.head_size = 0
+        self.eof = False
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.current = Head()
+        self.in_message = self.heading = True
+
+    def on_url(self, url: bytes) -> None:
+        self.current.url += url
+
+    def on_status(self, reason: bytes) -> None:
+        self.current.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.current.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        head, parser = self.current, self.parser
+        self.heading = False
+        head.keep_alive = parser.should_keep_alive()
+        head.upgrade = parser.should_upgrade()
+        head.version = parser.get_http_version()
+        head.size = self.head_size
+        for name, value in head.headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                head.length = int(value) if value.strip().isdigit() else None
+            elif lowered == b"transfer-encoding":
+                head.chunked = b"chunked" in value.lower()
+        if self.response:
+            head.status = parser.get_status_code()  # type: ignore[union-attr]
+            if 100 <= head.status < 200 and head.status != 101:
+                self.interim = True  # 100 Continue, 103 Early Hints: the final answer follows
+                return
+        else:
+            head.method = parser.get_method()  # type: ignore[union-attr]
+            expect = (head.header(b"expect") or b"").lower()
+            if expect == b"100-continue" and self.writer is not None:
+                self.writer.write(CONTINUE)
+        self.events.append(head)
+
+    def on_body(self, body: bytes) -> None:
+        if body and not self.interim:
+            self.events.append(body)
+
+    def on_message_complete(self) -> None:
+        self.in_message = False
+        if self.interim:
+            self.interim = False
+        else:
+            self.events.append(None)
+
+    def _feed(self, data: bytes) -> None:
+        began = self.heading or not self.in_message
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = data[exc.args[0] :] if exc.args else b""
+        except httptools.HttpParserError as exc:
+            self.error = ValueError(f"malformed HTTP: {exc}")
+        # headers are bounded by what was fed while they were incomplete (the parser itself
+        # would hold a header of any size): one read past the limit at most
+        self.head_size = self.head_size + len(data) if began else len(data)
+        if self.heading and self.head_size > self.max_head:
+            self.error = HeadTooLarge(HEAD_TOO_LARGE)
+        if not self.in_message and not self.heading:
+            self.head_size = 0
+
+    async def _more(self) -> bool:
+        """Read and parse more of the stream; False at its end."""
+        if self.error is not None:
+            raise self.error
+        if self.upgraded is not None:
+            return False  # what follows is another protocol's
+        data, self.pending = self.pending, b""
+        if not data:
+            data = await self.reader.read(STREAM_READ)
+            if not data:
+                self.eof = True
+                return False
+        clock = self.clock
+        if clock is not None and not self.in_message:
+            clock.started, clock.idle_since = asyncio.get_running_loop().time(), None
+        self._feed(data)
+        if clock is not None and self.in_message and clock.started is None:
+            clock.started, clock.idle_since = asyncio.get_running_loop().time(), None
+        return True
+
+    async def head(self) -> Head | None:
+        """The next message's head; None at a clean end of the stream."""
+        if self.clock is not None and not self.events and not self.in_message:
+            self.clock.idle_since, self.clock.started = asyncio.get_running_loop().time(), None
+        while not self.events:
+            if not await self._more():
+                if self.in_message and self.response and not self.heading:
+                    break
+                if self.in_message:
+                    raise ConnectionError("the stream ended inside a message")
+                return None
+        event = self.events.popleft()
+        if not isinstance(event, Head):  # pragma: no cover - pieces are always read first
+            raise ValueError("a message's body was left unread")
+        return event
+
+    async def piece(self) -> bytes | None:
+        """The next piece of the current message's body; None at its end (for an answer
+        without a length, at the end of the stream)."""
+        while not self.events:
+            if not await self._more():
+                if self.response and self.in_message and not self.heading:
+                    self.in_message = False
+                    return None  # a body read until close
+                raise ConnectionError("the stream ended inside a message")
+            if self.clock is not None and self.events and self.in_message:
+                self.clock.started = asyncio.get_running_loop().time()  # it keeps coming
+        event = self.events.popleft()
+        if event is None:
+            if self.clock is not None:
+                self.clock.started = None
+            return None
+        assert isinstance(event, bytes)
+        return event
+
+    def ready(self) -> tuple[list[bytes], bool]:
+        """The body pieces already read (without waiting), and whether the body ended there."""
+        pieces: list[bytes] = []
+        while self.events and isinstance(self.events[0], bytes):
+            pieces.append(cast(bytes, self.events.popleft()))
+        ended = bool(self.events) and self.events[0] is None
+        if ended:
+            self.events.popleft()
+            if self.clock is not None:
+                self.clock.started = None
+        return pieces, ended
+
+    @property
+    def clean(self) -> bool:
+        """Nothing read beyond the messages taken (a connection fit to be reused)."""
+        return not self.events and not self.in_message and not self.pending and not self.eof
+
+
+async def read_head(reader: asyncio.StreamReader) -> Message | None:
+    """A response to HEAD: status and headers only (its Content-Length describes the body a
+    GET would have had). Interim 1xx responses are skipped."""
+    while True:
+        try:
+            block = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return None
+        except asyncio.LimitOverrunError as exc:
+            raise ValueError("response headers too large") from exc
+        collector = _Collector(response=True)  # a header block alone: no body follows
+        try:
+            collector.parser.feed_data(block)
+        except httptools.HttpParserError as exc:
+            raise ValueError(f"malformed HTTP: {exc}") from exc
+        message = collector.current
+        message.status = collector.parser.get_status_code()  # type: ignore[union-attr]
+        if not 100 <= message.status < 200:
+            message.keep_alive = collector.parser.should_keep_alive()
+            return message
+
+
+FRAMING = {b"content-length", b"transfer-encoding"}
+UPGRADE_KEEP = {b"connection", b"upgrade"}
+
+
+def serialize_head(
+    head: Message,
+    *,
+    length: int | None = None,
+    chunked: bool = False,
+    close: bool = False,
+    upgrade: bool = False,
+    request: bool = True,
+) -> bytes:
+    """A request's (``request``) or response's head with its hop-by-hop headers dropped, framed
+    by ``length`` or ``chunked`` (neither: no body, or a body until close); ``upgrade`` keeps
+    ``Connection`` and ``Upgrade`` (and all the rest) as they came."""
+    if request:
+        lines = [head.method + b" " + head.url + b" HTTP/1.1"]
+    else:
+        lines = [b"HTTP/1.1 " + str(head.status).encode() + b" " + head.reason]
+    if upgrade:
+        lines += [k + b": " + v for k, v in head.headers if k.lower() not in FRAMING]
+    else:
+        lines += [k + b": " + v for k, v in forwarded_headers(head.headers)]
+    if length is not None:
+        lines.append(b"Content-Length: " + str(length).encode())
+    elif chunked:
+        lines.append(b"Transfer-Encoding: chunked")
+    if close and not upgrade:
+        lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked body (b"": the last chunk)."""
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b"0\r\n\r\n"

@@ -19,6 +19,7 @@ from chaosml.faults.evidence import Evidence
 from chaosml.faults.transport import Effect
 
 STREAMS = ("upstream", "downstream")
+RETIRED = 256  # removed toxics whose evidence a fault point keeps
 OWN = ("lease", "seed")  # chaosml's own attributes, not the fault's
 INVALID_STREAM = "stream was invalid, can be either upstream or downstream"
 
@@ -67,6 +68,67 @@ class Toxic:
             "toxicity": self.toxicity,
             "attributes": attributes,
         }
+
+
+@dataclass
+class ToxicStore:
+    """One fault point's toxics: the active ones by name, and the evidence of the last
+    ``RETIRED`` removed ones (so a game day can still read what a toxic did after its end)."""
+
+    toxics: dict[str, Toxic] = field(default_factory=dict)
+    retired: dict[str, Evidence] = field(default_factory=dict)
+
+    def active(self) -> list[Toxic]:
+        """The active toxics; those whose lease ran out are removed first."""
+        now = time.monotonic()
+        for name in [n for n, t in self.toxics.items() if t.expired(now)]:
+            self.remove(name, expired=True)
+        return list(self.toxics.values())
+
+    def current(self) -> list[Toxic]:
+        """The active toxics, without removing expired ones (other threads may be reading)."""
+        now = time.monotonic()
+        return [t for t in list(self.toxics.values()) if not t.expired(now)]
+
+    def remove(self, name: str, *, expired: bool = False) -> None:
+        """Take toxic ``name`` off; its evidence stays readable."""
+        toxic = self.toxics.pop(name)
+        toxic.evidence.expired = expired
+        self.retired.pop(name, None)
+        self.retired[name] = toxic.evidence
+        while len(self.retired) > RETIRED:
+            del self.retired[next(iter(self.retired))]
+
+    def holds(self, toxic: Toxic) -> bool:
+        """Whether ``toxic`` (or its update) is still on: a ``timeout`` 0 holds until removed."""
+        now = self.toxics.get(toxic.name)
+        return now is not None and now.type == toxic.type and not now.expired(time.monotonic())
+
+    def evidence(self, name: str) -> dict[str, Any] | None:
+        """What toxic ``name`` did (active or removed), None if this point never had it."""
+        toxic = self.toxics.get(name)
+        found = toxic.evidence if toxic is not None else self.retired.get(name)
+        return None if found is None else {"active": toxic is not None, **found.to_json()}
+
+
+class OwnsToxics:
+    """A fault point's side of the control API's toxic routes, over the ``store`` it owns (the
+    proxy and the in-service point alike)."""
+
+    store: ToxicStore
+
+    @property
+    def toxics(self) -> dict[str, Toxic]:
+        return self.store.toxics
+
+    def active(self) -> list[Toxic]:
+        return self.store.active()
+
+    def remove(self, name: str, *, expired: bool = False) -> None:
+        self.store.remove(name, expired=expired)
+
+    def evidence(self, name: str) -> dict[str, Any] | None:
+        return self.store.evidence(name)
 
 
 def effect_of(toxics: list[Toxic], size: int) -> Effect:

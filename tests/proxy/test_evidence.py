@@ -110,17 +110,17 @@ def test_gzip_bodies_are_faulted_both_ways_and_other_codings_are_skips(
     assert answer.headers["Content-Encoding"] == "gzip"  # re-encoded as it came
     assert answer.json()["predictions"] == [0] * len(rows)
     assert all(row["age"] is None for row in answer.json()["echo"])
-    for coding, body in (("br", plain), ("gzip", b"not gzip")):
+    for coding, body in (("compress", plain), ("gzip", b"not gzip")):
         headers = {"Content-Encoding": coding, "Content-Type": "application/json"}
         requests.post(url, data=body, headers=headers, timeout=5)
     nulls, zeros = (evidence(toxiproxy, "gz", name) for name in ("nulls", "zeros"))
     assert nulls["hits"] == 3 and nulls["acted"] == 1
     assert nulls["changed"] == {"age": sum(row["age"] is not None for row in rows)}
     assert nulls["skipped"] == {
-        "request body br-encoded": 1,
+        "request body compress-encoded": 1,
         "unreadable request body (ValueError)": 1,
     }
-    # the answers: two gzip ones faulted (the br request's too); the broken request's 500 not
+    # the answers: two gzip ones faulted (the compress request's too); the broken request's 500 not
     assert zeros["acted"] == 2 and zeros["changed"]["prediction"] == 2 * len(rows)
     assert zeros["skipped"] == {"unreadable response body (HTTP 500 answer)": 1}
 
@@ -180,3 +180,41 @@ def test_a_toxic_whose_lease_ran_out_says_so(
     proxy.add_toxic(name="kept", type="latency", stream="downstream", attributes={"latency": 1})
     proxy.destroy_toxic("kept")
     assert evidence(toxiproxy, "echo", "kept")["expired"] is False
+
+
+def test_br_bodies_are_faulted_both_ways(toxiproxy: Toxiproxy, rows: list) -> None:
+    """Where brotli is installed the proxy decodes br as it does gzip (without it, br is a skip
+    with its coding, as ``compress`` is above)."""
+    brotli = pytest.importorskip("brotli")
+
+    async def br_echo(request: Request) -> Response:
+        body = await request.body()
+        if request.headers.get("content-encoding") == "br":
+            body = brotli.decompress(body)
+        instances = json.loads(body)["instances"]
+        answer = {"predictions": [1] * len(instances), "echo": instances}
+        return Response(
+            brotli.compress(json.dumps(answer).encode()),
+            media_type="application/json",
+            headers={"Content-Encoding": "br"},
+        )
+
+    with serving_app(Starlette(routes=[Route("/predict", br_echo, methods=["POST"])])) as at:
+        proxy = toxiproxy.create(upstream=at, name="br")
+        proxy.add_toxic(
+            name="nulls", type="missing_values", stream="upstream", attributes={"columns": ["age"]}
+        )
+        proxy.add_toxic(name="zeros", type="constant_prediction", attributes={"value": 0})
+        headers = {"Content-Encoding": "br", "Content-Type": "application/json"}
+        body = brotli.compress(json.dumps({"instances": rows}).encode())
+        with requests.post(
+            f"http://{proxy.listen}/predict", data=body, headers=headers, timeout=5, stream=True
+        ) as answer:
+            assert answer.headers["Content-Encoding"] == "br"  # encoded again as it came
+            raw = answer.raw.read(decode_content=False)
+        decoded = json.loads(brotli.decompress(raw))
+        assert decoded["predictions"] == [0] * len(rows)
+        assert all(row["age"] is None for row in decoded["echo"])
+        nulls, zeros = (evidence(toxiproxy, "br", name) for name in ("nulls", "zeros"))
+        assert (nulls["acted"], zeros["acted"]) == (1, 1)
+        assert nulls["skipped"] == zeros["skipped"] == {}
