@@ -40,6 +40,7 @@ TOKEN_REQUIRED = "refusing to bind the control API to {address} without a token 
 BROWSER = "refusing a request from a web browser: the control API is for test tools"
 MAX_INT = 2**64  # seeds are 64-bit; anything larger is a mistake, not a value
 MAX_HEADERS = 1 << 20  # Go's http.DefaultMaxHeaderBytes, which Toxiproxy's API keeps
+LINGER_BYTES = 1 << 20  # read and dropped after refusing a request, at most
 HEADER_SLACK = 4096  # what Go's server reads on top of MaxHeaderBytes before refusing
 MAX_BODY = 16 << 20
 HEADERS_TOO_LARGE = "request headers too large: the limit is 1 MiB"
@@ -400,11 +401,13 @@ async def _completed(operation: Awaitable[tuple[int, Any]]) -> tuple[int, Any]:
 async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """After refusing a request mid-stream: send the answer, stop writing, and read (and drop)
     what the client still sends for a moment, so it reads the answer instead of a reset (Go's
-    server does the same)."""
+    server does the same): half a second, or until it sent ``LINGER_BYTES`` more, so a flood
+    is cut off rather than drained."""
     with contextlib.suppress(OSError, RuntimeError, asyncio.TimeoutError):
         await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
+        dropped = 0
         async with asyncio.timeout(0.5):
-            while await reader.read(READ_SIZE):
-                pass
+            while dropped < LINGER_BYTES and (data := await reader.read(READ_SIZE)):
+                dropped += len(data)

@@ -40,7 +40,7 @@ from chaosml.proxy.pipeline import (
     apply_response_faults,
     record,
 )
-from chaosml.proxy.stream import Link, acts_on_streams
+from chaosml.proxy.stream import Link
 from chaosml.proxy.toxics import ApiError, OwnsToxics, Toxic, ToxicStore
 from chaosml.proxy.upstream import Pool, Upstream
 
@@ -113,18 +113,8 @@ class Relay(Link):
         reason: str = skip_reason("raw"),
     ) -> None:
         super().__init__(proxy, reader, writer, first)
-        self.upstream, self.said, self.reason = upstream, said, reason
-
-    def toxics(self, stream: str) -> list[Toxic]:
-        for toxic in self.proxy.active():
-            if toxic.stream != stream or acts_on_streams(toxic) or toxic.name in self.skipped:
-                continue
-            self.skipped.add(toxic.name)  # counted here, with this relay's reason
-            metrics = self.proxy.metrics
-            metrics.series(metrics.skipped, self.proxy.name, toxic.type).inc()
-            if toxic.hits():
-                toxic.evidence.skip(self.reason)
-        return super().toxics(stream)
+        self.upstream, self.said = upstream, said
+        self.reason = reason  # the skip's wording for payload toxics it meets
 
     async def run(self) -> None:
         if self.upstream is None:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from chaosml._net import split_address
+from chaosml.faults.evidence import skip_reason
 from chaosml.faults.transport import Effect, slices
 from chaosml.proxy.http import READ_SIZE
 from chaosml.proxy.toxics import STREAMS, Toxic, effect_of
@@ -162,6 +163,8 @@ class _Line:
 
 
 class Link:
+    reason = skip_reason("raw")  # how a payload toxic met on this stream is counted as skipped
+
     """One client connection relayed raw to the proxy's upstream."""
 
     def __init__(
@@ -235,7 +238,7 @@ class Link:
             metrics = self.proxy.metrics
             metrics.series(metrics.skipped, self.proxy.name, toxic.type).inc()
             if toxic.hits():
-                toxic.evidence.skip("raw TCP connection (not HTTP)")
+                toxic.evidence.skip(self.reason)
 
     def hitting(self, stream: str) -> list[_Met]:
         """The toxics on ``stream`` whose roll hit this connection, in the order they came."""

@@ -1,10 +1,12 @@
-"""A served model as a version: the reference service's /predict read through a codec, checked
+"""A served model as a version (the artifacts read without the demo's prediction cache, which
+other tests count): the reference service's /predict read through a codec, checked
 against its own artifact (equivalent) and another model's (not), and the endpoint's failures as
 one line each."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +27,7 @@ from chaosml.endpoint import EndpointVersion
 from chaosml.errors import UnreachableError, VersionError
 from chaosml.slices.compare import compare_versions
 from chaosml.slices.suite import load_suite
-from chaosml.versions import load_model, resolve_version
+from chaosml.versions import ArtifactVersion, load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "slices" / "credit.yaml"
@@ -60,7 +62,7 @@ def test_the_artifact_and_its_served_endpoint_are_equivalent(
     config = load_config(demo.config)
     suite = load_suite(SUITE)
     rows = _rows(demo)
-    artifact = resolve_version("v2", config)
+    artifact = ArtifactVersion(name="v2", path=demo.v2)
     endpoint = EndpointVersion(name="served", url=served, batch=97, concurrency=3)
     result = compare_versions(suite, artifact, endpoint, rows, config=config)
     assert result.equivalence is not None and result.equivalence.equivalent
@@ -79,7 +81,9 @@ def test_another_model_behind_the_endpoint_is_not_equivalent_by_the_brute_force_
     suite = load_suite(SUITE)
     rows = _rows(demo)
     endpoint = EndpointVersion(name="served", url=served)
-    result = compare_versions(suite, resolve_version("v1", config), endpoint, rows, config=config)
+    result = compare_versions(
+        suite, ArtifactVersion(name="v1", path=demo.v1), endpoint, rows, config=config
+    )
     assert result.equivalence is not None and not result.equivalence.equivalent
     assert not result.passed
     # oracle: the two models row by row, offline
@@ -100,8 +104,10 @@ def test_the_cli_exits_1_when_the_served_model_is_not_the_artifact(
 ) -> None:
     data = tmp_path / "rows.parquet"
     _rows(demo, 2000).to_parquet(data)
+    project = tmp_path / "project"  # a copy: the artifacts' predictions get cached in it
+    shutil.copytree(demo.folder, project)
     base = [sys.executable, "-m", "chaosml", "slices", "compare", "--suite", str(SUITE)]
-    base += ["--config", str(demo.config), "--data", str(data), "--json"]
+    base += ["--config", str(project / demo.config.name), "--data", str(data), "--json"]
     same = subprocess.run([*base, "v2", served], capture_output=True, text=True, check=False)
     assert same.returncode == 0, same.stderr
     assert json.loads(same.stdout)["equivalence"]["equivalent"] is True
@@ -131,7 +137,7 @@ def test_an_endpoint_down_or_answering_another_shape_is_one_clear_error(
     config = load_config(demo.config)
     suite = load_suite(SUITE)
     rows = _rows(demo, 500)
-    artifact = resolve_version("v2", config)
+    artifact = ArtifactVersion(name="v2", path=demo.v2)
     down = EndpointVersion(name="down", url="http://127.0.0.1:1/predict", retries=1)
     with pytest.raises(UnreachableError, match=r"cannot reach the endpoint after 2 tries"):
         compare_versions(suite, artifact, down, rows, config=config)
