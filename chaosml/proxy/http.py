@@ -209,23 +209,7 @@ class MessageReader:
     async def read_head(self) -> Message | None:
         """A response to HEAD: status and headers only (its Content-Length describes the body a
         GET would have had). Interim 1xx responses are skipped."""
-        while True:
-            try:
-                block = await self.reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError:
-                return None
-            except asyncio.LimitOverrunError as exc:
-                raise ValueError("response headers too large") from exc
-            collector = _Collector(response=True)  # a header block alone: no body follows
-            try:
-                collector.parser.feed_data(block)
-            except httptools.HttpParserError as exc:
-                raise ValueError(f"malformed HTTP: {exc}") from exc
-            message = collector.current
-            message.status = collector.parser.get_status_code()  # type: ignore[union-attr]
-            if not 100 <= message.status < 200:
-                message.keep_alive = collector.parser.should_keep_alive()
-                return message
+        return await read_head(self.reader)
 
 
 @dataclass

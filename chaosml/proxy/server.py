@@ -125,22 +125,10 @@ class Relay(Link):
                 metrics.series(metrics.upstream_errors, self.proxy.name).inc()
                 return
         upstream = self.upstream
-        pumps = [
-            asyncio.ensure_future(self.pump("upstream", self.reader, upstream.writer, self.first)),
-            asyncio.ensure_future(self.pump("downstream", upstream.reader, self.writer, self.said)),
-        ]
-        watch = asyncio.ensure_future(self.watch(upstream.writer))
-        pending: set[asyncio.Future[None]] = {*pumps, watch}
         try:
-            while not all(p.done() for p in pumps):
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if watch in done or any(t.exception() is not None for t in done):
-                    break  # a toxic (or an error) ends the connection both ways
+            await self.relay(upstream.reader, upstream.writer, self.said)
         finally:
-            upstream.close()  # first: the gather below may itself be cancelled
-            for task in [*pumps, watch]:
-                task.cancel()
-            await asyncio.gather(*pumps, watch, return_exceptions=True)
+            upstream.close()
 
 
 @dataclass(kw_only=True)

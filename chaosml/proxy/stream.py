@@ -260,9 +260,19 @@ class Link:
             metrics = self.proxy.metrics
             metrics.series(metrics.upstream_errors, self.proxy.name).inc()
             return
+        await self.relay(upstream_reader, upstream_writer)
+
+    async def relay(
+        self,
+        upstream_reader: asyncio.StreamReader,
+        upstream_writer: asyncio.StreamWriter,
+        said: bytes = b"",
+    ) -> None:
+        """Pump both ways until both ends closed, or a toxic (or an error) ends the connection;
+        ``said``: what the upstream already sent, delivered first."""
         pumps = [
             asyncio.ensure_future(self.pump("upstream", self.reader, upstream_writer, self.first)),
-            asyncio.ensure_future(self.pump("downstream", upstream_reader, self.writer)),
+            asyncio.ensure_future(self.pump("downstream", upstream_reader, self.writer, said)),
         ]
         watch = asyncio.ensure_future(self.watch(upstream_writer))
         pending: set[asyncio.Future[None]] = {*pumps, watch}

@@ -69,7 +69,7 @@ class DaskEngine(Closing):
                         n_workers=self.workers,
                         threads_per_worker=1,
                         processes=True,
-                        dashboard_address=None,
+                        dashboard_address=":0",  # a free port: never 8787, which another may hold
                     )
                     self._client = distributed.Client(self._cluster)
                 else:
