@@ -29,6 +29,7 @@ from chaosml._net import split_address as _split
 from chaosml.proxy.http import (
     CONTINUE,
     READ_SIZE,
+    REASONS,
     Clock,
     Connections,
     Message,
@@ -45,21 +46,6 @@ HEADER_SLACK = 4096  # what Go's server reads on top of MaxHeaderBytes before re
 MAX_BODY = 16 << 20
 HEADERS_TOO_LARGE = "request headers too large: the limit is 1 MiB"
 BODY_TOO_LARGE = "request body too large: the limit is 16 MiB"
-REASONS = {
-    200: b"OK",
-    201: b"Created",
-    204: b"No Content",
-    400: b"Bad Request",
-    401: b"Unauthorized",
-    403: b"Forbidden",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    408: b"Request Timeout",
-    409: b"Conflict",
-    413: b"Content Too Large",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-}
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
 
 

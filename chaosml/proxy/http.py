@@ -328,8 +328,9 @@ REASONS = {
     404: b"Not Found",
     405: b"Method Not Allowed",
     408: b"Request Timeout",
-    431: b"Request Header Fields Too Large",
     409: b"Conflict",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     502: b"Bad Gateway",
 }
