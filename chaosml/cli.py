@@ -737,6 +737,7 @@ def sweep_command(
         ),
     ] = None,
     as_json: JsonOption = False,
+    html: HtmlOption = None,
 ) -> None:
     """How small a fault does each expected alert catch, and what does the model lose below it?
 
@@ -746,10 +747,11 @@ def sweep_command(
     offline per slice and reports the undetected-harm band. Exits 0, 2 on bad input, 3 if the
     target is unreachable, 130 when interrupted (run again with the same --out to resume).
     """
-    _needs("sweep", "gameday")
-    from chaosml.sweep import offline_harm, render_sweep, run_sweep
+    _needs("sweep", "gameday", *_optional(html=html))
+    from chaosml.sweep import offline_harm, render_sweep, run_sweep, write_sweep_html
 
     with _errors():
+        _check_outputs(html)
         low = high = None
         if span is not None:
             try:
@@ -780,7 +782,7 @@ def sweep_command(
             tolerance=tolerance if harm is not None else None,
             say=lambda line: stderr.print(f"chaosml sweep: {line}", highlight=False),
         )
-    _finish(result, as_json, render_sweep, {})
+    _finish(result, as_json, render_sweep, {html: write_sweep_html})
 
 
 @app.command("score")
@@ -801,6 +803,7 @@ def score_command(
         ),
     ] = None,
     as_json: JsonOption = False,
+    html: HtmlOption = None,
 ) -> None:
     """The ML Test Score (Breck et al.) filled in from what game days and slice runs proved.
 
@@ -809,11 +812,13 @@ def score_command(
     fire). The final score is the minimum over the four sections. Exits 0 (a reading, not a
     gate), 2 on bad input.
     """
-    from chaosml.report.score import render_score, scorecard
+    _needs("score", *_optional(html=html))
+    from chaosml.report.score import render_score, scorecard, write_score_html
 
     with _errors():
+        _check_outputs(html)
         card = scorecard(paths, mapping)
-    _finish(card, as_json, render_score, {})
+    _finish(card, as_json, render_score, {html: write_score_html})
 
 
 DemoFolder = Annotated[

@@ -492,3 +492,72 @@ def render_sweep(sweep: Sweep, console: Any) -> None:
         console.print(
             Text(f"interrupted: {sweep.interrupted}; run again to resume", style="yellow")
         )
+
+
+def write_sweep_html(sweep: Sweep, path: Path) -> None:
+    """The sweep as a page: per alert, detection rate (with its interval) and time to detect
+    against the level, the worst slice loss beside it, and the table of levels."""
+    import html
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from chaosml.report._html import _page, _svg, _table, _td
+
+    parts = []
+    for alert in sweep.alerts:
+        levels = [lv for lv in sweep.levels if lv.rate(alert) is not None]
+        figure, (rate_ax, ttd_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+        x = [lv.value for lv in levels]
+        rates = [lv.rate(alert) or 0.0 for lv in levels]
+        bounds = [lv.interval(alert) or (0.0, 1.0) for lv in levels]
+        rate_ax.errorbar(
+            x,
+            rates,
+            yerr=[
+                [r - b[0] for r, b in zip(rates, bounds, strict=True)],
+                [b[1] - r for r, b in zip(rates, bounds, strict=True)],
+            ],
+            fmt="o-",
+            capsize=3,
+        )
+        rate_ax.set(xlabel=sweep.param, ylabel="detected (share of runs)", ylim=(-0.05, 1.05))
+        if sweep.tolerance is not None:
+            harm_ax = rate_ax.twinx()
+            harm_ax.plot(
+                x, [max(lv.harm.values(), default=0.0) for lv in levels], "s--", color="#b00020"
+            )
+            harm_ax.axhline(sweep.tolerance, color="#b00020", linewidth=0.8, linestyle=":")
+            harm_ax.set_ylabel(f"worst slice loss ({sweep.metric})", color="#b00020")
+        timed = [
+            (lv.value, lv.median_ttd(alert)) for lv in levels if lv.median_ttd(alert) is not None
+        ]
+        ttd_ax.plot([v for v, _ in timed], [t for _, t in timed], "o-")
+        ttd_ax.set(xlabel=sweep.param, ylabel="median time to detect (s)")
+        figure.suptitle(alert)
+        below, above = sweep.threshold(alert)
+        rows = [
+            [
+                _td(f"{lv.value:g}", True),
+                _td(str(len(lv.runs)), True),
+                _td(f"{lv.detected.get(alert, 0)} of {lv.seen.get(alert, 0)}", True),
+                _td("–" if (ci := lv.interval(alert)) is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"),
+                _td("–" if (t := lv.median_ttd(alert)) is None else f"{t:.1f} s", True),
+                _td(", ".join(lv.runs)),
+            ]
+            for lv in sweep.levels
+        ]
+        band = sweep.undetected_harm(alert)
+        parts.append(
+            f"<h2>{html.escape(alert)}</h2><p>threshold between {below} and {above}</p>"
+            + (
+                f"<p class='failed'>undetected harm at {', '.join(f'{v:g}' for v, _, _ in band)}</p>"
+                if band
+                else ""
+            )
+            + _svg(figure)
+            + _table(["level", "runs", "detected", "95% CI", "median TTD", "run ids"], rows)
+        )
+    path.write_text(_page(f"chaosml sweep: {sweep.scenario}", "".join(parts)), encoding="utf-8")

@@ -177,3 +177,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["score", str(tmp_path / "missing")])
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0, result.output
+
+
+def test_the_html_page_has_every_section(tmp_path: Path) -> None:
+    from chaosml.report.score import write_score_html
+
+    card = scorecard([_run(tmp_path / "runs" / "a", "a", 1000.0, nulls_fire=True)])
+    write_score_html(card, tmp_path / "score.html")
+    page = (tmp_path / "score.html").read_text(encoding="utf-8")
+    assert page.count("<table>") == 4 and "blind spot" in page

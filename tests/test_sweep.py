@@ -85,3 +85,33 @@ def test_the_parameter_and_the_level_file(tmp_path: Path) -> None:
     assert written["faults"][0]["rate"] == 0.15 and written["name"] == "nulls-rate-0.15"
     assert written["load"]["data"] == str((tmp_path / "eval.parquet").resolve())
     assert raw["faults"][0]["rate"] == 0.6  # the file's own scenario is unchanged
+
+
+def test_the_html_page_plots_detection_and_harm(tmp_path: Path) -> None:
+    from chaosml.sweep import Sweep, write_sweep_html
+
+    levels = [
+        Level(value=0.05, runs=["a"], seen={ALERT: 1}, detected={ALERT: 0}, harm={"young": 0.03}),
+        Level(
+            value=0.3,
+            runs=["b"],
+            seen={ALERT: 1},
+            detected={ALERT: 1},
+            ttd={ALERT: [4.0]},
+            harm={"young": 0.12},
+        ),
+    ]
+    sweep = Sweep(
+        scenario="s.yaml",
+        param="faults[0].rate",
+        low=0.05,
+        high=0.3,
+        alerts=[ALERT],
+        levels=levels,
+        metric="accuracy",
+        tolerance=0.01,
+    )
+    assert sweep.undetected_harm(ALERT) == [(0.05, "young", 0.03)]
+    write_sweep_html(sweep, tmp_path / "sweep.html")
+    page = (tmp_path / "sweep.html").read_text(encoding="utf-8")
+    assert "<svg" in page and "undetected harm at 0.05" in page and "threshold between 0.05" in page

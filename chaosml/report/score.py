@@ -342,3 +342,31 @@ def render_score(card: Scorecard, console: Any) -> None:
     console.print(
         Text(f"ML Test Score: {card.score:g} (the lowest section). {card.band}", style="bold")
     )
+
+
+def write_score_html(card: Scorecard, path: Path) -> None:
+    """The score card as a page: per section its tests, points, status and evidence."""
+    import html
+
+    from chaosml.report._html import _page, _table, _td
+
+    css = {"gap": "failed", "automated": "passed", "once": "skipped", "no evidence": "unchanged"}
+    parts = [
+        f"<p><b>ML Test Score: {card.score:g}</b> (the lowest section). {html.escape(card.band)}</p>"
+    ]
+    for section, title in card.sections.items():
+        rows = [
+            [
+                _td(f"{t.test} {t.title}"),
+                _td(f"{t.points:g}", True),
+                _td(t.status, css=css.get(t.status, "")),
+                _td("; ".join(f"{e.what} [{e.source}]" for e in t.evidence) or (t.note or "")),
+            ]
+            for t in card.tests
+            if t.test.startswith(section + ".")
+        ]
+        parts.append(
+            f"<h2>{html.escape(title)}: {card.section_score(section):g} of 7</h2>"
+            + _table(["test", "points", "status", "evidence"], rows)
+        )
+    path.write_text(_page("chaosml score: the ML Test Score", "".join(parts)), encoding="utf-8")
