@@ -116,9 +116,11 @@ class ControlClient:
             raise
         return found if isinstance(found, dict) else None
 
-    def set_shadow(self, proxy: str, candidate: str, codec: str, folder: str) -> dict[str, Any]:
+    def set_shadow(
+        self, proxy: str, candidate: str, codec: str, folder: str, route: str | None = None
+    ) -> dict[str, Any]:
         """Copy the proxy's answered requests to ``candidate`` (chaosml's own endpoint)."""
-        body = {"candidate": candidate, "codec": codec, "folder": folder}
+        body = {"candidate": candidate, "codec": codec, "folder": folder, "path": route}
         answer: dict[str, Any] = self.request("POST", path("proxies", proxy, "shadow"), body)
         return answer
 

@@ -399,6 +399,9 @@ class Control:
             raise ApiError(f"invalid attribute 'codec': expected one of {', '.join(CODECS)}", 400)
         if target.codec == "tcp":
             raise ApiError("a tcp proxy relays bytes: it has no requests to copy", 400)
+        where = _text(body, "path")
+        if where is not None and not where.startswith("/"):
+            raise ApiError("invalid attribute 'path': expected a path starting with /", 400)
         timeout = typed(body, "timeout", (int, float), "a number")
         size = typed(body, "queue", int, "an integer")
         if (timeout is not None and not timeout > 0) or (size is not None and size < 1):
@@ -412,6 +415,7 @@ class Control:
             timeout=TIMEOUT if timeout is None else float(timeout),
             size=QUEUE if size is None else size,
             concurrency=CONCURRENCY,
+            path=where,
         )
         target.mirror.start()
         return 201, target.mirror.counts()

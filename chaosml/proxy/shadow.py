@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import queue
 import threading
@@ -180,8 +181,10 @@ class Mirror:
         size: int = QUEUE,
         concurrency: int = CONCURRENCY,
         flush: float = FLUSH,
+        path: str | None = None,
     ) -> None:
         self.candidate, self.codec, self.folder, self.timeout = candidate, codec, folder, timeout
+        self.path = path  # the candidate's path for every copy (None: the request's own)
         self.mirrored = 0  # copies offered
         self.answered = 0  # copies the candidate answered 2xx
         self.drops: Counter[str] = Counter()
@@ -215,6 +218,7 @@ class Mirror:
         return {
             "candidate": self.candidate,
             "codec": self.codec,
+            "path": self.path,
             "folder": str(self.folder),
             "mirrored": self.mirrored,
             "answered": self.answered,
@@ -262,7 +266,11 @@ class Mirror:
         for attempt in (0, 1):
             conn = conn or await self._pool.open()
             try:
-                conn.writer.write(serialize_head(head, length=len(request)) + request)
+                sent = head
+                if self.path is not None:
+                    sent = copy.copy(head)
+                    sent.url = self.path.encode()
+                conn.writer.write(serialize_head(sent, length=len(request)) + request)
                 await conn.writer.drain()
                 answer = await conn.parser.head()
                 if answer is None:

@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -219,3 +220,141 @@ def test_the_shadow_endpoints_answer_as_the_control_api_does(tmp_path: Path) -> 
         assert json.loads(json.dumps(client.remove_shadow("model")))["dropped"] == 0
         with pytest.raises(ControlRefused):
             client.shadow("model")
+
+
+SUITE = Path(__file__).resolve().parents[2] / "slices" / "credit.yaml"
+
+
+def target_file(folder: Path, api: str, url: str = "http://127.0.0.1:9/predict") -> Path:
+    path = folder / "target.yaml"
+    path.write_text(
+        f"url: {url}\ncodec: records\n"
+        f"fault_points:\n  proxy: {{api: '{api}', proxy: model}}\n"
+        "alerts:\n  - {type: prometheus, url: 'http://127.0.0.1:9'}\n"
+    )
+    return path
+
+
+def shadow_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "chaosml", "shadow", "--suite", str(SUITE), *args]
+
+
+def test_the_command_records_judges_and_joins_labels_and_ctrl_c_ends_it_with_its_report(
+    demo: DemoArtifacts, v1: str, v2: str, tmp_path: Path
+) -> None:
+    bodies = payloads(demo, 40)
+    truth = pd.read_parquet(demo.data)[LABEL].iloc[: 40 * BATCH].to_numpy()
+    with running(ProxyServer(api="127.0.0.1:0")) as server:
+        client = ControlClient(address=server.api)
+        listen = client.create_proxy("model", v1, "127.0.0.1:0")["listen"]
+        target = target_file(tmp_path, server.api)
+        labels = tmp_path / "labels.csv"
+        command = shadow_cli("--target", str(target), "--candidate", f"http://{v2}/predict")
+        command += ["--duration", "1h", "--labels", str(labels), "--json"]
+        command += ["--out", str(tmp_path / "runs")]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
+            try:
+                for _ in range(600):  # until the command has set the shadow (at most 60 s)
+                    try:
+                        client.shadow("model")
+                        break
+                    except ControlRefused:
+                        assert run.poll() is None, run.stderr.read() if run.stderr else ""
+                        time.sleep(0.1)
+                answers = send(listen, bodies)
+                ids = [i for a in answers for i in a.json()["ids"]]
+                # feedback for all but the last batch: labels join by id, unlabelled rows stay
+                pd.DataFrame({"id": ids[:-BATCH], "label": truth[:-BATCH]}).to_csv(labels)
+                run.send_signal(signal.SIGINT)
+                out, err = run.communicate(timeout=60)
+            finally:
+                if run.poll() is None:
+                    run.kill()
+        with pytest.raises(ControlRefused):  # the shadow is removed
+            client.shadow("model")
+    assert run.returncode == 130, err
+    report = json.loads(out)
+    assert report["schema"] == "chaosml.shadow/1" and report["interrupted"]
+    n = len(bodies) * BATCH
+    assert report["counts"]["mirrored"] == len(bodies) and report["counts"]["recorded_rows"] == n
+    assert report["labelled_rows"] == n - BATCH
+    # oracle: the two models offline on the same rows
+    rows = pd.read_parquet(demo.data).drop(columns=[LABEL]).iloc[:n]
+    first, second = load_model(demo.v1).predict(rows), load_model(demo.v2).predict(rows)
+    overall = report["slices"][0]
+    assert overall["name"] == "overall" and overall["n"] == n
+    assert overall["disagree"] == int((first != second).sum()) > 0
+    apac = next(s for s in report["slices"] if s["name"] == "region=APAC")
+    in_apac = (rows["region"] == "APAC").to_numpy()
+    assert apac["n"] == int(in_apac.sum())
+    assert apac["disagree"] == int((first != second)[in_apac].sum())
+    low, high = apac["ci"]
+    assert low <= apac["rate"] <= high
+    # the rule: a slice disagreeing beyond max_drop (its interval's low end above it) fails it
+    judged = [s for s in report["slices"] if s["verdict"] != "too small"]
+    failing = [s for s in judged if s["ci"][0] > report["rule"]["max_disagreement"]]
+    assert {s["name"] for s in failing} == {
+        s["name"] for s in report["slices"] if s["verdict"] == "disagrees"
+    }
+    assert report["comparison"] is not None
+    assert report["comparison"]["overall"]["n"] == n - BATCH
+    # the folder is a valid --data for slices compare, the two answers its versions
+    folder = Path(report["folder"])
+    recorded = pd.read_parquet(folder / "rows.parquet")
+    assert LABEL in recorded.columns and recorded[LABEL].notna().sum() == n - BATCH
+    sub = folder / "labelled"
+    versions = [str(sub / "primary.parquet"), str(sub / "candidate.parquet")]
+    data = ["--data", str(sub / "rows.parquet"), "--suite", str(SUITE), "--json"]
+    again = subprocess.run(
+        [sys.executable, "-m", "chaosml", "slices", "compare", *versions, *data],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert again.returncode in (0, 1), again.stderr
+    offline = json.loads(again.stdout)
+    assert offline["overall"] == report["comparison"]["overall"]
+    assert offline["slices"] == report["comparison"]["slices"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--candidate", "ftp://x/predict"], 2, "expected http://HOST:PORT/PATH"),
+        (["--candidate", "http://{closed}/predict"], 3, "candidate 127.0.0.1:"),
+        (["--duration", "soon"], 2, "--duration 'soon'"),
+        (["--labels", "{missing}"], 2, "no such file"),
+        (["--api", "{closed}"], 3, "control API 127.0.0.1:"),
+        (["--no-point", ""], 2, "no fault_points.proxy"),
+    ],
+)
+def test_the_command_says_what_is_wrong_in_one_line(
+    tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    import socket
+
+    closed = closed_port()
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listening,  # a candidate that accepts
+        running(ProxyServer(api="127.0.0.1:0")) as server,
+    ):
+        ControlClient(address=server.api).create_proxy("model", closed, "127.0.0.1:0")
+        api = closed if "--api" in args else server.api
+        target = target_file(tmp_path, api)
+        if "--no-point" in args:
+            target.write_text(
+                "url: http://127.0.0.1:9/predict\nalerts: [{type: prometheus, url: 'http://x:9'}]\n"
+            )
+        port = listening.getsockname()[1]
+        options = {"--candidate": f"http://127.0.0.1:{port}/predict", "--duration": "1s"}
+        for key, value in zip(args[::2], args[1::2], strict=True):
+            if key not in ("--api", "--no-point"):  # those two are in the target file
+                options[key] = value.format(closed=closed, missing=tmp_path / "none.csv")
+        command = shadow_cli("--target", str(target), "--out", str(tmp_path))
+        for key, value in options.items():
+            command += [key, value]
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == code, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("chaosml: error: ")]
+    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert done.stderr.strip().splitlines()[-1] == errors[0]  # said last, on one line
