@@ -66,7 +66,12 @@ class Recorder:
             self.drops[reason] += 1
 
     def close(self) -> None:
-        self.queue.put(None)
+        while self._thread.is_alive():
+            try:
+                self.queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
         self._thread.join()
 
     def _run(self) -> None:
@@ -79,7 +84,10 @@ class Recorder:
             if item is None:
                 break
             if item:
-                self._decode(*item)
+                try:
+                    self._decode(*item)
+                except Exception as exc:  # the thread must outlive any one odd exchange
+                    self.drop(f"not recorded: {type(exc).__name__}")
             if time.monotonic() - last >= self.flush:
                 self._write()
                 last = time.monotonic()
@@ -115,8 +123,8 @@ class Recorder:
             ):
                 rows[name] = rows[name].astype("float64")
         ids = first.layout.get("extra", {}).get("ids")
-        if isinstance(ids, list) and len(ids) == n:
-            rows.insert(0, "id", [str(i) for i in ids])
+        if isinstance(ids, list) and len(ids) == n and "id" not in rows.columns:
+            rows.insert(0, "id", [str(i) for i in ids])  # (a request's own id column is kept)
         self._pending["rows"].append(rows)
         for name, outputs in (("primary", first), ("candidate", second)):
             scores = outputs.scores if outputs.scores is not None else [None] * n
