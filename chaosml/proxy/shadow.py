@@ -26,6 +26,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from chaosml.codecs import CODECS, Codec, CodecError
 from chaosml.proxy.http import Head, serialize_head
 from chaosml.proxy.upstream import Pool, Upstream
@@ -41,6 +43,24 @@ TIMEOUT = 1.0  # seconds the candidate has to answer a copy
 FLUSH = 2.0  # seconds between row groups written
 
 
+def _frame(parts: list[tuple[int, dict[str, Any]]]) -> pd.DataFrame:
+    """One frame of many batches' columns (a column a batch lacks is null there)."""
+    import pandas as pd
+
+    names = list(dict.fromkeys(name for _, columns in parts for name in columns))
+    joined = {}
+    for name in names:
+        pieces = []
+        for n, columns in parts:
+            values = columns.get(name)
+            piece = np.empty(n, dtype=object)
+            if values is not None:
+                piece[:] = list(values)
+            pieces.append(piece)
+        joined[name] = np.concatenate(pieces)
+    return pd.DataFrame(joined).infer_objects()
+
+
 class Recorder:
     """The recorded pairs: decoded and written to Parquet on a thread of its own."""
 
@@ -49,7 +69,7 @@ class Recorder:
         self.queue: queue.Queue[tuple[bytes, bytes, bytes] | None] = queue.Queue(QUEUE * 4)
         self.rows = 0
         self.error: str | None = None
-        self._pending: dict[str, list[pd.DataFrame]] = {name: [] for name in FILES}
+        self._pending: dict[str, list[tuple[int, dict[str, Any]]]] = {n: [] for n in FILES}
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._lock = threading.Lock()  # the counters, shared with the loop's thread
         self._thread = threading.Thread(target=self._run, name="chaosml-shadow", daemon=True)
@@ -96,7 +116,6 @@ class Recorder:
             writer.close()
 
     def _decode(self, request: bytes, primary: bytes, candidate: bytes) -> None:
-        import pandas as pd
 
         try:
             batch = self.codec.decode_request(json.loads(request))
@@ -116,26 +135,15 @@ class Recorder:
         if len(second.predictions) != n or (second.scores is not None and len(second.scores) != n):
             self.drop("candidate answer misaligned")
             return
-        rows = batch.frame
-        for name in rows.columns:  # numbers as float64: one schema whatever a batch held
-            if pd.api.types.is_numeric_dtype(rows[name]) and not pd.api.types.is_bool_dtype(
-                rows[name]
-            ):
-                rows[name] = rows[name].astype("float64")
         ids = first.layout.get("extra", {}).get("ids")
-        if isinstance(ids, list) and len(ids) == n and "id" not in rows.columns:
-            rows.insert(0, "id", [str(i) for i in ids])  # (a request's own id column is kept)
-        self._pending["rows"].append(rows)
+        columns = dict(batch.columns)
+        if isinstance(ids, list) and len(ids) == n and "id" not in columns:
+            columns = {"id": np.asarray([str(i) for i in ids], dtype=object), **columns}
+        self._pending["rows"].append((n, columns))  # frames are built once per flush: cheaper
         for name, outputs in (("primary", first), ("candidate", second)):
             scores = outputs.scores if outputs.scores is not None else [None] * n
-            self._pending[name].append(
-                pd.DataFrame(
-                    {
-                        "prediction": list(outputs.predictions),
-                        "score": pd.array(scores, dtype="Float64").astype("float64"),
-                    }
-                )
-            )
+            pair = {"prediction": list(outputs.predictions), "score": list(scores)}
+            self._pending[name].append((n, pair))
 
     def _write(self) -> None:
         import pandas as pd
@@ -144,9 +152,15 @@ class Recorder:
 
         if not self._pending["rows"]:
             return
-        frames = {
-            name: pd.concat(parts, ignore_index=True) for name, parts in self._pending.items()
-        }
+        frames = {name: _frame(parts) for name, parts in self._pending.items()}
+        rows = frames["rows"]
+        for name in rows.columns:  # numbers as float64: one schema whatever a batch held
+            kind = rows[name].dtype
+            if pd.api.types.is_numeric_dtype(kind) and not pd.api.types.is_bool_dtype(kind):
+                rows[name] = rows[name].astype("float64")
+        for name in ("primary", "candidate"):
+            score = frames[name]["score"]
+            frames[name]["score"] = pd.array(score.tolist(), dtype="Float64").astype("float64")
         for parts in self._pending.values():
             parts.clear()
         tables = {}
