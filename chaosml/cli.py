@@ -785,6 +785,62 @@ def sweep_command(
     _finish(result, as_json, render_sweep, {html: write_sweep_html})
 
 
+@app.command("shadow")
+def shadow_command(
+    target: TargetOption,
+    candidate: Annotated[
+        str,
+        typer.Option(
+            help="The candidate's URL, http://HOST:PORT/predict, spoken to with the target's codec."
+        ),
+    ],
+    suite: Annotated[Path, typer.Option("--suite", "-s", help="Slice suite YAML.")],
+    duration: Annotated[
+        str, typer.Option(help="How long to shadow, e.g. 30s, 10m (Ctrl-C ends it early).")
+    ] = "10m",
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="A CSV or Parquet file of id and label: joined by id into the "
+            "recorded rows, then the paired comparison on them."
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where run folders go: OUT/<run-id>/.")] = Path(
+        ".chaosml/shadow"
+    ),
+    as_json: JsonOption = False,
+) -> None:
+    """Run a candidate model in the shadow of the target's: the target's proxy fault point copies
+    each request it answers to the candidate (the client gets the primary's answer only), both
+    answers are recorded with the rows, and each slice's disagreement is reported with an
+    interval and the mean score shift (with --labels, also the paired comparison).
+
+    Exits 0, 1 if a slice disagrees on more than the suite's compare.max_drop of its rows (the
+    interval's lower bound above it; with labels: the paired comparison regresses), 2 on bad
+    input, 3 if the proxy or the candidate is unreachable, 130 when interrupted (after its
+    report).
+    """
+    _needs("shadow", "gameday", "slices")
+    from chaosml.durations import parse_duration
+    from chaosml.release.shadow import render_shadow, run_shadow
+
+    with _errors():
+        try:
+            seconds = parse_duration(duration)
+        except ValueError as exc:
+            raise InputError(f"--duration {duration!r}: {exc}") from None
+        result = run_shadow(
+            target,
+            candidate,
+            suite,
+            duration=seconds,
+            labels=labels,
+            root=out,
+            say=lambda line: stderr.print(f"chaosml shadow: {line}", highlight=False),
+        )
+    _finish(result, as_json, render_shadow, {})
+
+
 @app.command("score")
 def score_command(
     paths: Annotated[

@@ -139,6 +139,11 @@ def check_sweep(folder: Path, stdout: str) -> None:
     assert len(journals) == 3  # the second sweep ran nothing
 
 
+def check_shadow(folder: Path, stdout: str) -> None:
+    shadow = json.loads((folder / "shadow.json").read_text(encoding="utf-8"))
+    assert shadow["counts"]["recorded_rows"] == 2000, shadow["counts"]
+
+
 def check_served(folder: Path, stdout: str) -> None:
     served = json.loads((folder / "served.json").read_text(encoding="utf-8"))
     assert served["equivalence"]["equivalent"] is True
@@ -154,6 +159,7 @@ CHECKS: dict[str, Callable[[Path, str], None]] = {
     "At scale: Dask and Spark": check_at_scale,
     "A served model against its artifact": check_served,
     "Detection thresholds: how small a fault does an alert catch?": check_sweep,
+    "Shadow release": check_shadow,
 }
 # Started first with --full, so that no worker is left with one of them at the end.
 LONGEST = {"Quickstart", "Game days"}

@@ -116,6 +116,23 @@ class ControlClient:
             raise
         return found if isinstance(found, dict) else None
 
+    def set_shadow(
+        self, proxy: str, candidate: str, codec: str, folder: str, route: str | None = None
+    ) -> dict[str, Any]:
+        """Copy the proxy's answered requests to ``candidate`` (chaosml's own endpoint)."""
+        body = {"candidate": candidate, "codec": codec, "folder": folder, "path": route}
+        answer: dict[str, Any] = self.request("POST", path("proxies", proxy, "shadow"), body)
+        return answer
+
+    def shadow(self, proxy: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self.request("GET", path("proxies", proxy, "shadow"))
+        return answer
+
+    def remove_shadow(self, proxy: str) -> dict[str, Any]:
+        """Stop copying; the final counts."""
+        answer: dict[str, Any] = self.request("DELETE", path("proxies", proxy, "shadow"))
+        return answer
+
     def reset(self) -> None:
         """Remove every toxic and re-enable every proxy."""
         self.request("POST", "/reset")

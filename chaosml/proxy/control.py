@@ -114,6 +114,12 @@ class Control:
         async with self.lock:
             for proxy in list(self.proxies.values()):
                 await proxy.stop()
+                await self._unshadow(proxy)
+
+    async def _unshadow(self, proxy: Proxy) -> None:
+        if proxy.mirror is not None:
+            mirror, proxy.mirror = proxy.mirror, None
+            await mirror.close()
 
     def _fixed(self) -> None:
         if self.fixed:
@@ -316,6 +322,7 @@ class Control:
     async def delete_proxy(self, body: Any, proxy: str) -> tuple[int, Any]:
         self._fixed()
         await self._proxy(proxy).stop()
+        await self._unshadow(self.proxies[proxy])
         del self.proxies[proxy]
         self.metrics.forget(proxy)
         return 204, None
@@ -368,6 +375,66 @@ class Control:
             raise ApiError("toxic not found", 404)
         return 200, found
 
+    # --- shadow (chaosml's own) -------------------------------------------------------------------
+
+    async def set_shadow(self, body: Any, proxy: str) -> tuple[int, Any]:
+        """Copy each request the proxy answers to ``candidate`` (``host:port``), recording both
+        answers with the rows under ``folder`` as ``codec`` reads them (``chaosml.proxy.shadow``)."""
+        from pathlib import Path
+
+        from chaosml.codecs import CODECS
+        from chaosml.proxy.shadow import CONCURRENCY, QUEUE, TIMEOUT, Mirror
+
+        target = self._proxy(proxy)
+        if not isinstance(body, dict):
+            raise ApiError("bad request body: expected a JSON object", 400)
+        candidate, folder = _text(body, "candidate"), _text(body, "folder")
+        codec = _text(body, "codec") or "records"
+        for key, value in (("candidate", candidate), ("folder", folder)):
+            if not value:
+                raise ApiError(f"missing required field: {key}", 400)
+        assert candidate is not None and folder is not None
+        split_address(candidate)
+        if codec not in CODECS:
+            raise ApiError(f"invalid attribute 'codec': expected one of {', '.join(CODECS)}", 400)
+        if target.codec == "tcp":
+            raise ApiError("a tcp proxy relays bytes: it has no requests to copy", 400)
+        where = _text(body, "path")
+        if where is not None and not where.startswith("/"):
+            raise ApiError("invalid attribute 'path': expected a path starting with /", 400)
+        timeout = typed(body, "timeout", (int, float), "a number")
+        size = typed(body, "queue", int, "an integer")
+        if (timeout is not None and not timeout > 0) or (size is not None and size < 1):
+            raise ApiError("invalid attribute: 'timeout' and 'queue' must be positive", 400)
+        if target.mirror is not None:
+            raise ApiError("shadow already set", 409)
+        target.mirror = Mirror(
+            candidate,
+            codec,
+            Path(folder),
+            timeout=TIMEOUT if timeout is None else float(timeout),
+            size=QUEUE if size is None else size,
+            concurrency=CONCURRENCY,
+            path=where,
+        )
+        target.mirror.start()
+        return 201, target.mirror.counts()
+
+    async def show_shadow(self, body: Any, proxy: str) -> tuple[int, Any]:
+        mirror = self._proxy(proxy).mirror
+        if mirror is None:
+            raise ApiError("shadow not found", 404)
+        return 200, mirror.counts()
+
+    async def delete_shadow(self, body: Any, proxy: str) -> tuple[int, Any]:
+        """Stop copying; the final counts, once the recorded files are closed."""
+        target = self._proxy(proxy)
+        mirror = target.mirror
+        if mirror is None:
+            raise ApiError("shadow not found", 404)
+        target.mirror = None
+        return 200, await mirror.close()
+
     def locked(self, handler: Handler) -> Handler:
         """``handler`` run under the collection's lock, as each Toxiproxy handler holds its
         collection's (read or write) lock: a read never sees a change half-done."""
@@ -398,5 +465,8 @@ class Control:
             ("POST|PATCH", toxic, self.update_toxic),
             ("DELETE", toxic, self.delete_toxic),
             ("GET", toxic + "/evidence", self.show_evidence),
+            ("POST", route + "/shadow", self.set_shadow),
+            ("GET", route + "/shadow", self.show_shadow),
+            ("DELETE", route + "/shadow", self.delete_shadow),
         ]
         return [(m, p, h if h == self.version else self.locked(h)) for m, p, h in table]

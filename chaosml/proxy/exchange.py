@@ -152,6 +152,7 @@ class Exchange:
     ) -> None:
         self.proxy, self.reader, self.writer, self.client = proxy, reader, writer, client
         self.answered = False  # bytes of the current request's answer were written
+        self.shadowed: bytes | None = None  # the request body a shadow copies, once answered
 
     async def run(self) -> Head | None:
         """Serve requests until the connection ends; the head of a request that upgrades the
@@ -206,6 +207,7 @@ class Exchange:
             if ended is not None:
                 return ended
         body, framed = await self.request_body(head, plan)
+        self.shadowed = body.whole if self.proxy.mirror is not None and body.whole else None
         if plan.stale is not None:
             acted(plan.routed)
         address = plan.stale or self.proxy.upstream
@@ -281,7 +283,13 @@ class Exchange:
             if not plan.decode:
                 return Body(whole=b"", done=True), Framed()
         if not plan.decode:
-            return Body(), Framed()
+            if self.proxy.mirror is None or bodiless:
+                return Body(), Framed()
+            copied, whole = await self.hold(self.client, self.proxy.limits.body)  # to copy
+            if not whole:
+                self.proxy.mirror.drop("request body too large")
+                return Body(held=copied), Framed()
+            return Body(whole=b"".join(copied), done=True), Framed()
         readers = plan.request + plan.framing
         kind = unreadable_type(head.headers)
         if kind is not None and not bodiless:
@@ -412,26 +420,38 @@ class Exchange:
             pool.give(conn, answer.keep_alive)
             return head.keep_alive and not shaper.spent
         changers = plan.changers
+        mirror = self.proxy.mirror if self.shadowed is not None else None
         held: list[bytes] = []
-        if changers:
+        if changers or mirror is not None:
             kind = unreadable_type(answer.headers)
             if kind is not None:
-                skip(changers, skip_reason("content type", kind))
+                if changers:
+                    skip(changers, skip_reason("content type", kind))
+                if mirror is not None:
+                    mirror.drop("answer unreadable")
             else:
                 held, whole = await self.hold(conn.parser, self.proxy.limits.body)
                 if whole:
                     data = b"".join(held)
-                    new = self.proxy.pipeline().response(
-                        answer.status, answer.headers, data, plan.downstream, framed
-                    )
-                    data = data if new is None else new
+                    if changers:
+                        new = self.proxy.pipeline().response(
+                            answer.status, answer.headers, data, plan.downstream, framed
+                        )
+                        data = data if new is None else new
                     out = serialize_head(
                         answer, length=len(data), close=not head.keep_alive, request=False
                     )
                     await self.emit(shaper, out + data)
                     pool.give(conn, answer.keep_alive)
+                    if (
+                        mirror is not None and self.shadowed is not None
+                    ):  # the client has its answer
+                        mirror.offer(head, self.shadowed, answer.status, data)
                     return head.keep_alive and not shaper.spent
-                skip(changers, skip_reason("size", "response body"))
+                if changers:
+                    skip(changers, skip_reason("size", "response body"))
+                if mirror is not None:
+                    mirror.drop("answer too large")
         return await self.relay(head, conn, answer, held, shaper, pool)
 
     async def emit(self, shaper: Shaper, data: bytes) -> None:

@@ -40,6 +40,7 @@ from chaosml.proxy.pipeline import (
     apply_response_faults,
     record,
 )
+from chaosml.proxy.shadow import Mirror
 from chaosml.proxy.stream import Link
 from chaosml.proxy.toxics import ApiError, OwnsToxics, Toxic, ToxicStore
 from chaosml.proxy.upstream import Pool, Upstream
@@ -146,6 +147,7 @@ class Proxy(OwnsToxics):
     limits: Limits = field(default_factory=Limits)
     store: ToxicStore = field(default_factory=ToxicStore)
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    mirror: Mirror | None = None  # a shadow: each answered request copied to a candidate
     _server: asyncio.base_events.Server | None = field(default=None, init=False)
     _pools: dict[str, Pool] = field(default_factory=dict, init=False)
     _connections: Connections = field(default_factory=Connections, init=False)

@@ -1,0 +1,314 @@
+"""A proxy's shadow: each HTTP request with a body that the primary answered 2xx is sent again to
+a candidate upstream, off the client's path, and both answers are recorded with the request's rows.
+
+The client's exchange only offers a copy (``Mirror.offer``, never waiting): it goes into a bounded
+queue, and a few worker tasks send it to the candidate with a timeout. A copy that finds the queue
+full, a candidate that fails, answers late, answers non-2xx or answers what the codec cannot read
+is a drop, counted by its reason (``Mirror.counts``), never silent. Decoding and writing Parquet run
+on one recorder thread, behind a bounded queue of its own.
+
+Recorded under ``folder``, row-aligned, a row group flushed every ``flush`` seconds:
+``rows.parquet`` (the request's rows as the codec decodes them, with an ``id`` column when the
+primary's answer carries ``ids``), ``primary.parquet`` and ``candidate.parquet`` (``prediction``
+and ``score``): a valid ``--data`` and two predictions files for ``slices compare``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import queue
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from chaosml.codecs import CODECS, Codec, CodecError
+from chaosml.proxy.http import Head, serialize_head
+from chaosml.proxy.upstream import Pool, Upstream
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+FILES = ("rows", "primary", "candidate")
+QUEUE = 256  # copies waiting for the candidate
+CONCURRENCY = 4  # calls to the candidate at once
+TIMEOUT = 1.0  # seconds the candidate has to answer a copy
+FLUSH = 2.0  # seconds between row groups written
+
+
+def _frame(parts: list[tuple[int, dict[str, Any]]]) -> pd.DataFrame:
+    """One frame of many batches' columns (a column a batch lacks is null there)."""
+    import pandas as pd
+
+    names = list(dict.fromkeys(name for _, columns in parts for name in columns))
+    joined = {}
+    for name in names:
+        pieces = []
+        for n, columns in parts:
+            values = columns.get(name)
+            piece = np.empty(n, dtype=object)
+            if values is not None:
+                piece[:] = list(values)
+            pieces.append(piece)
+        joined[name] = np.concatenate(pieces)
+    return pd.DataFrame(joined).infer_objects()
+
+
+class Recorder:
+    """The recorded pairs: decoded and written to Parquet on a thread of its own."""
+
+    def __init__(self, folder: Path, codec: Codec, drops: Counter[str], flush: float) -> None:
+        self.folder, self.codec, self.drops, self.flush = folder, codec, drops, flush
+        self.queue: queue.Queue[tuple[bytes, bytes, bytes] | None] = queue.Queue(QUEUE * 4)
+        self.rows = 0
+        self.error: str | None = None
+        self._pending: dict[str, list[tuple[int, dict[str, Any]]]] = {n: [] for n in FILES}
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._lock = threading.Lock()  # the counters, shared with the loop's thread
+        self._thread = threading.Thread(target=self._run, name="chaosml-shadow", daemon=True)
+        self._thread.start()
+
+    def put(self, request: bytes, primary: bytes, candidate: bytes) -> None:
+        try:
+            self.queue.put_nowait((request, primary, candidate))
+        except queue.Full:
+            self.drop("recorder behind")
+
+    def drop(self, reason: str) -> None:
+        with self._lock:
+            self.drops[reason] += 1
+
+    def close(self) -> None:
+        while self._thread.is_alive():
+            try:
+                self.queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self._thread.join()
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while True:
+            try:
+                item = self.queue.get(timeout=max(self.flush - (time.monotonic() - last), 0.01))
+            except queue.Empty:
+                item = ()  # type: ignore[assignment]
+            if item is None:
+                break
+            if item:
+                try:
+                    self._decode(*item)
+                except Exception as exc:  # the thread must outlive any one odd exchange
+                    self.drop(f"not recorded: {type(exc).__name__}")
+            if time.monotonic() - last >= self.flush:
+                self._write()
+                last = time.monotonic()
+        self._write()
+        for writer in self._writers.values():
+            writer.close()
+
+    def _decode(self, request: bytes, primary: bytes, candidate: bytes) -> None:
+
+        try:
+            batch = self.codec.decode_request(json.loads(request))
+            first = self.codec.decode_response(json.loads(primary))
+        except (CodecError, ValueError, TypeError, KeyError):
+            self.drop("primary exchange unreadable")
+            return
+        try:
+            second = self.codec.decode_response(json.loads(candidate))
+        except (CodecError, ValueError, TypeError, KeyError):
+            self.drop("candidate answer unreadable")
+            return
+        n = len(batch)
+        if len(first.predictions) != n:
+            self.drop("primary answer misaligned")
+            return
+        if len(second.predictions) != n or (second.scores is not None and len(second.scores) != n):
+            self.drop("candidate answer misaligned")
+            return
+        ids = first.layout.get("extra", {}).get("ids")
+        columns = dict(batch.columns)
+        if isinstance(ids, list) and len(ids) == n and "id" not in columns:
+            columns = {"id": np.asarray([str(i) for i in ids], dtype=object), **columns}
+        self._pending["rows"].append((n, columns))  # frames are built once per flush: cheaper
+        for name, outputs in (("primary", first), ("candidate", second)):
+            scores = outputs.scores if outputs.scores is not None else [None] * n
+            pair = {"prediction": list(outputs.predictions), "score": list(scores)}
+            self._pending[name].append((n, pair))
+
+    def _write(self) -> None:
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self._pending["rows"]:
+            return
+        frames = {name: _frame(parts) for name, parts in self._pending.items()}
+        rows = frames["rows"]
+        for name in rows.columns:  # numbers as float64: one schema whatever a batch held
+            kind = rows[name].dtype
+            if pd.api.types.is_numeric_dtype(kind) and not pd.api.types.is_bool_dtype(kind):
+                rows[name] = rows[name].astype("float64")
+        for name in ("primary", "candidate"):
+            score = frames[name]["score"]
+            frames[name]["score"] = pd.array(score.tolist(), dtype="Float64").astype("float64")
+        for parts in self._pending.values():
+            parts.clear()
+        tables = {}
+        try:
+            for name, frame in frames.items():
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                writer = self._writers.get(name)
+                if writer is not None:
+                    table = table.select(writer.schema.names).cast(writer.schema)
+                tables[name] = table
+        except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, ValueError):
+            self.drop("rows of another schema")
+            return
+        try:
+            for name, table in tables.items():
+                if name not in self._writers:
+                    self.folder.mkdir(parents=True, exist_ok=True)
+                    self._writers[name] = pq.ParquetWriter(
+                        self.folder / f"{name}.parquet", table.schema
+                    )
+                self._writers[name].write_table(table)
+        except OSError as exc:
+            self.error = f"cannot write {self.folder}: {exc}"
+            self.drop("not written")
+            return
+        with self._lock:
+            self.rows += len(frames["rows"])
+
+
+class Mirror:
+    """A proxy's copies to ``candidate`` (``host:port``), recorded under ``folder``."""
+
+    def __init__(
+        self,
+        candidate: str,
+        codec: str,
+        folder: Path,
+        *,
+        timeout: float = TIMEOUT,
+        size: int = QUEUE,
+        concurrency: int = CONCURRENCY,
+        flush: float = FLUSH,
+        path: str | None = None,
+    ) -> None:
+        self.candidate, self.codec, self.folder, self.timeout = candidate, codec, folder, timeout
+        self.path = path  # the candidate's path for every copy (None: the request's own)
+        self.mirrored = 0  # copies offered
+        self.answered = 0  # copies the candidate answered 2xx
+        self.drops: Counter[str] = Counter()
+        self._queue: asyncio.Queue[tuple[Head, bytes, bytes]] = asyncio.Queue(size)
+        self._pool = Pool(candidate)
+        self._concurrency = concurrency
+        self._workers: list[asyncio.Task[None]] = []
+        self.recorder = Recorder(folder, CODECS[codec], self.drops, flush)
+
+    def start(self) -> None:
+        self._workers = [asyncio.ensure_future(self._work()) for _ in range(self._concurrency)]
+
+    def drop(self, reason: str) -> None:
+        self.recorder.drop(reason)
+
+    def offer(self, head: Head, request: bytes, status: int, answer: bytes) -> None:
+        """A copy of an exchange the client was answered: queued, or counted as dropped."""
+        self.mirrored += 1
+        if not 200 <= status < 300:
+            self.drop("primary answered non-2xx")
+            return
+        try:
+            self._queue.put_nowait((head, request, answer))
+        except asyncio.QueueFull:
+            self.drop("queue full")
+
+    def counts(self) -> dict[str, Any]:
+        with self.recorder._lock:
+            drops = dict(sorted(self.drops.items()))
+            rows = self.recorder.rows
+        return {
+            "candidate": self.candidate,
+            "codec": self.codec,
+            "path": self.path,
+            "folder": str(self.folder),
+            "mirrored": self.mirrored,
+            "answered": self.answered,
+            "recorded_rows": rows,
+            "dropped": sum(drops.values()),
+            "drops": drops,
+            "error": self.recorder.error,
+        }
+
+    async def close(self) -> dict[str, Any]:
+        """Stop: copies still queued get ``timeout`` to be answered, then the rest are dropped;
+        the files are closed whole. The final counts."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), self.timeout + 0.5)
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        left = self._queue.qsize()
+        if left:
+            self.recorder.drops["unsent at stop"] += left
+        self._pool.close()
+        await asyncio.to_thread(self.recorder.close)
+        return self.counts()
+
+    async def _work(self) -> None:
+        while True:
+            head, request, primary = await self._queue.get()
+            try:
+                status, answer = await asyncio.wait_for(self._call(head, request), self.timeout)
+            except TimeoutError:
+                self.drop("candidate timeout")
+            except (OSError, ValueError, asyncio.IncompleteReadError):
+                self.drop("candidate error")
+            else:
+                if 200 <= status < 300:
+                    self.answered += 1
+                    self.recorder.put(request, primary, answer)
+                else:
+                    self.drop("candidate answered non-2xx")
+            finally:
+                self._queue.task_done()
+
+    async def _call(self, head: Head, request: bytes) -> tuple[int, bytes]:
+        conn: Upstream | None = self._pool.take()
+        for attempt in (0, 1):
+            conn = conn or await self._pool.open()
+            try:
+                sent = head
+                if self.path is not None:
+                    sent = copy.copy(head)
+                    sent.url = self.path.encode()
+                conn.writer.write(serialize_head(sent, length=len(request)) + request)
+                await conn.writer.drain()
+                answer = await conn.parser.head()
+                if answer is None:
+                    raise ConnectionError("the candidate closed the connection")
+                pieces = []
+                while (piece := await conn.parser.piece()) is not None:
+                    pieces.append(piece)
+            except (OSError, ValueError):
+                conn.close()
+                if attempt or not conn.reused:
+                    raise
+                conn = None  # a stale keep-alive connection: once more on a fresh one
+                continue
+            except BaseException:
+                conn.close()
+                raise
+            self._pool.give(conn, answer.keep_alive)
+            return answer.status, b"".join(pieces)
+        raise AssertionError("unreachable")

@@ -1,0 +1,1 @@
+"""Releasing a model version: a candidate judged against the served primary per slice."""

@@ -1,0 +1,331 @@
+"""``chaosml shadow``: a candidate model run in the shadow of the target's, judged per slice.
+
+The target's proxy fault point (``fault_points.proxy``) copies each request it answers to the
+candidate and records both answers with the rows (``chaosml.proxy.shadow``) under
+``.chaosml/shadow/<run-id>/``. After the duration (or Ctrl-C) the copy is removed, always, and the
+recorded pairs are read back: per slice of the suite, the share of rows on which the two versions
+disagree with a Wilson interval, and the mean score shift (candidate minus primary). With labels
+(``--labels``: a CSV or Parquet file of ``id`` and the label, joined by id into ``rows.parquet``),
+also the paired comparison of ``slices compare`` on the labelled rows.
+
+Verdict: no rows recorded fails (nothing shows the candidate agrees); without labels, the candidate fails when some slice (of at least the suite's ``min_size``
+rows) disagrees with the primary on more than ``compare.max_drop`` of its rows, at the suite's
+confidence (the interval's lower bound above it): a version that changes at most that share of a
+slice's answers cannot lose more than that share of its accuracy, so passing bounds the loss;
+failing says the change is too large to accept unlabelled. With labels, the paired comparison
+decides (it measures the loss instead of bounding it).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+
+from chaosml.errors import InputError, UnreachableError
+
+SCHEMA = "chaosml.shadow/1"
+ROOT = Path(".chaosml/shadow")
+MISSING = "<missing>"
+
+
+@dataclass
+class SliceShadow:
+    name: str
+    n: int
+    disagree: int
+    rate: float | None
+    ci: tuple[float, float] | None
+    score_shift: float | None  # mean of candidate minus primary score
+    verdict: str  # "agrees", "disagrees" or "too small"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "n": self.n,
+            "disagree": self.disagree,
+            "rate": self.rate,
+            "ci": None if self.ci is None else list(self.ci),
+            "score_shift": self.score_shift,
+            "verdict": self.verdict,
+        }
+
+
+@dataclass
+class ShadowResult:
+    folder: Path
+    target: str
+    candidate: str
+    seconds: float
+    counts: dict[str, Any]
+    max_drop: float
+    confidence: float
+    slices: list[SliceShadow] = field(default_factory=list)
+    comparison: Any = None  # a slices ``Comparison`` when labels exist
+    labelled: int = 0
+    interrupted: bool = False
+
+    @property
+    def passed(self) -> bool:
+        if not self.slices:  # nothing recorded: nothing shows the candidate agrees
+            return False
+        if self.comparison is not None:
+            return bool(self.comparison.passed)
+        return not any(s.verdict == "disagrees" for s in self.slices)
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.interrupted else (0 if self.passed else 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "folder": str(self.folder),
+            "target": self.target,
+            "candidate": self.candidate,
+            "seconds": round(self.seconds, 3),
+            "interrupted": self.interrupted,
+            "passed": self.passed,
+            "counts": self.counts,
+            "rule": {"max_disagreement": self.max_drop, "confidence": self.confidence},
+            "slices": [s.to_dict() for s in self.slices],
+            "labelled_rows": self.labelled,
+            "comparison": None if self.comparison is None else self.comparison.to_dict(),
+        }
+
+
+def candidate_address(url: str) -> tuple[str, str]:
+    """``host:port`` and path of an ``http://HOST:PORT/path`` URL (``InputError`` if not one)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or parts.port is None:
+        raise InputError(f"--candidate {url!r}: expected http://HOST:PORT/PATH")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{parts.port}", parts.path or "/"
+
+
+def _reachable(address: str, what: str) -> None:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
+    except OSError as exc:
+        raise UnreachableError(f"{what} {address} unreachable: {exc.strerror or exc}") from None
+
+
+def slice_masks(suite: Any, rows: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """Each slice of the suite on ``rows``: ``overall`` first, then the suite's, ``by`` groups
+    named as the slice engines name them (``region=APAC``, ``sex=F & region=APAC``)."""
+    masks: list[tuple[str, np.ndarray]] = [("overall", np.ones(len(rows), dtype=bool))]
+    for spec in suite.slices:
+        if spec.where is not None:
+            masks.append((spec.name, np.asarray(spec.predicate.evaluate(rows), dtype=bool)))
+            continue
+        missing = [c for c in spec.by if c not in rows.columns]
+        if missing:
+            raise InputError(f"the recorded rows have no column {missing[0]!r} (slices `by`)")
+        keys = rows[spec.by].astype(object).where(rows[spec.by].notna(), MISSING)
+        for values, index in keys.groupby(spec.by, sort=True).groups.items():
+            values = values if isinstance(values, tuple) else (values,)
+            name = " & ".join(f"{c}={v}" for c, v in zip(spec.by, values, strict=True))
+            mask = np.zeros(len(rows), dtype=bool)
+            mask[rows.index.get_indexer(index)] = True
+            masks.append((name, mask))
+    return masks
+
+
+def disagreement(
+    suite: Any, rows: pd.DataFrame, primary: pd.DataFrame, candidate: pd.DataFrame
+) -> list[SliceShadow]:
+    from scipy.stats import norm
+
+    from chaosml.slices.stats.paired import wilson
+
+    policy = suite.compare
+    z = float(norm.ppf(1 - (1 - policy.confidence) / 2))
+    differ = (primary["prediction"].astype(str) != candidate["prediction"].astype(str)).to_numpy()
+    shift = (candidate["score"] - primary["score"]).to_numpy(dtype=float)
+    out = []
+    for name, mask in slice_masks(suite, rows.reset_index(drop=True)):
+        n, k = int(mask.sum()), int(differ[mask].sum())
+        if n == 0:
+            out.append(SliceShadow(name, 0, 0, None, None, None, "too small"))
+            continue
+        low, high = wilson(k, n, z)
+        gaps = shift[mask]
+        gaps = gaps[~np.isnan(gaps)]
+        small = n < suite.min_size and name != "overall"
+        verdict = "too small" if small else ("disagrees" if low > policy.max_drop else "agrees")
+        out.append(
+            SliceShadow(
+                name,
+                n,
+                k,
+                k / n,
+                (float(low), float(high)),
+                float(gaps.mean()) if len(gaps) else None,
+                verdict,
+            )
+        )
+    return out
+
+
+def _labels_table(labels: Path) -> pd.DataFrame:
+    if not labels.is_file():
+        raise InputError(f"--labels {labels}: no such file")
+    try:
+        if labels.suffix == ".parquet":
+            return pd.read_parquet(labels)
+        return pd.read_csv(labels)
+    except (OSError, ValueError) as exc:  # pandas' and pyarrow's parse errors are ValueErrors
+        raise InputError(f"--labels {labels}: cannot read: {exc}") from None
+
+
+def analyse(
+    folder: Path, suite_path: Path, labels: Path | None = None, *, config_path: Path | None = None
+) -> tuple[list[SliceShadow], Any, int]:
+    """The per-slice disagreement of the recorded pairs, and with labels the paired comparison
+    (and how many rows were labelled)."""
+    from chaosml.slices.compare import compare_versions
+    from chaosml.slices.suite import load_suite
+    from chaosml.versions import PredictionsFile
+
+    suite = load_suite(suite_path)
+    table = None if labels is None else _labels_table(labels)
+    if not (folder / "rows.parquet").is_file():
+        return [], None, 0
+    rows = pd.read_parquet(folder / "rows.parquet")
+    primary = pd.read_parquet(folder / "primary.parquet")
+    candidate = pd.read_parquet(folder / "candidate.parquet")
+    slices = disagreement(suite, rows, primary, candidate)
+    if labels is None or table is None:
+        return slices, None, 0
+    label = suite.label or "label"
+    column = label if label in table.columns else "label"
+    if "id" not in table.columns or column not in table.columns:
+        raise InputError(f"--labels {labels}: expected columns id and {label} (or label)")
+    if "id" not in rows.columns:
+        raise InputError("--labels: the recorded answers carry no ids to join labels by")
+    found = table.drop_duplicates("id", keep="last").set_index(table["id"].astype(str))[column]
+    rows[label] = rows["id"].map(found)
+    rows.to_parquet(folder / "rows.parquet", index=False)
+    known = rows[label].notna().to_numpy()
+    if not known.any():
+        return slices, None, 0
+    sub = folder / "labelled"
+    sub.mkdir(exist_ok=True)
+    rows[known].to_parquet(sub / "rows.parquet", index=False)
+    for name, frame in (("primary", primary), ("candidate", candidate)):
+        frame[known].to_parquet(sub / f"{name}.parquet", index=False)
+    comparison = compare_versions(
+        suite,
+        PredictionsFile("primary", sub / "primary.parquet"),
+        PredictionsFile("candidate", sub / "candidate.parquet"),
+        str(sub / "rows.parquet"),
+    )
+    return slices, comparison, int(known.sum())
+
+
+def run_shadow(
+    target_path: Path,
+    candidate_url: str,
+    suite_path: Path,
+    *,
+    duration: float,
+    labels: Path | None = None,
+    root: Path = ROOT,
+    say: Callable[[str], None] = lambda line: None,
+    wait: Callable[[float], None] = time.sleep,
+) -> ShadowResult:
+    """Shadow the target's proxy with the candidate for ``duration`` seconds (Ctrl-C ends it
+    early; the copy is removed in any case), then judge the recorded pairs per slice."""
+    from chaosml.gameday.target import load_target
+    from chaosml.proxy.client import ControlClient, ControlFailed, ControlRefused
+    from chaosml.slices.suite import load_suite
+
+    target = load_target(target_path).target
+    point = target.fault_points.get("proxy")
+    if point is None:
+        raise InputError(f"{target_path}: no fault_points.proxy to shadow through")
+    if point.kind != "chaosml":
+        raise InputError(f"{target_path}: fault_points.proxy is a Toxiproxy: it cannot shadow")
+    suite = load_suite(suite_path)
+    address, path = candidate_address(candidate_url)
+    _reachable(address, "candidate")
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    folder = (root / run_id).resolve()  # the proxy writes there: an absolute path
+    folder.mkdir(parents=True, exist_ok=True)
+    token = os.environ.get(point.token_env) if point.token_env else None
+    client = ControlClient(address=point.api, token=token)
+    try:
+        client.set_shadow(point.proxy, address, target.codec, str(folder), path)
+    except ControlFailed as exc:
+        raise UnreachableError(
+            f"fault_points.proxy: the control API {point.api} is unreachable or failed: {exc}"
+        ) from None
+    except ControlRefused as exc:
+        raise InputError(f"fault_points.proxy: {point.api} refused the shadow: {exc}") from None
+    say(f"shadowing {point.proxy} at {point.api} with {candidate_url}; recording into {folder}")
+    started, interrupted = time.monotonic(), False
+    try:
+        wait(duration)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        counts = client.remove_shadow(point.proxy)
+    seconds = time.monotonic() - started
+    say(
+        f"{counts['mirrored']} requests copied, {counts['recorded_rows']} rows recorded, "
+        f"{counts['dropped']} copies dropped"
+    )
+    slices, comparison, labelled = analyse(folder, suite_path, labels)
+    return ShadowResult(
+        folder=folder,
+        target=str(target_path),
+        candidate=candidate_url,
+        seconds=seconds,
+        counts=counts,
+        max_drop=suite.compare.max_drop,
+        confidence=suite.compare.confidence,
+        slices=slices,
+        comparison=comparison,
+        labelled=labelled,
+        interrupted=interrupted,
+    )
+
+
+def render_shadow(result: ShadowResult, console: Any) -> None:
+    from rich.table import Table
+
+    counts = result.counts
+    drops = ", ".join(f"{k} {v}" for k, v in counts.get("drops", {}).items()) or "none"
+    console.print(
+        f"shadow of {result.candidate} for {result.seconds:.1f} s: {counts['mirrored']} requests "
+        f"copied, {counts['recorded_rows']} rows recorded in {result.folder}; dropped: {drops}",
+        highlight=False,
+    )
+    table = Table(title=f"disagreement per slice (fails above {result.max_drop:g})")
+    for name in ("slice", "n", "disagree", f"{result.confidence:.0%} CI", "score shift", "verdict"):
+        table.add_column(name)
+    for s in result.slices:
+        ci = "–" if s.ci is None else f"[{s.ci[0]:.4f}, {s.ci[1]:.4f}]"
+        rate = "–" if s.rate is None else f"{s.rate:.4f}"
+        shift = "–" if s.score_shift is None else f"{s.score_shift:+.4f}"
+        table.add_row(s.name, str(s.n), rate, ci, shift, s.verdict)
+    if result.slices:
+        console.print(table)
+    else:
+        console.print("no rows recorded: nothing to judge the candidate by", highlight=False)
+    if result.comparison is not None:
+        from chaosml.report.console import render_comparison
+
+        console.print(f"paired comparison on {result.labelled} labelled rows:", highlight=False)
+        render_comparison(result.comparison, console)
+    console.print("PASS" if result.passed else "FAIL", highlight=False)
