@@ -84,6 +84,7 @@ class _InService(OwnsToxics):
     upstream: str = "in-service"
     codec: str = "auto"
     enabled: bool = True
+    mirror: None = None  # no traffic of its own to copy to a candidate (shadow)
     store: ToxicStore = field(default_factory=ToxicStore)
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     pipeline: Pipeline = field(init=False)

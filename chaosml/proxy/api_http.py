@@ -307,6 +307,7 @@ class Front:
                 raise
         finally:
             self._connections.discard(writer)
+            writer.close()  # this side is done with it, whatever the client does next
             with contextlib.suppress(Exception):  # a reset's error, retrieved: nothing logged
                 await writer.wait_closed()
 

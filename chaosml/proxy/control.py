@@ -117,8 +117,9 @@ class Control:
                 await self._unshadow(proxy)
 
     async def _unshadow(self, proxy: Proxy) -> None:
-        if proxy.mirror is not None:
-            mirror, proxy.mirror = proxy.mirror, None
+        mirror = getattr(proxy, "mirror", None)  # the in-service point has no traffic to copy
+        if mirror is not None:
+            proxy.mirror = None
             await mirror.close()
 
     def _fixed(self) -> None:
@@ -399,6 +400,8 @@ class Control:
             raise ApiError(f"invalid attribute 'codec': expected one of {', '.join(CODECS)}", 400)
         if target.codec == "tcp":
             raise ApiError("a tcp proxy relays bytes: it has no requests to copy", 400)
+        if not isinstance(target, Proxy):
+            raise ApiError("the in-service point has no traffic of its own to copy", 400)
         where = _text(body, "path")
         if where is not None and not where.startswith("/"):
             raise ApiError("invalid attribute 'path': expected a path starting with /", 400)
