@@ -266,7 +266,7 @@ def test_the_command_records_judges_and_joins_labels_and_ctrl_c_ends_it_with_its
                 # feedback for all but the last batch: labels join by id, unlabelled rows stay
                 pd.DataFrame({"id": ids[:-BATCH], "label": truth[:-BATCH]}).to_csv(labels)
                 run.send_signal(signal.SIGINT)
-                out, err = run.communicate(timeout=60)
+                out, err = run.communicate(timeout=180)  # a bound on a wait, not a timing
             finally:
                 if run.poll() is None:
                     run.kill()
