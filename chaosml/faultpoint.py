@@ -92,16 +92,6 @@ class _InService(OwnsToxics):
     def __post_init__(self) -> None:
         self.pipeline = Pipeline(metrics=self.metrics, point=self.name)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "listen": self.listen,
-            "upstream": self.upstream,
-            "enabled": self.enabled,
-            "codec": self.codec,
-            "toxics": [t.to_json() for t in self.toxics.values()],
-        }
-
     def same_route(self, listen: str, upstream: str) -> bool:
         return (listen, upstream) == (self.listen, self.upstream)
 

@@ -336,14 +336,16 @@ def run_sweep(
     from chaosml.gameday import Interrupted, RunOptions, load_journal, run_files
     from chaosml.scenario import load_scenarios
 
-    load_scenarios([scenario_path])  # every problem of the file, before anything runs
+    files = load_scenarios([scenario_path])  # every problem of the file, before anything runs
+    if len(files) != 1:
+        raise InputError(f"{scenario_path}: a sweep varies one scenario file, not {len(files)}")
+    loaded = files[0]
     raw = yaml.safe_load(scenario_path.read_text(encoding="utf-8"))
     index, key, value = parameter(raw, param)
     name = f"faults[{index}].{key}"
     low = value / 16 if low is None else low
     high = value if high is None else high
-    expect = load_scenarios([scenario_path])[0].scenario.expect
-    alerts = [alert_key(e.alert, e.labels) for e in expect if e.fires]
+    alerts = [alert_key(e.alert, e.labels) for e in loaded.scenario.expect if e.fires]
     if not alerts:
         raise InputError(f"{scenario_path}: expects no alert to fire: there is nothing to sweep")
     runs = folder / "runs"

@@ -158,16 +158,6 @@ class Proxy(OwnsToxics):
     def __post_init__(self) -> None:
         self._requests = self.metrics.series(self.metrics.requests, self.name)  # the hot path's
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "listen": self.listen,
-            "upstream": self.upstream,
-            "enabled": self.enabled,
-            "codec": self.codec,
-            "toxics": [t.to_json() for t in self.toxics.values()],
-        }
-
     def same_route(self, listen: str, upstream: str) -> bool:
         """Whether ``listen`` (as given, e.g. ``localhost:7070`` or port 0) names this proxy's
         listener and ``upstream`` its upstream."""

@@ -116,10 +116,26 @@ class OwnsToxics:
     proxy and the in-service point alike)."""
 
     store: ToxicStore
+    name: str
+    listen: str
+    upstream: str
+    enabled: bool
+    codec: str
 
     @property
     def toxics(self) -> dict[str, Toxic]:
         return self.store.toxics
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as the control API lists it (Toxiproxy's proxy JSON, with its codec)."""
+        return {
+            "name": self.name,
+            "listen": self.listen,
+            "upstream": self.upstream,
+            "enabled": self.enabled,
+            "codec": self.codec,
+            "toxics": [t.to_json() for t in self.toxics.values()],
+        }
 
     def active(self) -> list[Toxic]:
         return self.store.active()
