@@ -33,6 +33,7 @@ from chaosml.proxy.http import (
     Clock,
     Connections,
     Message,
+    close_listener,
     serialize_response,
 )
 from chaosml.proxy.toxics import ApiError
@@ -273,7 +274,7 @@ class Front:
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
+            await close_listener(self._server)
             await self._connections.close_all()
             await self._server.wait_closed()
             self._server = None

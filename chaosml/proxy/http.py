@@ -220,6 +220,21 @@ class Clock:
     started: float | None = None
 
 
+async def close_listener(server: asyncio.base_events.Server) -> None:
+    """Stop accepting on ``server``, then close it. On asyncio's own loop a connection accepted
+    just before ``close()`` gets a transport one loop turn later, whose creation fails on the
+    closed server and leaks the socket unclosed, its client left hanging; so the listening
+    sockets stop being read first, and the connections accepted by then get their transports
+    (their handlers then find the server closed, and close them). uvloop has no such turn."""
+    loop = asyncio.get_running_loop()
+    if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+        for sock in server.sockets:
+            loop.remove_reader(sock.fileno())
+        for _ in range(2):  # the accept task's first step, which builds the transport
+            await asyncio.sleep(0)
+    server.close()
+
+
 class Connections:
     """Open server-side connections and their handler tasks, so a server can close them all,
     and close the ones a client left idle or half-sent (``sweep``)."""

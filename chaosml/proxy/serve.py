@@ -51,6 +51,24 @@ def serve_forever(
         uvloop.run(run())
 
 
+async def _quiesce(timeout: float = 5.0) -> None:
+    """Before a loop of ``running`` ends: let the tasks still on it finish (the handler of a
+    connection accepted as the server stopped starts, finds it closed and closes it), cancel any
+    left after ``timeout``, then let the transports they closed release their sockets. Waiting on
+    the tasks, not on the clock: a loaded machine may run the loop only now and then."""
+    loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    deadline = loop.time() + timeout
+    while (others := asyncio.all_tasks() - {me}) and loop.time() < deadline:
+        await asyncio.wait(others, timeout=deadline - loop.time())
+    others = asyncio.all_tasks() - {me}
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+    for _ in range(3):  # a closed transport's connection_lost, then its socket's close
+        await asyncio.sleep(0)
+
+
 @contextmanager
 def running(server: ProxyServer) -> Iterator[ProxyServer]:
     """Run ``server`` on an event loop in a background thread (tests, library use)."""
@@ -70,7 +88,7 @@ def running(server: ProxyServer) -> Iterator[ProxyServer]:
         ready.set()
         with contextlib.suppress(asyncio.CancelledError):
             await server.serve()
-        await asyncio.sleep(0.05)  # closed transports release their sockets before the loop ends
+        await _quiesce()
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
     thread.start()

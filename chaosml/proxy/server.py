@@ -32,6 +32,7 @@ from chaosml.proxy.http import (
     STREAM_READ,
     Connections,
     StreamParser,
+    close_listener,
 )
 from chaosml.proxy.metrics import ProxyMetrics
 from chaosml.proxy.pipeline import (
@@ -190,7 +191,7 @@ class Proxy(OwnsToxics):
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
+            await close_listener(self._server)
             await self._connections.close_all()
             await self._server.wait_closed()
             self._server = None
@@ -282,6 +283,7 @@ class Proxy(OwnsToxics):
             if upstream is not None:
                 upstream.close()
             self._connections.discard(writer)
+            writer.close()  # this side is done with it (a client that only half-closed, too)
             with contextlib.suppress(Exception):  # a reset's error, retrieved: nothing logged
                 await writer.wait_closed()
 
@@ -336,6 +338,13 @@ class Proxy(OwnsToxics):
                 task.cancel()
             await asyncio.gather(*left, return_exceptions=True)  # their reads ended, so
             # the connection's next reader is the only one
+            for task in (client, greeting):  # an error nobody asked for: retrieved, not logged
+                if task is not None and not task.cancelled():
+                    task.exception()
+            if not connect.cancelled() and connect.exception() is None:
+                opened = connect.result()
+                if opened is not upstream:  # connected as this connection was given up
+                    opened.close()
         return data, upstream, b""
 
     async def _http(

@@ -115,3 +115,35 @@ def test_creates_racing_deletes_and_updates_leave_only_listed_listeners(
     for name in listed:
         requests.delete(f"http://{server.api}/proxies/{name}", timeout=5)
     assert all(free(port) for port in ports)
+
+
+def test_clients_connecting_as_the_server_stops_are_closed_not_left_hanging(
+    echo_service: str,
+) -> None:
+    # a connection accepted just before the listener closes must still be closed by the server:
+    # on asyncio's loop its transport is built a turn later, when the server is already closed
+    hanging = 0
+    for _ in range(ROUNDS * 3):
+        clients = []
+        with running(ProxyServer(api="127.0.0.1:0")) as server:
+            created = requests.post(
+                f"http://{server.api}/proxies",
+                json={"name": "model", "upstream": echo_service, "listen": "127.0.0.1:0"},
+                timeout=5,
+            )
+            host, port = created.json()["listen"].rsplit(":", 1)
+            api_host, api_port = server.api.rsplit(":", 1)
+            for _ in range(ATTEMPTS):
+                clients.append(socket.create_connection((host, int(port)), timeout=5))
+                clients.append(socket.create_connection((api_host, int(api_port)), timeout=5))
+        for client in clients:
+            client.settimeout(3)
+            try:
+                hanging += client.recv(1) != b""
+            except ConnectionResetError:
+                pass
+            except TimeoutError:
+                hanging += 1
+            finally:
+                client.close()
+    assert hanging == 0, f"{hanging} connections left open after the server stopped"
