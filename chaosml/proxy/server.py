@@ -334,13 +334,13 @@ class Proxy(OwnsToxics):
             raise
         finally:
             left = [t for t in (client, connect, greeting) if t is not None and not t.done()]
-            for task in left:
-                task.cancel()
+            for pending in left:
+                pending.cancel()
             await asyncio.gather(*left, return_exceptions=True)  # their reads ended, so
             # the connection's next reader is the only one
-            for task in (client, greeting):  # an error nobody asked for: retrieved, not logged
-                if task is not None and not task.cancelled():
-                    task.exception()
+            for read in (client, greeting):  # an error nobody asked for: retrieved, not logged
+                if read is not None and not read.cancelled():
+                    read.exception()
             if not connect.cancelled() and connect.exception() is None:
                 opened = connect.result()
                 if opened is not upstream:  # connected as this connection was given up
