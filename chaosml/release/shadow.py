@@ -132,7 +132,8 @@ def slice_masks(suite: Any, rows: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
         if missing:
             raise InputError(f"the recorded rows have no column {missing[0]!r} (slices `by`)")
         keys = rows[spec.by].astype(object).where(rows[spec.by].notna(), MISSING)
-        for values, index in keys.groupby(spec.by, sort=True).groups.items():
+        for values, group in keys.groupby(spec.by, sort=True):
+            index = group.index
             values = values if isinstance(values, tuple) else (values,)
             name = " & ".join(f"{c}={v}" for c, v in zip(spec.by, values, strict=True))
             mask = np.zeros(len(rows), dtype=bool)
