@@ -408,3 +408,13 @@ def test_statistics_for_an_undeclared_family_or_of_the_wrong_kind_are_errors() -
 def test_impossible_counts_are_errors(n: int, successes: int) -> None:
     with pytest.raises(InputError):
         Proportion(n, successes)
+
+
+def test_below_the_minimum_counts_there_is_no_interval() -> None:
+    # one score per arm: the floored variance would give a width of 1e-6, a false precision
+    family = [Family("EU", "score", kind="mean", direction="two_sided")]
+    result = (
+        Gate(ALPHA, family).look({("EU", "score"): (Mean.of([0.9]), Mean.of([0.1]))}).results[0]
+    )
+    assert result.difference == pytest.approx(0.8)
+    assert not result.testable and result.ci == (None, None) and result.p_value == 1.0

@@ -236,7 +236,8 @@ def _one_sided_radius(variance: float, tau2: float, log_level: float) -> float:
 class FamilyResult:
     """One family at one look. ``p_value`` is always valid (the running minimum over the looks);
     ``p_adjusted`` is it times the number of families, capped at 1; ``ci`` holds the always-valid
-    bounds on the difference at the gate's level (``None``: unbounded on that side, or no data)."""
+    bounds on the difference at the gate's level (``None``: unbounded on that side, or the
+    figure is not testable yet: below the minimum counts an interval would be falsely precise)."""
 
     slice: str
     figure: str
@@ -451,7 +452,7 @@ class Gate:
                 )
                 if log_ratio > 0.0:
                     state.p_value = min(state.p_value, math.exp(-log_ratio))
-            ci = _interval(m, family.direction, self._log_level)
+                ci = _interval(m, family.direction, self._log_level)
         k = len(self._states)
         return FamilyResult(
             slice=family.slice,
