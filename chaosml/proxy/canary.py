@@ -459,12 +459,8 @@ def _key(value: Any) -> Key:
     return Key(kind, name)
 
 
-def _folder(value: Any) -> Path | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not os.path.isabs(value):
-        raise ApiError(BAD_FOLDER, 400)
-    folder = Path(value)
+def _folder(folder: Path) -> Path:
+    """The recording's folder, made if missing; refused if it holds parts of another run."""
     if folder.is_dir() and any(folder.glob("part-*.parquet")):
         raise ApiError(USED_FOLDER.format(folder=folder), 400)
     try:
@@ -494,12 +490,18 @@ def split_from(body: Any, *, proxy_codec: str, check_address: Any) -> Split:
         raise ApiError(f"invalid attribute 'codec': expected one of {', '.join(CODECS)}", 400)
     if codec is None and proxy_codec in CODECS:
         codec = proxy_codec
-    needs = key.kind == "column" or body.get("folder") is not None
-    if needs and codec is None:
+    folder = body.get("folder")
+    if folder is not None and (not isinstance(folder, str) or not os.path.isabs(folder)):
+        raise ApiError(BAD_FOLDER, 400)
+    if (key.kind == "column" or folder is not None) and codec is None:
         raise ApiError(NEEDS_CODEC.format(codecs=", ".join(CODECS)), 400)
-    folder = _folder(body.get("folder"))
     return Split(
-        candidate=candidate, weight=weight, key=key, lease=lease, codec=codec, folder=folder
+        candidate=candidate,
+        weight=weight,
+        key=key,
+        lease=lease,
+        codec=codec,
+        folder=None if folder is None else _folder(Path(folder)),
     )
 
 
