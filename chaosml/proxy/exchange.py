@@ -159,7 +159,8 @@ class Exchange:
         self.answered = False  # bytes of the current request's answer were written
         self.shadowed: bytes | None = None  # the request body a shadow copies, once answered
         self.upstream = proxy.upstream  # the address the current request went to
-        self.arm: Arm | None = None  # a split's arm for the current request
+        self.split: Split | None = None  # the split the current request was routed by
+        self.arm: Arm | None = None  # and its arm
         self.recorded: bytes | None = None  # the request body a split records, once answered
         self.status: int | None = None  # its upstream's answer (0: unreachable, None: none yet)
         self._peer: bytes | None = None
@@ -212,11 +213,11 @@ class Exchange:
         if split is None:
             return await self.relayed(head, None)
         start = time.perf_counter()
-        self.arm, self.recorded, self.status = None, None, None
+        self.split, self.arm, self.recorded, self.status = split, None, None, None
         try:
             return await self.relayed(head, split)
         finally:
-            arm = self.arm
+            arm, self.split, self.recorded = self.arm, None, None  # none left for the next
             if arm is not None and self.status is not None:
                 seconds = time.perf_counter() - start
                 if self.status:
@@ -532,13 +533,13 @@ class Exchange:
 
     def record(self, status: int, answer: bytes) -> None:
         """The split's recording of the answered request (if it records this one)."""
-        split, arm = self.proxy.split, self.arm
+        split, arm = self.split, self.arm
         if self.recorded is not None and split is not None and arm is not None:
             split.record(arm, status, self.recorded, answer)
             self.recorded = None
 
     def unrecorded(self, reason: str) -> None:
-        split = self.proxy.split
+        split = self.split
         if self.recorded is not None and split is not None:
             split.unrecorded(reason)
             self.recorded = None

@@ -501,3 +501,22 @@ def test_time_is_recorded_per_request(arms: tuple[str, str], tmp_path: Path) -> 
         client.remove_split("model")
     recorded = pd.concat([pd.read_parquet(f) for f in parts(tmp_path)])
     assert recorded["time"].between(began, time.time()).all()
+
+
+def test_the_latency_histogram_s_quantiles_are_within_a_bucket_of_the_exact_ones() -> None:
+    import numpy as np
+
+    from chaosml.proxy.canary import Latency
+
+    rng = np.random.default_rng(5)
+    seconds = rng.lognormal(mean=math.log(0.004), sigma=1.0, size=5000)
+    histogram = Latency()
+    for value in seconds:
+        histogram.add(float(value))
+    for q in (0.5, 0.95):
+        found = histogram.quantile(q)
+        assert found is not None
+        exact = float(np.quantile(seconds, q))
+        assert abs(found - exact) <= 0.11 * exact, (q, found, exact)  # a bucket is 10% wide
+    assert histogram.count == 5000 and histogram.sum == pytest.approx(seconds.sum())
+    assert Latency().quantile(0.5) is None
