@@ -133,6 +133,44 @@ class ControlClient:
         answer: dict[str, Any] = self.request("DELETE", path("proxies", proxy, "shadow"))
         return answer
 
+    def set_split(
+        self,
+        proxy: str,
+        candidate: str,
+        weight: float,
+        *,
+        key: dict[str, str] | None = None,
+        lease: float | None = None,
+        folder: str | None = None,
+        codec: str | None = None,
+    ) -> dict[str, Any]:
+        """Send a sticky share ``weight`` of the proxy's requests to ``candidate`` (``host:port``)
+        by ``key`` (``{"header": NAME}``, ``{"column": NAME}``, None: the client's address), under
+        a ``lease`` of seconds; with ``folder``, each answered request is recorded there (chaosml's
+        own endpoint). The split's state."""
+        body: dict[str, Any] = {"candidate": candidate, "weight": weight, "key": key}
+        extra = {"lease": lease, "folder": folder, "codec": codec}
+        body.update({k: v for k, v in extra.items() if v is not None})
+        answer: dict[str, Any] = self.request("POST", path("proxies", proxy, "split"), body)
+        return answer
+
+    def change_split(
+        self, proxy: str, *, weight: float | None = None, lease: float | None = None
+    ) -> dict[str, Any]:
+        """A new weight and/or lease; with neither, the lease is only renewed."""
+        body = {k: v for k, v in (("weight", weight), ("lease", lease)) if v is not None}
+        answer: dict[str, Any] = self.request("PATCH", path("proxies", proxy, "split"), body)
+        return answer
+
+    def split(self, proxy: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self.request("GET", path("proxies", proxy, "split"))
+        return answer
+
+    def remove_split(self, proxy: str) -> dict[str, Any]:
+        """All traffic back to the primary; the final state, the recording written whole."""
+        answer: dict[str, Any] = self.request("DELETE", path("proxies", proxy, "split"))
+        return answer
+
     def reset(self) -> None:
         """Remove every toxic and re-enable every proxy."""
         self.request("POST", "/reset")

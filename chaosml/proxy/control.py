@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from chaosml._net import split_address as _split
 from chaosml.proxy.api_http import Handler, is_loopback_host
+from chaosml.proxy.canary import EXPIRED, Split, SplitCollector, change_from, split_from
 from chaosml.proxy.metrics import ProxyMetrics
 from chaosml.proxy.server import Proxy, Timeouts, split_address
 from chaosml.proxy.toxics import ApiError, build_toxic, typed
@@ -87,6 +89,7 @@ class Control:
     fixed: bool = False  # proxies come from code (the in-service point), not from the API
     listen_anywhere: bool = False  # a token or --listen-any: proxies may listen off loopback
     _lock: asyncio.Lock | None = field(default=None, init=False)
+    _split_series: bool = field(default=False, init=False)  # the splits' collector registered
     _seeds: np.random.SeedSequence = field(init=False)
 
     def __post_init__(self) -> None:
@@ -106,9 +109,14 @@ class Control:
         return proxy
 
     def expire(self) -> None:
-        """Drop every toxic whose lease ran out."""
+        """Drop every toxic whose lease ran out, and send all of a split's traffic to the primary
+        once its lease ran out."""
+        now = time.monotonic()
         for proxy in list(self.proxies.values()):
             proxy.active()
+            split = getattr(proxy, "split", None)
+            if split is not None:
+                split.live(now)
 
     async def stop_all(self) -> None:
         async with self.lock:
@@ -117,10 +125,15 @@ class Control:
                 await self._unshadow(proxy)
 
     async def _unshadow(self, proxy: Proxy) -> None:
+        """The proxy's shadow and split removed (their recordings closed whole)."""
         mirror = getattr(proxy, "mirror", None)  # the in-service point has no traffic to copy
         if mirror is not None:
             proxy.mirror = None
             await mirror.close()
+        split = getattr(proxy, "split", None)  # nor to split
+        if split is not None:
+            proxy.split = None
+            await asyncio.to_thread(split.close)
 
     def _fixed(self) -> None:
         if self.fixed:
@@ -438,6 +451,57 @@ class Control:
         target.mirror = None
         return 200, await mirror.close()
 
+    # --- split (chaosml's own) --------------------------------------------------------------------
+
+    def _splittable(self, proxy: str) -> Proxy:
+        target = self._proxy(proxy)
+        if not isinstance(target, Proxy):
+            raise ApiError("the in-service point has no traffic of its own to split", 400)
+        if target.codec == "tcp":
+            raise ApiError("a tcp proxy relays bytes: it has no requests to split", 400)
+        return target
+
+    def _split(self, proxy: str) -> tuple[Proxy, Split]:
+        target = self._splittable(proxy)
+        if target.split is None:
+            raise ApiError("split not found", 404)
+        return target, target.split
+
+    async def set_split(self, body: Any, proxy: str) -> tuple[int, Any]:
+        """Send a sticky share (``weight``) of the proxy's requests to ``candidate`` instead of
+        its upstream, by ``key``, under a ``lease`` (``chaosml.proxy.canary``)."""
+        target = self._splittable(proxy)
+        if target.split is not None:
+            raise ApiError("split already set", 409)
+        split = split_from(body, proxy_codec=target.codec, check_address=split_address)
+        if not self._split_series:
+            self.metrics.registry.register(SplitCollector(self.proxies))
+            self._split_series = True
+        target.split = split
+        return 201, split.to_json(target.upstream)
+
+    async def change_split(self, body: Any, proxy: str) -> tuple[int, Any]:
+        """A new weight and/or lease; the lease renewed either way (``{}`` only renews). A split
+        whose lease ran out is not revived (409): all its traffic stays on the primary."""
+        target, split = self._split(proxy)
+        weight, lease = change_from(body)
+        if not split.live(time.monotonic()):
+            raise ApiError(EXPIRED, 409)
+        split.change(weight, lease)
+        return 200, split.to_json(target.upstream)
+
+    async def show_split(self, body: Any, proxy: str) -> tuple[int, Any]:
+        target, split = self._split(proxy)
+        return 200, split.to_json(target.upstream)
+
+    async def delete_split(self, body: Any, proxy: str) -> tuple[int, Any]:
+        """All traffic back to the primary at once; the final state, once the recording is
+        written whole."""
+        target, split = self._split(proxy)
+        target.split = None
+        await asyncio.to_thread(split.close)
+        return 200, split.to_json(target.upstream)
+
     def locked(self, handler: Handler) -> Handler:
         """``handler`` run under the collection's lock, as each Toxiproxy handler holds its
         collection's (read or write) lock: a read never sees a change half-done."""
@@ -471,5 +535,9 @@ class Control:
             ("POST", route + "/shadow", self.set_shadow),
             ("GET", route + "/shadow", self.show_shadow),
             ("DELETE", route + "/shadow", self.delete_shadow),
+            ("POST", route + "/split", self.set_split),
+            ("PATCH", route + "/split", self.change_split),
+            ("GET", route + "/split", self.show_split),
+            ("DELETE", route + "/split", self.delete_split),
         ]
         return [(m, p, h if h == self.version else self.locked(h)) for m, p, h in table]

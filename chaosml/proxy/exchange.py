@@ -15,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from chaosml.codecs import CODECS, CodecError
 from chaosml.faults import PayloadFault, RequestFault, ResponseFault, TransportFault
 from chaosml.faults.evidence import skip_reason
 from chaosml.faults.transport import Effect
+from chaosml.proxy.canary import Arm, Split, key_bytes
 from chaosml.proxy.http import (
     Head,
     HeadTooLarge,
@@ -134,6 +137,8 @@ class Body:
     sent: list[bytes] = field(default_factory=list)
     size: int = 0
     done: bool = False  # the client's body was read to its end
+    received: bytes | None = None  # the client's body as it came, when held whole
+    unheld: str = "body not held"  # why it was not (a split's unkeyed reason)
 
     @property
     def replayable(self) -> bool:
@@ -153,6 +158,12 @@ class Exchange:
         self.proxy, self.reader, self.writer, self.client = proxy, reader, writer, client
         self.answered = False  # bytes of the current request's answer were written
         self.shadowed: bytes | None = None  # the request body a shadow copies, once answered
+        self.upstream = proxy.upstream  # the address the current request went to
+        self.split: Split | None = None  # the split the current request was routed by
+        self.arm: Arm | None = None  # and its arm
+        self.recorded: bytes | None = None  # the request body a split records, once answered
+        self.status: int | None = None  # its upstream's answer (0: unreachable, None: none yet)
+        self._peer: bytes | None = None
 
     async def run(self) -> Head | None:
         """Serve requests until the connection ends; the head of a request that upgrades the
@@ -198,6 +209,23 @@ class Exchange:
 
     async def exchange(self, head: Head) -> bool:
         """Relay one request and its answer; whether the connection serves another."""
+        split = self.proxy.split
+        if split is None:
+            return await self.relayed(head, None)
+        start = time.perf_counter()
+        self.split, self.arm, self.recorded, self.status = split, None, None, None
+        try:
+            return await self.relayed(head, split)
+        finally:
+            arm, self.split, self.recorded = self.arm, None, None  # none left for the next
+            if arm is not None and self.status is not None:
+                seconds = time.perf_counter() - start
+                if self.status:
+                    arm.answered(self.status, seconds)
+                else:
+                    arm.failed(seconds)
+
+    async def relayed(self, head: Head, split: Split | None) -> bool:
         plan = self.plan()
         up = NO_EFFECT
         if plan.early:
@@ -206,15 +234,27 @@ class Exchange:
             ended = await self.act(up, head, plan.upstream)
             if ended is not None:
                 return ended
-        body, framed = await self.request_body(head, plan)
+        body, framed = await self.request_body(head, plan, split)
         self.shadowed = body.whole if self.proxy.mirror is not None and body.whole else None
         if plan.stale is not None:
             acted(plan.routed)
-        address = plan.stale or self.proxy.upstream
+        address = self.proxy.upstream
+        if split is not None:
+            self.arm = arm = split.route(*self.key(split, head, body))
+            address = arm.address or address
+            if split.recorder is not None:
+                if body.whole:
+                    self.recorded = body.whole
+                else:
+                    split.unrecorded(f"request: {body.unheld}")
+        self.upstream = address = plan.stale or address
         sent = await self.forward(address, head, body, Shaper(self.writer, up, self.proxy))
         if sent is None:
+            self.record(502, b"")  # a split's request answered by the proxy: recorded as such
             return head.keep_alive and body.done
         conn, answer = sent
+        if split is not None:
+            self.status = answer.status
         try:
             down = NO_EFFECT
             if plan.late:
@@ -276,37 +316,70 @@ class Exchange:
             size += len(piece)
         return pieces, False
 
-    async def request_body(self, head: Head, plan: Plan) -> tuple[Body, Framed]:
+    async def request_body(
+        self, head: Head, plan: Plan, split: Split | None = None
+    ) -> tuple[Body, Framed]:
         bodiless = not head.chunked and not head.length
         if bodiless:
             await self.client.piece()  # no body: its end
             if not plan.decode:
-                return Body(whole=b"", done=True), Framed()
+                return Body(whole=b"", done=True, received=b"", unheld="no body"), Framed()
         if not plan.decode:
-            if self.proxy.mirror is None or bodiless:
+            mirror = self.proxy.mirror
+            if (mirror is None and (split is None or not split.holds)) or bodiless:
                 return Body(), Framed()
             copied, whole = await self.hold(self.client, self.proxy.limits.body)  # to copy
             if not whole:
-                self.proxy.mirror.drop("request body too large")
-                return Body(held=copied), Framed()
-            return Body(whole=b"".join(copied), done=True), Framed()
+                if mirror is not None:
+                    mirror.drop("request body too large")
+                return Body(held=copied, unheld="body too large"), Framed()
+            data = b"".join(copied)
+            return Body(whole=data, done=True, received=data), Framed()
         readers = plan.request + plan.framing
         kind = unreadable_type(head.headers)
         if kind is not None and not bodiless:
             skip(readers, skip_reason("content type", kind))
-            return Body(), Framed()
+            return Body(unheld="body unreadable"), Framed()
         pieces: list[bytes] = []
         whole = True
         if not bodiless:  # (a missing payload is read as it is: unreadable, and counted so)
             pieces, whole = await self.hold(self.client, self.proxy.limits.body)
         if not whole:
             skip(readers, skip_reason("size", "request body"))
-            return Body(held=pieces), Framed()
+            return Body(held=pieces, unheld="body too large"), Framed()
         data = b"".join(pieces)
         new, framed = self.proxy.pipeline().request(
             data, head.headers, plan.request, readers, plan.reads
         )
-        return Body(whole=data if new is None else new, done=True), framed
+        body = Body(whole=data if new is None else new, done=True, received=data)
+        return body, framed
+
+    def key(self, split: Split, head: Head, body: Body) -> tuple[bytes | None, str]:
+        """The request's key for ``split`` (None if it has none) and where it came from (or why
+        there was none): a header, a column of the client's first row, else its address."""
+        kind = split.key.kind
+        if kind == "header":
+            value = head.header(split.key.header)
+            return (value, "header") if value is not None else (None, "header missing")
+        if kind is None:
+            if self._peer is None:
+                peer = self.writer.get_extra_info("peername")
+                self._peer = str(peer[0] if isinstance(peer, tuple) else peer or "").encode()
+            return (self._peer, "address") if self._peer else (None, "address unknown")
+        if body.received is None:
+            return None, body.unheld
+        if not body.received:
+            return None, "no body"
+        assert split.codec is not None
+        try:
+            batch = CODECS[split.codec].decode_request(json.loads(body.received))
+        except (CodecError, ValueError, TypeError, KeyError):
+            return None, "body unreadable"
+        column = batch.columns.get(split.key.name)
+        if column is None or not len(column):
+            return None, "column missing"
+        value = key_bytes(column[0])
+        return (value, "column") if value is not None else (None, "column null")
 
     async def forward(
         self, address: str, head: Head, body: Body, shaper: Shaper
@@ -339,6 +412,7 @@ class Exchange:
             shaper.sent = 0  # a stale keep-alive connection: once more on a fresh one
         metrics = self.proxy.metrics
         metrics.series(metrics.upstream_errors, self.proxy.name).inc()
+        self.status = 0  # (a split counts it as its arm's unreachable upstream)
         why = failure if failure is not None else f"{address} closed the connection"
         message = json.dumps({"error": f"upstream {address} unreachable: {why}"}).encode()
         self.answered = True
@@ -402,10 +476,11 @@ class Exchange:
         self, head: Head, conn: Upstream, answer: Head, plan: Plan, framed: Framed, effect: Effect
     ) -> bool:
         """Relay the answer to the client; whether the connection serves another request."""
-        pool = self.proxy.pool(plan.stale or self.proxy.upstream)
+        pool = self.proxy.pool(self.upstream)
         shaper = Shaper(self.writer, effect, self.proxy)
         bodiless = head.method == b"HEAD" or answer.status in NO_BODY or answer.status < 200
         if bodiless:
+            self.unrecorded("answer without body")
             if plan.changers:  # no answer to change
                 why = "HEAD answer" if head.method == b"HEAD" else f"HTTP {answer.status} answer"
                 reason = skip_reason("unreadable", f"response body ({why})")
@@ -422,13 +497,14 @@ class Exchange:
         changers = plan.changers
         mirror = self.proxy.mirror if self.shadowed is not None else None
         held: list[bytes] = []
-        if changers or mirror is not None:
+        if changers or mirror is not None or self.recorded is not None:
             kind = unreadable_type(answer.headers)
             if kind is not None:
                 if changers:
                     skip(changers, skip_reason("content type", kind))
                 if mirror is not None:
                     mirror.drop("answer unreadable")
+                self.unrecorded("answer unreadable")
             else:
                 held, whole = await self.hold(conn.parser, self.proxy.limits.body)
                 if whole:
@@ -443,16 +519,30 @@ class Exchange:
                     )
                     await self.emit(shaper, out + data)
                     pool.give(conn, answer.keep_alive)
-                    if (
-                        mirror is not None and self.shadowed is not None
-                    ):  # the client has its answer
+                    # the client has its answer
+                    if mirror is not None and self.shadowed is not None:
                         mirror.offer(head, self.shadowed, answer.status, data)
+                    self.record(answer.status, data)
                     return head.keep_alive and not shaper.spent
                 if changers:
                     skip(changers, skip_reason("size", "response body"))
                 if mirror is not None:
                     mirror.drop("answer too large")
+                self.unrecorded("answer too large")
         return await self.relay(head, conn, answer, held, shaper, pool)
+
+    def record(self, status: int, answer: bytes) -> None:
+        """The split's recording of the answered request (if it records this one)."""
+        split, arm = self.split, self.arm
+        if self.recorded is not None and split is not None and arm is not None:
+            split.record(arm, status, self.recorded, answer)
+            self.recorded = None
+
+    def unrecorded(self, reason: str) -> None:
+        split = self.split
+        if self.recorded is not None and split is not None:
+            split.unrecorded(reason)
+            self.recorded = None
 
     async def emit(self, shaper: Shaper, data: bytes) -> None:
         self.answered = True

@@ -24,6 +24,7 @@ import numpy as np
 
 from chaosml._net import split_address as _split
 from chaosml.faults.evidence import skip_reason
+from chaosml.proxy.canary import Split
 from chaosml.proxy.exchange import Exchange, Plan
 from chaosml.proxy.http import (
     MAX_BODY,
@@ -149,6 +150,7 @@ class Proxy(OwnsToxics):
     store: ToxicStore = field(default_factory=ToxicStore)
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     mirror: Mirror | None = None  # a shadow: each answered request copied to a candidate
+    split: Split | None = None  # a canary: a sticky share of requests sent to a candidate
     _server: asyncio.base_events.Server | None = field(default=None, init=False)
     _pools: dict[str, Pool] = field(default_factory=dict, init=False)
     _connections: Connections = field(default_factory=Connections, init=False)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from chaosml.codecs import CODECS, Codec, CodecError
+from chaosml.codecs import CODECS, Batch, Codec, CodecError, Outputs
 from chaosml.proxy.http import Head, serialize_head
 from chaosml.proxy.upstream import Pool, Upstream
 
@@ -41,9 +41,10 @@ QUEUE = 256  # copies waiting for the candidate
 CONCURRENCY = 4  # calls to the candidate at once
 TIMEOUT = 1.0  # seconds the candidate has to answer a copy
 FLUSH = 2.0  # seconds between row groups written
+IDLE = object()  # nothing arrived before the next flush was due
 
 
-def _frame(parts: list[tuple[int, dict[str, Any]]]) -> pd.DataFrame:
+def frame_of(parts: list[tuple[int, dict[str, Any]]]) -> pd.DataFrame:
     """One frame of many batches' columns (a column a batch lacks is null there)."""
     import pandas as pd
 
@@ -61,31 +62,71 @@ def _frame(parts: list[tuple[int, dict[str, Any]]]) -> pd.DataFrame:
     return pd.DataFrame(joined).infer_objects()
 
 
-class Recorder:
-    """The recorded pairs: decoded and written to Parquet on a thread of its own."""
+def numbers_as_float(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its numeric columns as float64: one schema whatever a batch held."""
+    import pandas as pd
 
-    def __init__(self, folder: Path, codec: Codec, drops: Counter[str], flush: float) -> None:
-        self.folder, self.codec, self.drops, self.flush = folder, codec, drops, flush
-        self.queue: queue.Queue[tuple[bytes, bytes, bytes] | None] = queue.Queue(QUEUE * 4)
+    for name in frame.columns:
+        kind = frame[name].dtype
+        if pd.api.types.is_numeric_dtype(kind) and not pd.api.types.is_bool_dtype(kind):
+            frame[name] = frame[name].astype("float64")
+    return frame
+
+
+def nullable_floats(values: list[Any]) -> Any:
+    """Scores (None where missing) as float64 with NaN."""
+    import pandas as pd
+
+    return pd.array(values, dtype="Float64").astype("float64")
+
+
+def rows_with_ids(batch: Batch, outputs: Outputs) -> dict[str, Any]:
+    """The request's columns, with an ``id`` column first when the answer carries ``ids``."""
+    ids = outputs.layout.get("extra", {}).get("ids")
+    columns = dict(batch.columns)
+    n = len(batch)
+    if isinstance(ids, list) and len(ids) == n and "id" not in columns:
+        columns = {"id": np.asarray([str(i) for i in ids], dtype=object), **columns}
+    return columns
+
+
+class Recording:
+    """Items decoded and written on a thread of its own, behind a bounded queue: ``put`` never
+    waits (a full queue is a drop, counted), ``decode`` runs per item and ``write`` every
+    ``flush`` seconds and once more at ``close``. Subclasses say what an item is and where it goes.
+    """
+
+    def __init__(self, drops: Counter[str], flush: float, *, size: int, name: str) -> None:
+        self.drops, self.flush = drops, flush
+        self.queue: queue.Queue[Any] = queue.Queue(size)
         self.rows = 0
         self.error: str | None = None
-        self._pending: dict[str, list[tuple[int, dict[str, Any]]]] = {n: [] for n in FILES}
-        self._writers: dict[str, pq.ParquetWriter] = {}
+        self.closed = False
         self._lock = threading.Lock()  # the counters, shared with the loop's thread
-        self._thread = threading.Thread(target=self._run, name="chaosml-shadow", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def put(self, request: bytes, primary: bytes, candidate: bytes) -> None:
+    def put(self, item: Any) -> None:
+        if self.closed:
+            self.drop("after stop")
+            return
         try:
-            self.queue.put_nowait((request, primary, candidate))
+            self.queue.put_nowait(item)
         except queue.Full:
             self.drop("recorder behind")
 
-    def drop(self, reason: str) -> None:
+    def drop(self, reason: str, n: int = 1) -> None:
         with self._lock:
-            self.drops[reason] += 1
+            self.drops[reason] += n
+
+    def counted(self) -> tuple[dict[str, int], int]:
+        """The drops by reason and the rows written, read together."""
+        with self._lock:
+            return dict(sorted(self.drops.items())), self.rows
 
     def close(self) -> None:
+        """Write what is pending and stop the thread (blocks: call it off the loop)."""
+        self.closed = True
         while self._thread.is_alive():
             try:
                 self.queue.put(None, timeout=0.1)
@@ -94,24 +135,59 @@ class Recorder:
                 continue
         self._thread.join()
 
+    def decode(self, item: Any) -> None:
+        raise NotImplementedError
+
+    def write(self) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """After the last ``write``: close what is open."""
+
     def _run(self) -> None:
         last = time.monotonic()
         while True:
             try:
                 item = self.queue.get(timeout=max(self.flush - (time.monotonic() - last), 0.01))
             except queue.Empty:
-                item = ()  # type: ignore[assignment]
+                item = IDLE
             if item is None:
                 break
-            if item:
+            if item is not IDLE:
                 try:
-                    self._decode(*item)
+                    self.decode(item)
                 except Exception as exc:  # the thread must outlive any one odd exchange
                     self.drop(f"not recorded: {type(exc).__name__}")
             if time.monotonic() - last >= self.flush:
                 self._write()
                 last = time.monotonic()
         self._write()
+        self.finish()
+
+    def _write(self) -> None:
+        try:
+            self.write()
+        except Exception as exc:  # as in decode: counted, the thread goes on
+            self.drop(f"not written: {type(exc).__name__}")
+
+    def count_rows(self, n: int) -> None:
+        with self._lock:
+            self.rows += n
+
+
+class Recorder(Recording):
+    """The recorded pairs: decoded and written to Parquet on a thread of its own."""
+
+    def __init__(self, folder: Path, codec: Codec, drops: Counter[str], flush: float) -> None:
+        self.folder, self.codec = folder, codec
+        self._pending: dict[str, list[tuple[int, dict[str, Any]]]] = {n: [] for n in FILES}
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        super().__init__(drops, flush, size=QUEUE * 4, name="chaosml-shadow")
+
+    def decode(self, item: tuple[bytes, bytes, bytes]) -> None:
+        self._decode(*item)
+
+    def finish(self) -> None:
         for writer in self._writers.values():
             writer.close()
 
@@ -135,32 +211,23 @@ class Recorder:
         if len(second.predictions) != n or (second.scores is not None and len(second.scores) != n):
             self.drop("candidate answer misaligned")
             return
-        ids = first.layout.get("extra", {}).get("ids")
-        columns = dict(batch.columns)
-        if isinstance(ids, list) and len(ids) == n and "id" not in columns:
-            columns = {"id": np.asarray([str(i) for i in ids], dtype=object), **columns}
+        columns = rows_with_ids(batch, first)
         self._pending["rows"].append((n, columns))  # frames are built once per flush: cheaper
         for name, outputs in (("primary", first), ("candidate", second)):
             scores = outputs.scores if outputs.scores is not None else [None] * n
             pair = {"prediction": list(outputs.predictions), "score": list(scores)}
             self._pending[name].append((n, pair))
 
-    def _write(self) -> None:
-        import pandas as pd
+    def write(self) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         if not self._pending["rows"]:
             return
-        frames = {name: _frame(parts) for name, parts in self._pending.items()}
-        rows = frames["rows"]
-        for name in rows.columns:  # numbers as float64: one schema whatever a batch held
-            kind = rows[name].dtype
-            if pd.api.types.is_numeric_dtype(kind) and not pd.api.types.is_bool_dtype(kind):
-                rows[name] = rows[name].astype("float64")
+        frames = {name: frame_of(parts) for name, parts in self._pending.items()}
+        numbers_as_float(frames["rows"])
         for name in ("primary", "candidate"):
-            score = frames[name]["score"]
-            frames[name]["score"] = pd.array(score.tolist(), dtype="Float64").astype("float64")
+            frames[name]["score"] = nullable_floats(frames[name]["score"].tolist())
         for parts in self._pending.values():
             parts.clear()
         tables = {}
@@ -186,8 +253,7 @@ class Recorder:
             self.error = f"cannot write {self.folder}: {exc}"
             self.drop("not written")
             return
-        with self._lock:
-            self.rows += len(frames["rows"])
+        self.count_rows(len(frames["rows"]))
 
 
 class Mirror:
@@ -234,9 +300,7 @@ class Mirror:
             self.drop("queue full")
 
     def counts(self) -> dict[str, Any]:
-        with self.recorder._lock:
-            drops = dict(sorted(self.drops.items()))
-            rows = self.recorder.rows
+        drops, rows = self.recorder.counted()
         return {
             "candidate": self.candidate,
             "codec": self.codec,
@@ -260,7 +324,7 @@ class Mirror:
         await asyncio.gather(*self._workers, return_exceptions=True)
         left = self._queue.qsize()
         if left:
-            self.recorder.drops["unsent at stop"] += left
+            self.recorder.drop("unsent at stop", left)
         self._pool.close()
         await asyncio.to_thread(self.recorder.close)
         return self.counts()
@@ -277,7 +341,7 @@ class Mirror:
             else:
                 if 200 <= status < 300:
                     self.answered += 1
-                    self.recorder.put(request, primary, answer)
+                    self.recorder.put((request, primary, answer))
                 else:
                     self.drop("candidate answered non-2xx")
             finally:

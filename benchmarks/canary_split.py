@@ -1,0 +1,194 @@
+"""A split's cost: p50 latency and request throughput through the proxy with a split at weight 0.5
+(keyed by a header, each request another user, so both arms serve), against the same proxy with
+no split, in the same run (rounds alternating off, on, off, on, ...; the best round of each kept).
+A third figure, the split with its recording on, is printed for information.
+
+Both arms are the same fast asyncio HTTP/1.1 echo model (records codec: ``predictions``,
+``scores``, ``ids``), each in its own process on its own port (so each arm has its own pool of
+keep-alive connections, as a real candidate would); the proxy is ``chaosml proxy`` in its own
+process; the clients are keep-alive Python threads in this one. Everything listens on 127.0.0.1.
+
+Run: python benchmarks/canary_split.py [--seconds 5] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from chaosml._net import free_port
+
+ECHO = r"""
+import asyncio, json, sys
+
+async def serve(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for h in head.decode("latin-1").split("\r\n")[1:]:
+                if h.lower().startswith("content-length:"):
+                    length = int(h.split(":")[1])
+            body = json.loads(await reader.readexactly(length)) if length else {"instances": []}
+            rows = body["instances"]
+            answer = json.dumps({
+                "predictions": [int(r["x"] > 0.5) for r in rows],
+                "scores": [r["x"] for r in rows],
+                "ids": [str(r["id"]) for r in rows],
+            }).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]))
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def wait_port(port: int, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port}")
+
+
+def load(listen: str, seconds: float, clients: int, rows: int) -> tuple[float, float, int]:
+    """Requests per second, p50 latency (s) and failed requests of ``clients`` keep-alive loops,
+    each request with another ``x-user-id``."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    failed = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        body = {"instances": [{"id": f"{index}-{i}", "x": i / rows} for i in range(rows)]}
+        n = 0
+        with requests.Session() as session:
+            while time.monotonic() < stop:
+                n += 1
+                headers = {"x-user-id": f"{index}-{n}"}
+                start = time.perf_counter()
+                answer = session.post(
+                    f"http://{listen}/predict", json=body, headers=headers, timeout=10
+                )
+                latencies[index].append(time.perf_counter() - start)
+                failed[index] += answer.status_code != 200
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    took = time.monotonic() - began
+    every = [x for part in latencies for x in part]
+    return len(every) / took, statistics.median(every), sum(failed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        echo = Path(folder) / "echo.py"
+        echo.write_text(ECHO)
+        primary_port, candidate_port, api_port = free_port(), free_port(), free_port()
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        processes = [
+            subprocess.Popen([sys.executable, str(echo), str(primary_port)]),
+            subprocess.Popen([sys.executable, str(echo), str(candidate_port)]),
+            subprocess.Popen(
+                [sys.executable, "-m", "chaosml", "proxy", "--api", f"127.0.0.1:{api_port}"],
+                env=env,
+            ),
+        ]
+        try:
+            for port in (primary_port, candidate_port, api_port):
+                wait_port(port)
+            api = f"http://127.0.0.1:{api_port}"
+            made = requests.post(
+                f"{api}/proxies",
+                json={"name": "model", "upstream": f"127.0.0.1:{primary_port}"},
+                timeout=5,
+            ).json()
+            listen = made["listen"]
+            split: dict[str, Any] = {
+                "candidate": f"127.0.0.1:{candidate_port}",
+                "weight": 0.5,
+                "key": {"header": "x-user-id"},
+                "lease": 600,
+            }
+            load(listen, 1.0, args.clients, args.rows)  # warm-up
+            off: list[tuple[float, float, int]] = []
+            on: list[tuple[float, float, int]] = []
+            recording: list[tuple[float, float, int]] = []
+            states: list[dict[str, Any]] = []
+            for round_ in range(args.rounds):
+                off.append(load(listen, args.seconds, args.clients, args.rows))
+                requests.post(f"{api}/proxies/model/split", json=split, timeout=5)
+                on.append(load(listen, args.seconds, args.clients, args.rows))
+                states.append(requests.delete(f"{api}/proxies/model/split", timeout=30).json())
+                recorded = {
+                    **split,
+                    "codec": "records",
+                    "folder": str(Path(folder) / f"split-{round_}"),
+                }
+                requests.post(f"{api}/proxies/model/split", json=recorded, timeout=5)
+                recording.append(load(listen, args.seconds, args.clients, args.rows))
+                states.append(requests.delete(f"{api}/proxies/model/split", timeout=60).json())
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(timeout=10)
+    best_off, best_on = max(r[0] for r in off), max(r[0] for r in on)
+    best_recording = max(r[0] for r in recording)
+    p50_off, p50_on = min(r[1] for r in off), min(r[1] for r in on)
+    p50_recording = min(r[1] for r in recording)
+    result = {
+        "throughput_off_rps": round(best_off, 1),
+        "throughput_on_rps": round(best_on, 1),
+        "throughput_ratio": round(best_on / best_off, 3),
+        "p50_off_ms": round(p50_off * 1000, 3),
+        "p50_on_ms": round(p50_on * 1000, 3),
+        "p50_ratio": round(p50_on / p50_off, 3),
+        "recording_throughput_ratio": round(best_recording / best_off, 3),
+        "recording_p50_ratio": round(p50_recording / p50_off, 3),
+        "failed": sum(r[2] for r in off + on + recording),
+        "arms": [
+            {arm: s["arms"][arm]["requests"] for arm in ("primary", "candidate")} for s in states
+        ],
+        "recorded_rows": [s["recording"]["rows"] for s in states if s["recording"]],
+        "recording_drops": [s["recording"]["drops"] for s in states if s["recording"]],
+        "goal": "p50_ratio <= 1.03",
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,522 @@
+"""A split through the real proxy: two real upstreams on loopback that say who answered, keys from
+a header, a column and the client's address; the lease, the figures, the recorded parts."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from hashlib import blake2b
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import requests
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import chaosml
+from chaosml.demo.data import LABEL
+from chaosml.demo.service import serving_app
+from chaosml.demo.train import DemoArtifacts
+from chaosml.proxy.api import ProxyServer, running
+from chaosml.proxy.client import ControlClient, ControlRefused
+from tests.live_servers import wait_for
+
+PATIENCE = 60.0  # seconds a poll may wait for what must happen (a bound, not a timing)
+
+
+def answering(name: str) -> Starlette:
+    """An upstream that answers a records request with its own name, a prediction per row
+    (``x > 0.5``), the row's ``x`` as its score, and the rows' ids."""
+
+    async def predict(request: Request) -> Response:
+        body = await request.body()
+        try:
+            rows = json.loads(body)["instances"]
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": "not records"}, status_code=400)
+        return JSONResponse(
+            {
+                "who": name,
+                "predictions": [int(r.get("x", 0) > 0.5) for r in rows],
+                "scores": [r.get("x", 0) for r in rows],
+                "ids": [str(r.get("id", i)) for i, r in enumerate(rows)],
+            }
+        )
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"who": name})
+
+    routes = [Route("/predict", predict, methods=["POST"]), Route("/health", health)]
+    return Starlette(routes=routes)
+
+
+@pytest.fixture(scope="module")
+def arms() -> Iterator[tuple[str, str]]:
+    """The primary's and the candidate's ``host:port``."""
+    with serving_app(answering("primary")) as one, serving_app(answering("candidate")) as two:
+        yield one, two
+
+
+@contextmanager
+def proxied(primary: str) -> Iterator[tuple[str, ControlClient]]:
+    """A proxy named ``model`` in front of ``primary``: its address and the control client."""
+    with running(ProxyServer(api="127.0.0.1:0", reap_interval=0.05)) as server:
+        client = ControlClient(address=server.api)
+        listen = client.create_proxy("model", primary, "127.0.0.1:0")["listen"]
+        yield listen, client
+
+
+def on_candidate(key: bytes, weight: float) -> bool:
+    """The documented rule, computed here from hashlib: BLAKE2b-64 of the key, mod 10000."""
+    digest = int.from_bytes(blake2b(key, digest_size=8).digest(), "big")
+    return digest % 10_000 < round(weight * 10_000)
+
+
+def who(session: requests.Session, listen: str, **headers: str) -> str:
+    body = {"instances": [{"x": 0.7, "id": "a"}]}
+    answer = session.post(f"http://{listen}/predict", json=body, headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["who"])
+
+
+def closed_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def within_binomial(hits: int, n: int, p: float) -> bool:
+    """``hits`` within 5 standard deviations of ``n * p`` (fails by chance ~1 in 1.7 million)."""
+    return abs(hits - n * p) <= 5 * math.sqrt(n * p * (1 - p))
+
+
+def test_the_weight_is_honoured_each_key_keeps_its_arm_and_a_rising_weight_keeps_it(
+    arms: tuple[str, str],
+) -> None:
+    primary, candidate = arms
+    keys = [f"user-{i}" for i in range(400)]
+    with proxied(primary) as (listen, client):
+        state = client.set_split("model", candidate, 0.2, key={"header": "X-User-Id"}, lease=600)
+        assert state["weight"] == 0.2 and state["key"] == {"header": "X-User-Id"}
+        with requests.Session() as session:
+            first = {k: who(session, listen, **{"x-user-id": k}) for k in keys}
+        for key, arm in first.items():  # each request where the rule says, exactly
+            assert (arm == "candidate") == on_candidate(key.encode(), 0.2), key
+        hits = sum(arm == "candidate" for arm in first.values())
+        assert within_binomial(hits, len(keys), 0.2) and 0 < hits < len(keys)
+        # the same keys on new connections, one per request: the same arms
+        again = {}
+        for key in keys[:60]:
+            with requests.Session() as session:
+                again[key] = who(session, listen, **{"x-user-id": key})
+        assert again == {k: first[k] for k in keys[:60]}
+        state = client.change_split("model", weight=0.5)
+        with requests.Session() as session:
+            wider = {k: who(session, listen, **{"x-user-id": k}) for k in keys}
+        # monotone: every key on the candidate at 20% is on it at 50%
+        assert all(wider[k] == "candidate" for k, arm in first.items() if arm == "candidate")
+        more = sum(arm == "candidate" for arm in wider.values())
+        assert more > hits and within_binomial(more, len(keys), 0.5)
+        # a request without the header: the primary, counted by its reason
+        with requests.Session() as session:
+            assert who(session, listen) == "primary"
+        state = client.split("model")
+    figures = state["arms"]
+    assert (
+        figures["candidate"]["requests"]
+        == hits + sum(again[k] == "candidate" for k in again) + more
+    )
+    total = 2 * len(keys) + len(again) + 1
+    assert figures["primary"]["requests"] + figures["candidate"]["requests"] == total
+    assert figures["candidate"]["answers"]["2xx"] == figures["candidate"]["requests"]
+    assert state["keys"] == {
+        "keyed": {"header": total - 1},
+        "unkeyed": {"header missing": 1},
+    }
+    latency = figures["primary"]["latency"]
+    assert latency["count"] == figures["primary"]["requests"]
+    assert 0 < latency["p50"] <= latency["p95"]
+
+
+def test_weights_0_and_1_send_nothing_and_everything_to_the_candidate(
+    arms: tuple[str, str],
+) -> None:
+    primary, candidate = arms
+    with proxied(primary) as (listen, client):
+        client.set_split("model", candidate, 0.0, key={"header": "x-user-id"})
+        with requests.Session() as session:
+            none = {who(session, listen, **{"x-user-id": str(i)}) for i in range(100)}
+            client.change_split("model", weight=1.0)
+            every = {who(session, listen, **{"x-user-id": str(i)}) for i in range(100)}
+        removed = client.remove_split("model")
+        with requests.Session() as session:  # deleted: everything back on the primary
+            after = {who(session, listen, **{"x-user-id": str(i)}) for i in range(20)}
+    assert none == {"primary"} and every == {"candidate"} and after == {"primary"}
+    assert removed["arms"]["candidate"]["requests"] == 100
+
+
+def test_a_column_key_reads_the_first_row_and_an_unreadable_body_goes_to_the_primary(
+    arms: tuple[str, str],
+) -> None:
+    primary, candidate = arms
+    with proxied(primary) as (listen, client):
+        client.set_split("model", candidate, 0.5, key={"column": "user_id"}, codec="records")
+        url = f"http://{listen}/predict"
+        arms_of: dict[int, set[str]] = {}
+        with requests.Session() as session:
+            for user in range(120):
+                for other in (0, 1):  # the first row decides, whatever the rows after it
+                    rows = [{"user_id": user, "x": 0.2}, {"user_id": 999 + other, "x": 0.9}]
+                    answer = session.post(url, json={"instances": rows}, timeout=10)
+                    arms_of.setdefault(user, set()).add(answer.json()["who"])
+            # a float that is a whole number is the same user (a column with nulls is float)
+            answer = session.post(url, json={"instances": [{"user_id": 7.0}]}, timeout=10)
+            same = answer.json()["who"]
+            junk = session.post(
+                url, data=b"{not json", headers={"content-type": "application/json"}, timeout=10
+            )
+            lacking = session.post(url, json={"instances": [{"x": 1}]}, timeout=10)
+        state = client.split("model")
+    assert all(len(found) == 1 for found in arms_of.values())  # sticky
+    for user, (arm,) in ((u, tuple(a)) for u, a in arms_of.items()):
+        assert (arm == "candidate") == on_candidate(str(user).encode(), 0.5), user
+    assert same == next(iter(arms_of[7]))
+    # the undecodable body reached the primary, which answered it (400): not the candidate's
+    assert junk.status_code == 400 and lacking.json()["who"] == "primary"
+    assert state["keys"]["unkeyed"] == {"body unreadable": 1, "column missing": 1}
+    assert state["keys"]["keyed"] == {"column": 241}
+    assert state["arms"]["primary"]["answers"]["4xx"] == 1
+
+
+def source_addressed(listen: str, source: str) -> str:
+    """Who answers a request sent from the loopback address ``source``."""
+    host, port = listen.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10, source_address=(source, 0))
+    try:
+        body = json.dumps({"instances": [{"x": 0.1}]})
+        conn.request("POST", "/predict", body, {"content-type": "application/json"})
+        return str(json.loads(conn.getresponse().read())["who"])
+    finally:
+        conn.close()
+
+
+def test_without_a_key_the_client_address_decides(arms: tuple[str, str]) -> None:
+    primary, candidate = arms
+    sources = [f"127.0.0.{i}" for i in range(2, 60)]
+    with proxied(primary) as (listen, client):
+        client.set_split("model", candidate, 0.5)  # key: null
+        found = {s: source_addressed(listen, s) for s in sources}
+        twice = {s: source_addressed(listen, s) for s in sources}  # new connections each
+        state = client.split("model")
+    assert found == twice
+    for source, arm in found.items():
+        assert (arm == "candidate") == on_candidate(source.encode(), 0.5), source
+    assert {"primary", "candidate"} == set(found.values())
+    assert state["key"] is None and state["keys"]["keyed"] == {"address": 2 * len(sources)}
+
+
+def test_when_the_lease_runs_out_all_traffic_goes_to_the_primary(arms: tuple[str, str]) -> None:
+    primary, candidate = arms
+    with proxied(primary) as (listen, client):
+        client.set_split("model", candidate, 1.0, key={"header": "k"}, lease=30)
+        with requests.Session() as session:
+            assert who(session, listen, k="1") == "candidate"
+            renewed = client.change_split("model")  # {}: only renews
+            assert renewed["weight"] == 1.0 and not renewed["expired"]
+            client.change_split("model", lease=0.3)  # a short lease, not renewed after
+            assert wait_for(lambda: client.split("model")["expired"], PATIENCE)
+            after = {who(session, listen, k=str(i)) for i in range(30)}
+        state = client.split("model")
+        with pytest.raises(ControlRefused) as refused:  # not revived by a late renewal
+            client.change_split("model", weight=1.0)
+    assert after == {"primary"}
+    assert state["expired"] and state["effective_weight"] == 0.0 and state["weight"] == 1.0
+    assert state["expires_in"] == 0.0
+    assert refused.value.status == 409 and "lease ran out" in refused.value.detail
+
+
+def test_a_candidate_that_is_down_fails_only_its_own_clients(arms: tuple[str, str]) -> None:
+    primary, _ = arms
+    down = closed_port()
+    keys = [str(i) for i in range(200)]
+    with proxied(primary) as (listen, client):
+        client.set_split("model", down, 0.3, key={"header": "k"})
+        statuses = {}
+        with requests.Session() as session:
+            for key in keys:
+                body = {"instances": [{"x": 0.4}]}
+                answer = session.post(
+                    f"http://{listen}/predict", json=body, headers={"k": key}, timeout=10
+                )
+                statuses[key] = answer.status_code
+        state = client.split("model")
+    for key, status in statuses.items():
+        assert status == (502 if on_candidate(key.encode(), 0.3) else 200), key
+    failed = sum(status == 502 for status in statuses.values())
+    assert failed > 0
+    assert state["arms"]["candidate"]["unreachable"] == failed
+    assert state["arms"]["candidate"]["errors"] == failed
+    assert state["arms"]["primary"]["errors"] == 0
+    assert state["arms"]["primary"]["answers"]["2xx"] == len(keys) - failed
+
+
+def test_toxics_apply_to_both_arms(arms: tuple[str, str]) -> None:
+    primary, candidate = arms
+    with proxied(primary) as (listen, client):
+        client.set_split("model", candidate, 0.5, key={"header": "k"})
+        toxic = {"type": "http_error", "stream": "upstream", "attributes": {"status": 503}}
+        client.add_toxic("model", {"name": "down", **toxic})
+        with requests.Session() as session:
+            statuses = {
+                session.post(f"http://{listen}/predict", json={}, headers={"k": str(i)}).status_code
+                for i in range(40)
+            }
+        client.remove_toxic("model", "down")
+        with requests.Session() as session:
+            both = {who(session, listen, k=str(i)) for i in range(40)}
+    assert statuses == {503} and both == {"primary", "candidate"}
+
+
+def test_the_split_endpoints_answer_as_the_control_api_does(
+    arms: tuple[str, str], tmp_path: Path
+) -> None:
+    primary, candidate = arms
+    where = "/proxies/model/split"
+    with proxied(primary) as (_, client):
+        before = client.proxy("model")
+        cases = [
+            ("POST", "/proxies/nope/split", {"candidate": candidate, "weight": 0.1}, 404, ""),
+            ("POST", where, [], 400, "expected a JSON object"),
+            ("POST", where, {"weight": 0.1}, 400, "missing required field: candidate"),
+            ("POST", where, {"candidate": candidate}, 400, "missing required field: weight"),
+            ("POST", where, {"candidate": "nohost", "weight": 0.1}, 400, ""),
+            ("POST", where, {"candidate": candidate, "weight": 1.5}, 400, "from 0 to 1"),
+            ("POST", where, {"candidate": candidate, "weight": -0.1}, 400, "from 0 to 1"),
+            ("POST", where, {"candidate": candidate, "weight": True}, 400, "from 0 to 1"),
+            (
+                "POST",
+                where,
+                {"candidate": candidate, "weight": 0, "key": {"cookie": "u"}},
+                400,
+                "invalid attribute 'key'",
+            ),
+            (
+                "POST",
+                where,
+                {"candidate": candidate, "weight": 0, "key": "u"},
+                400,
+                "invalid attribute 'key'",
+            ),
+            (
+                "POST",
+                where,
+                {"candidate": candidate, "weight": 0, "lease": 0},
+                400,
+                "invalid attribute 'lease'",
+            ),
+            (
+                "POST",
+                where,
+                {"candidate": candidate, "weight": 0, "folder": "rel"},
+                400,
+                "expected an absolute path",
+            ),
+            (
+                "POST",
+                where,
+                {"candidate": candidate, "weight": 0, "key": {"column": "u"}},
+                400,
+                "'codec' is needed",
+            ),
+            (
+                "POST",
+                where,
+                {"candidate": candidate, "weight": 0, "codec": "avro"},
+                400,
+                "invalid attribute 'codec'",
+            ),
+            (
+                "POST",
+                where,
+                {"candidate": candidate, "weight": 0, "speed": 1},
+                400,
+                "unknown field 'speed'",
+            ),
+            ("GET", where, None, 404, "split not found"),
+            ("PATCH", where, {"weight": 0.2}, 404, "split not found"),
+            ("DELETE", where, None, 404, "split not found"),
+        ]
+        for method, path, body, status, message in cases:
+            with pytest.raises(ControlRefused) as caught:
+                client.request(method, path, body)
+            assert caught.value.status == status, (method, path, body)
+            assert message in caught.value.detail, (body, caught.value.detail)
+        made = client.set_split("model", candidate, 0.1, key={"header": "k"}, lease=60)
+        assert made["candidate"] == candidate and made["primary"] == primary
+        assert made["arms"]["primary"]["requests"] == 0 and made["recording"] is None
+        assert 59 < made["expires_in"] <= 60
+        with pytest.raises(ControlRefused) as caught:
+            client.set_split("model", candidate, 0.1)
+        assert caught.value.status == 409
+        for body in ({"weight": 2}, {"lease": -1}, {"weight": 0.2, "key": None}):
+            with pytest.raises(ControlRefused) as caught:
+                client.request("PATCH", where, body)
+            assert caught.value.status == 400, body
+        assert client.change_split("model", weight=0.3)["weight"] == 0.3
+        assert client.proxy("model") == before  # the proxy's JSON is Toxiproxy's, split or not
+        assert client.remove_split("model")["weight"] == 0.3
+        with pytest.raises(ControlRefused):
+            client.split("model")
+        # a deleted proxy takes its split with it
+        client.set_split("model", candidate, 0.1)
+        client.request("DELETE", "/proxies/model")
+        client.create_proxy("model", primary, "127.0.0.1:0")
+        with pytest.raises(ControlRefused) as caught:
+            client.split("model")
+        assert caught.value.status == 404
+        metrics = requests.get(f"http://{client.address}/metrics", timeout=5).text
+        assert "chaosml_proxy_split" in metrics  # the collector, with no split left: no series
+        client.set_split("model", candidate, 0.25)
+        metrics = requests.get(f"http://{client.address}/metrics", timeout=5).text
+        assert 'chaosml_proxy_split_weight{proxy="model"} 0.25' in metrics
+
+
+def test_the_in_service_point_has_no_traffic_to_split(arms: tuple[str, str]) -> None:
+    env = {"CHAOSML_FAULT_POINT": "127.0.0.1:0"}
+    with chaosml.FaultPoint.from_env(env=env) as point:
+        assert point.api is not None
+        client = ControlClient(address=point.api)
+        with pytest.raises(ControlRefused) as caught:
+            client.set_split("service", arms[1], 0.5)
+    assert caught.value.status == 400 and "in-service point" in caught.value.detail
+
+
+def parts(folder: Path) -> list[Path]:
+    return sorted(folder.glob("part-*.parquet"))
+
+
+def test_the_recorded_parts_are_what_the_clients_got(
+    demo: DemoArtifacts, model_v1: str, model_v2: str, tmp_path: Path
+) -> None:
+    frame = pd.read_parquet(demo.data).drop(columns=[LABEL]).iloc[:600]
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    bodies = [records[i : i + 20] for i in range(0, len(records), 20)]
+    folder = tmp_path / "canary"
+    got: list[tuple[str, dict[str, Any]]] = []
+    with proxied(model_v1) as (listen, client):
+        client.set_split(
+            "model", model_v2, 0.5, key={"header": "x-user"}, folder=str(folder), codec="records"
+        )
+        with requests.Session() as session:
+            half = len(bodies) // 2
+            for user, rows in enumerate(bodies[:half]):
+                answer = session.post(
+                    f"http://{listen}/predict",
+                    json={"instances": rows},
+                    headers={"x-user": str(user)},
+                    timeout=10,
+                )
+                got.append((str(user), answer.json()))
+            # a part is complete and readable while the split runs
+            assert wait_for(lambda: parts(folder), PATIENCE)
+            early = pd.read_parquet(parts(folder)[0])
+            assert len(early) > 0
+            for user, rows in enumerate(bodies[half:], half):
+                answer = session.post(
+                    f"http://{listen}/predict",
+                    json={"instances": rows},
+                    headers={"x-user": str(user)},
+                    timeout=10,
+                )
+                got.append((str(user), answer.json()))
+        final = client.remove_split("model")
+    files = parts(folder)
+    assert [f.name for f in files] == [f"part-{i:06d}.parquet" for i in range(1, len(files) + 1)]
+    assert not [f for f in folder.iterdir() if f not in files]  # no temporary file left
+    recorded = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    assert final["recording"]["rows"] == len(recorded) == len(records)
+    assert final["recording"]["parts"] == len(files) and final["recording"]["dropped"] == 0
+    assert pd.read_parquet(folder).shape == recorded.shape  # the folder reads as one dataset
+    by_id = recorded.set_index("id")
+    for user, answer in got:
+        arm = "candidate" if answer["model_version"] == "v2" else "primary"
+        assert (arm == "candidate") == on_candidate(user.encode(), 0.5)
+        rows = by_id.loc[answer["ids"]]
+        assert (rows["arm"] == arm).all() and (rows["status"] == 200).all()
+        assert rows["prediction"].tolist() == answer["predictions"]
+        assert rows["score"].tolist() == answer["scores"]
+    # the rows as sent: each id's features are the request's row
+    sent = pd.DataFrame(records)
+    ids = [i for _, answer in got for i in answer["ids"]]
+    columns = [c for c in sent.columns if c in recorded.columns]
+    assert columns
+    mine = by_id.loc[ids, columns].reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine, sent[columns], check_dtype=False)
+    assert {"primary", "candidate"} == set(recorded["arm"])
+
+
+def test_a_recorded_folder_that_holds_parts_is_refused(
+    arms: tuple[str, str], tmp_path: Path
+) -> None:
+    primary, candidate = arms
+    (tmp_path / "part-000001.parquet").write_bytes(b"")
+    with proxied(primary) as (_, client), pytest.raises(ControlRefused) as caught:
+        client.set_split("model", candidate, 0.1, folder=str(tmp_path), codec="records")
+    assert caught.value.status == 400 and "already holds recorded parts" in caught.value.detail
+
+
+def test_a_stopped_server_closes_its_split_s_recording(
+    arms: tuple[str, str], tmp_path: Path
+) -> None:
+    primary, candidate = arms
+    with proxied(primary) as (listen, client):
+        client.set_split(
+            "model", candidate, 0.5, key={"header": "k"}, folder=str(tmp_path), codec="records"
+        )
+        with requests.Session() as session:
+            for i in range(10):
+                who(session, listen, k=str(i))
+    recorded = pd.concat([pd.read_parquet(f) for f in parts(tmp_path)])
+    assert len(recorded) == 10 and set(recorded["arm"]) <= {"primary", "candidate"}
+
+
+def test_time_is_recorded_per_request(arms: tuple[str, str], tmp_path: Path) -> None:
+    primary, candidate = arms
+    began = time.time()
+    with proxied(primary) as (listen, client):
+        client.set_split(
+            "model", candidate, 0.5, key={"header": "k"}, folder=str(tmp_path), codec="records"
+        )
+        with requests.Session() as session:
+            who(session, listen, k="1")
+        client.remove_split("model")
+    recorded = pd.concat([pd.read_parquet(f) for f in parts(tmp_path)])
+    assert recorded["time"].between(began, time.time()).all()
+
+
+def test_the_latency_histogram_s_quantiles_are_within_a_bucket_of_the_exact_ones() -> None:
+    import numpy as np
+
+    from chaosml.proxy.canary import Latency
+
+    rng = np.random.default_rng(5)
+    seconds = rng.lognormal(mean=math.log(0.004), sigma=1.0, size=5000)
+    histogram = Latency()
+    for value in seconds:
+        histogram.add(float(value))
+    for q in (0.5, 0.95):
+        found = histogram.quantile(q)
+        assert found is not None
+        exact = float(np.quantile(seconds, q))
+        assert abs(found - exact) <= 0.11 * exact, (q, found, exact)  # a bucket is 10% wide
+    assert histogram.count == 5000 and histogram.sum == pytest.approx(seconds.sum())
+    assert Latency().quantile(0.5) is None
