@@ -841,6 +841,130 @@ def shadow_command(
     _finish(result, as_json, render_shadow, {})
 
 
+@app.command("canary")
+def canary_command(
+    target: TargetOption,
+    candidate: Annotated[
+        str,
+        typer.Option(
+            help="The candidate's URL, http://HOST:PORT/predict, spoken to with the target's codec."
+        ),
+    ],
+    suite: Annotated[Path, typer.Option("--suite", "-s", help="Slice suite YAML.")],
+    steps: Annotated[
+        str,
+        typer.Option(
+            help="The candidate's share of traffic, step by step, each judged for its duration: "
+            "5%:2m,25%:5m,50%:5m,100% (reaching a last step without a duration promotes)."
+        ),
+    ] = "5%:2m,25%:5m,50%:5m,100%",
+    key: Annotated[
+        str | None,
+        typer.Option(
+            help="What keeps one user on one version: header:NAME or column:NAME (the request's "
+            "first row); default the client's address."
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="A CSV or Parquet file of id and label, read again at every look as feedback "
+            "arrives: the error rate per slice is judged on the labelled rows."
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Rows that name the groups of the suite's by-slices before the canary starts "
+            "(default: the target's data)."
+        ),
+    ] = None,
+    quiet: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An alert that must not fire (repeatable); '*' for any alert not already "
+            "active when the canary began."
+        ),
+    ] = None,
+    alpha: Annotated[
+        float, typer.Option(help="Family-wise false-rollback rate over every figure and look.")
+    ] = 0.05,
+    look: Annotated[str, typer.Option(help="Time between looks, e.g. 5s.")] = "5s",
+    lease: Annotated[
+        str,
+        typer.Option(
+            help="How long the split outlives a controller that stops renewing it (killed): "
+            "then the proxy sends everything to the primary."
+        ),
+    ] = "15s",
+    max_p95_ratio: Annotated[
+        float,
+        typer.Option(
+            help="Roll back when the candidate's p95 latency exceeds the primary's by this factor (and by 50 ms)."
+        ),
+    ] = 1.5,
+    switch: Annotated[
+        bool,
+        typer.Option(help="Once promoted, point the proxy's upstream at the candidate."),
+    ] = False,
+    out: Annotated[Path, typer.Option(help="Where run folders go: OUT/<run-id>/.")] = Path(
+        ".chaosml/canary"
+    ),
+    as_json: JsonOption = False,
+    junit: JunitOption = None,
+    html: HtmlOption = None,
+) -> None:
+    """Give a candidate model a growing share of the target's traffic at its proxy fault point,
+    sticky per user, and roll it back the moment a slice shows harm.
+
+    At every look the split's lease is renewed, the target's alert sources are polled and each
+    slice's figures on the rows each version answered are judged by an always-valid sequential
+    test (mSPRT), Bonferroni over every figure, so looking often does not raise the false-rollback
+    rate above --alpha. Exits 0 promoted, 1 rolled back, 2 on bad input, 3 if the proxy or the
+    candidate is unreachable, 130 when interrupted (the split removed, after its report).
+    """
+    _needs("canary", "gameday", "slices")
+    from chaosml.durations import parse_duration
+    from chaosml.release.canary import (
+        CanaryOptions,
+        parse_key,
+        parse_steps,
+        render_canary,
+        run_canary,
+        write_canary_html,
+        write_canary_junit,
+    )
+
+    with _errors():
+        seconds = {}
+        for name, value in (("look", look), ("lease", lease)):
+            try:
+                seconds[name] = parse_duration(value)
+            except ValueError as exc:
+                raise InputError(f"--{name} {value!r}: {exc}") from None
+        options = CanaryOptions(
+            steps=parse_steps(steps),
+            look=seconds["look"],
+            lease=seconds["lease"],
+            alpha=alpha,
+            key=parse_key(key),
+            quiet=list(quiet or []),
+            labels=labels,
+            data=data,
+            max_p95_ratio=max_p95_ratio,
+            switch=switch,
+            root=out,
+        )
+        result = run_canary(
+            target,
+            candidate,
+            suite,
+            options,
+            say=lambda line: stderr.print(f"chaosml canary: {line}", highlight=False),
+        )
+    _finish(result, as_json, render_canary, {junit: write_canary_junit, html: write_canary_html})
+
+
 @app.command("score")
 def score_command(
     paths: Annotated[
