@@ -32,6 +32,8 @@ FULL_TIER = (
     "tests/gameday/test_validate_prometheus.py",
     "tests/slices/test_engines.py",  # Dask and Spark clusters
     "tests/slices/test_endpoint.py",  # the reference service in a process of its own
+    "tests/test_canary.py::test_a",  # canaries of tens of seconds under traffic
+    "tests/test_canary.py::test_an",
     "tests/load/",  # Locust runs of several seconds each
     "tests/slices/test_gate.py::test_exchangeable_versions_fail_the_gate_at_most_alpha",
     "tests/slices/test_stats.py::test_the_normal_limit_takes_over_where_it_agrees",
