@@ -195,11 +195,27 @@ def test_a_canary_of_v1_against_a_copy_of_v1_is_promoted(
         code, report, err, _ = canary(demo, tmp_path, model_v1, copy, "25%:10s,50%:10s,100%")
     assert code == 0, err
     assert report["verdict"] == "promoted" and report["rollback"] is None
-    assert [s["verdict"] for s in report["steps"]] == ["passed", "passed", "passed"]
+    assert [s["verdict"] for s in report["steps"]] == ["passed", "passed", "reached"]
     judged = report["steps"][1]["figures"]
     assert any(f["testable"] for f in judged)  # it was judged on data, not promoted unseen
     arms = report["split"]["arms"]
     assert arms["candidate"]["requests"] > 0 and arms["primary"]["requests"] > 0
+
+
+def test_a_canary_that_sees_no_traffic_is_not_promoted(
+    demo: DemoArtifacts, model_v1: str, tmp_path: Path
+) -> None:
+    with proxied(model_v1) as (_, api, listen):
+        target = target_file(tmp_path, api, listen, demo.data)
+        command = canary_cli("--target", str(target), "--candidate", f"http://{model_v1}/predict")
+        command += ["--steps", "50%:3s,100%", "--look", "1s", "--lease", "3s", "--json"]
+        command += ["--out", str(tmp_path)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["verdict"] == "rolled_back"
+    assert report["rollback"]["reason"] == "unobservable"
+    assert "answered no request" in report["rollback"]["detail"]
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])

@@ -177,14 +177,17 @@ class StepRecord:
     step: Step
     started: float
     ended: float | None = None
-    verdict: str = "running"  # "passed", "rolled_back", "interrupted", "running"
+    verdict: str = "running"  # "passed", "rolled_back", "interrupted", "reached" (the last)
     figures: list[dict[str, Any]] = field(default_factory=list)  # per family at its end
-    service: dict[str, Any] = field(default_factory=dict)
+    service: dict[str, Any] = field(default_factory=dict)  # per arm, since the split was set
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    at_start: dict[str, int] = field(default_factory=dict)  # requests per arm when it began
+    during: dict[str, int] = field(default_factory=dict)  # requests per arm during the step
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "weight": self.step.weight,
+            "requests": self.during,
             "seconds": self.step.seconds,
             "started": round(self.started, 3),
             "ended": None if self.ended is None else round(self.ended, 3),
@@ -386,6 +389,11 @@ def figures(
     return out
 
 
+def _requests(state: dict[str, Any]) -> dict[str, int]:
+    arms = state.get("arms", {})
+    return {a: int(arms.get(a, {}).get("requests", 0)) for a in ("primary", "candidate")}
+
+
 def _errors_of(arm: dict[str, Any]) -> Proportion:
     return Proportion(n=int(arm.get("requests", 0)), successes=int(arm.get("errors", 0)))
 
@@ -508,10 +516,11 @@ class Controller:
                 if index:
                     client.change_split(self.point.proxy, weight=step.weight, lease=options.lease)
                 record = StepRecord(step=step, started=self.clock() - began)
+                record.at_start = _requests(client.split(self.point.proxy))
                 result.steps.append(record)
                 self.say(f"step {index + 1}/{len(options.steps)}: {step.label()}")
                 if step.seconds is None:
-                    record.verdict, record.ended = "passed", record.started
+                    record.verdict, record.ended = "reached", record.started
                     break
                 ends = self.clock() + step.seconds
                 while True:
@@ -531,6 +540,13 @@ class Controller:
                         self.say(f"rolled back at {step.label()}: {rollback.detail}")
                         break
                     if self.clock() >= ends:
+                        rollback = self._unobserved(record, index, gate)
+                        if rollback is not None:
+                            client.change_split(self.point.proxy, weight=0.0, lease=options.lease)
+                            result.rollback = rollback
+                            record.verdict, record.ended = "rolled_back", self.clock() - began
+                            self.say(f"rolled back at {step.label()}: {rollback.detail}")
+                            break
                         record.verdict, record.ended = "passed", self.clock() - began
                         break
                 if result.rollback is not None:
@@ -611,6 +627,7 @@ class Controller:
         )
         record.figures = [r.to_dict() for r in decision.results]
         record.service = {a: dict(arms.get(a, {})) for a in ("primary", "candidate")}
+        record.during = {a: n - record.at_start.get(a, 0) for a, n in _requests(state).items()}
         poller.poll()
         record.alerts = [
             {"alert": t.name, "source": t.source, "state": "firing" if t.fired else "pending"}
@@ -660,6 +677,26 @@ class Controller:
                     detail=f"alert {track.name} fired at {track.source}",
                 )
         return self._latency_guard(arms, index)
+
+    def _unobserved(self, record: StepRecord, index: int, gate: Any) -> Rollback | None:
+        """A step passes on evidence only: the candidate must have answered requests during it,
+        and by the last judged step some figure must have had the counts to reject."""
+        if record.during.get("candidate", 0) == 0:
+            return Rollback(
+                step=index,
+                reason="unobservable",
+                detail=f"the candidate answered no request during {record.step.label()}: "
+                "nothing shows it is fit (is traffic reaching the proxy?)",
+            )
+        last = index == max(i for i, s in enumerate(self.options.steps) if s.seconds is not None)
+        if last and not any(f["testable"] for f in record.figures):
+            return Rollback(
+                step=index,
+                reason="unobservable",
+                detail=f"no figure reached the counts to be judged ({gate.min_count} rows per "
+                "arm, and for a rate its events): the canary saw too little to promote",
+            )
+        return None
 
     def _latency_guard(self, arms: dict[str, Any], index: int) -> Rollback | None:
         primary, candidate = arms.get("primary", {}), arms.get("candidate", {})
@@ -735,9 +772,9 @@ def render_canary(result: CanaryResult, console: Any) -> None:
     for name in (
         "step",
         "verdict",
-        "requests primary/candidate",
-        "errors",
-        "p95 ms",
+        "requests in step (primary/candidate)",
+        "errors so far",
+        "p95 ms so far",
         "worst figure",
     ):
         table.add_column(name)
@@ -745,15 +782,15 @@ def render_canary(result: CanaryResult, console: Any) -> None:
         service = record.service
         primary, candidate = service.get("primary", {}), service.get("candidate", {})
         worst = min(record.figures, key=lambda f: f["p_value"], default=None)
+        during = record.during
         table.add_row(
             f"{index + 1}: {record.step.label()}",
             record.verdict,
-            f"{primary.get('requests', 0)}/{candidate.get('requests', 0)}",
-            f"{primary.get('errors', 0)}/{candidate.get('errors', 0)}",
-            "/".join(
-                "–" if a.get("p95") is None else f"{a['p95'] * 1000:.0f}"
-                for a in (primary, candidate)
-            ),
+            f"{during.get('primary', 0)}/{during.get('candidate', 0)}" if during else "–",
+            f"{primary.get('errors', 0)}/{candidate.get('errors', 0)}" if service else "–",
+            "/".join(_ms(a.get("latency", {}).get("p95")) for a in (primary, candidate))
+            if service
+            else "–",
             "–"
             if worst is None
             else f"{worst['slice']}/{worst['figure']} (p {_p(worst['p_value'])})",
