@@ -98,10 +98,16 @@ def search(
     replicates: int = 3,
     max_runs: int = 20,
     resolution: float = 0.1,
+    width: float | None = None,
     say: Callable[[str], None] | None = None,
 ) -> list[Level]:
     """Bisect ``[low, high]`` for the smallest level at which ``alert`` is detected in at least
-    half the runs; ``run(level)`` runs once and returns its id and results."""
+    half the runs; ``run(level)`` runs once and returns its id and results.
+
+    A level runs at most ``replicates`` times and stops as soon as its majority is settled (two
+    agreeing runs of three decide it: a third could not change it). The search stops when the
+    bracket is narrower than ``resolution`` (relative) or, given ``width``, narrower than that
+    (absolute; midpoints are then arithmetic)."""
     if not 0 <= low < high:
         raise InputError(f"the range must be low < high with low >= 0, not {low}:{high}")
     levels: dict[float, Level] = {}
@@ -111,7 +117,7 @@ def search(
         nonlocal spent
         level = levels.setdefault(value, Level(value=value))
         for _ in range(replicates):
-            if spent >= max_runs:
+            if spent >= max_runs or settled(level):
                 break
             spent += 1
             if say:
@@ -125,16 +131,29 @@ def search(
                 level.detected[name] = level.detected.get(name, 0) + int(hit)
                 if hit and ttd is not None:
                     level.ttd.setdefault(name, []).append(ttd)
+        if not level.runs:  # the budget was spent before this level ran: it was not tested
+            del levels[value]
+            return None
         rate = level.rate(alert)
         return None if rate is None else rate >= 0.5
+
+    def settled(level: Level) -> bool:
+        # detected when at least half the judged runs detected, of at most ``replicates``: the
+        # rest cannot change the verdict once either side holds a majority of the cap
+        hits, seen = level.detected.get(alert, 0), level.seen.get(alert, 0)
+        return 2 * hits >= replicates or 2 * (seen - hits) > replicates
+
+    def narrow(lo: float, hi: float) -> bool:
+        return hi - lo <= width if width is not None else (hi - lo) / hi <= resolution
 
     if measure(high) is not True:  # not detected at the top, or unknown: nothing to bisect
         return sorted(levels.values(), key=lambda lv: lv.value)
     lo, hi = low, high
     if measure(low) is not False:
         return sorted(levels.values(), key=lambda lv: lv.value)
-    while spent < max_runs and (hi - lo) / hi > resolution:
-        mid = math.sqrt(lo * hi) if lo > 0 and hi / lo > 4 else (lo + hi) / 2
+    while spent < max_runs and not narrow(lo, hi):
+        geometric = width is None and lo > 0 and hi / lo > 4
+        mid = math.sqrt(lo * hi) if geometric else (lo + hi) / 2
         mid = float(f"{mid:.4g}")
         if mid in levels:
             break

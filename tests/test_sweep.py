@@ -115,3 +115,29 @@ def test_the_html_page_plots_detection_and_harm(tmp_path: Path) -> None:
     write_sweep_html(sweep, tmp_path / "sweep.html")
     page = (tmp_path / "sweep.html").read_text(encoding="utf-8")
     assert "<svg" in page and "undetected harm at 0.05" in page and "threshold between 0.05" in page
+
+
+def test_a_level_stops_once_its_majority_is_settled_and_width_is_absolute() -> None:
+    calls: list[float] = []
+
+    def steep(level: float) -> tuple[str, dict[str, tuple[bool | None, float | None]]]:
+        calls.append(level)
+        hit = level >= 0.3
+        return f"run-{len(calls)}", {ALERT: (hit, 1.0 if hit else None)}
+
+    levels = search(steep, 0.02, 0.6, alert=ALERT, replicates=3, max_runs=100, width=0.04)
+    # two agreeing runs of three decide a level: a third could not change its majority
+    assert all(len(level.runs) == 2 for level in levels)
+    values = [level.value for level in levels]
+    assert values == sorted(set(calls))
+    below, above = threshold(levels, ALERT)
+    assert below is not None and above is not None
+    assert below < 0.3 <= above and above - below <= 0.04
+    # arithmetic midpoints under an absolute width: 0.31 is the first, halfway
+    assert calls[4] == 0.31
+    # a split level runs its third replicate
+    flips = iter([True, False, True] * 50)
+    split = search(
+        lambda level: ("r", {ALERT: (next(flips), None)}), 0.1, 0.2, alert=ALERT, max_runs=3
+    )
+    assert [len(level.runs) for level in split] == [3]
