@@ -1,5 +1,6 @@
 """The sweep's search, on a simulated detector whose true threshold is known (pure logic): the
-bracket it reports holds the truth, the budget holds, unknown runs count as neither."""
+bracket it reports holds the truth, the budget holds, unknown runs count as neither; and the
+undetected-harm band, against a direct pandas computation at the same seeds."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
+from chaosml.demo.data import make_credit
+from chaosml.demo.train import DemoArtifacts
 from chaosml.errors import InputError
 from chaosml.sweep import Level, clopper_pearson, parameter, search, threshold, write_level
 
@@ -141,3 +145,91 @@ def test_a_level_stops_once_its_majority_is_settled_and_width_is_absolute() -> N
         lambda level: ("r", {ALERT: (next(flips), None)}), 0.1, 0.2, alert=ALERT, max_runs=3
     )
     assert [len(level.runs) for level in split] == [3]
+
+
+HARM_SUITE = """label: approved
+min_size: 30
+slices:
+  - {name: young, where: "age < 25"}
+  - {by: [employment]}
+compare: {metric: accuracy, max_drop: 0.01}
+"""
+
+
+def pandas_losses(
+    model: object, frame: pd.DataFrame, rate: float, index: int, seed: int
+) -> dict[str, float]:
+    """Accuracy lost per slice when ``income`` is nulled in a ``rate`` of rows, drawn as the
+    offline path documents: one generator per block of 10,000 rows, seeded by (seed, the
+    scenario's index, the block's first row); its first draw picks the rows the toxicity
+    reaches (all of them at toxicity 1), its second those the rate nulls."""
+    faulted = frame.copy()
+    income = faulted["income"].to_numpy(copy=True)
+    for lo in range(0, len(frame), 10_000):
+        rng = np.random.default_rng([seed, index, lo])
+        n = min(10_000, len(frame) - lo)
+        rng.random(n)  # toxicity 1: every row
+        income[lo : lo + n][rng.random(n) < rate] = np.nan
+    faulted["income"] = income
+    features = [c for c in frame.columns if c != "approved"]
+    right_clean = model.predict(frame[features]) == frame["approved"]  # type: ignore[attr-defined]
+    right_faulted = model.predict(faulted[features]) == frame["approved"]  # type: ignore[attr-defined]
+    everyone = pd.Series(True, index=frame.index)
+    slices = {"overall": everyone, "young": frame["age"] < 25} | {
+        f"employment={value}": frame["employment"] == value
+        for value in frame["employment"].unique()
+    }
+    return {
+        name: float(right_clean[rows].mean() - right_faulted[rows].mean())
+        for name, rows in slices.items()
+    }
+
+
+def test_the_harm_band_equals_a_direct_pandas_computation(
+    demo: DemoArtifacts, tmp_path: Path
+) -> None:
+    from chaosml.sweep import Sweep, offline_harm
+    from chaosml.versions import load_model
+
+    frame = make_credit(12_000, seed=5)  # two blocks of fault draws, the second one short
+    data = tmp_path / "eval.parquet"
+    frame.to_parquet(data, index=False)
+    (tmp_path / "suite.yaml").write_text(HARM_SUITE, encoding="utf-8")
+    source = Path(__file__).parents[1] / "scenarios" / "income-nulls.yaml"
+    raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    rates = [0.05, 0.15, 0.3, 0.6]
+    paths = [write_level(raw, source, 0, "rate", r, tmp_path / "levels") for r in rates]
+    harm, metric, max_drop = offline_harm(tmp_path / "suite.yaml", "v2", data, demo.config, seed=7)
+    losses = harm(paths)
+    model = load_model(demo.v2)
+    for index, (rate, path) in enumerate(zip(rates, paths, strict=True)):
+        expected = pandas_losses(model, frame, rate, index, seed=7)
+        assert losses[path] == pytest.approx(expected, abs=1e-12), rate
+    # detected from 0.3 up: the band is the levels below it where some slice loses > max_drop
+    levels = [
+        Level(
+            value=rate,
+            runs=["r"],
+            seen={ALERT: 1},
+            detected={ALERT: int(rate >= 0.3)},
+            harm=losses[path],
+        )
+        for rate, path in zip(rates, paths, strict=True)
+    ]
+    sweep = Sweep(
+        scenario=str(source),
+        param="faults[0].rate",
+        low=rates[0],
+        high=rates[-1],
+        alerts=[ALERT],
+        levels=levels,
+        metric=metric,
+        tolerance=max_drop,
+    )
+    band = []
+    for index, rate in enumerate(rates[:2]):
+        worst = max(pandas_losses(model, frame, rate, index, seed=7).items(), key=lambda kv: kv[1])
+        if worst[1] > max_drop:
+            band.append((rate, worst[0], pytest.approx(worst[1], abs=1e-12)))
+    assert sweep.undetected_harm(ALERT) == band
+    assert band, "at 15% nulls some slice loses more than 0.01 accuracy: the band is not empty"
