@@ -345,6 +345,7 @@ def run_sweep(
     replicates: int = 3,
     max_runs: int = 20,
     resolution: float = 0.1,
+    width: float | None = None,
     harm: Callable[[list[Path]], dict[Path, dict[str, float]]] | None = None,
     metric: str | None = None,
     tolerance: float | None = None,
@@ -410,6 +411,7 @@ def run_sweep(
             replicates=replicates,
             max_runs=max_runs,
             resolution=resolution,
+            width=width,
             say=say,
         )
     except Interrupted as exc:

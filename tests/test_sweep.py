@@ -5,6 +5,9 @@ undetected-harm band, against a direct pandas computation at the same seeds."""
 from __future__ import annotations
 
 import math
+import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ import pytest
 import yaml
 
 from chaosml.demo.data import make_credit
+from chaosml.demo.harness import ReferenceStack
 from chaosml.demo.train import DemoArtifacts
 from chaosml.errors import InputError
 from chaosml.sweep import Level, clopper_pearson, parameter, search, threshold, write_level
@@ -233,3 +237,104 @@ def test_the_harm_band_equals_a_direct_pandas_computation(
             band.append((rate, worst[0], pytest.approx(worst[1], abs=1e-12)))
     assert sweep.undetected_harm(ALERT) == band
     assert band, "at 15% nulls some slice loses more than 0.01 accuracy: the band is not empty"
+
+
+# --- against the reference stack ----------------------------------------------------------------
+
+SCALE = 0.05  # the rules' for: and the scenario's phases, shortened 20 times
+WINDOW = 500  # rows in the service's monitoring windows (the missing-rate gauge's)
+# A deliberately insensitive copy of FeatureMissingRateHigh: the same gauge against 0.45.
+INSENSITIVE = "FeatureMissingRateVeryHigh"
+
+
+@pytest.fixture
+def sweep_stack(demo: DemoArtifacts, tmp_path: Path) -> Iterator[tuple[ReferenceStack, Path]]:
+    """A reference stack of its own (its own copy of the demo, so no other stack's monitoring
+    data is touched) whose rules are FeatureMissingRateHigh and an insensitive copy of it."""
+    from chaosml.demo.harness import ALERTMANAGER, PROMETHEUS, reference_stack
+    from chaosml.demo.rules import RULES, Rule, rules_file
+    from chaosml.demo.run import write_target
+    from tests.live_servers import require_binaries
+
+    require_binaries(PROMETHEUS, ALERTMANAGER)
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    for path in demo.folder.iterdir():
+        if path.is_file():
+            shutil.copy2(path, folder / path.name)
+    normal = next(r for r in RULES if r.alert == "FeatureMissingRateHigh")
+    insensitive = Rule(
+        alert=INSENSITIVE,
+        expr=normal.expr.replace("> 0.2", "> 0.45"),
+        for_seconds=normal.for_seconds,
+        summary=normal.summary,
+        failure_mode=normal.failure_mode,
+    )
+    rules = tmp_path / "rules.yml"  # for: unscaled here: the harness scales it
+    rules.write_text(yaml.safe_dump(rules_file(rules=(normal, insensitive))), encoding="utf-8")
+    with reference_stack(folder, time_scale=SCALE, rules=rules, window=WINDOW) as stack:
+        yield stack, write_target(stack, tmp_path / "target.yaml")
+
+
+def implied_band(expr: str, clean_nulls: float) -> tuple[float, float]:
+    """The fault rates at which ``gauge > threshold`` sits within three standard deviations of
+    its edge: the gauge reads the clean nulls plus the fault's share of the other rows,
+    ``q + (1 - q) r``, over a window of ``WINDOW`` rows (binomial noise)."""
+    match = re.fullmatch(r"chaosml_model_feature_missing_rate > ([\d.]+)", expr)
+    assert match is not None, expr
+    edge = float(match.group(1))
+    centre = (edge - clean_nulls) / (1 - clean_nulls)
+    spread = 3 * math.sqrt(edge * (1 - edge) / WINDOW) / (1 - clean_nulls)
+    return centre - spread, centre + spread
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("beside")
+def test_a_live_sweep_finds_each_alert_where_its_rule_implies(
+    sweep_stack: tuple[ReferenceStack, Path], tmp_path: Path
+) -> None:
+    from chaosml.demo.rules import RULES
+    from chaosml.sweep import run_sweep
+
+    stack, target = sweep_stack
+    source = Path(__file__).parents[1] / "scenarios" / "income-nulls.yaml"
+    raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    raw["expect"].insert(1, {"alert": INSENSITIVE, "labels": {"feature": "income"}, "within": "4m"})
+    scenario = tmp_path / "income-nulls.yaml"
+    scenario.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    # one run per level: far from the edge detection is certain either way, and the bracket is
+    # checked against a band three standard deviations wide; until detected ends each fault early
+    sweep = run_sweep(
+        scenario,
+        target,
+        folder=tmp_path / "sweep",
+        low=0.02,
+        high=0.6,
+        time_scale=SCALE,
+        replicates=1,
+        max_runs=6,
+        width=0.08,
+    )
+    assert sweep.interrupted is None
+    normal, insensitive = (
+        "FeatureMissingRateHigh{feature=income}",
+        f"{INSENSITIVE}{{feature=income}}",
+    )
+    assert sweep.alerts == [normal, insensitive]
+    clean_nulls = float(pd.read_parquet(stack.data, columns=["income"])["income"].isna().mean())
+    rule = next(r for r in RULES if r.alert == "FeatureMissingRateHigh")
+    low, high = implied_band(rule.expr, clean_nulls)
+    below, above = sweep.threshold(normal)
+    assert below is not None and above is not None, sweep.to_dict()
+    assert below <= high and above >= low, (below, above, low, high)  # the bracket meets the band
+    assert above - below <= 0.08
+    # the insensitive rule, from the same runs: its bracket sits above the normal one's, and
+    # meets its own band
+    ins_low, ins_high = implied_band(rule.expr.replace("> 0.2", "> 0.45"), clean_nulls)
+    ins_below, ins_above = sweep.threshold(insensitive)
+    assert ins_below is not None and ins_above is not None, sweep.to_dict()
+    assert ins_below >= above
+    assert ins_below <= ins_high and ins_above >= ins_low, (ins_below, ins_above, ins_low, ins_high)
+    assert len(list((tmp_path / "sweep" / "runs").glob("*/journal.json"))) == sum(
+        len(level.runs) for level in sweep.levels
+    )
