@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from chaosml.durations import format_duration
 from chaosml.errors import InputError
 
 # The parameter a sweep varies by default, per fault type (toxicity for faults without one).
@@ -100,6 +102,7 @@ def search(
     resolution: float = 0.1,
     width: float | None = None,
     say: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[Level]:
     """Bisect ``[low, high]`` for the smallest level at which ``alert`` is detected in at least
     half the runs; ``run(level)`` runs once and returns its id and results.
@@ -112,6 +115,13 @@ def search(
         raise InputError(f"the range must be low < high with low >= 0, not {low}:{high}")
     levels: dict[float, Level] = {}
     spent = 0
+    started = clock()
+
+    def left(run: int) -> str:
+        if run == 1:
+            return ""
+        per_run = (clock() - started) / (run - 1)
+        return f" (at most {format_duration(round(per_run * (max_runs - run + 1)))} left)"
 
     def measure(value: float) -> bool | None:
         nonlocal spent
@@ -121,7 +131,7 @@ def search(
                 break
             spent += 1
             if say:
-                say(f"run {spent} of at most {max_runs}: level {value:g}")
+                say(f"run {spent} of at most {max_runs}: level {value:g}{left(spent)}")
             run_id, results = run(value)
             level.runs.append(run_id)
             for name, (hit, ttd) in results.items():

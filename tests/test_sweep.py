@@ -338,3 +338,26 @@ def test_a_live_sweep_finds_each_alert_where_its_rule_implies(
     assert len(list((tmp_path / "sweep" / "runs").glob("*/journal.json"))) == sum(
         len(level.runs) for level in sweep.levels
     )
+
+
+def test_progress_says_the_run_of_the_budget_and_the_time_left() -> None:
+    said: list[str] = []
+    ticks = iter(range(0, 10_000, 20))  # every run takes 20 s on this clock
+
+    def clock() -> float:
+        return float(next(ticks))
+
+    search(
+        lambda level: ("r", {ALERT: (level >= 0.3, None)}),
+        0.02,
+        0.6,
+        alert=ALERT,
+        replicates=1,
+        max_runs=4,
+        say=said.append,
+        clock=clock,
+    )
+    assert said[0] == "run 1 of at most 4: level 0.6"
+    # the second run: 20 s for one run so far, three runs of the budget left
+    assert said[1] == "run 2 of at most 4: level 0.02 (at most 1m left)"
+    assert len(said) == 4
