@@ -10,9 +10,9 @@ the same folder reads the journals already there instead of running their levels
 The search (``search``) is a bisection on a detection probability, not a fixed grid: the high end
 first (if it is not detected, there is no threshold to find), then the low end, then midpoints
 (geometric when the range spans more than a factor 4) between the highest level not detected and
-the lowest detected, ``replicates`` runs each, until the bracket is narrower than ``resolution``
-(relative) or ``max_runs`` is spent. A level counts as detected when at least half its runs
-detected. Each level reports its runs, its detections with an exact (Clopper-Pearson) interval and
+the lowest detected, at most ``replicates`` runs each (a level stops once its majority is
+settled), until the bracket is narrower than ``resolution`` (relative; or ``width``, absolute) or
+``max_runs`` is spent. A level counts as detected when at least half its runs detected. Each level reports its runs, its detections with an exact (Clopper-Pearson) interval and
 the median time to detect; runs whose verdict is unknown (a source down, a fault that did not
 act) are kept apart and count as neither.
 
