@@ -10,9 +10,9 @@ the same folder reads the journals already there instead of running their levels
 The search (``search``) is a bisection on a detection probability, not a fixed grid: the high end
 first (if it is not detected, there is no threshold to find), then the low end, then midpoints
 (geometric when the range spans more than a factor 4) between the highest level not detected and
-the lowest detected, ``replicates`` runs each, until the bracket is narrower than ``resolution``
-(relative) or ``max_runs`` is spent. A level counts as detected when at least half its runs
-detected. Each level reports its runs, its detections with an exact (Clopper-Pearson) interval and
+the lowest detected, at most ``replicates`` runs each (a level stops once its majority is
+settled), until the bracket is narrower than ``resolution`` (relative; or ``width``, absolute) or
+``max_runs`` is spent. A level counts as detected when at least half its runs detected. Each level reports its runs, its detections with an exact (Clopper-Pearson) interval and
 the median time to detect; runs whose verdict is unknown (a source down, a fault that did not
 act) are kept apart and count as neither.
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from chaosml.durations import format_duration
 from chaosml.errors import InputError
 
 # The parameter a sweep varies by default, per fault type (toxicity for faults without one).
@@ -98,24 +100,38 @@ def search(
     replicates: int = 3,
     max_runs: int = 20,
     resolution: float = 0.1,
+    width: float | None = None,
     say: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[Level]:
     """Bisect ``[low, high]`` for the smallest level at which ``alert`` is detected in at least
-    half the runs; ``run(level)`` runs once and returns its id and results."""
+    half the runs; ``run(level)`` runs once and returns its id and results.
+
+    A level runs at most ``replicates`` times and stops as soon as its majority is settled (two
+    agreeing runs of three decide it: a third could not change it). The search stops when the
+    bracket is narrower than ``resolution`` (relative) or, given ``width``, narrower than that
+    (absolute; midpoints are then arithmetic)."""
     if not 0 <= low < high:
         raise InputError(f"the range must be low < high with low >= 0, not {low}:{high}")
     levels: dict[float, Level] = {}
     spent = 0
+    started = clock()
+
+    def left(run: int) -> str:
+        if run == 1:
+            return ""
+        per_run = (clock() - started) / (run - 1)
+        return f" (at most {format_duration(round(per_run * (max_runs - run + 1)))} left)"
 
     def measure(value: float) -> bool | None:
         nonlocal spent
         level = levels.setdefault(value, Level(value=value))
         for _ in range(replicates):
-            if spent >= max_runs:
+            if spent >= max_runs or settled(level):
                 break
             spent += 1
             if say:
-                say(f"run {spent} of at most {max_runs}: level {value:g}")
+                say(f"run {spent} of at most {max_runs}: level {value:g}{left(spent)}")
             run_id, results = run(value)
             level.runs.append(run_id)
             for name, (hit, ttd) in results.items():
@@ -125,16 +141,29 @@ def search(
                 level.detected[name] = level.detected.get(name, 0) + int(hit)
                 if hit and ttd is not None:
                     level.ttd.setdefault(name, []).append(ttd)
+        if not level.runs:  # the budget was spent before this level ran: it was not tested
+            del levels[value]
+            return None
         rate = level.rate(alert)
         return None if rate is None else rate >= 0.5
+
+    def settled(level: Level) -> bool:
+        # detected when at least half the judged runs detected, of at most ``replicates``: the
+        # rest cannot change the verdict once either side holds a majority of the cap
+        hits, seen = level.detected.get(alert, 0), level.seen.get(alert, 0)
+        return 2 * hits >= replicates or 2 * (seen - hits) > replicates
+
+    def narrow(lo: float, hi: float) -> bool:
+        return hi - lo <= width if width is not None else (hi - lo) / hi <= resolution
 
     if measure(high) is not True:  # not detected at the top, or unknown: nothing to bisect
         return sorted(levels.values(), key=lambda lv: lv.value)
     lo, hi = low, high
     if measure(low) is not False:
         return sorted(levels.values(), key=lambda lv: lv.value)
-    while spent < max_runs and (hi - lo) / hi > resolution:
-        mid = math.sqrt(lo * hi) if lo > 0 and hi / lo > 4 else (lo + hi) / 2
+    while spent < max_runs and not narrow(lo, hi):
+        geometric = width is None and lo > 0 and hi / lo > 4
+        mid = math.sqrt(lo * hi) if geometric else (lo + hi) / 2
         mid = float(f"{mid:.4g}")
         if mid in levels:
             break
@@ -326,6 +355,7 @@ def run_sweep(
     replicates: int = 3,
     max_runs: int = 20,
     resolution: float = 0.1,
+    width: float | None = None,
     harm: Callable[[list[Path]], dict[Path, dict[str, float]]] | None = None,
     metric: str | None = None,
     tolerance: float | None = None,
@@ -391,6 +421,7 @@ def run_sweep(
             replicates=replicates,
             max_runs=max_runs,
             resolution=resolution,
+            width=width,
             say=say,
         )
     except Interrupted as exc:

@@ -102,7 +102,11 @@ def test_points_follow_the_rubric_and_a_gap_is_not_no_evidence(tmp_path: Path) -
     assert (by["monitoring.2"].points, by["monitoring.2"].status) == (0.5, "once")
     assert (by["infrastructure.7"].points, by["infrastructure.7"].status) == (0.5, "once")
     assert (by["monitoring.5"].points, by["monitoring.5"].status) == (0.0, "gap")
-    assert "blind spot" in (by["monitoring.5"].note or "")
+    # the gap names its scenario and its run
+    assert (by["monitoring.5"].note or "").endswith(
+        "null-answers: blind spot: the fault acted and no alert fired"
+    )
+    assert [e.source for e in by["monitoring.5"].evidence] == ["a"]
     assert (by["data.1"].points, by["data.1"].status) == (0.0, "no evidence")
     assert card.score == 0.0  # the data section has no evidence at all
     assert card.section_score("monitoring") == 1.0  # monitoring.1 and .2 at ½ each
@@ -174,9 +178,18 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     typo.write_text("failure_modes: {feature_nulls: [monitoring.9]}\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"unknown rubric test 'monitoring.9'"):
         scorecard([], typo)
-    result = CliRunner().invoke(app, ["score", str(tmp_path / "missing")])
-    assert result.exit_code == 2
-    assert result.output.strip().count("\n") == 0, result.output
+    damaged = tmp_path / "runs" / "damaged"
+    damaged.mkdir(parents=True)
+    (damaged / "journal.json").write_text(
+        json.dumps({"schema": "chaosml.journal/2", "run_id": 3}), encoding="utf-8"
+    )
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text('{"schema": "chaosml.journal/2", "run', encoding="utf-8")
+    for bad in (tmp_path / "missing", wrong, damaged, truncated):
+        result = CliRunner().invoke(app, ["score", str(bad)])
+        assert result.exit_code == 2, (bad, result.output)
+        assert result.output.strip().count("\n") == 0, result.output
+        assert bad.name in result.output, result.output
 
 
 def test_the_html_page_has_every_section(tmp_path: Path) -> None:

@@ -329,9 +329,10 @@ def render_score(card: Scorecard, console: Any) -> None:
         for t in (t for t in card.tests if t.test.startswith(section + ".")):
             said = t.note or ""
             if t.evidence:
-                said = f"{t.evidence[-1].what} [{t.evidence[-1].source}]" + (
-                    f"; {t.note}" if t.note else ""
-                )
+                last = t.evidence[-1]
+                said = f"{last.what} [{last.source}]"
+                if t.note and last.what not in t.note:  # a gap's note is its latest evidence
+                    said += f"; {t.note}"
             table.add_row(
                 Text(f"{t.test} {t.title}"),
                 f"{t.points:g}",
