@@ -715,6 +715,14 @@ def sweep_command(
     resolution: Annotated[
         float, typer.Option(min=0.001, help="Stop when the bracket is this narrow (relative).")
     ] = 0.1,
+    width: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Stop when the bracket is this narrow, in the parameter's own units (e.g. "
+            "0.02 of rate), whatever --resolution says.",
+        ),
+    ] = None,
     time_scale: TimeScaleOption = 1.0,
     seed: SeedOption = 0,
     out: Annotated[
@@ -777,6 +785,7 @@ def sweep_command(
             replicates=replicates,
             max_runs=max_runs,
             resolution=resolution,
+            width=width,
             harm=harm,
             metric=metric,
             tolerance=tolerance if harm is not None else None,

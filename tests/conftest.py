@@ -63,6 +63,7 @@ ONE_AT_A_TIME = (
 BESIDE = (
     "tests/test_readme.py::test_every_readme_block_runs[quickstart]",
     "tests/test_readme.py::test_every_readme_block_runs[detection-thresholds",
+    "tests/test_readme.py::test_every_readme_block_runs[the-ml-test-score-from-evidence]",
     "tests/demo/test_live_quiet.py",
     "tests/demo/test_harness.py",
     "tests/gameday/test_validate_prometheus.py",
