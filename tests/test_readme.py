@@ -144,6 +144,13 @@ def check_shadow(folder: Path, stdout: str) -> None:
     assert shadow["counts"]["recorded_rows"] == 2000, shadow["counts"]
 
 
+def check_canary(folder: Path, stdout: str) -> None:
+    canary = json.loads((folder / "canary.json").read_text(encoding="utf-8"))
+    assert canary["verdict"] == "rolled_back", canary["verdict"]
+    assert canary["rollback"]["reason"] == "quality", canary["rollback"]
+    assert "exit 1: the candidate was rolled back" in stdout
+
+
 def check_served(folder: Path, stdout: str) -> None:
     served = json.loads((folder / "served.json").read_text(encoding="utf-8"))
     assert served["equivalence"]["equivalent"] is True
@@ -160,6 +167,7 @@ CHECKS: dict[str, Callable[[Path, str], None]] = {
     "A served model against its artifact": check_served,
     "Detection thresholds: how small a fault does an alert catch?": check_sweep,
     "Shadow release": check_shadow,
+    "Canary release": check_canary,
 }
 # Started first with --full, so that no worker is left with one of them at the end.
 LONGEST = {"Quickstart", "Game days"}
