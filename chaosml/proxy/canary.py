@@ -375,6 +375,8 @@ class Parts(Recording):
         numbers_as_float(outputs)
         outputs["score"] = nullable_floats(outputs["score"].tolist())
         outputs["status"] = outputs["status"].astype("int64")
+        if outputs["prediction"].isna().all():  # none answered: typed as numbers would be
+            outputs["prediction"] = outputs["prediction"].astype("float64")
         try:
             table = pa.Table.from_pandas(rows, preserve_index=False)
             for name in RECORDED:

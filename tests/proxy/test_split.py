@@ -520,3 +520,28 @@ def test_the_latency_histogram_s_quantiles_are_within_a_bucket_of_the_exact_ones
         assert abs(found - exact) <= 0.11 * exact, (q, found, exact)  # a bucket is 10% wide
     assert histogram.count == 5000 and histogram.sum == pytest.approx(seconds.sum())
     assert Latency().quantile(0.5) is None
+
+
+def test_what_cannot_be_recorded_is_counted_and_a_candidate_s_502_is_recorded_as_such(
+    arms: tuple[str, str], tmp_path: Path
+) -> None:
+    primary, _ = arms
+    down = closed_port()
+    with proxied(primary) as (listen, client):
+        client.set_split("model", down, 1.0, key=None, folder=str(tmp_path), codec="records")
+        with requests.Session() as session:
+            url = f"http://{listen}/predict"
+            failed = session.post(url, json={"instances": [{"x": 0.9, "id": "q"}]}, timeout=10)
+            junk = session.post(
+                url, data=b"[{", headers={"content-type": "application/json"}, timeout=10
+            )
+            bare = session.get(f"http://{listen}/health", timeout=10)
+        final = client.remove_split("model")
+    assert failed.status_code == junk.status_code == bare.status_code == 502
+    recording = final["recording"]
+    assert recording["drops"] == {"request unreadable": 1, "request: no body": 1}
+    assert recording["rows"] == 1 and recording["unpredicted"] == {"non-2xx answer": 1}
+    (row,) = pd.concat([pd.read_parquet(f) for f in parts(tmp_path)]).to_dict("records")
+    assert row["arm"] == "candidate" and row["status"] == 502 and row["x"] == 0.9
+    assert math.isnan(row["prediction"]) and math.isnan(row["score"])
+    assert final["arms"]["candidate"]["unreachable"] == 3
