@@ -273,17 +273,29 @@ def test_toxics_apply_to_both_arms(arms: tuple[str, str]) -> None:
     primary, candidate = arms
     with proxied(primary) as (listen, client):
         client.set_split("model", candidate, 0.5, key={"header": "k"})
-        toxic = {"type": "http_error", "stream": "upstream", "attributes": {"status": 503}}
-        client.add_toxic("model", {"name": "down", **toxic})
+        stuck = {"type": "constant_prediction", "stream": "downstream", "attributes": {"value": 7}}
+        client.add_toxic("model", {"name": "stuck", **stuck})
+        url = f"http://{listen}/predict"
         with requests.Session() as session:
+            body = {"instances": [{"x": 0.9}, {"x": 0.1}]}
+            answers = [
+                session.post(url, json=body, headers={"k": str(i)}, timeout=10).json()
+                for i in range(40)
+            ]
+            client.remove_toxic("model", "stuck")
+            refused = {"type": "http_error", "stream": "upstream", "attributes": {"status": 503}}
+            client.add_toxic("model", {"name": "down", **refused})
             statuses = {
-                session.post(f"http://{listen}/predict", json={}, headers={"k": str(i)}).status_code
+                session.post(url, json=body, headers={"k": str(i)}, timeout=10).status_code
                 for i in range(40)
             }
-        client.remove_toxic("model", "down")
-        with requests.Session() as session:
-            both = {who(session, listen, k=str(i)) for i in range(40)}
-    assert statuses == {503} and both == {"primary", "candidate"}
+        state = client.split("model")
+    # the answer fault changed both arms' answers: each arm answered, each answer is stuck
+    assert {a["who"] for a in answers} == {"primary", "candidate"}
+    assert all(a["predictions"] == [7, 7] for a in answers)
+    # a toxic that answers in the upstream's place does so whatever the arm; neither arm served
+    assert statuses == {503}
+    assert sum(arm["requests"] for arm in state["arms"].values()) == 40
 
 
 def test_the_split_endpoints_answer_as_the_control_api_does(
