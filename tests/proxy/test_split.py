@@ -17,6 +17,8 @@ from typing import Any
 import pandas as pd
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -557,3 +559,38 @@ def test_what_cannot_be_recorded_is_counted_and_a_candidate_s_502_is_recorded_as
     assert row["arm"] == "candidate" and row["status"] == 502 and row["x"] == 0.9
     assert math.isnan(row["prediction"]) and math.isnan(row["score"])
     assert final["arms"]["candidate"]["unreachable"] == 3
+
+
+SPLIT_FIELDS = st.dictionaries(
+    st.sampled_from(["candidate", "weight", "key", "lease", "codec", "folder"])
+    | st.text(max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-3, max_value=3)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["127.0.0.1:9", "nohost", "records", "avro", "/x", "rel", ""])
+    | st.dictionaries(st.sampled_from(["header", "column", "cookie"]), st.text(max_size=4)),
+    max_size=6,
+)
+
+
+@pytest.fixture(scope="module")
+def fuzzed(arms: tuple[str, str]) -> Iterator[str]:
+    """One proxy for the fuzz test's many examples: its control API's URL."""
+    with proxied(arms[0]) as (_, client):
+        yield f"http://{client.address}"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=SPLIT_FIELDS | st.lists(st.integers(), max_size=2), change=SPLIT_FIELDS)
+def test_any_split_body_is_set_or_refused_with_a_4xx_never_a_5xx(
+    fuzzed: str, body: Any, change: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    if isinstance(body, dict) and body.get("folder") == "/x":
+        body["folder"] = str(tmp_path_factory.mktemp("fuzz"))  # an absolute folder it may make
+    where = f"{fuzzed}/proxies/model/split"
+    for method, sent in (("POST", body), ("PATCH", change), ("GET", None), ("DELETE", None)):
+        reply = requests.request(method, where, json=sent, timeout=10)
+        assert reply.status_code < 500, (method, sent, reply.text)
+        assert reply.status_code in (200, 201) or "error" in reply.json(), reply.text
+    requests.delete(where, timeout=10)  # none left for the next example
