@@ -1,14 +1,16 @@
 """A split's cost: p50 latency and request throughput through the proxy with a split at weight 0.5
 (keyed by a header, each request another user, so both arms serve), against the same proxy with
-no split, in the same run (rounds alternating off, on, off, on, ...; the best round of each kept).
+no split, in the same run (rounds alternating their order; the median round of each kept).
 A third figure, the split with its recording on, is printed for information.
 
 Both arms are the same fast asyncio HTTP/1.1 echo model (records codec: ``predictions``,
-``scores``, ``ids``), each in its own process on its own port (so each arm has its own pool of
-keep-alive connections, as a real candidate would); the proxy is ``chaosml proxy`` in its own
+``scores``, ``ids``) in one process, so the figures are the proxy's own cost of splitting; with
+``--two-upstreams`` the candidate is a second copy in a process and on a port of its own (each arm
+then has its own pool of keep-alive connections, as a real candidate would, and on a small
+machine the second process competes for the CPU). The proxy is ``chaosml proxy`` in its own
 process; the clients are keep-alive Python threads in this one. Everything listens on 127.0.0.1.
 
-Run: python benchmarks/canary_split.py [--seconds 5] [--rounds 3]
+Run: python benchmarks/canary_split.py [--seconds 3] [--rounds 6] [--two-upstreams]
 """
 
 from __future__ import annotations
@@ -65,6 +67,16 @@ asyncio.run(main())
 """
 
 
+MODES = ("off", "on", "recording")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process ``pid`` has used (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def wait_port(port: int, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -110,26 +122,28 @@ def load(listen: str, seconds: float, clients: int, rows: int) -> tuple[float, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rows", type=int, default=20)
+    parser.add_argument("--two-upstreams", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         echo = Path(folder) / "echo.py"
         echo.write_text(ECHO)
         primary_port, candidate_port, api_port = free_port(), free_port(), free_port()
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-        processes = [
-            subprocess.Popen([sys.executable, str(echo), str(primary_port)]),
-            subprocess.Popen([sys.executable, str(echo), str(candidate_port)]),
+        upstreams = [primary_port, candidate_port] if args.two_upstreams else [primary_port]
+        candidate_port = upstreams[-1]
+        processes = [subprocess.Popen([sys.executable, str(echo), str(p)]) for p in upstreams]
+        processes += [
             subprocess.Popen(
                 [sys.executable, "-m", "chaosml", "proxy", "--api", f"127.0.0.1:{api_port}"],
                 env=env,
             ),
         ]
         try:
-            for port in (primary_port, candidate_port, api_port):
+            for port in (*upstreams, api_port):
                 wait_port(port)
             api = f"http://127.0.0.1:{api_port}"
             made = requests.post(
@@ -145,41 +159,52 @@ def main() -> None:
                 "lease": 600,
             }
             load(listen, 1.0, args.clients, args.rows)  # warm-up
-            off: list[tuple[float, float, int]] = []
-            on: list[tuple[float, float, int]] = []
-            recording: list[tuple[float, float, int]] = []
+            figures: dict[str, list[tuple[float, float, int]]] = {m: [] for m in MODES}
+            cpu: dict[str, list[float]] = {m: [] for m in MODES}  # proxy CPU s per request
+            proxy = processes[-1].pid
             states: list[dict[str, Any]] = []
             for round_ in range(args.rounds):
-                off.append(load(listen, args.seconds, args.clients, args.rows))
-                requests.post(f"{api}/proxies/model/split", json=split, timeout=5)
-                on.append(load(listen, args.seconds, args.clients, args.rows))
-                states.append(requests.delete(f"{api}/proxies/model/split", timeout=30).json())
-                recorded = {
-                    **split,
-                    "codec": "records",
-                    "folder": str(Path(folder) / f"split-{round_}"),
-                }
-                requests.post(f"{api}/proxies/model/split", json=recorded, timeout=5)
-                recording.append(load(listen, args.seconds, args.clients, args.rows))
-                states.append(requests.delete(f"{api}/proxies/model/split", timeout=60).json())
+                # each round in the other order (off, on, recording / recording, on, off): a
+                # machine whose load drifts favours neither
+                for mode in MODES if round_ % 2 == 0 else MODES[::-1]:
+                    body = dict(split)
+                    if mode == "recording":
+                        body["codec"] = "records"
+                        body["folder"] = str(Path(folder) / f"split-{round_}")
+                    if mode != "off":
+                        requests.post(f"{api}/proxies/model/split", json=body, timeout=5)
+                    used = cpu_seconds(proxy)
+                    figures[mode].append(load(listen, args.seconds, args.clients, args.rows))
+                    done = figures[mode][-1][0] * args.seconds  # about as many requests
+                    cpu[mode].append((cpu_seconds(proxy) - used) / done)
+                    if mode != "off":
+                        where = f"{api}/proxies/model/split"
+                        states.append(requests.delete(where, timeout=60).json())
         finally:
             for process in processes:
                 process.terminate()
                 process.wait(timeout=10)
-    best_off, best_on = max(r[0] for r in off), max(r[0] for r in on)
-    best_recording = max(r[0] for r in recording)
-    p50_off, p50_on = min(r[1] for r in off), min(r[1] for r in on)
-    p50_recording = min(r[1] for r in recording)
+    # the median round of each mode (rounds alternate their order: see above)
+    rps = {m: statistics.median(r[0] for r in runs) for m, runs in figures.items()}
+    p50 = {m: statistics.median(r[1] for r in runs) for m, runs in figures.items()}
+    per_request = {m: statistics.median(values) for m, values in cpu.items()}
     result = {
-        "throughput_off_rps": round(best_off, 1),
-        "throughput_on_rps": round(best_on, 1),
-        "throughput_ratio": round(best_on / best_off, 3),
-        "p50_off_ms": round(p50_off * 1000, 3),
-        "p50_on_ms": round(p50_on * 1000, 3),
-        "p50_ratio": round(p50_on / p50_off, 3),
-        "recording_throughput_ratio": round(best_recording / best_off, 3),
-        "recording_p50_ratio": round(p50_recording / p50_off, 3),
-        "failed": sum(r[2] for r in off + on + recording),
+        "upstreams": len(upstreams),
+        "rounds": args.rounds,
+        "p50_ms_per_round": {
+            m: [round(r[1] * 1000, 3) for r in runs] for m, runs in figures.items()
+        },
+        "proxy_cpu_us_per_request": {m: round(v * 1e6, 1) for m, v in per_request.items()},
+        "proxy_cpu_ratio": round(per_request["on"] / per_request["off"], 3),
+        "throughput_off_rps": round(rps["off"], 1),
+        "throughput_on_rps": round(rps["on"], 1),
+        "throughput_ratio": round(rps["on"] / rps["off"], 3),
+        "p50_off_ms": round(p50["off"] * 1000, 3),
+        "p50_on_ms": round(p50["on"] * 1000, 3),
+        "p50_ratio": round(p50["on"] / p50["off"], 3),
+        "recording_throughput_ratio": round(rps["recording"] / rps["off"], 3),
+        "recording_p50_ratio": round(p50["recording"] / p50["off"], 3),
+        "failed": sum(r[2] for runs in figures.values() for r in runs),
         "arms": [
             {arm: s["arms"][arm]["requests"] for arm in ("primary", "candidate")} for s in states
         ],

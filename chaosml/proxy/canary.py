@@ -159,25 +159,30 @@ class Arm:
     name: str
     address: str | None  # None: the proxy's upstream, whatever it is now
     requests: int = 0
-    answers: Counter[str] = field(default_factory=Counter)  # by status class: "2xx", "5xx", ...
+    classes: list[int] = field(default_factory=lambda: [0] * 6)  # answers by status // 100
     unreachable: int = 0  # requests answered 502 by the proxy: the upstream could not be reached
     latency: Latency = field(default_factory=Latency)
 
     def answered(self, status: int, seconds: float) -> None:
-        self.answers[f"{status // 100}xx"] += 1
+        self.classes[min(status // 100, 5)] += 1
         self.latency.add(seconds)
+
+    @property
+    def answers(self) -> dict[str, int]:
+        """Answers by status class (``1xx`` only if there were any)."""
+        shown = {f"{k}xx": n for k, n in enumerate(self.classes) if k >= 2 or (k == 1 and n)}
+        return shown
 
     def failed(self, seconds: float) -> None:
         self.unreachable += 1
         self.latency.add(seconds)
 
     def to_json(self, upstream: str) -> dict[str, Any]:
-        answers = {kind: self.answers.get(kind, 0) for kind in ("2xx", "3xx", "4xx", "5xx")}
-        answers.update(self.answers)
+        answers = self.answers
         return {
             "address": self.address or upstream,
             "requests": self.requests,
-            "answers": dict(sorted(answers.items())),
+            "answers": answers,
             "unreachable": self.unreachable,
             "errors": answers["5xx"] + self.unreachable,
             "latency": self.latency.to_json(),
@@ -370,6 +375,8 @@ class Parts(Recording):
         numbers_as_float(outputs)
         outputs["score"] = nullable_floats(outputs["score"].tolist())
         outputs["status"] = outputs["status"].astype("int64")
+        if outputs["prediction"].isna().all():  # none answered: typed as numbers would be
+            outputs["prediction"] = outputs["prediction"].astype("float64")
         try:
             table = pa.Table.from_pandas(rows, preserve_index=False)
             for name in RECORDED:

@@ -17,6 +17,8 @@ from typing import Any
 import pandas as pd
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -273,17 +275,29 @@ def test_toxics_apply_to_both_arms(arms: tuple[str, str]) -> None:
     primary, candidate = arms
     with proxied(primary) as (listen, client):
         client.set_split("model", candidate, 0.5, key={"header": "k"})
-        toxic = {"type": "http_error", "stream": "upstream", "attributes": {"status": 503}}
-        client.add_toxic("model", {"name": "down", **toxic})
+        stuck = {"type": "constant_prediction", "stream": "downstream", "attributes": {"value": 7}}
+        client.add_toxic("model", {"name": "stuck", **stuck})
+        url = f"http://{listen}/predict"
         with requests.Session() as session:
+            body = {"instances": [{"x": 0.9}, {"x": 0.1}]}
+            answers = [
+                session.post(url, json=body, headers={"k": str(i)}, timeout=10).json()
+                for i in range(40)
+            ]
+            client.remove_toxic("model", "stuck")
+            refused = {"type": "http_error", "stream": "upstream", "attributes": {"status": 503}}
+            client.add_toxic("model", {"name": "down", **refused})
             statuses = {
-                session.post(f"http://{listen}/predict", json={}, headers={"k": str(i)}).status_code
+                session.post(url, json=body, headers={"k": str(i)}, timeout=10).status_code
                 for i in range(40)
             }
-        client.remove_toxic("model", "down")
-        with requests.Session() as session:
-            both = {who(session, listen, k=str(i)) for i in range(40)}
-    assert statuses == {503} and both == {"primary", "candidate"}
+        state = client.split("model")
+    # the answer fault changed both arms' answers: each arm answered, each answer is stuck
+    assert {a["who"] for a in answers} == {"primary", "candidate"}
+    assert all(a["predictions"] == [7, 7] for a in answers)
+    # a toxic that answers in the upstream's place does so whatever the arm; neither arm served
+    assert statuses == {503}
+    assert sum(arm["requests"] for arm in state["arms"].values()) == 40
 
 
 def test_the_split_endpoints_answer_as_the_control_api_does(
@@ -520,3 +534,63 @@ def test_the_latency_histogram_s_quantiles_are_within_a_bucket_of_the_exact_ones
         assert abs(found - exact) <= 0.11 * exact, (q, found, exact)  # a bucket is 10% wide
     assert histogram.count == 5000 and histogram.sum == pytest.approx(seconds.sum())
     assert Latency().quantile(0.5) is None
+
+
+def test_what_cannot_be_recorded_is_counted_and_a_candidate_s_502_is_recorded_as_such(
+    arms: tuple[str, str], tmp_path: Path
+) -> None:
+    primary, _ = arms
+    down = closed_port()
+    with proxied(primary) as (listen, client):
+        client.set_split("model", down, 1.0, key=None, folder=str(tmp_path), codec="records")
+        with requests.Session() as session:
+            url = f"http://{listen}/predict"
+            failed = session.post(url, json={"instances": [{"x": 0.9, "id": "q"}]}, timeout=10)
+            junk = session.post(
+                url, data=b"[{", headers={"content-type": "application/json"}, timeout=10
+            )
+            bare = session.get(f"http://{listen}/health", timeout=10)
+        final = client.remove_split("model")
+    assert failed.status_code == junk.status_code == bare.status_code == 502
+    recording = final["recording"]
+    assert recording["drops"] == {"request unreadable": 1, "request: no body": 1}
+    assert recording["rows"] == 1 and recording["unpredicted"] == {"non-2xx answer": 1}
+    (row,) = pd.concat([pd.read_parquet(f) for f in parts(tmp_path)]).to_dict("records")
+    assert row["arm"] == "candidate" and row["status"] == 502 and row["x"] == 0.9
+    assert math.isnan(row["prediction"]) and math.isnan(row["score"])
+    assert final["arms"]["candidate"]["unreachable"] == 3
+
+
+SPLIT_FIELDS = st.dictionaries(
+    st.sampled_from(["candidate", "weight", "key", "lease", "codec", "folder"])
+    | st.text(max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-3, max_value=3)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["127.0.0.1:9", "nohost", "records", "avro", "/x", "rel", ""])
+    | st.dictionaries(st.sampled_from(["header", "column", "cookie"]), st.text(max_size=4)),
+    max_size=6,
+)
+
+
+@pytest.fixture(scope="module")
+def fuzzed(arms: tuple[str, str]) -> Iterator[str]:
+    """One proxy for the fuzz test's many examples: its control API's URL."""
+    with proxied(arms[0]) as (_, client):
+        yield f"http://{client.address}"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=SPLIT_FIELDS | st.lists(st.integers(), max_size=2), change=SPLIT_FIELDS)
+def test_any_split_body_is_set_or_refused_with_a_4xx_never_a_5xx(
+    fuzzed: str, body: Any, change: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    if isinstance(body, dict) and body.get("folder") == "/x":
+        body["folder"] = str(tmp_path_factory.mktemp("fuzz"))  # an absolute folder it may make
+    where = f"{fuzzed}/proxies/model/split"
+    for method, sent in (("POST", body), ("PATCH", change), ("GET", None), ("DELETE", None)):
+        reply = requests.request(method, where, json=sent, timeout=10)
+        assert reply.status_code < 500, (method, sent, reply.text)
+        assert reply.status_code in (200, 201) or "error" in reply.json(), reply.text
+    requests.delete(where, timeout=10)  # none left for the next example
