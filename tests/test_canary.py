@@ -218,7 +218,7 @@ def test_a_canary_that_sees_no_traffic_is_not_promoted(
     assert "answered no request" in report["rollback"]["detail"]
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigkill", "stalled"])
 def test_an_ended_canary_leaves_all_traffic_on_the_primary(
     demo: DemoArtifacts, model_v1: str, model_v2: str, tmp_path: Path, how: str
 ) -> None:
@@ -238,12 +238,29 @@ def test_an_ended_canary_leaves_all_traffic_on_the_primary(
                 if how == "ctrl-c":
                     run.send_signal(signal.SIGINT)
                     out, err = run.communicate(timeout=120)
+                elif how == "stalled":  # stopped past its lease, then resumed
+                    run.send_signal(signal.SIGSTOP)
+                    for _ in range(300):  # the lease runs out (3 s; a bound on a wait: 30 s)
+                        if client.split("model")["expired"]:
+                            break
+                        time.sleep(0.1)
+                    run.send_signal(signal.SIGCONT)
+                    out, err = run.communicate(timeout=120)
                 else:
                     run.kill()
                     run.wait(timeout=30)
             finally:
                 if run.poll() is None:
                     run.kill()
+        if how == "stalled":
+            assert run.returncode == 1, err
+            report = json.loads(out)
+            assert report["verdict"] == "rolled_back"
+            assert report["rollback"]["reason"] == "unobservable"
+            assert "lease ran out" in report["rollback"]["detail"]
+            with pytest.raises(ControlRefused):  # removed by the command itself
+                client.split("model")
+            return
         if how == "ctrl-c":
             assert run.returncode == 130, err
             report = json.loads(out)

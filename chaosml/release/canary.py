@@ -516,8 +516,8 @@ class Controller:
                 if index:
                     client.change_split(self.point.proxy, weight=step.weight, lease=options.lease)
                 record = StepRecord(step=step, started=self.clock() - began)
-                record.at_start = _requests(client.split(self.point.proxy))
                 result.steps.append(record)
+                record.at_start = _requests(client.split(self.point.proxy))
                 self.say(f"step {index + 1}/{len(options.steps)}: {step.label()}")
                 if step.seconds is None:
                     record.verdict, record.ended = "reached", record.started
@@ -556,6 +556,22 @@ class Controller:
             if result.steps and result.steps[-1].verdict == "running":
                 result.steps[-1].verdict = "interrupted"
                 result.steps[-1].ended = self.clock() - began
+        except (ControlFailed, ControlRefused) as exc:  # the split is lost or out of reach
+            expired = isinstance(exc, ControlRefused) and exc.status == 409
+            why = (
+                "the split's lease ran out before it was renewed (the controller stalled): the "
+                "proxy sent everything back to the primary"
+                if expired
+                else f"the control API {self.point.api} failed: {exc}"
+            )
+            index = max(len(result.steps) - 1, 0)
+            result.rollback = Rollback(
+                step=index, reason="unobservable", detail=f"{why}; the canary cannot go on"
+            )
+            if result.steps and result.steps[-1].verdict == "running":
+                result.steps[-1].verdict = "rolled_back"
+                result.steps[-1].ended = self.clock() - began
+            self.say(f"rolled back: {result.rollback.detail}")
         finally:
             journal.close()
             try:
