@@ -1046,6 +1046,24 @@ def demo(
         run_demo(out, stdout, stderr, time_scale=time_scale)
 
 
+@demo_app.command("release")
+def demo_release(out: DemoFolder = Path(".chaosml/demo")) -> None:
+    """Release the demo's v2 behind v1 on live traffic: 20 s in its shadow, then a canary.
+
+    Serves v1 behind the fault proxy and v2 beside it, sends the demo's rows through the proxy as
+    users (labels fed back by id as they are answered), runs `chaosml shadow` (v2 copied every
+    request, judged per slice) and then `chaosml canary` (v2 given 20%, then 50% of the users,
+    judged at every look). About two minutes. Stops all it started. Exits 0 when it ran, whatever
+    it found.
+    """
+    _needs("demo release", "demo", "gameday", "slices")
+    from chaosml.demo.release import run_release
+    from chaosml.demo.run import SUITE
+
+    with _errors():
+        run_release(out, stdout, stderr, suite=SUITE)
+
+
 @demo_app.command("up")
 def demo_up(
     out: DemoFolder = Path(".chaosml/demo"),

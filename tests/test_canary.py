@@ -218,7 +218,7 @@ def test_a_canary_that_sees_no_traffic_is_not_promoted(
     assert "answered no request" in report["rollback"]["detail"]
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigkill", "stalled"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigkill", "stalled"])
 def test_an_ended_canary_leaves_all_traffic_on_the_primary(
     demo: DemoArtifacts, model_v1: str, model_v2: str, tmp_path: Path, how: str
 ) -> None:
@@ -235,8 +235,8 @@ def test_an_ended_canary_leaves_all_traffic_on_the_primary(
                 assert wait_for_split(client, run)["weight"] == 0.5
                 with Traffic(demo, listen, labels):
                     time.sleep(2)
-                if how == "ctrl-c":
-                    run.send_signal(signal.SIGINT)
+                if how in ("ctrl-c", "sigterm"):
+                    run.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGTERM)
                     out, err = run.communicate(timeout=120)
                 elif how == "stalled":  # stopped past its lease, then resumed
                     run.send_signal(signal.SIGSTOP)
@@ -261,7 +261,7 @@ def test_an_ended_canary_leaves_all_traffic_on_the_primary(
             with pytest.raises(ControlRefused):  # removed by the command itself
                 client.split("model")
             return
-        if how == "ctrl-c":
+        if how in ("ctrl-c", "sigterm"):
             assert run.returncode == 130, err
             report = json.loads(out)
             assert report["verdict"] == "interrupted"

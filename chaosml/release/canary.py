@@ -30,9 +30,12 @@ import json
 import math
 import os
 import re
+import signal
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -735,6 +738,23 @@ class Controller:
         return None
 
 
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM ends a canary as Ctrl-C does (the split removed, the report written)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_canary(
     target_path: Path,
     candidate_url: str,
@@ -743,7 +763,9 @@ def run_canary(
     *,
     say: Callable[[str], None] = lambda line: None,
 ) -> CanaryResult:
-    return Controller(target_path, candidate_url, suite_path, options, say=say).run()
+    controller = Controller(target_path, candidate_url, suite_path, options, say=say)
+    with _sigterm_interrupts():
+        return controller.run()
 
 
 # --- reports ------------------------------------------------------------------------------------
