@@ -4,7 +4,7 @@ The target's proxy fault point (``fault_points.proxy``) copies each request it a
 candidate and records both answers with the rows (``chaosml.proxy.shadow``) under
 ``.chaosml/shadow/<run-id>/``. After the duration (or Ctrl-C) the copy is removed, always, and the
 recorded pairs are read back: per slice of the suite, the share of rows on which the two versions
-disagree with a Wilson interval, and the mean score shift (candidate minus primary). With labels
+disagree with a Wilson interval (simultaneous: Bonferroni over the judged slices), and the mean score shift (candidate minus primary). With labels
 (``--labels``: a CSV or Parquet file of ``id`` and the label, joined by id into ``rows.parquet``),
 also the paired comparison of ``slices compare`` on the labelled rows.
 
@@ -150,11 +150,15 @@ def disagreement(
     from chaosml.slices.stats.paired import wilson
 
     policy = suite.compare
-    z = float(norm.ppf(1 - (1 - policy.confidence) / 2))
     differ = (primary["prediction"].astype(str) != candidate["prediction"].astype(str)).to_numpy()
     shift = (candidate["score"] - primary["score"]).to_numpy(dtype=float)
+    masks = slice_masks(suite, rows.reset_index(drop=True))
+    judged = sum(int(m.sum()) >= suite.min_size or name == "overall" for name, m in masks)
+    # simultaneous intervals (Bonferroni over the judged slices): any slice's "disagrees" fails
+    # the command, so the chance of any false one stays within 1 - confidence
+    z = float(norm.ppf(1 - (1 - policy.confidence) / (2 * max(judged, 1))))
     out = []
-    for name, mask in slice_masks(suite, rows.reset_index(drop=True)):
+    for name, mask in masks:
         n, k = int(mask.sum()), int(differ[mask].sum())
         if n == 0:
             out.append(SliceShadow(name, 0, 0, None, None, None, "too small"))
