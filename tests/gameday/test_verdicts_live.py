@@ -73,7 +73,8 @@ def test_a_label_typo_names_the_labels_that_fired(target: Path, tmp_path: Path) 
     report = forced([path], target, tmp_path / "runs")
     (expectation,) = report.scenarios[0].expectations
     assert expectation.verdict == "failed"
-    assert expectation.reason == (
+    # (on a loaded machine the reason goes on to say the load ran under its plan, as it should)
+    assert expectation.reason.startswith(
         "did not fire within 12 s of injection; FeatureMissingRateHigh fired with "
         "{feature=income}, not {featur=income}"
     )
