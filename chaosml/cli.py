@@ -906,12 +906,6 @@ def canary_command(
             "then the proxy sends everything to the primary."
         ),
     ] = "15s",
-    max_p95_ratio: Annotated[
-        float,
-        typer.Option(
-            help="Roll back when the candidate's p95 latency exceeds the primary's by this factor (and by 50 ms)."
-        ),
-    ] = 1.5,
     switch: Annotated[
         bool,
         typer.Option(help="Once promoted, point the proxy's upstream at the candidate."),
@@ -960,7 +954,6 @@ def canary_command(
             quiet=list(quiet or []),
             labels=labels,
             data=data,
-            max_p95_ratio=max_p95_ratio,
             switch=switch,
             root=out,
         )

@@ -62,8 +62,40 @@ def test_by_slices_are_judged_only_when_rows_name_their_groups(tmp_path: Path) -
     assert unjudged == []
     assert {"region=APAC", "region=EU", "region=<missing>", "sex=F & region=EU"} <= set(names)
     families = declare_families(names, labelled=True)
-    assert len(families) == len(names) + 1  # the error rate per slice, HTTP errors overall
-    assert {f.figure for f in declare_families(names, labelled=False)} == {"score", "http_errors"}
+    assert len(families) == len(names) + 2  # the error rate per slice; HTTP errors, slow requests
+    assert {f.figure for f in declare_families(names, labelled=False)} == {
+        "score",
+        "http_errors",
+        "slow_requests",
+    }
     assert len({f.name for f in families}) == len(families)
     with pytest.raises(InputError, match="cannot read the columns"):
         slice_names(suite, tmp_path / "missing.parquet")
+
+
+def test_slow_requests_are_those_above_the_primary_p95_bucket() -> None:
+    import numpy as np
+
+    from chaosml.proxy.canary import BOUNDS, Latency
+    from chaosml.release.canary import MIN_LATENCY, figures, slow_bucket
+
+    rng = np.random.default_rng(3)
+    primary, candidate = Latency(), Latency()
+    fast, slow = rng.lognormal(-4, 0.5, 400), rng.lognormal(-3, 0.5, 300)
+    for seconds in fast:
+        primary.add(float(seconds))
+    for seconds in slow:
+        candidate.add(float(seconds))
+    arms = {
+        "primary": {"latency": primary.to_json()},
+        "candidate": {"latency": candidate.to_json()},
+    }
+    index = slow_bucket(arms["primary"])
+    assert index is not None
+    # the bucket's bound is at or above the primary's 95th percentile, the one before below it
+    assert BOUNDS[index - 1] < np.quantile(fast, 0.95, method="inverted_cdf") <= BOUNDS[index]
+    stats = figures(None, [], __import__("pandas").DataFrame(), None, {"arms": arms}, index)
+    one, two = stats[("overall", "slow_requests")]
+    assert (one.n, one.successes) == (300, int((slow > BOUNDS[index]).sum()))
+    assert (two.n, two.successes) == (400, int((fast > BOUNDS[index]).sum()))
+    assert slow_bucket({"latency": {"count": MIN_LATENCY - 1, "counts": [1]}}) is None

@@ -149,6 +149,9 @@ def check_canary(folder: Path, stdout: str) -> None:
     assert canary["verdict"] == "rolled_back", canary["verdict"]
     assert canary["rollback"]["reason"] == "quality", canary["rollback"]
     assert "exit 1: the candidate was rolled back" in stdout
+    # chaosml demo release: the shadow's report, then the canary's verdict
+    assert "chaosml shadow: v2 answers v1's traffic in its shadow" in stdout
+    assert "ROLLED BACK at step" in stdout or "PROMOTED" in stdout, stdout[-2000:]
 
 
 def check_served(folder: Path, stdout: str) -> None:

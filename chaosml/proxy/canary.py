@@ -149,6 +149,7 @@ class Latency:
             "sum": self.sum,
             "p50": self.quantile(0.5),
             "p95": self.quantile(0.95),
+            "counts": list(self.counts),  # per bucket: above the one before, up to BOUNDS[i]
         }
 
 

@@ -13,10 +13,10 @@ The families, fixed before the first request: per slice (``overall``, the suite'
 slices, and the ``by`` groups of the rows in ``--data``, default the target's ``data``), with
 ``--labels`` the error rate on the labelled rows (worse if higher: harm), without them the mean
 score (two-sided: the prediction distribution moved, which is change, not necessarily harm);
-overall, the HTTP error rate (worse if higher). Guards that are rules, not
+overall, the HTTP error rate and the share of requests slower than the primary's p95 (fixed from
+its first ``MIN_LATENCY`` requests), both worse if higher. Guards that are rules, not
 tests: an alert named in ``--quiet`` fires, an alert source cannot be read (the step cannot show
-its alerts stayed quiet), the candidate's p95 latency exceeds the primary's by more than
-``--max-p95-ratio`` (both arms with at least ``MIN_LATENCY`` requests).
+its alerts stayed quiet).
 
 A rollback sets the weight to 0 at once and removes the split (in a ``finally``, on any error or
 signal too; a controller killed outright leaves a lease that runs out, and the proxy then sends
@@ -27,7 +27,6 @@ with ``--switch`` the proxy's upstream becomes the candidate.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import signal
@@ -49,7 +48,6 @@ from chaosml.release.sequential import Counts, Family, Gate, Mean, Proportion
 SCHEMA = "chaosml.release/1"
 METHOD = "mSPRT (normal mixture), always-valid p-values, Bonferroni over the families"
 ROOT = Path(".chaosml/canary")
-MIN_LATENCY = 50  # requests per arm before the p95 guard may act
 _STEP = re.compile(r"^\s*(\d+(?:\.\d+)?)%\s*(?::\s*(\S+))?\s*$")
 
 
@@ -113,7 +111,13 @@ FIGURES = {  # figure: (kind, direction, what it says)
     "score": ("mean", "two_sided", "mean score (the prediction distribution)"),
     "error": ("proportion", "worse_if_higher", "error rate on labelled rows"),
     "http_errors": ("proportion", "worse_if_higher", "HTTP error rate (5xx, unreachable)"),
+    "slow_requests": (
+        "proportion",
+        "worse_if_higher",
+        "share of requests slower than the primary's p95",
+    ),
 }
+MIN_LATENCY = 100  # primary requests before the slow-request threshold is fixed
 
 
 def declare_families(slice_names: list[str], *, labelled: bool) -> list[Family]:
@@ -123,6 +127,7 @@ def declare_families(slice_names: list[str], *, labelled: bool) -> list[Family]:
     kind, direction, _ = FIGURES[figure]
     families = [Family(name, figure, kind, direction) for name in slice_names]  # type: ignore[arg-type]
     families.append(Family("overall", "http_errors", "proportion", "worse_if_higher"))
+    families.append(Family("overall", "slow_requests", "proportion", "worse_if_higher"))
     return families
 
 
@@ -358,6 +363,7 @@ def figures(
     rows: pd.DataFrame,
     labels: pd.Series | None,
     state: dict[str, Any],
+    slow: int | None = None,
 ) -> dict[tuple[str, str], tuple[Counts, Counts]]:
     """Per family, (candidate, primary) statistics of its figure on the rows recorded so far
     (score: the mean; error: the share of labelled rows predicted wrong), and the HTTP errors
@@ -389,7 +395,32 @@ def figures(
         _errors_of(arms.get("candidate", {})),
         _errors_of(arms.get("primary", {})),
     )
+    if slow is not None:
+        out[("overall", "slow_requests")] = (
+            _slow_of(arms.get("candidate", {}), slow),
+            _slow_of(arms.get("primary", {}), slow),
+        )
     return out
+
+
+def slow_bucket(arm: dict[str, Any]) -> int | None:
+    """The latency bucket holding the arm's p95 (the requests above it are slow), once it has
+    answered ``MIN_LATENCY`` requests."""
+    counts = arm.get("latency", {}).get("counts")
+    total = arm.get("latency", {}).get("count", 0)
+    if not counts or total < MIN_LATENCY:
+        return None
+    seen = 0
+    for index, n in enumerate(counts):
+        seen += n
+        if seen >= 0.95 * total:
+            return index
+    return len(counts) - 1
+
+
+def _slow_of(arm: dict[str, Any], slow: int) -> Proportion:
+    counts = arm.get("latency", {}).get("counts") or []
+    return Proportion(n=int(sum(counts)), successes=int(sum(counts[slow + 1 :])))
 
 
 def _requests(state: dict[str, Any]) -> dict[str, int]:
@@ -414,7 +445,6 @@ class CanaryOptions:
     quiet: list[str] = field(default_factory=list)  # alerts that must not fire ("*": any new)
     labels: Path | None = None
     data: Path | None = None
-    max_p95_ratio: float = 1.5
     switch: bool = False
     root: Path = ROOT
 
@@ -465,6 +495,7 @@ class Controller:
         _reachable(self.address, "candidate")
         names, self.unjudged = slice_names(self.suite, options.data or loaded.data)
         self.families = declare_families(names, labelled=options.labels is not None)
+        self.slow: int | None = None  # the latency bucket of the primary's p95
 
     def run(self) -> CanaryResult:
         from chaosml.proxy.client import ControlClient, ControlFailed, ControlRefused
@@ -621,7 +652,9 @@ class Controller:
         recorded.read_new()
         rows = recorded.rows()
         labels = read_labels(options.labels, self.suite.label or "label")
-        stats = figures(self.suite, self.families, rows, labels, state)
+        if self.slow is None:  # fixed once, from the primary's first requests
+            self.slow = slow_bucket(state.get("arms", {}).get("primary", {}))
+        stats = figures(self.suite, self.families, rows, labels, state, self.slow)
         decision = gate.look(stats)
         arms = state.get("arms", {})
         per_arm = rows["arm"].value_counts().to_dict() if len(rows) else {}
@@ -695,7 +728,7 @@ class Controller:
                     reason="alert",
                     detail=f"alert {track.name} fired at {track.source}",
                 )
-        return self._latency_guard(arms, index)
+        return None
 
     def _unobserved(self, record: StepRecord, index: int, gate: Any) -> Rollback | None:
         """A step passes on evidence only: the candidate must have answered requests during it,
@@ -714,26 +747,6 @@ class Controller:
                 reason="unobservable",
                 detail=f"no figure reached the counts to be judged ({gate.min_count} rows per "
                 "arm, and for a rate its events): the canary saw too little to promote",
-            )
-        return None
-
-    def _latency_guard(self, arms: dict[str, Any], index: int) -> Rollback | None:
-        primary, candidate = arms.get("primary", {}), arms.get("candidate", {})
-        if min(primary.get("requests", 0), candidate.get("requests", 0)) < MIN_LATENCY:
-            return None
-        p95 = primary.get("latency", {}).get("p95")
-        q95 = candidate.get("latency", {}).get("p95")
-        if p95 is None or q95 is None or not math.isfinite(p95) or not math.isfinite(q95):
-            return None
-        allowed = max(p95 * self.options.max_p95_ratio, p95 + 0.05)
-        if q95 > allowed:
-            return Rollback(
-                step=index,
-                reason="service",
-                detail=f"candidate p95 {q95 * 1000:.0f} ms above {allowed * 1000:.0f} ms "
-                f"(the primary's {p95 * 1000:.0f} ms × {self.options.max_p95_ratio:g}, at "
-                "least +50 ms)",
-                figure="p95",
             )
         return None
 
