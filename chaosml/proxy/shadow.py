@@ -20,6 +20,7 @@ import contextlib
 import copy
 import json
 import queue
+import re
 import threading
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from chaosml.codecs import CODECS, Batch, Codec, CodecError, Outputs
 from chaosml.proxy.http import Head, serialize_head
@@ -42,6 +44,30 @@ CONCURRENCY = 4  # calls to the candidate at once
 TIMEOUT = 1.0  # seconds the candidate has to answer a copy
 FLUSH = 2.0  # seconds between row groups written
 IDLE = object()  # nothing arrived before the next flush was due
+LONG_DIGITS = re.compile(rb"[0-9]{20}")  # an integer orjson might not read as json does
+
+
+def loads(body: bytes) -> Any:
+    """``json.loads(body)``, parsed by orjson where it can (several times faster on the
+    recorder's thread). ``json`` reads what orjson refuses (NaN, Infinity, UTF-16) and what it
+    would read otherwise (an integer beyond 64 bits becomes a float there: any run of 20 digits
+    is left to ``json``), so a body is recorded as ``json.loads`` would have read it."""
+    if LONG_DIGITS.search(body) is None:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(body)
+
+
+def _piece(n: int, values: Any) -> np.ndarray:
+    """A batch's column as an object array of ``n`` cells (``values`` None: all null)."""
+    if isinstance(values, np.ndarray) and values.dtype == object and values.shape == (n,):
+        return values  # the codec's own column: copied once, by the concatenation
+    piece = np.empty(n, dtype=object)
+    if values is not None:
+        piece[:] = list(values)
+    return piece
 
 
 def frame_of(parts: list[tuple[int, dict[str, Any]]]) -> pd.DataFrame:
@@ -49,16 +75,10 @@ def frame_of(parts: list[tuple[int, dict[str, Any]]]) -> pd.DataFrame:
     import pandas as pd
 
     names = list(dict.fromkeys(name for _, columns in parts for name in columns))
-    joined = {}
-    for name in names:
-        pieces = []
-        for n, columns in parts:
-            values = columns.get(name)
-            piece = np.empty(n, dtype=object)
-            if values is not None:
-                piece[:] = list(values)
-            pieces.append(piece)
-        joined[name] = np.concatenate(pieces)
+    joined = {
+        name: np.concatenate([_piece(n, columns.get(name)) for n, columns in parts])
+        for name in names
+    }
     return pd.DataFrame(joined).infer_objects()
 
 
@@ -194,13 +214,13 @@ class Recorder(Recording):
     def _decode(self, request: bytes, primary: bytes, candidate: bytes) -> None:
 
         try:
-            batch = self.codec.decode_request(json.loads(request))
-            first = self.codec.decode_response(json.loads(primary))
+            batch = self.codec.decode_request(loads(request))
+            first = self.codec.decode_response(loads(primary))
         except (CodecError, ValueError, TypeError, KeyError):
             self.drop("primary exchange unreadable")
             return
         try:
-            second = self.codec.decode_response(json.loads(candidate))
+            second = self.codec.decode_response(loads(candidate))
         except (CodecError, ValueError, TypeError, KeyError):
             self.drop("candidate answer unreadable")
             return
@@ -224,12 +244,16 @@ class Recorder(Recording):
 
         if not self._pending["rows"]:
             return
-        frames = {name: frame_of(parts) for name, parts in self._pending.items()}
-        numbers_as_float(frames["rows"])
-        for name in ("primary", "candidate"):
-            frames[name]["score"] = nullable_floats(frames[name]["score"].tolist())
-        for parts in self._pending.values():
-            parts.clear()
+        # taken before anything can fail: what one flush could not write is never tried again
+        pending, self._pending = self._pending, {name: [] for name in FILES}
+        try:
+            frames = {name: frame_of(parts) for name, parts in pending.items()}
+            numbers_as_float(frames["rows"])
+            for name in ("primary", "candidate"):
+                frames[name]["score"] = nullable_floats(frames[name]["score"].tolist())
+        except (TypeError, ValueError) as exc:
+            self.drop(f"rows unwritable: {type(exc).__name__}", len(pending["rows"]))
+            return
         tables = {}
         try:
             for name, frame in frames.items():
