@@ -9,9 +9,11 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from chaosml.codecs import CODECS
+from chaosml.proxy import shadow
 from chaosml.proxy.canary import Parts
 from chaosml.proxy.shadow import Recorder, loads
 
@@ -88,3 +90,27 @@ def test_a_split_flush_that_cannot_be_written_is_counted_and_not_carried_over(
     recorded = pd.read_parquet(tmp_path / "part-000001.parquet")
     assert recorded["id"].tolist() == [str(i) for i in range(10, 14)]
     assert recorded["arm"].tolist() == ["primary"] * 4
+
+
+def test_flushes_are_held_and_written_in_row_groups_of_the_bound_s_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shadow, "ROW_GROUP", 8)
+    recorder = Recorder(tmp_path, CODECS["records"], Counter(), NEVER)
+    live = []
+    try:
+        for first in (0, 10, 20):
+            request, answer = exchange(first, 4)
+            recorder.decode((request, answer, answer))
+            recorder.write()
+            live.append(recorder.counted()[1])
+    finally:
+        recorder.close()
+    assert live == [4, 8, 12]  # counted at each flush, before the row group is out
+    for name in ("rows", "primary", "candidate"):
+        file = pq.ParquetFile(tmp_path / f"{name}.parquet")
+        sizes = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]
+        assert sizes == [8, 4]  # two flushes' rows, then the rest at close
+    recorded = pd.read_parquet(tmp_path / "rows.parquet")
+    assert recorded["id"].tolist() == [str(i) for i in (*range(4), *range(10, 14), *range(20, 24))]
+    assert recorded["age"].tolist() == [float(i) for i in recorded["id"].astype(int)]
