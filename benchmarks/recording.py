@@ -9,13 +9,16 @@ as the proxy hands them over (bytes, one exchange per ``put``), and the recorder
 and writes them; the time runs from the first hand-over to the files closed. The baseline, in the
 same run: ``json.loads`` of the same request bodies, their ``instances`` joined into one list,
 ``pandas.DataFrame(records)`` and one ``pyarrow.parquet.write_table`` of it (the rows only: the
-recorders also write the two answers). Each figure is the best of ``--rounds``.
+recorders also write the two answers). The process is pinned to one core meanwhile. Each figure
+is the best of ``--rounds``.
 
 Memory: the recorder is fed ``--hours`` of traffic at ``--rate`` requests per second, time-scaled
 (fed as fast as it takes them, its flush interval shortened to ``--flush`` seconds, one flush per
 ``--rate * 2`` requests as at the default 2 s flush); the process's RSS is sampled after every
-flush-worth. Printed: first, last and max RSS after a warm-up tenth, and the least-squares slope
-(MB per simulated hour).
+flush-worth. Printed, after a warm-up tenth: the first, last and max RSS, the means of the first
+and the last tenth of the samples, and the least-squares slope (MB per simulated hour).
+
+Against the code before a change: ``PYTHONPATH=OTHER_CHECKOUT python benchmarks/recording.py``.
 
 Run: python benchmarks/recording.py [--rounds 3] [--requests 2000] [--hours 1] [--rate 50]
 """
@@ -125,6 +128,8 @@ def timed_baseline(data: list[Exchange], path: Path) -> tuple[float, int]:
 
 def speed(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     data = exchanges(args.requests)
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})  # one core: the recorder's threads, Arrow's and ours
     best: dict[str, float] = {}
     rows = 0
     for round_ in range(args.rounds):
@@ -138,10 +143,12 @@ def speed(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 if written != rows:
                     raise SystemExit(f"{name}: {written} rows written of {rows}")
             best[name] = min(best.get(name, float("inf")), took)
+    os.sched_setaffinity(0, cores)
     rate = {name: rows / took for name, took in best.items()}
     return {
         "requests": args.requests,
         "rows": rows,
+        "cores": 1,
         "baseline": "json.loads + pandas.DataFrame(records) + one pyarrow write_table (rows only)",
         "baseline_rows_per_s": round(rate["baseline"]),
         "shadow_rows_per_s": round(rate["shadow"]),
@@ -188,6 +195,7 @@ def memory(kind: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     drops, rows = rec.counted()
     warm = samples[len(samples) // 10 :]
     hours = np.linspace(args.hours * 0.1, args.hours, len(warm))
+    tenth = max(len(warm) // 10, 1)
     slope = float(np.polyfit(hours, warm, 1)[0]) if len(warm) > 1 else 0.0
     on_disk = sum(p.stat().st_size for p in (root / f"memory-{kind}").iterdir()) / 2**20
     return {
@@ -201,6 +209,11 @@ def memory(kind: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "rss_last_mb": round(warm[-1], 1),
         "rss_max_mb": round(max(warm), 1),
         "rss_last_vs_first": round(warm[-1] / warm[0], 3),
+        "rss_mean_first_tenth_mb": round(float(np.mean(warm[:tenth])), 1),
+        "rss_mean_last_tenth_mb": round(float(np.mean(warm[-tenth:])), 1),
+        "rss_last_tenth_vs_first_tenth": round(
+            float(np.mean(warm[-tenth:]) / np.mean(warm[:tenth])), 3
+        ),
         "slope_mb_per_hour": round(slope, 2),
         "on_disk_mb": round(on_disk, 1),
     }
@@ -214,6 +227,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="requests/s being simulated")
     parser.add_argument("--flush", type=float, default=0.02, help="the scaled flush (s)")
     parser.add_argument("--skip", choices=("speed", "memory"), default=None)
+    parser.add_argument(
+        "--recorders", nargs="+", choices=("shadow", "split"), default=["shadow", "split"]
+    )
     args = parser.parse_args()
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -222,7 +238,7 @@ def main() -> None:
             result["speed"] = speed(args, root)
             print(json.dumps(result["speed"], indent=2), flush=True)
         if args.skip != "memory":
-            result["memory"] = [memory(kind, args, root) for kind in ("shadow", "split")]
+            result["memory"] = [memory(kind, args, root) for kind in args.recorders]
             print(json.dumps(result["memory"], indent=2), flush=True)
 
 

@@ -21,7 +21,6 @@ import contextlib
 import copy
 import json
 import queue
-import re
 import threading
 import time
 from collections import Counter
@@ -47,7 +46,10 @@ TIMEOUT = 1.0  # seconds the candidate has to answer a copy
 FLUSH = 2.0  # seconds between flushes: the rows decoded, checked and held as Arrow tables
 ROW_GROUP = 65_536  # rows held before they are written out as one row group (and at close)
 IDLE = object()  # nothing arrived before the next flush was due
-LONG_DIGITS = re.compile(rb"[0-9]{20}")  # an integer orjson might not read as json does
+# A run of 20 digits (after every digit is made a "9"): an integer orjson might read as a float.
+# ``translate`` and ``find`` cost a tenth of a regular expression's search here.
+DIGITS_AS_NINES = bytes.maketrans(b"0123456789", b"9" * 10)
+LONG_DIGITS = b"9" * 20
 
 
 def loads(body: bytes) -> Any:
@@ -55,7 +57,7 @@ def loads(body: bytes) -> Any:
     recorder's thread). ``json`` reads what orjson refuses (NaN, Infinity, UTF-16) and what it
     would read otherwise (an integer beyond 64 bits becomes a float there: any run of 20 digits
     is left to ``json``), so a body is recorded as ``json.loads`` would have read it."""
-    if LONG_DIGITS.search(body) is None:
+    if body.translate(DIGITS_AS_NINES).find(LONG_DIGITS) < 0:
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
