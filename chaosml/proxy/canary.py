@@ -22,7 +22,6 @@ temporary name and renamed whole: a reader never sees half a part.
 from __future__ import annotations
 
 import bisect
-import json
 import math
 import os
 import time
@@ -38,6 +37,7 @@ from chaosml.proxy.shadow import (
     QUEUE,
     Recording,
     frame_of,
+    loads,
     nullable_floats,
     numbers_as_float,
     rows_with_ids,
@@ -321,7 +321,7 @@ class Parts(Recording):
     def decode(self, item: tuple[str, int, bytes, bytes, float]) -> None:
         arm, status, request, answer, when = item
         try:
-            batch = self.codec.decode_request(json.loads(request))
+            batch = self.codec.decode_request(loads(request))
         except (CodecError, ValueError, TypeError, KeyError):
             self.drop("request unreadable")
             return
@@ -337,7 +337,7 @@ class Parts(Recording):
             why = "non-2xx answer"
         else:
             try:
-                outputs = self.codec.decode_response(json.loads(answer))
+                outputs = self.codec.decode_response(loads(answer))
             except (CodecError, ValueError, TypeError, KeyError):
                 why = "answer unreadable"
             else:
@@ -371,10 +371,14 @@ class Parts(Recording):
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        rows = numbers_as_float(frame_of([(n, columns) for n, columns, _ in pending]))
-        outputs = frame_of([(n, recorded) for n, _, recorded in pending])
-        numbers_as_float(outputs)
-        outputs["score"] = nullable_floats(outputs["score"].tolist())
+        try:
+            rows = numbers_as_float(frame_of([(n, columns) for n, columns, _ in pending]))
+            outputs = frame_of([(n, recorded) for n, _, recorded in pending])
+            numbers_as_float(outputs)
+            outputs["score"] = nullable_floats(outputs["score"].tolist())
+        except (TypeError, ValueError) as exc:  # e.g. scores that are not numbers
+            self.drop(f"rows unwritable: {type(exc).__name__}", len(pending))
+            return
         outputs["status"] = outputs["status"].astype("int64")
         if outputs["prediction"].isna().all():  # none answered: typed as numbers would be
             outputs["prediction"] = outputs["prediction"].astype("float64")
