@@ -794,16 +794,20 @@ def sweep_command(
     _finish(result, as_json, render_sweep, {html: write_sweep_html})
 
 
+CandidateOption = Annotated[
+    str,
+    typer.Option(
+        help="The candidate's URL, http://HOST:PORT/predict, spoken to with the target's codec."
+    ),
+]
+ReleaseSuiteOption = Annotated[Path, typer.Option("--suite", "-s", help="Slice suite YAML.")]
+
+
 @app.command("shadow")
 def shadow_command(
     target: TargetOption,
-    candidate: Annotated[
-        str,
-        typer.Option(
-            help="The candidate's URL, http://HOST:PORT/predict, spoken to with the target's codec."
-        ),
-    ],
-    suite: Annotated[Path, typer.Option("--suite", "-s", help="Slice suite YAML.")],
+    candidate: CandidateOption,
+    suite: ReleaseSuiteOption,
     duration: Annotated[
         str, typer.Option(help="How long to shadow, e.g. 30s, 10m (Ctrl-C ends it early).")
     ] = "10m",
@@ -853,13 +857,8 @@ def shadow_command(
 @app.command("canary")
 def canary_command(
     target: TargetOption,
-    candidate: Annotated[
-        str,
-        typer.Option(
-            help="The candidate's URL, http://HOST:PORT/predict, spoken to with the target's codec."
-        ),
-    ],
-    suite: Annotated[Path, typer.Option("--suite", "-s", help="Slice suite YAML.")],
+    candidate: CandidateOption,
+    suite: ReleaseSuiteOption,
     steps: Annotated[
         str,
         typer.Option(

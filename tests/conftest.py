@@ -54,6 +54,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 ONE_AT_A_TIME = (
     "tests/gameday/",
     "tests/test_readme.py::test_every_readme_block_runs[game-days]",
+    # stacks of their own, here rather than beside to balance the two workers' minutes
+    "tests/test_sweep.py::test_a_live_sweep",
+    "tests/test_readme.py::test_every_readme_block_runs[the-ml-test-score-from-evidence]",
 )
 # Stacks of their own that run beside the one-at-a-time group, one after another on another
 # worker: the quiet soak, the harness's alert path and validation against Prometheus (no fault,
@@ -63,7 +66,6 @@ ONE_AT_A_TIME = (
 BESIDE = (
     "tests/test_readme.py::test_every_readme_block_runs[quickstart]",
     "tests/test_readme.py::test_every_readme_block_runs[detection-thresholds",
-    "tests/test_readme.py::test_every_readme_block_runs[the-ml-test-score-from-evidence]",
     "tests/demo/test_live_quiet.py",
     "tests/demo/test_harness.py",
     "tests/gameday/test_validate_prometheus.py",

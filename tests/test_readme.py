@@ -147,7 +147,8 @@ def check_shadow(folder: Path, stdout: str) -> None:
 def check_canary(folder: Path, stdout: str) -> None:
     canary = json.loads((folder / "canary.json").read_text(encoding="utf-8"))
     assert canary["verdict"] == "rolled_back", canary["verdict"]
-    assert canary["rollback"]["reason"] == "quality", canary["rollback"]
+    # a slice worse on labelled rows, or slower answers (v2's p50 is about 1.5x v1's here)
+    assert canary["rollback"]["figure"] in ("error", "slow_requests"), canary["rollback"]
     assert "exit 1: the candidate was rolled back" in stdout
     # chaosml demo release: the shadow's report, then the canary's verdict
     assert "chaosml shadow: v2 answers v1's traffic in its shadow" in stdout

@@ -289,7 +289,6 @@ def implied_band(expr: str, clean_nulls: float) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("beside")
 def test_a_live_sweep_finds_each_alert_where_its_rule_implies(
     sweep_stack: tuple[ReferenceStack, Path], tmp_path: Path
 ) -> None:
