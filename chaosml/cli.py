@@ -1075,6 +1075,13 @@ def demo_up(
             "--time-scale", min=0.001, max=1, help="Multiply the alert rules' for: by this."
         ),
     ] = 0.05,
+    candidate: Annotated[
+        str | None,
+        typer.Option(
+            help="Also serve this demo version (v1 or v2) beside the stack, as a candidate for "
+            "chaosml shadow and chaosml canary."
+        ),
+    ] = None,
 ) -> None:
     """Run the reference stack in the foreground until Ctrl-C or SIGTERM.
 
@@ -1089,12 +1096,15 @@ def demo_up(
     with _errors():
         if rules is not None and not rules.is_file():
             raise InputError(f"--rules: {rules}: file not found")
+        if candidate not in (None, "v1", "v2"):
+            raise InputError(f"--candidate: expected v1 or v2, got {candidate!r}")
         run_up(
             out,
             target=write_target or out / "target.yaml",
             rules=rules,
             time_scale=time_scale,
             err=stderr,
+            candidate=candidate,
         )
 
 

@@ -99,3 +99,23 @@ def test_slow_requests_are_those_above_the_primary_p95_bucket() -> None:
     assert (one.n, one.successes) == (300, int((slow > BOUNDS[index]).sum()))
     assert (two.n, two.successes) == (400, int((fast > BOUNDS[index]).sum()))
     assert slow_bucket({"latency": {"count": MIN_LATENCY - 1, "counts": [1]}}) is None
+
+
+def test_split_figures_are_only_the_split_s_own(tmp_path: Path) -> None:
+    from chaosml.release.canary import figures
+
+    (tmp_path / "suite.yaml").write_text(
+        "label: y\nslices:\n  - {name: scored, where: 'score > 0'}\nmetrics: [accuracy]\n"
+    )
+    suite = load_suite(tmp_path / "suite.yaml")
+    families = declare_families(["overall"], labelled=True)
+    rows = pd.DataFrame(
+        {"arm": ["primary", "candidate"] * 3, "score": [0.1] * 6, "prediction": [1] * 6}
+        | {"id": [str(i) for i in range(6)]}
+    )
+    labels = pd.Series([1, 0, 1, 0, 1, 0], index=[str(i) for i in range(6)])
+    stats = figures(suite, families, rows, labels, {"arms": {}}, None)
+    # before the primary fixed the slow-request threshold there is no such figure at all
+    assert set(stats) == {("overall", "error"), ("overall", "http_errors")}
+    one, two = stats[("overall", "error")]
+    assert (one.n, one.successes, two.n, two.successes) == (3, 3, 3, 0)

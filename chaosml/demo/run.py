@@ -54,8 +54,15 @@ def demo_up(
     time_scale: float,
     err: Console,
     ready: threading.Event | None = None,
+    candidate: str | None = None,
 ) -> None:
-    """Run the reference stack in the foreground until SIGINT or SIGTERM; stop all of it."""
+    """Run the reference stack in the foreground until SIGINT or SIGTERM; stop all of it. With
+    ``candidate`` (v1 or v2), that version is served beside it, for ``chaosml shadow`` and
+    ``chaosml canary``."""
+    from contextlib import ExitStack
+
+    from chaosml.demo.release import served
+
     stopped = threading.Event()
     target.unlink(missing_ok=True)  # written again once the stack is ready: a sign to wait for
 
@@ -64,15 +71,25 @@ def demo_up(
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with reference_stack(
-            folder, time_scale=time_scale, rules=rules, say=lambda line: err.print(line)
-        ) as stack:
+        with ExitStack() as started:
+            stack = started.enter_context(
+                reference_stack(
+                    folder, time_scale=time_scale, rules=rules, say=lambda line: err.print(line)
+                )
+            )
             write_target(stack, target)
             err.print(
                 f"wrote {target}. Run a game day against it:\n"
-                f"  chaosml gameday scenarios/ --target {target} --time-scale {time_scale:g}\n"
-                "Ctrl-C stops everything."
+                f"  chaosml gameday scenarios/ --target {target} --time-scale {time_scale:g}"
             )
+            if candidate is not None:
+                address = started.enter_context(served(folder, candidate))
+                err.print(
+                    f"serving the candidate {candidate} at http://{address}/predict; release it:\n"
+                    f"  chaosml canary --target {target} --candidate http://{address}/predict "
+                    "--suite slices/credit.yaml --labels LABELS.csv"
+                )
+            err.print("Ctrl-C stops everything.")
             if ready is not None:
                 ready.set()
             while not stopped.wait(0.2):

@@ -383,7 +383,9 @@ def figures(
         masks = dict(slice_masks(suite, rows))
         for family in families:
             mask = masks.get(family.slice)
-            if mask is None or family.figure == "http_errors":  # a group not seen yet
+            if family.figure not in ("score", "error"):  # from the split's figures, below
+                continue
+            if mask is None:  # a group the rows so far do not hold
                 continue
             one, two = mask & (arm == "candidate"), mask & (arm == "primary")
             if family.figure == "score":
