@@ -890,8 +890,9 @@ def canary_command(
     quiet: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="ALERT",
             help="An alert that must not fire (repeatable); '*' for any alert not already "
-            "active when the canary began."
+            "active when the canary began.",
         ),
     ] = None,
     alpha: Annotated[
@@ -938,6 +939,9 @@ def canary_command(
     )
 
     with _errors():
+        for path in (junit, html):  # before the canary runs, not after
+            if path is not None and not path.parent.is_dir():
+                raise InputError(f"{path}: cannot write: no folder {path.parent}")
         seconds = {}
         for name, value in (("look", look), ("lease", lease)):
             try:
@@ -1045,7 +1049,7 @@ def demo_release(out: DemoFolder = Path(".chaosml/demo")) -> None:
     Serves v1 behind the fault proxy and v2 beside it, sends the demo's rows through the proxy as
     users (labels fed back by id as they are answered), runs `chaosml shadow` (v2 copied every
     request, judged per slice) and then `chaosml canary` (v2 given 20%, then 50% of the users,
-    judged at every look). About two minutes. Stops all it started. Exits 0 when it ran, whatever
+    judged at every look). About a minute. Stops all it started. Exits 0 when it ran, whatever
     it found.
     """
     _needs("demo release", "demo", "gameday", "slices")

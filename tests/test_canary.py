@@ -137,8 +137,9 @@ def test_a_canary_of_v2_is_rolled_back_for_what_is_true_of_it(
         assert rollback["reason"] == "quality" and rollback["figure"] == "error", rollback
         v1_error, v2_error = offline_errors(demo)[rollback["slice"]]
         assert v2_error > v1_error, (rollback, v1_error, v2_error)
-    assert report["steps"][rollback["step"]]["verdict"] == "rolled_back"
-    assert all(s["verdict"] == "passed" for s in report["steps"][: rollback["step"]])
+    assert report["plan"]["steps"][0] == {"weight": 0.2, "seconds": 30.0}
+    assert report["steps"][rollback["step"] - 1]["verdict"] == "rolled_back"  # numbered from 1
+    assert all(s["verdict"] == "passed" for s in report["steps"][: rollback["step"] - 1])
     # after the decision the candidate answered at most the one batch the one client had in
     # flight to it: the weight was 0 at once (the split is then removed, and recording ends)
     parts = pd.concat(pd.read_parquet(p) for p in sorted(folder.glob("part-*.parquet")))
@@ -254,6 +255,8 @@ def test_an_ended_canary_leaves_all_traffic_on_the_primary(
         (["--key", "cookie:x"], "expected header:NAME or column:NAME"),
         (["--look", "5s", "--lease", "6s"], "must exceed twice --look"),
         (["--alpha", "1.5"], r"--alpha 1.5: expected a level in \(0, 1\)"),
+        (["--look", "0s"], "--look 0 s: a duration above 0"),
+        (["--html", "/no/such/folder/c.html"], "cannot write: no folder /no/such/folder"),
         (["--candidate-path", "/score"], "the split sends each request to the same path"),
     ],
 )

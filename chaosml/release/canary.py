@@ -118,6 +118,13 @@ FIGURES = {  # figure: (kind, direction, what it says)
     ),
 }
 MIN_LATENCY = 100  # primary requests before the slow-request threshold is fixed
+REASONS = {  # a rollback's reason by the figure that decided it
+    "error": "quality",  # harm on labelled rows
+    "score": "change",  # the prediction distribution moved: change, not necessarily harm
+    "http_errors": "service",
+    "slow_requests": "service",
+}
+MUST_JUDGE = ("slow_requests",)  # overall figures a promotion needs judged, with the quality one
 
 
 def declare_families(slice_names: list[str], *, labelled: bool) -> list[Family]:
@@ -220,7 +227,7 @@ class Rollback:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "step": self.step,
+            "step": self.step + 1,  # numbered as the terminal numbers steps
             "reason": self.reason,
             "detail": self.detail,
             "slice": self.slice,
@@ -248,6 +255,8 @@ class CanaryResult:
     switched: bool = False
     seconds: float = 0.0
     state: dict[str, Any] = field(default_factory=dict)  # the split's final state
+    plan: dict[str, Any] = field(default_factory=dict)  # what was asked: steps, key, look, ...
+    notes: list[str] = field(default_factory=list)  # what the report should not hide
 
     @property
     def verdict(self) -> str:
@@ -260,6 +269,13 @@ class CanaryResult:
     @property
     def passed(self) -> bool:
         return self.verdict == "promoted"
+
+    def never_judged(self) -> list[str]:
+        """Families that had too few observations to be tested at the last look."""
+        judged = [s for s in self.steps if s.figures]
+        if not judged:
+            return [f.name for f in self.families]
+        return [f"{f['slice']}/{f['figure']}" for f in judged[-1].figures if not f["testable"]]
 
     @property
     def exit_code(self) -> int:
@@ -277,6 +293,9 @@ class CanaryResult:
             "method": self.method,
             "families": [f.name for f in self.families],
             "unjudged_slices": self.unjudged,
+            "never_judged": self.never_judged(),
+            "plan": self.plan,
+            "notes": self.notes,
             "steps": [s.to_dict() for s in self.steps],
             "rollback": None if self.rollback is None else self.rollback.to_dict(),
             "switched": self.switched,
@@ -470,7 +489,9 @@ class Controller:
         from chaosml.slices.suite import load_suite
 
         self.options, self.say, self.clock, self.sleep = options, say, clock, sleep
-        if options.look <= 0 or options.lease <= 2 * options.look:
+        if options.look <= 0:
+            raise InputError(f"--look {options.look:g} s: a duration above 0")
+        if options.lease <= 2 * options.look:
             raise InputError(
                 f"--lease {options.lease:g} s must exceed twice --look {options.look:g} s "
                 "(the lease is renewed at every look)"
@@ -485,7 +506,7 @@ class Controller:
         if point.kind != "chaosml":
             raise InputError(f"{target_path}: fault_points.proxy is a Toxiproxy: it cannot split")
         self.point = point
-        self.suite = load_suite(suite_path)
+        self.suite, self.suite_path = load_suite(suite_path), suite_path
         self.candidate_url = candidate_url
         self.address, route = candidate_address(candidate_url)
         served = candidate_address(self.target.url)[1]
@@ -496,6 +517,8 @@ class Controller:
             )
         _reachable(self.address, "candidate")
         names, self.unjudged = slice_names(self.suite, options.data or loaded.data)
+        if options.labels is not None and options.labels.is_file():
+            read_labels(options.labels, self.suite.label or "label")  # its columns, up front
         self.families = declare_families(names, labelled=options.labels is not None)
         self.slow: int | None = None  # the latency bucket of the primary's p95
 
@@ -511,13 +534,23 @@ class Controller:
         gate = Gate(options.alpha, self.families)
         result = CanaryResult(
             folder=folder,
-            target=str(self.target_path),
+            target=str(Path(self.target_path).resolve()),
             candidate=self.candidate_url,
             steps=[],
             families=self.families,
             unjudged=self.unjudged,
             alpha=options.alpha,
             method=METHOD,
+            plan={
+                "run_id": run_id,
+                "suite": str(Path(self.suite_path).resolve()),
+                "steps": [{"weight": s.weight, "seconds": s.seconds} for s in options.steps],
+                "key": options.key,
+                "look": options.look,
+                "lease": options.lease,
+                "labels": None if options.labels is None else str(options.labels.resolve()),
+                "quiet": options.quiet,
+            },
         )
         poller = self._poller()
         recorded = Recorded(folder)
@@ -654,6 +687,11 @@ class Controller:
         recorded.read_new()
         rows = recorded.rows()
         labels = read_labels(options.labels, self.suite.label or "label")
+        if options.labels is not None and not options.labels.is_file():
+            missing = f"--labels {options.labels}: no such file (yet): no row is labelled"
+            if missing not in result.notes:
+                result.notes.append(missing)
+                self.say(missing)
         if self.slow is None:  # fixed once, from the primary's first requests
             self.slow = slow_bucket(state.get("arms", {}).get("primary", {}))
         stats = figures(self.suite, self.families, rows, labels, state, self.slow)
@@ -700,7 +738,7 @@ class Controller:
                 )
             return Rollback(
                 step=index,
-                reason="service" if family.figure == "http_errors" else "quality",
+                reason=REASONS[family.figure],
                 detail=(
                     f"{family.slice}: the candidate's {what} {moved} "
                     f"(always-valid p = {family.p_value:.3g}, at most {gate.threshold:.3g} "
@@ -743,12 +781,20 @@ class Controller:
                 "nothing shows it is fit (is traffic reaching the proxy?)",
             )
         last = index == max(i for i, s in enumerate(self.options.steps) if s.seconds is not None)
-        if last and not any(f["testable"] for f in record.figures):
+        quality = "error" if self.options.labels is not None else "score"
+        needed = {("overall", quality), *(("overall", f) for f in MUST_JUDGE)}
+        unjudged = [
+            f"{f['slice']}/{f['figure']}"
+            for f in record.figures
+            if (f["slice"], f["figure"]) in needed and not f["testable"]
+        ]
+        if last and unjudged:
             return Rollback(
                 step=index,
                 reason="unobservable",
-                detail=f"no figure reached the counts to be judged ({gate.min_count} rows per "
-                "arm, and for a rate its events): the canary saw too little to promote",
+                detail=f"{', '.join(unjudged)} never reached the counts to be judged "
+                f"({gate.min_count} per arm, and for a rate {gate.min_events} expected events of "
+                "each kind): the canary saw too little to promote",
             )
         return None
 
@@ -797,14 +843,16 @@ def _p(value: Any) -> str:
 def headline(result: CanaryResult) -> str:
     if result.rollback is not None:
         r = result.rollback
-        step = result.steps[r.step].step
+        step = result.steps[r.step].step if r.step < len(result.steps) else result.steps[-1].step
         zero = "" if r.weight_zero_after is None else f"; weight 0 after {r.weight_zero_after:g} s"
         return f"ROLLED BACK at step {r.step + 1} ({step.label()}): {r.detail}{zero}"
     if result.interrupted:
         done = sum(s.verdict == "passed" for s in result.steps)
         return f"INTERRUPTED after {done} of {len(result.steps)} steps passed: no verdict"
     switched = "; the proxy now sends everything to the candidate" if result.switched else ""
-    return f"PROMOTED: every step passed{switched}"
+    never = result.never_judged()
+    unseen = f" (never judged, too few observations: {', '.join(never)})" if never else ""
+    return f"PROMOTED: every step passed{switched}{unseen}"
 
 
 def render_canary(result: CanaryResult, console: Any) -> None:
@@ -849,6 +897,8 @@ def render_canary(result: CanaryResult, console: Any) -> None:
             else f"{worst['slice']}/{worst['figure']} (p {_p(worst['p_value'])})",
         )
     console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
     console.print(headline(result), highlight=False)
 
 
@@ -861,6 +911,12 @@ def write_canary_junit(result: CanaryResult, path: Path) -> None:
         detail = headline(result) if record.verdict == "rolled_back" else record.verdict
         cases.append(
             _case("chaosml.canary", f"step {index + 1}: {record.step.label()}", status, detail)
+        )
+    for index in range(len(result.steps), len(result.plan.get("steps", []))):
+        planned = result.plan["steps"][index]
+        step = Step(planned["weight"], planned["seconds"])
+        cases.append(
+            _case("chaosml.canary", f"step {index + 1}: {step.label()}", "skipped", "not reached")
         )
     _write(path, ("chaosml canary", cases))
 
