@@ -908,7 +908,10 @@ def canary_command(
     ] = "15s",
     switch: Annotated[
         bool,
-        typer.Option(help="Once promoted, point the proxy's upstream at the candidate."),
+        typer.Option(
+            help="Once promoted, point the proxy's upstream at the candidate (an update of the "
+            "proxy, which restarts its listener as Toxiproxy does: requests of that moment fail)."
+        ),
     ] = False,
     out: Annotated[Path, typer.Option(help="Where run folders go: OUT/<run-id>/.")] = Path(
         ".chaosml/canary"

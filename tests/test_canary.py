@@ -77,9 +77,10 @@ def wait_for_split(client: ControlClient, run: subprocess.Popen[str]) -> dict[st
 
 
 def canary(
-    demo: DemoArtifacts, tmp_path: Path, primary: str, candidate: str, steps: str
+    demo: DemoArtifacts, tmp_path: Path, primary: str, candidate: str, steps: str, *extra: str
 ) -> tuple[int, dict[str, Any], str, Path]:
-    """Run the command to its end under traffic: (exit code, its JSON, stderr, run folder)."""
+    """Run the command to its end under traffic: (exit code, its JSON, stderr, run folder);
+    the JSON's ``upstream`` is the proxy's upstream once it ended."""
     labels = tmp_path / "labels.csv"
     with proxied(primary) as (client, api, listen):
         target = target_file(tmp_path, api, listen, demo.data)
@@ -87,6 +88,7 @@ def canary(
         command += ["--steps", steps, "--look", "1s", "--lease", "5s", "--key", "header:x-user-id"]
         command += ["--labels", str(labels), "--json", "--out", str(tmp_path / "runs")]
         command += ["--junit", str(tmp_path / "canary.xml"), "--html", str(tmp_path / "c.html")]
+        command += extra
         with (
             subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -100,8 +102,12 @@ def canary(
                     run.kill()
         with pytest.raises(ControlRefused):  # the split is removed in every case
             client.split("model")
-    assert users.sent and not users.failed, "a client of the proxy got an error"
+        upstream = client.proxy("model")["upstream"]
+    # (--switch updates the proxy's upstream, which restarts its listener as Toxiproxy does:
+    # the clients' requests of that moment fail, after the verdict)
+    assert users.sent and (not users.failed or "--switch" in extra), "a client got an error"
     report = json.loads(out)
+    report["upstream"] = upstream
     return run.returncode, report, err, Path(report["folder"])
 
 
@@ -157,10 +163,14 @@ def test_a_canary_of_v1_against_a_copy_of_v1_is_promoted(
     demo: DemoArtifacts, model_v1: str, tmp_path: Path
 ) -> None:
     with serving(demo.v1, version="v1") as copy:
-        code, report, err, _ = canary(demo, tmp_path, model_v1, copy, "25%:10s,50%:10s,100%")
+        code, report, err, _ = canary(
+            demo, tmp_path, model_v1, copy, "25%:10s,50%:10s,100%", "--switch"
+        )
     assert code == 0, err
     assert report["verdict"] == "promoted" and report["rollback"] is None
     assert [s["verdict"] for s in report["steps"]] == ["passed", "passed", "reached"]
+    assert report["switched"] and report["upstream"] == copy  # --switch: the candidate serves
+    assert report["never_judged"] == [] or "overall/error" not in report["never_judged"]
     judged = report["steps"][1]["figures"]
     assert any(f["testable"] for f in judged)  # it was judged on data, not promoted unseen
     arms = report["split"]["arms"]

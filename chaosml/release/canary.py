@@ -650,8 +650,11 @@ class Controller:
             for source in poller.sources:
                 source.stop()
         if result.verdict == "promoted" and options.switch:
-            client.request("POST", f"/proxies/{self.point.proxy}", {"upstream": self.address})
-            result.switched = True
+            try:
+                client.request("POST", f"/proxies/{self.point.proxy}", {"upstream": self.address})
+                result.switched = True
+            except (ControlFailed, ControlRefused) as exc:  # promoted, but not switched: say so
+                result.notes.append(f"--switch: the proxy's upstream was not changed: {exc}")
         result.seconds = self.clock() - began
         (folder / "release.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         return result
