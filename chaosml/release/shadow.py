@@ -36,6 +36,7 @@ from chaosml.errors import InputError, UnreachableError
 SCHEMA = "chaosml.shadow/1"
 ROOT = Path(".chaosml/shadow")
 MISSING = "<missing>"
+PROGRESS = 10.0  # seconds between the progress lines of a running shadow
 
 
 @dataclass
@@ -280,7 +281,19 @@ def run_shadow(
     say(f"shadowing {point.proxy} at {point.api} with {candidate_url}; recording into {folder}")
     started, interrupted = time.monotonic(), False
     try:
-        wait(duration)
+        ends = time.monotonic() + duration
+        while (left := ends - time.monotonic()) > 0:  # a progress line every PROGRESS seconds
+            wait(min(PROGRESS, left))
+            if time.monotonic() < ends:
+                try:
+                    now = client.shadow(point.proxy)
+                except (ControlFailed, ControlRefused):  # progress only: the end decides
+                    continue
+                say(
+                    f"{duration - max(ends - time.monotonic(), 0):.0f} s of {duration:g}: "
+                    f"{now['mirrored']} requests copied, {now['recorded_rows']} rows recorded, "
+                    f"{now['dropped']} dropped"
+                )
     except KeyboardInterrupt:
         interrupted = True
     finally:
