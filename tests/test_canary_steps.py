@@ -77,7 +77,7 @@ def test_slow_requests_are_those_above_the_primary_p95_bucket() -> None:
     import numpy as np
 
     from chaosml.proxy.canary import BOUNDS, Latency
-    from chaosml.release.canary import MIN_LATENCY, figures, slow_bucket
+    from chaosml.release.canary import MIN_LATENCY, figures, p95_bucket, slow_bucket
 
     rng = np.random.default_rng(3)
     primary, candidate = Latency(), Latency()
@@ -90,10 +90,12 @@ def test_slow_requests_are_those_above_the_primary_p95_bucket() -> None:
         "primary": {"latency": primary.to_json()},
         "candidate": {"latency": candidate.to_json()},
     }
-    index = slow_bucket(arms["primary"])
-    assert index is not None
+    p95 = p95_bucket(arms["primary"])
+    assert p95 is not None
     # the bucket's bound is at or above the primary's 95th percentile, the one before below it
-    assert BOUNDS[index - 1] < np.quantile(fast, 0.95, method="inverted_cdf") <= BOUNDS[index]
+    assert BOUNDS[p95 - 1] < np.quantile(fast, 0.95, method="inverted_cdf") <= BOUNDS[p95]
+    index = slow_bucket(arms["primary"])
+    assert index is not None and 1.4 < BOUNDS[index] / BOUNDS[p95] < 1.5  # 1.5x, on the grid
     stats = figures(None, [], __import__("pandas").DataFrame(), None, {"arms": arms}, index)
     one, two = stats[("overall", "slow_requests")]
     assert (one.n, one.successes) == (300, int((slow > BOUNDS[index]).sum()))

@@ -13,8 +13,8 @@ The families, fixed before the first request: per slice (``overall``, the suite'
 slices, and the ``by`` groups of the rows in ``--data``, default the target's ``data``), with
 ``--labels`` the error rate on the labelled rows (worse if higher: harm), without them the mean
 score (two-sided: the prediction distribution moved, which is change, not necessarily harm);
-overall, the HTTP error rate and the share of requests slower than the primary's p95 (fixed from
-its first ``MIN_LATENCY`` requests), both worse if higher. Guards that are rules, not
+overall, the HTTP error rate and the share of requests slower than 1.5 times the primary's p95 (fixed
+from its first ``MIN_LATENCY`` requests), both worse if higher. Guards that are rules, not
 tests: an alert named in ``--quiet`` fires, an alert source cannot be read (the step cannot show
 its alerts stayed quiet).
 
@@ -27,6 +27,7 @@ with ``--switch`` the proxy's upstream becomes the candidate.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -114,7 +115,7 @@ FIGURES = {  # figure: (kind, direction, what it says)
     "slow_requests": (
         "proportion",
         "worse_if_higher",
-        "share of requests slower than the primary's p95",
+        "share of requests slower than 1.5× the primary's p95",
     ),
 }
 MIN_LATENCY = 100  # primary requests before the slow-request threshold is fixed
@@ -124,7 +125,8 @@ REASONS = {  # a rollback's reason by the figure that decided it
     "http_errors": "service",
     "slow_requests": "service",
 }
-MUST_JUDGE = ("slow_requests",)  # overall figures a promotion needs judged, with the quality one
+MUST_JUDGE: tuple[str, ...] = ()  # overall figures a promotion needs judged, with the quality one
+SLOW_FACTOR = 1.5  # a request slower than this times the primary's p95 is slow
 
 
 def declare_families(slice_names: list[str], *, labelled: bool) -> list[Family]:
@@ -424,9 +426,8 @@ def figures(
     return out
 
 
-def slow_bucket(arm: dict[str, Any]) -> int | None:
-    """The latency bucket holding the arm's p95 (the requests above it are slow), once it has
-    answered ``MIN_LATENCY`` requests."""
+def p95_bucket(arm: dict[str, Any]) -> int | None:
+    """The latency bucket holding the arm's p95, once it has answered ``MIN_LATENCY`` requests."""
     counts = arm.get("latency", {}).get("counts")
     total = arm.get("latency", {}).get("count", 0)
     if not counts or total < MIN_LATENCY:
@@ -437,6 +438,16 @@ def slow_bucket(arm: dict[str, Any]) -> int | None:
         if seen >= 0.95 * total:
             return index
     return len(counts) - 1
+
+
+def slow_bucket(arm: dict[str, Any]) -> int | None:
+    """The bucket above which a request is slow: ``SLOW_FACTOR`` times the arm's p95 (the
+    histogram has 24 buckets per decade, so 1.5 times is 4 buckets up: 1.47 times)."""
+    index = p95_bucket(arm)
+    if index is None:
+        return None
+    steps = round(24 * math.log10(SLOW_FACTOR))
+    return min(index + steps, len(arm["latency"]["counts"]) - 1)
 
 
 def _slow_of(arm: dict[str, Any], slow: int) -> Proportion:
