@@ -125,7 +125,6 @@ REASONS = {  # a rollback's reason by the figure that decided it
     "http_errors": "service",
     "slow_requests": "service",
 }
-MUST_JUDGE: tuple[str, ...] = ()  # overall figures a promotion needs judged, with the quality one
 SLOW_FACTOR = 1.5  # a request slower than this times the primary's p95 is slow
 
 
@@ -611,6 +610,9 @@ class Controller:
                     )
                     journal.write(json.dumps(result.looks[-1].to_dict()) + "\n")
                     journal.flush()
+                    over = self.clock() >= ends
+                    if rollback is None and over:  # the step passes on evidence only
+                        rollback = self._unobserved(record, index, gate)
                     if rollback is not None:
                         decided, rollback.decided_at = self.clock(), time.time()
                         client.change_split(self.point.proxy, weight=0.0, lease=options.lease)
@@ -619,14 +621,7 @@ class Controller:
                         record.verdict, record.ended = "rolled_back", self.clock() - began
                         self.say(f"rolled back at {step.label()}: {rollback.detail}")
                         break
-                    if self.clock() >= ends:
-                        rollback = self._unobserved(record, index, gate)
-                        if rollback is not None:
-                            client.change_split(self.point.proxy, weight=0.0, lease=options.lease)
-                            result.rollback = rollback
-                            record.verdict, record.ended = "rolled_back", self.clock() - began
-                            self.say(f"rolled back at {step.label()}: {rollback.detail}")
-                            break
+                    if over:
                         record.verdict, record.ended = "passed", self.clock() - began
                         break
                 if result.rollback is not None:
@@ -786,7 +781,7 @@ class Controller:
 
     def _unobserved(self, record: StepRecord, index: int, gate: Any) -> Rollback | None:
         """A step passes on evidence only: the candidate must have answered requests during it,
-        and by the last judged step some figure must have had the counts to reject."""
+        and by the last judged step the overall quality figure must have had the counts to reject."""
         if record.during.get("candidate", 0) == 0:
             return Rollback(
                 step=index,
@@ -796,11 +791,10 @@ class Controller:
             )
         last = index == max(i for i, s in enumerate(self.options.steps) if s.seconds is not None)
         quality = "error" if self.options.labels is not None else "score"
-        needed = {("overall", quality), *(("overall", f) for f in MUST_JUDGE)}
         unjudged = [
             f"{f['slice']}/{f['figure']}"
             for f in record.figures
-            if (f["slice"], f["figure"]) in needed and not f["testable"]
+            if (f["slice"], f["figure"]) == ("overall", quality) and not f["testable"]
         ]
         if last and unjudged:
             return Rollback(

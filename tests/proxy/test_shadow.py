@@ -25,6 +25,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from chaosml.demo.data import LABEL
+from chaosml.demo.release import served
 from chaosml.demo.service import serving_app
 from chaosml.demo.train import DemoArtifacts
 from chaosml.proxy.api import ProxyServer, running
@@ -34,33 +35,15 @@ from chaosml.versions import load_model
 BATCH = 25
 
 
-@contextmanager
-def served(demo: DemoArtifacts, version: str) -> Iterator[str]:
-    """``chaosml demo serve --version VERSION`` on a free loopback port: its ``host:port``."""
-    command = [sys.executable, "-m", "chaosml", "demo", "serve", "--out", str(demo.folder)]
-    command += ["--version", version, "--port", "0", "--no-monitors"]
-    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as process:
-        try:
-            assert process.stderr is not None
-            line = ""
-            while not line.startswith("serving demo model"):
-                line = process.stderr.readline()
-                assert line, "the service stopped before serving"
-            yield line.split("http://", 1)[1].split("/", 1)[0]
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def v1(demo: DemoArtifacts) -> Iterator[str]:
-    with served(demo, "v1") as address:
+    with served(demo.folder, "v1") as address:
         yield address
 
 
 @pytest.fixture(scope="module")
 def v2(demo: DemoArtifacts) -> Iterator[str]:
-    with served(demo, "v2") as address:
+    with served(demo.folder, "v2") as address:
         yield address
 
 
