@@ -32,40 +32,8 @@ import requests
 
 from chaosml._net import free_port
 
-ECHO = r"""
-import asyncio, json, sys
-
-async def serve(reader, writer):
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for h in head.decode("latin-1").split("\r\n")[1:]:
-                if h.lower().startswith("content-length:"):
-                    length = int(h.split(":")[1])
-            body = json.loads(await reader.readexactly(length)) if length else {"instances": []}
-            rows = body["instances"]
-            answer = json.dumps({
-                "predictions": [int(r["x"] > 0.5) for r in rows],
-                "scores": [r["x"] for r in rows],
-                "ids": [str(r["id"]) for r in rows],
-            }).encode()
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
-
-async def main():
-    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]))
-    async with server:
-        await server.serve_forever()
-
-asyncio.run(main())
-"""
-
+sys.path.insert(0, str(Path(__file__).parent))
+from shadow import STUB  # the model stub: rows in, predictions, scores and ids out
 
 MODES = ("off", "on", "recording")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -130,12 +98,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         echo = Path(folder) / "echo.py"
-        echo.write_text(ECHO)
+        echo.write_text(STUB)
         primary_port, candidate_port, api_port = free_port(), free_port(), free_port()
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         upstreams = [primary_port, candidate_port] if args.two_upstreams else [primary_port]
         candidate_port = upstreams[-1]
-        processes = [subprocess.Popen([sys.executable, str(echo), str(p)]) for p in upstreams]
+        processes = [subprocess.Popen([sys.executable, str(echo), str(p), "0"]) for p in upstreams]
         processes += [
             subprocess.Popen(
                 [sys.executable, "-m", "chaosml", "proxy", "--api", f"127.0.0.1:{api_port}"],
