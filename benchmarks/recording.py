@@ -41,7 +41,8 @@ import numpy as np
 from chaosml.codecs import CODECS
 from chaosml.demo.data import FEATURES, make_credit
 from chaosml.proxy.canary import Parts
-from chaosml.proxy.shadow import Recorder, Recording
+from chaosml.proxy.recording import Recording
+from chaosml.proxy.shadow import Recorder
 
 Exchange = tuple[bytes, bytes, bytes]
 

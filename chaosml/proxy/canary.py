@@ -14,7 +14,7 @@ controller that dies leaves all traffic on the primary.
 
 Figures per arm (requests, answers by status class, unreachable upstreams, a latency histogram)
 are kept on the event loop's thread with a few additions per request. With a ``folder``, each
-answered request with rows is recorded by a thread of its own (``chaosml.proxy.shadow.Recording``)
+answered request with rows is recorded by a thread of its own (``chaosml.proxy.recording.Recording``)
 as Parquet part files, ``part-000001.parquet`` and on, one per flush, each written under a
 temporary name and renamed whole: a reader never sees half a part.
 """
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from chaosml.codecs import CODECS, Codec, CodecError
-from chaosml.proxy.shadow import (
-    FLUSH,
+from chaosml.proxy.feedback import FOLDER, Labels, feedback_path
+from chaosml.proxy.recording import (
     QUEUE,
     Recording,
     frame_of,
@@ -41,7 +41,9 @@ from chaosml.proxy.shadow import (
     nullable_floats,
     numbers_as_float,
     rows_with_ids,
+    write_part,
 )
+from chaosml.proxy.shadow import FLUSH
 from chaosml.proxy.toxics import ApiError, typed
 
 if TYPE_CHECKING:
@@ -56,9 +58,8 @@ ARMS = ("primary", "candidate")
 BOUNDS = tuple(10 ** (k / 24) for k in range(-96, 49))
 PROMETHEUS_BOUNDS = BOUNDS[::8]  # a coarser subset for /metrics (cumulative counts stay exact)
 RECORDED = ("arm", "status", "prediction", "score", "time")  # the proxy's own part columns
-PART = "part-{:06d}.parquet"
 KEY_KINDS = ("header", "column")
-FIELDS = ("candidate", "weight", "key", "lease", "folder", "codec")
+FIELDS = ("candidate", "weight", "key", "lease", "folder", "codec", "feedback")
 CHANGES = ("weight", "lease")
 
 BAD_KEY = (
@@ -201,6 +202,7 @@ class Split:
     codec: str | None = None
     folder: Path | None = None
     flush: float = FLUSH
+    feedback: str | None = None  # the feedback endpoint's path, whose labels are recorded
     since: float = field(default_factory=time.time)
     expires_at: float | None = field(default=None, init=False)
     expired: bool = field(default=False, init=False)
@@ -210,6 +212,7 @@ class Split:
     keyed: Counter[str] = field(default_factory=Counter, init=False)  # by where the key came from
     unkeyed: Counter[str] = field(default_factory=Counter, init=False)  # by why none was read
     recorder: Parts | None = field(default=None, init=False)
+    labels: Labels | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.primary, self.second = Arm("primary", None), Arm("candidate", self.candidate)
@@ -217,6 +220,8 @@ class Split:
         if self.folder is not None:
             assert self.codec is not None
             self.recorder = Parts(self.folder, CODECS[self.codec], self.flush)
+            if self.feedback is not None:
+                self.labels = Labels(self.folder / FOLDER, self.feedback, self.flush)
 
     @property
     def holds(self) -> bool:
@@ -238,15 +243,18 @@ class Split:
             self.expired = True
         return not self.expired
 
-    def route(self, key: bytes | None, source: str) -> Arm:
-        """The arm for a request whose key is ``key`` (None: unread, ``source`` says why)."""
+    def arm_of(self, key: bytes | None) -> Arm:
+        """The arm a key goes to now (no key: the primary's)."""
         if key is None:
-            self.unkeyed[source] += 1
-            arm = self.primary
-        else:
-            self.keyed[source] += 1
-            live = self.expires_at is None or self.live(time.monotonic())
-            arm = self.second if live and bucket(key) < self.threshold else self.primary
+            return self.primary
+        live = self.expires_at is None or self.live(time.monotonic())
+        return self.second if live and bucket(key) < self.threshold else self.primary
+
+    def route(self, key: bytes | None, source: str) -> Arm:
+        """The arm for a request whose key is ``key`` (None: unread, ``source`` says why),
+        counted."""
+        (self.unkeyed if key is None else self.keyed)[source] += 1
+        arm = self.arm_of(key)
         arm.requests += 1
         return arm
 
@@ -281,12 +289,15 @@ class Split:
                 "unkeyed": dict(sorted(self.unkeyed.items())),
             },
             "recording": None if self.recorder is None else self.recorder.counts(),
+            "feedback": None if self.labels is None else self.labels.counts(),
         }
 
     def close(self) -> None:
         """Stop recording: what is pending is written (blocks: call it off the loop)."""
         if self.recorder is not None:
             self.recorder.close()
+        if self.labels is not None:
+            self.labels.close()
 
 
 class Parts(Recording):
@@ -411,17 +422,10 @@ class Parts(Recording):
             return table
 
     def _part(self, table: pa.Table) -> bool:
-        """Write ``table`` as the next part: under a hidden name, then renamed whole."""
-        import pyarrow.parquet as pq
-
-        name = PART.format(self.parts + 1)
-        temporary = self.folder / f".{name}.tmp"  # dot-named: dataset readers skip it
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, temporary)
-            os.replace(temporary, self.folder / name)
-        except OSError as exc:
-            self.error = f"cannot write {self.folder}: {exc}"
+        """Write ``table`` as the next part, whole."""
+        error = write_part(self.folder, self.parts + 1, table)
+        if error is not None:
+            self.error = error
             return False
         with self._lock:
             self.parts += 1
@@ -507,6 +511,9 @@ def split_from(body: Any, *, proxy_codec: str, check_address: Any) -> Split:
         raise ApiError(BAD_FOLDER, 400)
     if (key.kind == "column" or folder is not None) and codec is None:
         raise ApiError(NEEDS_CODEC.format(codecs=", ".join(CODECS)), 400)
+    feedback = feedback_path(body)
+    if feedback is not None and folder is None:
+        raise ApiError("'feedback' needs a 'folder' to record the labels in", 400)
     return Split(
         candidate=candidate,
         weight=weight,
@@ -514,6 +521,7 @@ def split_from(body: Any, *, proxy_codec: str, check_address: Any) -> Split:
         lease=lease,
         codec=codec,
         folder=None if folder is None else _folder(Path(folder)),
+        feedback=feedback,
     )
 
 

@@ -117,10 +117,20 @@ class ControlClient:
         return found if isinstance(found, dict) else None
 
     def set_shadow(
-        self, proxy: str, candidate: str, codec: str, folder: str, route: str | None = None
+        self,
+        proxy: str,
+        candidate: str,
+        codec: str,
+        folder: str,
+        route: str | None = None,
+        *,
+        feedback: str | None = None,
     ) -> dict[str, Any]:
-        """Copy the proxy's answered requests to ``candidate`` (chaosml's own endpoint)."""
+        """Copy the proxy's answered requests to ``candidate`` (chaosml's own endpoint); with
+        ``feedback`` (a path), the labels POSTed there are recorded too."""
         body = {"candidate": candidate, "codec": codec, "folder": folder, "path": route}
+        if feedback is not None:
+            body["feedback"] = feedback
         answer: dict[str, Any] = self.request("POST", path("proxies", proxy, "shadow"), body)
         return answer
 
@@ -143,13 +153,15 @@ class ControlClient:
         lease: float | None = None,
         folder: str | None = None,
         codec: str | None = None,
+        feedback: str | None = None,
     ) -> dict[str, Any]:
         """Send a sticky share ``weight`` of the proxy's requests to ``candidate`` (``host:port``)
         by ``key`` (``{"header": NAME}``, ``{"column": NAME}``, None: the client's address), under
-        a ``lease`` of seconds; with ``folder``, each answered request is recorded there (chaosml's
-        own endpoint). The split's state."""
+        a ``lease`` of seconds; with ``folder``, each answered request is recorded there, and with
+        ``feedback`` (a path) the labels POSTed there (chaosml's own endpoint). The split's
+        state."""
         body: dict[str, Any] = {"candidate": candidate, "weight": weight, "key": key}
-        extra = {"lease": lease, "folder": folder, "codec": codec}
+        extra = {"lease": lease, "folder": folder, "codec": codec, "feedback": feedback}
         body.update({k: v for k, v in extra.items() if v is not None})
         answer: dict[str, Any] = self.request("POST", path("proxies", proxy, "split"), body)
         return answer

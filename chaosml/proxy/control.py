@@ -397,7 +397,9 @@ class Control:
         from pathlib import Path
 
         from chaosml.codecs import CODECS
-        from chaosml.proxy.shadow import CONCURRENCY, QUEUE, TIMEOUT, Mirror
+        from chaosml.proxy.feedback import feedback_path
+        from chaosml.proxy.recording import QUEUE
+        from chaosml.proxy.shadow import CONCURRENCY, TIMEOUT, Mirror
 
         target = self._proxy(proxy)
         if not isinstance(body, dict):
@@ -422,6 +424,7 @@ class Control:
         size = typed(body, "queue", int, "an integer")
         if (timeout is not None and not timeout > 0) or (size is not None and size < 1):
             raise ApiError("invalid attribute: 'timeout' and 'queue' must be positive", 400)
+        feedback = feedback_path(body)
         if target.mirror is not None:
             raise ApiError("shadow already set", 409)
         target.mirror = Mirror(
@@ -432,6 +435,7 @@ class Control:
             size=QUEUE if size is None else size,
             concurrency=CONCURRENCY,
             path=where,
+            feedback=feedback,
         )
         target.mirror.start()
         return 201, target.mirror.counts()

@@ -235,11 +235,15 @@ class Exchange:
             if ended is not None:
                 return ended
         body, framed = await self.request_body(head, plan, split)
-        self.shadowed = body.whole if self.proxy.mirror is not None and body.whole else None
+        feedback = self.feedback(head, body, split)
+        mirrored = self.proxy.mirror is not None and body.whole and not feedback
+        self.shadowed = body.whole if mirrored else None
         if plan.stale is not None:
             acted(plan.routed)
         address = self.proxy.upstream
-        if split is not None:
+        if split is not None and feedback:  # to its user's arm, but neither counted nor recorded
+            address = split.arm_of(self.key(split, head, body)[0]).address or address
+        elif split is not None:
             self.arm = arm = split.route(*self.key(split, head, body))
             address = arm.address or address
             if split.recorder is not None:
@@ -353,6 +357,19 @@ class Exchange:
         )
         body = Body(whole=data if new is None else new, done=True, received=data)
         return body, framed
+
+    def feedback(self, head: Head, body: Body, split: Split | None) -> bool:
+        """Whether the request is feedback (labels) for the shadow's or the split's recording:
+        its body as the client sent it goes to each that records the feedback path."""
+        mirror, found = self.proxy.mirror, False
+        for labels in (mirror and mirror.labels, split and split.labels):
+            if labels and labels.matches(head.method, head.url):
+                found = True
+                if body.received is None:
+                    labels.drop(f"feedback {body.unheld}")
+                else:
+                    labels.put((body.received, time.time()))
+        return found
 
     def key(self, split: Split, head: Head, body: Body) -> tuple[bytes | None, str]:
         """The request's key for ``split`` (None if it has none) and where it came from (or why

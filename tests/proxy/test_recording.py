@@ -15,7 +15,8 @@ import pytest
 from chaosml.codecs import CODECS
 from chaosml.proxy import shadow
 from chaosml.proxy.canary import Parts
-from chaosml.proxy.shadow import Recorder, loads
+from chaosml.proxy.recording import loads
+from chaosml.proxy.shadow import Recorder
 
 NEVER = 3600.0  # a flush interval the test never reaches: it calls ``write`` itself
 

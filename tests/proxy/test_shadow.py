@@ -107,6 +107,28 @@ def test_the_recorded_pairs_are_the_two_models_offline_predictions_on_the_same_r
     assert (primary["prediction"] != candidate["prediction"]).any()
 
 
+def test_feedback_through_the_proxy_is_recorded_as_labels_and_not_copied(
+    demo: DemoArtifacts, v1: str, v2: str, tmp_path: Path
+) -> None:
+    bodies = payloads(demo, 10)
+    truth = pd.read_parquet(demo.data)[LABEL].iloc[: 10 * BATCH].tolist()
+    with shadowed(v1, v2, tmp_path, feedback="/feedback") as (listen, _, counts):
+        answers = send(listen, bodies)
+        ids = [i for a in answers for i in a.json()["ids"]]
+        with requests.Session() as session:
+            for start in range(0, len(ids), BATCH):
+                pairs = zip(ids[start : start + BATCH], truth[start : start + BATCH], strict=True)
+                labels = {"labels": [{"id": i, "label": y} for i, y in pairs]}
+                answer = session.post(f"http://{listen}/feedback", json=labels, timeout=10)
+                assert answer.status_code == 200, answer.text  # the service got it too
+    assert counts["mirrored"] == len(bodies) and counts["dropped"] == 0
+    assert counts["feedback"]["requests"] == len(bodies)
+    assert counts["feedback"]["labels"] == len(ids) and counts["feedback"]["dropped"] == 0
+    parts = sorted((tmp_path / "_labels").glob("part-*.parquet"))
+    recorded = pd.concat([pd.read_parquet(f) for f in parts])
+    assert recorded.set_index("id")["label"].to_dict() == dict(zip(ids, truth, strict=True))
+
+
 class Bad:
     """A candidate that sleeps 2 s before answering, or answers what no codec reads."""
 

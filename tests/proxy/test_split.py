@@ -57,7 +57,12 @@ def answering(name: str) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"who": name})
 
+    async def feedback(request: Request) -> Response:
+        await request.body()
+        return JSONResponse({"who": name})
+
     routes = [Route("/predict", predict, methods=["POST"]), Route("/health", health)]
+    routes.append(Route("/feedback", feedback, methods=["POST"]))
     return Starlette(routes=routes)
 
 
@@ -476,6 +481,68 @@ def test_the_recorded_parts_are_what_the_clients_got(
     mine = by_id.loc[ids, columns].reset_index(drop=True)
     pd.testing.assert_frame_equal(mine, sent[columns], check_dtype=False)
     assert {"primary", "candidate"} == set(recorded["arm"])
+
+
+def labels_of(folder: Path) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(f) for f in sorted(folder.glob("_labels/part-*.parquet"))])
+
+
+def test_feedback_goes_to_its_user_s_arm_and_its_labels_are_recorded_not_counted(
+    arms: tuple[str, str], tmp_path: Path
+) -> None:
+    primary, candidate = arms
+    users = [str(u) for u in range(40)]
+    with proxied(primary) as (listen, client):
+        client.set_split(
+            "model",
+            candidate,
+            0.5,
+            key={"header": "x-user"},
+            folder=str(tmp_path),
+            codec="records",
+            feedback="/feedback",
+        )
+        with requests.Session() as session:
+            for user in users:
+                assert who(session, listen, **{"x-user": user}) in ("primary", "candidate")
+                labels = {
+                    "labels": [{"id": f"{user}-a", "label": 1}, {"id": f"{user}-b", "label": 0}]
+                }
+                answer = session.post(
+                    f"http://{listen}/feedback?source=x", json=labels, headers={"x-user": user}
+                )
+                # the user's feedback reaches the version that answered the user
+                on = "candidate" if on_candidate(user.encode(), 0.5) else "primary"
+                assert answer.json()["who"] == on
+            session.post(f"http://{listen}/feedback", data=b"not json", headers={"x-user": "1"})
+            session.get(f"http://{listen}/feedback", headers={"x-user": "1"})  # not a POST
+        final = client.remove_split("model")
+    # the figures count the predictions only; the feedback is not recorded as rows
+    arms_ = final["arms"]
+    assert arms_["primary"]["requests"] + arms_["candidate"]["requests"] == len(users) + 1
+    assert final["recording"]["rows"] == len(users)
+    # the GET is no feedback: an exchange without rows, counted as such
+    assert list(final["recording"]["drops"]) == ["request: no body"]
+    assert final["feedback"]["requests"] == len(users) and final["feedback"]["labels"] == 80
+    assert final["feedback"]["drops"] == {"feedback unreadable": 1}
+    labels = labels_of(tmp_path)
+    assert sorted(labels["id"]) == sorted(f"{u}-{x}" for u in users for x in "ab")
+    assert labels.set_index("id")["label"].to_dict() == {
+        f"{u}-{x}": int(x == "a") for u in users for x in "ab"
+    }
+    assert pd.read_parquet(tmp_path).shape[0] == len(users)  # the rows still read as one dataset
+
+
+def test_feedback_needs_a_folder_and_a_path(arms: tuple[str, str], tmp_path: Path) -> None:
+    primary, candidate = arms
+    with proxied(primary) as (_, client):
+        folder = {"folder": str(tmp_path), "codec": "records"}
+        for extra in ({"feedback": "/feedback"}, {**folder, "feedback": "feedback"}):
+            with pytest.raises(ControlRefused) as caught:
+                client.request(
+                    "POST", "/proxies/model/split", {"candidate": candidate, "weight": 0.5, **extra}
+                )
+            assert caught.value.status == 400 and "feedback" in caught.value.detail
 
 
 def test_a_recorded_folder_that_holds_parts_is_refused(
