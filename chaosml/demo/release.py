@@ -2,14 +2,16 @@
 then as a canary, through the fault proxy on loopback.
 
 v1 and v2 are served on free ports, the fault proxy in front of v1; a traffic thread sends the
-demo's rows through the proxy as users (one ``x-user-id`` per batch) and writes each answer's
-labels as feedback into ``labels.csv``, as a label pipeline would. ``chaosml shadow`` then copies
+demo's rows through the proxy as users (one ``x-user-id`` per batch) and POSTs each answer's
+labels by id to the target's feedback URL, through the proxy, as a label pipeline would; the proxy
+records them beside the rows. ``chaosml shadow`` then copies
 the traffic to v2 for a few seconds and reports per slice; ``chaosml canary`` gives v2 a growing
 share of the users and rolls it back where a slice is worse. Everything started is stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -34,44 +36,62 @@ STEPS = "20%:30s,50%:45s,100%"
 
 
 class Users:
-    """The demo's rows through the proxy as users, one batch each, labels fed back by id."""
+    """The demo's rows through the proxy as users, one batch each, the labels of each answer
+    fed back by id: POSTed to ``feedback`` (with the user's header, so a split takes it to the
+    version that answered) and, with ``labels``, appended to that CSV file."""
 
-    def __init__(self, rows: pd.DataFrame, url: str, labels: Path, seed: int = 0) -> None:
+    def __init__(
+        self,
+        rows: pd.DataFrame,
+        url: str,
+        labels: Path | None = None,
+        seed: int = 0,
+        *,
+        feedback: str | None = None,
+    ) -> None:
         features = rows.drop(columns=[LABEL]).astype(object)
         self.records = features.where(features.notna(), None).to_dict("records")
         self.truth = rows[LABEL].tolist()
-        self.url, self.labels, self.seed = url, labels, seed
+        self.url, self.labels, self.seed, self.feedback = url, labels, seed, feedback
         self.stop = threading.Event()
         self.sent = self.failed = 0
         self.thread = threading.Thread(target=self._run, name="chaosml-demo-users", daemon=True)
 
     def _run(self) -> None:
         rng = np.random.default_rng(self.seed)
-        with self.labels.open("w") as out:
-            out.write("id,label\n")
-            out.flush()
+        with ExitStack() as stack:
+            out = None
+            if self.labels is not None:
+                out = stack.enter_context(self.labels.open("w"))
+                out.write("id,label\n")
+                out.flush()
             while not self.stop.is_set():
                 start = int(rng.integers(0, len(self.records) - BATCH))
-                body = json.dumps({"instances": self.records[start : start + BATCH]}).encode()
-                request = urllib.request.Request(
-                    self.url,
-                    body,
-                    {
-                        "content-type": "application/json",
-                        "x-user-id": f"user-{rng.integers(10**6)}",
-                    },
-                    method="POST",
-                )
+                user = {"x-user-id": f"user-{rng.integers(10**6)}"}
+                body = {"instances": self.records[start : start + BATCH]}
                 try:
-                    with urllib.request.urlopen(request, timeout=10) as answer:
-                        ids = json.load(answer)["ids"]
+                    ids = self._post(self.url, body, user)["ids"]
                 except (OSError, ValueError, KeyError):
                     self.failed += 1
                     continue
                 self.sent += 1
                 labels = self.truth[start : start + BATCH]
-                out.write("".join(f"{i},{y}\n" for i, y in zip(ids, labels, strict=True)))
-                out.flush()
+                if self.feedback is not None:
+                    pairs = zip(ids, labels, strict=True)
+                    fed = {"labels": [{"id": i, "label": y} for i, y in pairs]}
+                    with contextlib.suppress(OSError, ValueError):
+                        self._post(self.feedback, fed, user)
+                if out is not None:
+                    out.write("".join(f"{i},{y}\n" for i, y in zip(ids, labels, strict=True)))
+                    out.flush()
+
+    @staticmethod
+    def _post(url: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        data = json.dumps(body).encode()
+        headers = {"content-type": "application/json", **headers}
+        request = urllib.request.Request(url, data, headers, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.load(answer)
 
     def __enter__(self) -> Users:
         self.thread.start()
@@ -124,6 +144,7 @@ def release_stack(folder: Path) -> Iterator[tuple[Path, str, str]]:
         target.write_text(
             f"name: chaosml-demo-release\nurl: http://{listen['listen']}/predict\n"
             f"codec: records\ndata: {artifacts.data.resolve()}\nlabel: {LABEL}\n"
+            f"feedback: http://{listen['listen']}/feedback\n"
             f"fault_points:\n  proxy: {{api: '{server.api}', proxy: model}}\n"
             "alerts:  # the release judges quality itself; nothing sends alerts here\n"
             f"  - {{type: webhook, listen: '127.0.0.1:{free_port()}'}}\n"
@@ -140,17 +161,12 @@ def run_release(folder: Path, out: Any, err: Any, *, suite: Path) -> int:
     err.print(f"chaosml demo release: models, data and run folders in {folder}")
     with release_stack(folder) as (target, candidate, api):
         url = target.read_text().split("url: ", 1)[1].split("\n", 1)[0]
+        feedback = url.rsplit("/", 1)[0] + "/feedback"
         rows = pd.read_parquet(folder / "eval.parquet")
         say = lambda line: err.print(f"chaosml: {line}", highlight=False)  # noqa: E731
-        with Users(rows, url, folder / "shadow-labels.csv"):
+        with Users(rows, url, feedback=feedback):
             shadow = run_shadow(
-                target,
-                candidate,
-                suite,
-                duration=SHADOW_SECONDS,
-                labels=folder / "shadow-labels.csv",
-                root=folder / "shadow",
-                say=say,
+                target, candidate, suite, duration=SHADOW_SECONDS, root=folder / "shadow", say=say
             )
         out.rule("chaosml shadow: v2 answers v1's traffic in its shadow")
         render_shadow(shadow, out)
@@ -159,10 +175,9 @@ def run_release(folder: Path, out: Any, err: Any, *, suite: Path) -> int:
             look=2.0,
             lease=10.0,
             key={"header": "x-user-id"},
-            labels=folder / "canary-labels.csv",
             root=folder / "canary",
         )
-        with Users(rows, url, folder / "canary-labels.csv", seed=1):
+        with Users(rows, url, seed=1, feedback=feedback):
             canary = run_canary(target, candidate, suite, options, say=say)
         out.rule("chaosml canary: v2 takes a growing share of the users")
         render_canary(canary, out)

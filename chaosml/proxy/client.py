@@ -125,10 +125,13 @@ class ControlClient:
         route: str | None = None,
         *,
         feedback: str | None = None,
+        live: bool = False,
     ) -> dict[str, Any]:
         """Copy the proxy's answered requests to ``candidate`` (chaosml's own endpoint); with
-        ``feedback`` (a path), the labels POSTed there are recorded too."""
-        body = {"candidate": candidate, "codec": codec, "folder": folder, "path": route}
+        ``feedback`` (a path), the labels POSTed there are recorded too; ``live``: each flush
+        is also written as a part for a live view."""
+        body: dict[str, Any] = {"candidate": candidate, "codec": codec, "folder": folder}
+        body.update({"path": route, "live": live})
         if feedback is not None:
             body["feedback"] = feedback
         answer: dict[str, Any] = self.request("POST", path("proxies", proxy, "shadow"), body)

@@ -425,6 +425,7 @@ class Control:
         if (timeout is not None and not timeout > 0) or (size is not None and size < 1):
             raise ApiError("invalid attribute: 'timeout' and 'queue' must be positive", 400)
         feedback = feedback_path(body)
+        live = typed(body, "live", bool, "a boolean")
         if target.mirror is not None:
             raise ApiError("shadow already set", 409)
         target.mirror = Mirror(
@@ -436,6 +437,7 @@ class Control:
             concurrency=CONCURRENCY,
             path=where,
             feedback=feedback,
+            live=bool(live),
         )
         target.mirror.start()
         return 201, target.mirror.counts()

@@ -34,6 +34,7 @@ from chaosml.proxy.recording import (
     nullable_floats,
     numbers_as_float,
     rows_with_ids,
+    write_part,
 )
 from chaosml.proxy.upstream import Pool, Upstream
 
@@ -45,6 +46,7 @@ FILES = ("rows", "primary", "candidate")
 CONCURRENCY = 4  # calls to the candidate at once
 TIMEOUT = 1.0  # seconds the candidate has to answer a copy
 FLUSH = 2.0  # seconds between flushes: the rows decoded, checked and held as Arrow tables
+LIVE = "_live"  # the live view's parts, under the folder
 ROW_GROUP = 65_536  # rows held before they are written out as one row group (and at close)
 
 
@@ -53,8 +55,12 @@ class Recorder(Recording):
     as recorded once a flush has checked them against the files' schema; a write that then fails
     takes them off again."""
 
-    def __init__(self, folder: Path, codec: Codec, drops: Counter[str], flush: float) -> None:
-        self.folder, self.codec = folder, codec
+    def __init__(
+        self, folder: Path, codec: Codec, drops: Counter[str], flush: float, *, live: bool = False
+    ) -> None:
+        self.folder, self.codec, self.live = folder, codec, live
+        self.live_parts = 0
+        self.live_error: str | None = None
         self._pending: dict[str, list[tuple[int, dict[str, Any]]]] = {n: [] for n in FILES}
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._held: dict[str, list[pa.Table]] = {n: [] for n in FILES}  # written, not yet out
@@ -134,6 +140,8 @@ class Recorder(Recording):
             self.error = f"cannot write {self.folder}: {exc}"
             self.drop("not written", len(pending["rows"]))
             return
+        if self.live:
+            self._live_part(tables)
         for name, table in tables.items():
             self._held[name].append(table)
         self._held_exchanges += len(pending["rows"])
@@ -141,6 +149,20 @@ class Recorder(Recording):
         self.count_rows(len(frames["rows"]))
         if self._held_rows >= ROW_GROUP:
             self._spill()
+
+    def _live_part(self, tables: dict[str, pa.Table]) -> None:
+        """This flush's rows with both answers (``primary.prediction``, ``candidate.score``, ...)
+        as one more part under ``_live/``, for a running shadow's live view (the files above are
+        readable only once closed); its reader removes each part once read."""
+        table = tables["rows"]
+        for name in ("primary", "candidate"):
+            for column in ("prediction", "score"):
+                table = table.append_column(f"{name}.{column}", tables[name].column(column))
+        error = write_part(self.folder / LIVE, self.live_parts + 1, table)
+        if error is None:
+            self.live_parts += 1
+        else:
+            self.live_error = error
 
     def _spill(self) -> None:
         """The flushes held so far, written as one row group per file. A ``ParquetWriter``
@@ -179,6 +201,7 @@ class Mirror:
         flush: float = FLUSH,
         path: str | None = None,
         feedback: str | None = None,
+        live: bool = False,
     ) -> None:
         self.candidate, self.codec, self.folder, self.timeout = candidate, codec, folder, timeout
         self.path = path  # the candidate's path for every copy (None: the request's own)
@@ -189,7 +212,7 @@ class Mirror:
         self._pool = Pool(candidate)
         self._concurrency = concurrency
         self._workers: list[asyncio.Task[None]] = []
-        self.recorder = Recorder(folder, CODECS[codec], self.drops, flush)
+        self.recorder = Recorder(folder, CODECS[codec], self.drops, flush, live=live)
         # the feedback labels met on their way to the service (``chaosml.proxy.feedback``)
         self.labels = None if feedback is None else Labels(folder / FOLDER, feedback, flush)
 
@@ -224,6 +247,13 @@ class Mirror:
             "drops": drops,
             "error": self.recorder.error,
             "feedback": None if self.labels is None else self.labels.counts(),
+            "live": None
+            if not self.recorder.live
+            else {
+                "folder": str(self.folder / LIVE),
+                "parts": self.recorder.live_parts,
+                "error": self.recorder.live_error,
+            },
         }
 
     async def close(self) -> dict[str, Any]:

@@ -45,6 +45,7 @@ import pandas as pd
 
 from chaosml.errors import InputError, UnreachableError
 from chaosml.release.sequential import Counts, Family, Gate, Mean, Proportion
+from chaosml.release.shadow import feedback_labels, feedback_route
 
 SCHEMA = "chaosml.release/1"
 METHOD = "mSPRT (normal mixture), always-valid p-values, Bonferroni over the families"
@@ -466,6 +467,15 @@ def _errors_of(arm: dict[str, Any]) -> Proportion:
 # --- the controller ---------------------------------------------------------------------------
 
 
+def known_labels(fed: pd.DataFrame, given: pd.Series | None) -> pd.Series | None:
+    """The labels by id from feedback and from ``--labels`` (which has the last word)."""
+    fed_labels = pd.Series(fed["label"].to_numpy(), index=fed["id"].to_numpy())
+    if given is None and not len(fed_labels):
+        return None
+    both = pd.concat([s for s in (fed_labels, given) if s is not None and len(s)])
+    return both[~both.index.duplicated(keep="last")]
+
+
 @dataclass(kw_only=True)
 class CanaryOptions:
     steps: list[Step]
@@ -529,7 +539,10 @@ class Controller:
         names, self.unjudged = slice_names(self.suite, options.data or loaded.data)
         if options.labels is not None and options.labels.is_file():
             read_labels(options.labels, self.suite.label or "label")  # its columns, up front
-        self.families = declare_families(names, labelled=options.labels is not None)
+        # labels from the feedback that passes the proxy, where the target's does
+        self.feedback, self.no_feedback = feedback_route(self.target)
+        self.labelled = options.labels is not None or self.feedback is not None
+        self.families = declare_families(names, labelled=self.labelled)
         self.slow: int | None = None  # the latency bucket of the primary's p95
 
     def run(self) -> CanaryResult:
@@ -559,6 +572,7 @@ class Controller:
                 "look": options.look,
                 "lease": options.lease,
                 "labels": None if options.labels is None else str(options.labels.resolve()),
+                "feedback": self.feedback,
                 "quiet": options.quiet,
             },
         )
@@ -575,6 +589,7 @@ class Controller:
                 lease=options.lease,
                 folder=str(folder),
                 codec=self.target.codec,
+                feedback=self.feedback,
             )
         except ControlFailed as exc:
             raise UnreachableError(
@@ -589,6 +604,12 @@ class Controller:
             f"canary of {self.candidate_url} on {self.point.proxy} at {self.point.api}: "
             f"{', '.join(s.label() for s in options.steps)}; recording into {folder}"
         )
+        if self.no_feedback is not None:
+            self.say(self.no_feedback)
+        elif self.feedback is not None:
+            self.say(
+                f"labels: recorded from the feedback POSTed through the proxy to {self.feedback}"
+            )
         baseline = self._active(poller)
         try:
             for index, step in enumerate(options.steps):
@@ -695,7 +716,10 @@ class Controller:
         state = client.split(self.point.proxy)
         recorded.read_new()
         rows = recorded.rows()
-        labels = read_labels(options.labels, self.suite.label or "label")
+        labels = known_labels(
+            feedback_labels(recorded.folder),
+            read_labels(options.labels, self.suite.label or "label"),
+        )
         if options.labels is not None and not options.labels.is_file():
             missing = f"--labels {options.labels}: no such file (yet): no row is labelled"
             if missing not in result.notes:
@@ -790,7 +814,7 @@ class Controller:
                 "nothing shows it is fit (is traffic reaching the proxy?)",
             )
         last = index == max(i for i, s in enumerate(self.options.steps) if s.seconds is not None)
-        quality = "error" if self.options.labels is not None else "score"
+        quality = "error" if self.labelled else "score"
         unjudged = [
             f"{f['slice']}/{f['figure']}"
             for f in record.figures

@@ -121,6 +121,33 @@ def _reachable(address: str, what: str) -> None:
         raise UnreachableError(f"{what} {address} unreachable: {exc.strerror or exc}") from None
 
 
+def feedback_route(target: Any) -> tuple[str | None, str | None]:
+    """The path of the target's feedback endpoint when its labels pass the target's proxy (the
+    feedback URL's host and port are the target ``url``'s), so the proxy can record them; else
+    None, with why not (None when the target names no feedback URL)."""
+    if target.feedback is None:
+        return None, None
+    feedback, served = urlsplit(str(target.feedback)), urlsplit(str(target.url))
+    if (feedback.hostname, feedback.port) != (served.hostname, served.port):
+        return None, (
+            f"the target's feedback URL {target.feedback} does not pass its proxy "
+            f"({served.netloc}): no labels from feedback, only from --labels"
+        )
+    return feedback.path or "/", None
+
+
+def feedback_labels(folder: Path) -> pd.DataFrame:
+    """The labels the proxy recorded from feedback under ``folder`` so far (``id``, ``label``),
+    part by part (a part's labels may be typed unlike another's)."""
+    from chaosml.proxy.feedback import FOLDER
+
+    frames = [pd.read_parquet(part) for part in sorted((folder / FOLDER).glob("part-*.parquet"))]
+    if not frames:
+        return pd.DataFrame({"id": pd.Series(dtype=object), "label": pd.Series(dtype=object)})
+    table = pd.concat([f[["id", "label"]].astype({"label": object}) for f in frames])
+    return table.astype({"id": str}).reset_index(drop=True)
+
+
 def slice_masks(suite: Any, rows: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
     """Each slice of the suite on ``rows``: ``overall`` first, then the suite's, ``by`` groups
     named as the slice engines name them (``region=APAC``, ``sex=F & region=APAC``)."""
@@ -143,44 +170,127 @@ def slice_masks(suite: Any, rows: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
     return masks
 
 
-def disagreement(
+@dataclass
+class Tally:
+    """A slice's counts: rows, rows the versions disagree on, and the score shifts' sum."""
+
+    n: int = 0
+    disagree: int = 0
+    shift: float = 0.0
+    shifted: int = 0  # rows with both scores
+
+    def add(self, other: Tally) -> None:
+        self.n += other.n
+        self.disagree += other.disagree
+        self.shift += other.shift
+        self.shifted += other.shifted
+
+
+def tallies(
     suite: Any, rows: pd.DataFrame, primary: pd.DataFrame, candidate: pd.DataFrame
-) -> list[SliceShadow]:
+) -> dict[str, Tally]:
+    """Each slice's counts on ``rows`` and the two versions' answers (``prediction``, ``score``)."""
+    differ = (primary["prediction"].astype(str) != candidate["prediction"].astype(str)).to_numpy()
+    shift = (candidate["score"] - primary["score"]).to_numpy(dtype=float)
+    known = ~np.isnan(shift)
+    out = {}
+    for name, mask in slice_masks(suite, rows.reset_index(drop=True)):
+        scored = mask & known
+        out[name] = Tally(
+            int(mask.sum()), int(differ[mask].sum()), float(shift[scored].sum()), int(scored.sum())
+        )
+    return out
+
+
+def judge_tallies(suite: Any, counts: dict[str, Tally]) -> list[SliceShadow]:
+    """Each slice's disagreement rate with its interval, simultaneous over the judged slices
+    (Bonferroni: any slice's "disagrees" fails the command, so the chance of any false one stays
+    within 1 - confidence), its mean score shift and its verdict."""
     from scipy.stats import norm
 
     from chaosml.slices.stats.paired import wilson
 
     policy = suite.compare
-    differ = (primary["prediction"].astype(str) != candidate["prediction"].astype(str)).to_numpy()
-    shift = (candidate["score"] - primary["score"]).to_numpy(dtype=float)
-    masks = slice_masks(suite, rows.reset_index(drop=True))
-    judged = sum(int(m.sum()) >= suite.min_size or name == "overall" for name, m in masks)
-    # simultaneous intervals (Bonferroni over the judged slices): any slice's "disagrees" fails
-    # the command, so the chance of any false one stays within 1 - confidence
+    judged = sum(t.n >= suite.min_size or name == "overall" for name, t in counts.items())
     z = float(norm.ppf(1 - (1 - policy.confidence) / (2 * max(judged, 1))))
     out = []
-    for name, mask in masks:
-        n, k = int(mask.sum()), int(differ[mask].sum())
-        if n == 0:
+    for name, t in counts.items():
+        if t.n == 0:
             out.append(SliceShadow(name, 0, 0, None, None, None, "too small"))
             continue
-        low, high = wilson(k, n, z)
-        gaps = shift[mask]
-        gaps = gaps[~np.isnan(gaps)]
-        small = n < suite.min_size and name != "overall"
+        low, high = wilson(t.disagree, t.n, z)
+        small = t.n < suite.min_size and name != "overall"
         verdict = "too small" if small else ("disagrees" if low > policy.max_drop else "agrees")
-        out.append(
-            SliceShadow(
-                name,
-                n,
-                k,
-                k / n,
-                (float(low), float(high)),
-                float(gaps.mean()) if len(gaps) else None,
-                verdict,
-            )
-        )
+        shift = t.shift / t.shifted if t.shifted else None
+        ci = (float(low), float(high))
+        out.append(SliceShadow(name, t.n, t.disagree, t.disagree / t.n, ci, shift, verdict))
     return out
+
+
+def disagreement(
+    suite: Any, rows: pd.DataFrame, primary: pd.DataFrame, candidate: pd.DataFrame
+) -> list[SliceShadow]:
+    return judge_tallies(suite, tallies(suite, rows, primary, candidate))
+
+
+class LiveView:
+    """A running shadow's figures per slice, from the parts the proxy writes under ``_live/``
+    at each flush: each part is read once, added to the slices' counts, and removed."""
+
+    def __init__(self, suite: Any, folder: Path) -> None:
+        from chaosml.proxy.shadow import LIVE
+
+        self.suite, self.folder = suite, folder / LIVE
+        self.counts: dict[str, Tally] = {}
+
+    def read(self) -> int:
+        """The rows of the parts written since the last read, counted (its number)."""
+        added = 0
+        for part in sorted(self.folder.glob("part-*.parquet")):
+            try:
+                frame = pd.read_parquet(part)
+            except (OSError, ValueError):  # a part is whole once named: this one is damaged
+                continue
+            answers = {
+                name: frame[[f"{name}.prediction", f"{name}.score"]].set_axis(
+                    ["prediction", "score"], axis=1
+                )
+                for name in ("primary", "candidate")
+            }
+            rows = frame.drop(columns=[c for c in frame.columns if c.split(".")[0] in answers])
+            try:
+                found = tallies(self.suite, rows, answers["primary"], answers["candidate"])
+            except InputError:  # a by-column absent from this part: the final report says so
+                continue
+            for name, tally in found.items():
+                self.counts.setdefault(name, Tally()).add(tally)
+            added += len(frame)
+            part.unlink()
+        return added
+
+    def lines(self, top: int = 3) -> list[str]:
+        """The overall disagreement and the ``top`` slices whose interval lies highest."""
+        slices = judge_tallies(self.suite, self.counts) if self.counts else []
+        if not slices or slices[0].rate is None:
+            return []
+        judged = [s for s in slices[1:] if s.verdict != "too small" and s.ci is not None]
+        worst = sorted(judged, key=lambda s: s.ci[0] if s.ci else 0.0, reverse=True)[:top]
+        return [f"live: {_live(s)}" for s in [slices[0], *worst]]
+
+    def close(self) -> None:
+        """The live parts left are removed: the final files hold every row."""
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _live(s: SliceShadow) -> str:
+    assert s.rate is not None and s.ci is not None
+    shift = "" if s.score_shift is None else f", score shift {s.score_shift:+.4f}"
+    return (
+        f"{s.name} disagrees on {s.rate:.4f} [{s.ci[0]:.4f}, {s.ci[1]:.4f}] of {s.n} rows"
+        f"{shift}: {s.verdict}"
+    )
 
 
 def _labels_table(labels: Path) -> pd.DataFrame:
@@ -204,23 +314,27 @@ def analyse(
     from chaosml.versions import PredictionsFile
 
     suite = load_suite(suite_path)
-    table = None if labels is None else _labels_table(labels)
+    label = suite.label or "label"
+    known_labels = [feedback_labels(folder)]  # the feedback first: a labels file has the last word
+    if labels is not None:
+        table = _labels_table(labels)
+        column = label if label in table.columns else "label"
+        if "id" not in table.columns or column not in table.columns:
+            raise InputError(f"--labels {labels}: expected columns id and {label} (or label)")
+        known_labels.append(pd.DataFrame({"id": table["id"].astype(str), "label": table[column]}))
     if not (folder / "rows.parquet").is_file():
         return [], None, 0
     rows = pd.read_parquet(folder / "rows.parquet")
     primary = pd.read_parquet(folder / "primary.parquet")
     candidate = pd.read_parquet(folder / "candidate.parquet")
     slices = disagreement(suite, rows, primary, candidate)
-    if labels is None or table is None:
+    table = pd.concat(known_labels, ignore_index=True).dropna(subset=["label"])
+    if not len(table):
         return slices, None, 0
-    label = suite.label or "label"
-    column = label if label in table.columns else "label"
-    if "id" not in table.columns or column not in table.columns:
-        raise InputError(f"--labels {labels}: expected columns id and {label} (or label)")
     if "id" not in rows.columns:
-        raise InputError("--labels: the recorded answers carry no ids to join labels by")
-    found = table.drop_duplicates("id", keep="last").set_index(table["id"].astype(str))[column]
-    rows[label] = rows["id"].map(found)
+        raise InputError("labels: the recorded answers carry no ids to join labels by")
+    found = table.drop_duplicates("id", keep="last").set_index("id")["label"]
+    rows[label] = rows["id"].astype(str).map(found).infer_objects()
     rows.to_parquet(folder / "rows.parquet", index=False)
     known = rows[label].notna().to_numpy()
     if not known.any():
@@ -270,8 +384,13 @@ def run_shadow(
     folder.mkdir(parents=True, exist_ok=True)
     token = os.environ.get(point.token_env) if point.token_env else None
     client = ControlClient(address=point.api, token=token)
+    feedback, why_not = feedback_route(target)
+    if why_not is not None:
+        say(why_not)
     try:
-        client.set_shadow(point.proxy, address, target.codec, str(folder), path)
+        client.set_shadow(
+            point.proxy, address, target.codec, str(folder), path, feedback=feedback, live=True
+        )
     except ControlFailed as exc:
         raise UnreachableError(
             f"fault_points.proxy: the control API {point.api} is unreachable or failed: {exc}"
@@ -279,25 +398,22 @@ def run_shadow(
     except ControlRefused as exc:
         raise InputError(f"fault_points.proxy: {point.api} refused the shadow: {exc}") from None
     say(f"shadowing {point.proxy} at {point.api} with {candidate_url}; recording into {folder}")
+    if feedback is not None:
+        say(f"labels: recorded from the feedback POSTed through the proxy to {feedback}")
     started, interrupted = time.monotonic(), False
+    live = LiveView(suite, folder)
     try:
         ends = time.monotonic() + duration
-        while (left := ends - time.monotonic()) > 0:  # a progress line every PROGRESS seconds
+        while (left := ends - time.monotonic()) > 0:  # progress every PROGRESS seconds
             wait(min(PROGRESS, left))
             if time.monotonic() < ends:
-                try:
-                    now = client.shadow(point.proxy)
-                except (ControlFailed, ControlRefused):  # progress only: the end decides
-                    continue
-                say(
-                    f"{duration - max(ends - time.monotonic(), 0):.0f} s of {duration:g}: "
-                    f"{now['mirrored']} requests copied, {now['recorded_rows']} rows recorded, "
-                    f"{now['dropped']} dropped"
-                )
+                at = f"{duration - max(ends - time.monotonic(), 0):.0f} s of {duration:g}"
+                _progress(client, point.proxy, live, say, at)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         counts = client.remove_shadow(point.proxy)
+        live.close()
     seconds = time.monotonic() - started
     say(
         f"{counts['mirrored']} requests copied, {counts['recorded_rows']} rows recorded, "
@@ -319,14 +435,36 @@ def run_shadow(
     )
 
 
+def _progress(client: Any, proxy: str, live: LiveView, say: Callable[[str], None], at: str) -> None:
+    """A running shadow's progress line, and its live figures per slice so far."""
+    from chaosml.proxy.client import ControlFailed, ControlRefused
+
+    try:
+        now = client.shadow(proxy)
+    except (ControlFailed, ControlRefused):  # progress only: the end decides
+        return
+    labels = now.get("feedback") or {}
+    fed = f", {labels['labels']} labels from feedback" if labels else ""
+    say(
+        f"{at}: {now['mirrored']} requests copied, {now['recorded_rows']} rows recorded, "
+        f"{now['dropped']} dropped{fed}"
+    )
+    live.read()
+    for line in live.lines():
+        say(line)
+
+
 def render_shadow(result: ShadowResult, console: Any) -> None:
     from rich.table import Table
 
     counts = result.counts
     drops = ", ".join(f"{k} {v}" for k, v in counts.get("drops", {}).items()) or "none"
+    labels = counts.get("feedback") or {}
+    fed = f"; {labels['labels']} labels from feedback" if labels else ""
     console.print(
         f"shadow of {result.candidate} for {result.seconds:.1f} s: {counts['mirrored']} requests "
-        f"copied, {counts['recorded_rows']} rows recorded in {result.folder}; dropped: {drops}",
+        f"copied, {counts['recorded_rows']} rows recorded in {result.folder}; dropped: {drops}"
+        f"{fed}",
         highlight=False,
     )
     table = Table(title=f"disagreement per slice (fails above {result.max_drop:g})")

@@ -322,6 +322,58 @@ def test_the_command_records_judges_and_joins_labels_and_ctrl_c_ends_it_with_its
     assert offline["slices"] == report["comparison"]["slices"]
 
 
+def test_a_running_shadow_shows_each_slice_live_and_joins_the_feedback_labels(
+    demo: DemoArtifacts, v1: str, v2: str, tmp_path: Path
+) -> None:
+    from chaosml.proxy.shadow import FLUSH
+    from chaosml.release.shadow import run_shadow
+
+    bodies = payloads(demo, 20)
+    truth = pd.read_parquet(demo.data)[LABEL].iloc[: 20 * BATCH].tolist()
+    lines: list[str] = []
+    sent: list[int] = []
+    with running(ProxyServer(api="127.0.0.1:0")) as server:
+        client = ControlClient(address=server.api)
+        listen = client.create_proxy("model", v1, "127.0.0.1:0")["listen"]
+        target = target_file(tmp_path, server.api, f"http://{listen}/predict")
+        target.write_text(target.read_text() + f"feedback: http://{listen}/feedback\n")
+
+        def traffic_then_a_flush(seconds: float) -> None:
+            """The shadow's first wait carries the traffic and its feedback, then a flush."""
+            if not sent:
+                answers = send(listen, bodies)
+                ids = [i for a in answers for i in a.json()["ids"]]
+                pairs = [{"id": i, "label": y} for i, y in zip(ids, truth, strict=True)]
+                requests.post(f"http://{listen}/feedback", json={"labels": pairs}, timeout=10)
+                sent.append(len(answers))
+            time.sleep(FLUSH * 1.5)
+
+        result = run_shadow(
+            target,
+            f"http://{v2}/predict",
+            SUITE,
+            duration=FLUSH * 3.5,
+            root=tmp_path / "runs",
+            say=lines.append,
+            wait=traffic_then_a_flush,
+        )
+    n = len(bodies) * BATCH
+    assert any("labels: recorded from the feedback" in line for line in lines), lines
+    live = [line for line in lines if line.startswith("live: ")]
+    assert live and live[0].startswith("live: overall "), lines
+    # the live figures are the final ones: all the traffic came before the first look
+    overall = result.slices[0]
+    assert f"disagrees on {overall.rate:.4f}" in live[0] and f"of {n} rows" in live[0]
+    worst = max(
+        (s for s in result.slices[1:] if s.verdict != "too small" and s.ci),
+        key=lambda s: s.ci[0] if s.ci else 0,
+    )
+    assert live[1].startswith(f"live: {worst.name} disagrees on {worst.rate:.4f}")
+    assert not (result.folder / "_live").exists()  # the live parts are gone once read
+    assert result.labelled == n and result.comparison is not None
+    assert result.counts["feedback"]["labels"] == n
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
