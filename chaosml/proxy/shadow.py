@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import time
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,8 @@ FILES = ("rows", "primary", "candidate")
 CONCURRENCY = 4  # calls to the candidate at once
 TIMEOUT = 1.0  # seconds the candidate has to answer a copy
 FLUSH = 2.0  # seconds between flushes: the rows decoded, checked and held as Arrow tables
+REFUSALS = 3  # refused connections in a row before the candidate is left alone for a while
+BACKOFF = 5.0  # seconds, the longest such pause
 LIVE = "_live"  # the live view's parts, under the folder
 ROW_GROUP = 65_536  # rows held before they are written out as one row group (and at close)
 
@@ -211,6 +214,8 @@ class Mirror:
         self._queue: asyncio.Queue[tuple[Head, bytes, bytes]] = asyncio.Queue(size)
         self._pool = Pool(candidate)
         self._concurrency = concurrency
+        self._refusals = 0  # connections the candidate refused in a row
+        self._down_until = 0.0  # monotonic time until which copies are not tried
         self._workers: list[asyncio.Task[None]] = []
         self.recorder = Recorder(folder, CODECS[codec], self.drops, flush, live=live)
         # the feedback labels met on their way to the service (``chaosml.proxy.feedback``)
@@ -227,6 +232,9 @@ class Mirror:
         self.mirrored += 1
         if not 200 <= status < 300:
             self.drop("primary answered non-2xx")
+            return
+        if self._down_until and time.monotonic() < self._down_until:
+            self.drop("candidate down")
             return
         try:
             self._queue.put_nowait((head, request, answer))
@@ -280,9 +288,13 @@ class Mirror:
                 status, answer = await asyncio.wait_for(self._call(head, request), self.timeout)
             except TimeoutError:
                 self.drop("candidate timeout")
+            except ConnectionRefusedError:
+                self.drop("candidate error")
+                self._refused()
             except (OSError, ValueError, asyncio.IncompleteReadError):
                 self.drop("candidate error")
             else:
+                self._refusals = 0
                 if 200 <= status < 300:
                     self.answered += 1
                     self.recorder.put((request, primary, answer))
@@ -290,6 +302,16 @@ class Mirror:
                     self.drop("candidate answered non-2xx")
             finally:
                 self._queue.task_done()
+
+    def _refused(self) -> None:
+        """A candidate that refuses ``REFUSALS`` connections in a row is left alone for a while
+        (0.1 s, doubling up to ``BACKOFF`` s): copies offered meanwhile are dropped at once as
+        "candidate down", so a dead candidate costs the primary's loop no connect per request.
+        The next copy after the pause tries again; an answer ends the pause."""
+        self._refusals += 1
+        if self._refusals >= REFUSALS:
+            pause = min(0.1 * 2 ** (self._refusals - REFUSALS), BACKOFF)
+            self._down_until = time.monotonic() + pause
 
     async def _call(self, head: Head, request: bytes) -> tuple[int, bytes]:
         conn: Upstream | None = self._pool.take()

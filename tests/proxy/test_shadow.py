@@ -21,7 +21,7 @@ import pytest
 import requests
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from chaosml.demo.data import LABEL
@@ -163,7 +163,7 @@ def closed_port() -> str:
 @pytest.mark.parametrize(
     ("kind", "reasons"),
     [
-        ("down", {"candidate error"}),
+        ("down", {"candidate error", "candidate down"}),
         ("slow", {"candidate timeout", "queue full", "unsent at stop"}),
         ("garbage", {"candidate answer unreadable"}),
     ],
@@ -192,7 +192,50 @@ def test_a_bad_candidate_costs_the_primary_nothing_and_every_copy_is_counted(
     assert set(counts["drops"]) <= reasons and counts["drops"]
     if kind == "slow":
         assert counts["drops"].get("queue full", 0) > 0  # 4 in the queue, 4 on their way
+    if kind == "down":
+        assert counts["drops"]["candidate error"] >= 3  # tried until it refused three in a row
     assert not (tmp_path / "rows.parquet").exists()
+
+
+async def zeros(request: Request) -> Response:
+    """A candidate that answers every row 0 with score 0.5."""
+    n = len(json.loads(await request.body())["instances"])
+    return JSONResponse({"predictions": [0] * n, "scores": [0.5] * n})
+
+
+def settled(client: ControlClient) -> dict[str, Any]:
+    """The shadow's counts once every copy offered is answered or dropped (a bound: 60 s)."""
+    for _ in range(600):
+        now: dict[str, Any] = client.shadow("model")
+        if now["answered"] + now["dropped"] == now["mirrored"]:
+            return now
+        time.sleep(0.1)
+    raise AssertionError(f"copies unaccounted for: {now}")
+
+
+def test_a_candidate_that_refuses_is_left_alone_for_a_while_and_copied_to_once_it_is_back(
+    demo: DemoArtifacts, v1: str, tmp_path: Path
+) -> None:
+    from chaosml.proxy.shadow import BACKOFF, REFUSALS
+
+    bodies = payloads(demo, 5)
+    port = int(closed_port().rsplit(":", 1)[1])
+    with shadowed(v1, f"127.0.0.1:{port}", tmp_path) as (listen, client, counts):
+        for _ in range(REFUSALS):  # one copy at a time, each refused
+            send(listen, bodies[:1])
+            settled(client)
+        assert settled(client)["drops"] == {"candidate error": REFUSALS}
+        send(listen, bodies)  # within the pause (0.1 s, doubling): dropped at once, not tried
+        paused = settled(client)["drops"]
+        assert paused["candidate down"] >= 1 and sum(paused.values()) == REFUSALS + len(bodies)
+        app = Starlette(routes=[Route("/predict", zeros, methods=["POST"])])
+        with serving_app(app, port=port):  # the candidate is back
+            time.sleep(BACKOFF)  # the longest pause is over
+            answers = send(listen, bodies)
+            after = settled(client)
+    assert [a.status_code for a in answers] == [200] * len(bodies)
+    assert after["answered"] == len(bodies) and after["drops"] == paused
+    assert counts["recorded_rows"] == len(bodies) * BATCH
 
 
 def test_the_shadow_endpoints_answer_as_the_control_api_does(tmp_path: Path) -> None:
