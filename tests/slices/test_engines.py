@@ -440,3 +440,60 @@ def test_bad_engine_input_is_one_line_and_no_result_is_half_written(
         assert result.stderr.startswith(f"chaosml: error: {message}")
         assert result.stderr.count("\n") == 1 and result.stdout == ""
     assert not Path("c.html").exists()
+
+
+@pytest.fixture(scope="module")
+def recorded(world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A shadow's run folder as the proxy's recorder writes it (the world's rows in batches of
+    50, each answered by both models), labelled by id as ``chaosml shadow`` labels it."""
+    from collections import Counter
+
+    import yaml
+
+    from chaosml.codecs import CODECS
+    from chaosml.proxy.shadow import Recorder
+    from chaosml.release.shadow import analyse
+
+    folder = tmp_path_factory.mktemp("shadow")
+    whole = world["whole"]
+    features = whole.drop(columns=["y"]).astype(object)
+    records = features.where(features.notna(), None).to_dict("records")
+    answers = [m.model.predict_proba(whole[["a", "b"]])[:, 1] for m in world["models"]]
+    recorder = Recorder(folder, CODECS["records"], Counter(), flush=60.0)
+    for start in range(0, len(records), 50):
+        stop = min(start + 50, len(records))
+        ids = [f"r{i}" for i in range(start, stop)]
+        bodies = [
+            json.dumps(
+                {
+                    "predictions": (scores[start:stop] >= 0.5).astype(int).tolist(),
+                    "scores": scores[start:stop].tolist(),
+                    "ids": ids,
+                }
+            ).encode()
+            for scores in answers
+        ]
+        recorder.put((json.dumps({"instances": records[start:stop]}).encode(), *bodies))
+    recorder.close()
+    labels = folder / "labels.csv"
+    pd.DataFrame({"id": [f"r{i}" for i in range(len(whole))], "y": whole["y"]}).to_csv(labels)
+    suite = folder / "suite.yaml"
+    suite.write_text(yaml.safe_dump(SUITE.model_dump(mode="json", exclude_none=True)))
+    analyse(folder, suite, labels)
+    return folder / "labelled"
+
+
+def test_a_shadow_s_recorded_pairs_give_one_answer_on_every_engine(
+    recorded: Path, dask_engine: DaskEngine, spark_engine: SparkEngine
+) -> None:
+    versions = [PredictionsFile(n, recorded / f"{n}.parquet") for n in ("primary", "candidate")]
+    data = recorded / "rows.parquet"
+    local = compare_versions(SUITE, *versions, data, chunk_rows=CHUNK).to_dict()
+    for engine in (dask_engine, spark_engine):
+        assert (
+            compare_versions(SUITE, *versions, data, chunk_rows=CHUNK, engine=engine).to_dict()
+            == local
+        )
+    assert local["overall"]["n"] == 3700 and {"g=early", "g=late"} <= {
+        s["name"] for s in local["slices"]
+    }
