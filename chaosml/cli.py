@@ -909,8 +909,8 @@ def canary_command(
     switch: Annotated[
         bool,
         typer.Option(
-            help="Once promoted, point the proxy's upstream at the candidate (an update of the "
-            "proxy, which restarts its listener as Toxiproxy does: requests of that moment fail)."
+            help="Once promoted, make the candidate the proxy's upstream (the split is promoted "
+            "in place: the listener stays, no client's request fails)."
         ),
     ] = False,
     out: Annotated[Path, typer.Option(help="Where run folders go: OUT/<run-id>/.")] = Path(

@@ -186,6 +186,12 @@ class ControlClient:
         answer: dict[str, Any] = self.request("DELETE", path("proxies", proxy, "split"))
         return answer
 
+    def promote_split(self, proxy: str) -> dict[str, Any]:
+        """All traffic to the candidate, which becomes the proxy's upstream without a restart of
+        its listener; the split's final state."""
+        answer: dict[str, Any] = self.request("POST", path("proxies", proxy, "split", "promote"))
+        return answer
+
     def reset(self) -> None:
         """Remove every toxic and re-enable every proxy."""
         self.request("POST", "/reset")

@@ -508,6 +508,20 @@ class Control:
         await asyncio.to_thread(split.close)
         return 200, split.to_json(target.upstream)
 
+    async def promote_split(self, body: Any, proxy: str) -> tuple[int, Any]:
+        """All traffic to the candidate at once, which becomes the proxy's upstream; the split
+        ends (its final state, with ``upstream`` now the candidate). The listener and its
+        connections stay: each request from now on goes to the candidate, and one already on
+        its way ends where it went, so no client sees the switch (an update of ``upstream``
+        restarts the listener, as Toxiproxy's does). A split whose lease ran out is not promoted
+        (409)."""
+        target, split = self._split(proxy)
+        if not split.live(time.monotonic()):
+            raise ApiError(EXPIRED, 409)
+        primary, target.upstream, target.split = target.upstream, split.candidate, None
+        await asyncio.to_thread(split.close)
+        return 200, {**split.to_json(primary), "upstream": target.upstream}
+
     def locked(self, handler: Handler) -> Handler:
         """``handler`` run under the collection's lock, as each Toxiproxy handler holds its
         collection's (read or write) lock: a read never sees a change half-done."""
@@ -545,5 +559,6 @@ class Control:
             ("PATCH", route + "/split", self.change_split),
             ("GET", route + "/split", self.show_split),
             ("DELETE", route + "/split", self.delete_split),
+            ("POST", route + "/split/promote", self.promote_split),
         ]
         return [(m, p, h if h == self.version else self.locked(h)) for m, p, h in table]

@@ -670,21 +670,31 @@ class Controller:
             self.say(f"rolled back: {result.rollback.detail}")
         finally:
             journal.close()
-            try:
-                result.state = client.remove_split(self.point.proxy)
-            except (ControlFailed, ControlRefused) as exc:
-                self.say(f"could not remove the split: {exc}; its lease ends it")
+            self._end_split(client, result)
             for source in poller.sources:
                 source.stop()
-        if result.verdict == "promoted" and options.switch:
-            try:
-                client.request("POST", f"/proxies/{self.point.proxy}", {"upstream": self.address})
-                result.switched = True
-            except (ControlFailed, ControlRefused) as exc:  # promoted, but not switched: say so
-                result.notes.append(f"--switch: the proxy's upstream was not changed: {exc}")
         result.seconds = self.clock() - began
         (folder / "release.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         return result
+
+    def _end_split(self, client: Any, result: CanaryResult) -> None:
+        """The split removed (all traffic back on the primary), or, for a promoted candidate
+        with ``--switch``, promoted: the candidate becomes the proxy's upstream at once, with
+        no client's request failing. Its final state goes into the result."""
+        from chaosml.proxy.client import ControlFailed, ControlRefused
+
+        proxy = self.point.proxy
+        if result.verdict == "promoted" and self.options.switch:
+            try:
+                result.state = client.promote_split(proxy)
+                result.switched = True
+                return
+            except (ControlFailed, ControlRefused) as exc:  # promoted, but not switched: say so
+                result.notes.append(f"--switch: the proxy's upstream was not changed: {exc}")
+        try:
+            result.state = client.remove_split(proxy)
+        except (ControlFailed, ControlRefused) as exc:
+            self.say(f"could not remove the split: {exc}; its lease ends it")
 
     def _poller(self) -> Any:
         from chaosml.alerts.poller import Poller

@@ -545,6 +545,65 @@ def test_feedback_needs_a_folder_and_a_path(arms: tuple[str, str], tmp_path: Pat
             assert caught.value.status == 400 and "feedback" in caught.value.detail
 
 
+def test_a_promoted_candidate_serves_every_request_from_then_on_and_no_client_sees_the_switch(
+    arms: tuple[str, str], tmp_path: Path
+) -> None:
+    import threading
+
+    primary, candidate = arms
+    failures: list[str] = []
+    answered: list[list[str]] = [[] for _ in range(4)]
+    stop = threading.Event()
+    with proxied(primary) as (listen, client):
+        before = client.proxy("model")
+        client.set_split("model", candidate, 0.5, key={"header": "k"}, lease=30.0)
+
+        def user(index: int) -> None:  # a keep-alive client, one request after another
+            with requests.Session() as session:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    try:
+                        answered[index].append(who(session, listen, k=f"{index}-{n}"))
+                    except (requests.RequestException, AssertionError) as exc:
+                        failures.append(repr(exc))
+
+        users = [threading.Thread(target=user, args=(i,)) for i in range(4)]
+        for thread in users:
+            thread.start()
+        assert wait_for(lambda: all(len(a) > 20 for a in answered), PATIENCE)
+        final = client.promote_split("model")
+        marks = [len(a) for a in answered]
+        assert wait_for(
+            lambda: all(len(a) > m + 20 for a, m in zip(answered, marks, strict=True)), PATIENCE
+        )
+        stop.set()
+        for thread in users:
+            thread.join()
+        after = client.proxy("model")
+        with pytest.raises(ControlRefused) as caught:
+            client.split("model")
+    assert not failures, failures[:3]
+    assert caught.value.status == 404  # the split ended with the promotion
+    assert final["upstream"] == candidate and after["upstream"] == candidate
+    assert after["listen"] == before["listen"] and after["enabled"]
+    # from the promotion on, every request but the one each client had in flight: the candidate
+    assert all(set(a[m + 1 :]) == {"candidate"} for a, m in zip(answered, marks, strict=True))
+    assert {"primary", "candidate"} <= {
+        w for a, m in zip(answered, marks, strict=True) for w in a[:m]
+    }
+
+
+def test_a_split_whose_lease_ran_out_is_not_promoted(arms: tuple[str, str]) -> None:
+    primary, candidate = arms
+    with proxied(primary) as (_, client):
+        client.set_split("model", candidate, 0.5, lease=0.1)
+        assert wait_for(lambda: client.split("model")["expired"], PATIENCE)
+        with pytest.raises(ControlRefused) as caught:
+            client.promote_split("model")
+        assert caught.value.status == 409 and client.proxy("model")["upstream"] == primary
+
+
 def test_a_recorded_folder_that_holds_parts_is_refused(
     arms: tuple[str, str], tmp_path: Path
 ) -> None:
