@@ -142,6 +142,8 @@ def check_sweep(folder: Path, stdout: str) -> None:
 def check_shadow(folder: Path, stdout: str) -> None:
     shadow = json.loads((folder / "shadow.json").read_text(encoding="utf-8"))
     assert shadow["counts"]["recorded_rows"] == 2000, shadow["counts"]
+    # every answer's labels came back through the proxy's feedback endpoint
+    assert shadow["counts"]["feedback"]["labels"] == 2000 == shadow["labelled_rows"]
 
 
 def check_canary(folder: Path, stdout: str) -> None:
