@@ -466,3 +466,96 @@ def test_a_null_canary_of_a_skewed_score_is_rolled_back_at_most_alpha_of_the_tim
                 break
     print(f"skewed score, {direction}: {rolled} of {runs} rolled back")
     assert rolled / runs <= ALPHA
+
+
+# --- users, not rows: the clustered variance ------------------------------------------------
+
+
+def test_the_clustered_variance_is_statsmodels_cluster_robust_variance_of_the_mean() -> None:
+    import statsmodels.api as sm
+
+    from chaosml.release.sequential import Mean, design_effect
+
+    rng = np.random.default_rng(7)
+    users = rng.integers(0, 60, size=900)
+    values = rng.normal(size=60)[users] + rng.normal(size=900)
+    fit = sm.OLS(values, np.ones(len(values))).fit(
+        cov_type="cluster", cov_kwds={"groups": users, "use_correction": True}
+    )
+    keys = np.unique(users)
+    n = [float((users == k).sum()) for k in keys]
+    total = [float(values[users == k].sum()) for k in keys]
+    per_row = Mean.of(values.tolist()).variance
+    clustered = design_effect(n, total, per_row) * per_row / len(values)
+    assert math.isclose(clustered, float(fit.bse[0]) ** 2, rel_tol=1e-9)
+
+
+def test_rows_of_their_own_and_one_user_are_the_edges() -> None:
+    from chaosml.release.sequential import Proportion, clustered_mean, clustered_proportion
+
+    # each row its own user: the counts as they are
+    assert clustered_proportion([1] * 50, [1] * 7 + [0] * 43) == Proportion(50, 7, rows=50)
+    # one user's many rows: one observation of users
+    assert clustered_proportion([400], [37]) == Proportion(1, 0, rows=400)
+    # alike users (each exactly at the common rate) vary less than rows: never more than rows
+    assert clustered_proportion([10] * 20, [2] * 20) == Proportion(200, 40, rows=200)
+    assert clustered_mean([3] * 4, [3.0] * 4, [3.0] * 4).n == 12
+    # users twice as alike inside as rows: fewer effective rows, the same rate
+    wide = clustered_proportion([10] * 40, [0, 10] * 4 + [1] * 32)
+    assert wide.rows == 400 and wide.n < 400 and math.isclose(wide.mean or 0, 0.18, abs_tol=0.01)
+    # no rows
+    assert clustered_proportion([], []) == Proportion()
+
+
+def simulate_users(
+    runs: int, seed: int, *, rows_per_user: int, users_per_look: int, strength: float
+) -> list[list[tuple[list[int], list[int], list[int], list[int]]]]:
+    """Null canaries of sticky users: each user's error rate is drawn from Beta(mean 0.15,
+    ``strength`` = a + b, so the rows' intra-user correlation is 1 / (strength + 1)), the same
+    for both arms; per run and look, the cumulative (candidate rows, candidate errors, primary
+    rows, primary errors) of each user so far."""
+    rng = np.random.default_rng(seed)
+    a, b = 0.15 * strength, 0.85 * strength
+    out = []
+    for _ in range(runs):
+        looks, users = [], {"candidate": ([], []), "primary": ([], [])}
+        for weight in np.repeat(WEIGHTS, LOOKS_PER_STEP):
+            rates = rng.beta(a, b, size=users_per_look)
+            errors = rng.binomial(rows_per_user, rates)
+            on = rng.random(users_per_look) < weight
+            for arm, chosen in (("candidate", on), ("primary", ~on)):
+                users[arm][0].extend([rows_per_user] * int(chosen.sum()))
+                users[arm][1].extend(errors[chosen].tolist())
+            looks.append((*map(list, users["candidate"]), *map(list, users["primary"])))
+        out.append(looks)
+    return out
+
+
+@pytest.mark.slow
+def test_a_null_canary_of_sticky_users_stays_within_alpha_only_with_the_clustered_variance() -> (
+    None
+):
+    from chaosml.release.sequential import clustered_proportion
+
+    # 500 canaries, 40 looks, users of 10 rows each whose rows correlate at 1/3 (design effect 4)
+    data = simulate_users(500, 20261202, rows_per_user=10, users_per_look=30, strength=2.0)
+    family = [Family("overall", "error", direction="worse_if_higher")]
+
+    def rolled_back(clustered: bool) -> float:
+        rolled = 0
+        for looks in data:
+            gate = Gate(ALPHA, family)
+            for n_c, x_c, n_p, x_p in looks:
+                if clustered:
+                    arms = (clustered_proportion(n_c, x_c), clustered_proportion(n_p, x_p))
+                else:
+                    arms = (Proportion(sum(n_c), sum(x_c)), Proportion(sum(n_p), sum(x_p)))
+                if gate.look({("overall", "error"): arms}).rolled_back:
+                    rolled += 1
+                    break
+        return rolled / len(data)
+
+    by_users, by_rows = rolled_back(True), rolled_back(False)
+    print(f"false rollbacks of sticky users: clustered {by_users:.3f}, rows {by_rows:.3f}")
+    assert by_users <= ALPHA
+    assert by_rows > ALPHA  # the reason: rows of one user taken as independent

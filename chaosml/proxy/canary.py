@@ -57,7 +57,9 @@ ARMS = ("primary", "candidate")
 # last), so a quantile read from the histogram is within ~10% of the exact one.
 BOUNDS = tuple(10 ** (k / 24) for k in range(-96, 49))
 PROMETHEUS_BOUNDS = BOUNDS[::8]  # a coarser subset for /metrics (cumulative counts stay exact)
-RECORDED = ("arm", "status", "prediction", "score", "time")  # the proxy's own part columns
+# the proxy's own part columns; ``key``: the request's key as 16 hex digits of its BLAKE2b-64
+# digest (one user's rows share it, and the user's own value is not written down)
+RECORDED = ("arm", "status", "prediction", "score", "time", "key")
 KEY_KINDS = ("header", "column")
 FIELDS = ("candidate", "weight", "key", "lease", "folder", "codec", "feedback")
 CHANGES = ("weight", "lease")
@@ -78,6 +80,11 @@ EXPIRED = "the split's lease ran out (all traffic is on the primary): delete it 
 def bucket(key: bytes) -> int:
     """The key's bucket in ``[0, BUCKETS)``: the same in every process and on every machine."""
     return int.from_bytes(blake2b(key, digest_size=8).digest(), "big") % BUCKETS
+
+
+def key_digest(key: bytes) -> str:
+    """The key as recorded: its BLAKE2b-64 digest in hex."""
+    return blake2b(key, digest_size=8).hexdigest()
 
 
 def key_bytes(value: Any) -> bytes | None:
@@ -258,9 +265,11 @@ class Split:
         arm.requests += 1
         return arm
 
-    def record(self, arm: Arm, status: int, request: bytes, answer: bytes) -> None:
+    def record(
+        self, arm: Arm, status: int, request: bytes, answer: bytes, key: bytes | None = None
+    ) -> None:
         if self.recorder is not None:
-            self.recorder.put((arm.name, status, request, answer, time.time()))
+            self.recorder.put((arm.name, status, request, answer, time.time(), key))
 
     def unrecorded(self, reason: str) -> None:
         if self.recorder is not None:
@@ -329,8 +338,8 @@ class Parts(Recording):
             "error": self.error,
         }
 
-    def decode(self, item: tuple[str, int, bytes, bytes, float]) -> None:
-        arm, status, request, answer, when = item
+    def decode(self, item: tuple[str, int, bytes, bytes, float, bytes | None]) -> None:
+        arm, status, request, answer, when, key = item
         try:
             batch = self.codec.decode_request(loads(request))
         except (CodecError, ValueError, TypeError, KeyError):
@@ -369,6 +378,7 @@ class Parts(Recording):
             "prediction": predictions,
             "score": scores,
             "time": [when] * n,
+            "key": [None if key is None else key_digest(key)] * n,
         }
         self._pending.append((n, columns, recorded))
         with self._lock:
@@ -396,7 +406,9 @@ class Parts(Recording):
         try:
             table = pa.Table.from_pandas(rows, preserve_index=False)
             for name in RECORDED:
-                table = table.append_column(name, pa.array(outputs[name], from_pandas=True))
+                kind = pa.string() if name == "key" else None  # all null is still text
+                column = pa.array(outputs[name], type=kind, from_pandas=True)
+                table = table.append_column(name, column)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             self.drop(f"rows unwritable: {type(exc).__name__}", len(pending))
             return

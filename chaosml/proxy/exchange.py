@@ -162,6 +162,7 @@ class Exchange:
         self.split: Split | None = None  # the split the current request was routed by
         self.arm: Arm | None = None  # and its arm
         self.recorded: bytes | None = None  # the request body a split records, once answered
+        self.keyed: bytes | None = None  # and its key (None: none was read)
         self.status: int | None = None  # its upstream's answer (0: unreachable, None: none yet)
         self._peer: bytes | None = None
 
@@ -244,7 +245,8 @@ class Exchange:
         if split is not None and feedback:  # to its user's arm, but neither counted nor recorded
             address = split.arm_of(self.key(split, head, body)[0]).address or address
         elif split is not None:
-            self.arm = arm = split.route(*self.key(split, head, body))
+            self.keyed, source = self.key(split, head, body)
+            self.arm = arm = split.route(self.keyed, source)
             address = arm.address or address
             if split.recorder is not None:
                 if body.whole:
@@ -552,7 +554,7 @@ class Exchange:
         """The split's recording of the answered request (if it records this one)."""
         split, arm = self.split, self.arm
         if self.recorded is not None and split is not None and arm is not None:
-            split.record(arm, status, self.recorded, answer)
+            split.record(arm, status, self.recorded, answer, self.keyed)
             self.recorded = None
 
     def unrecorded(self, reason: str) -> None:

@@ -44,7 +44,15 @@ import numpy as np
 import pandas as pd
 
 from chaosml.errors import InputError, UnreachableError
-from chaosml.release.sequential import Counts, Family, Gate, Mean, Proportion
+from chaosml.release.sequential import (
+    Counts,
+    Family,
+    Gate,
+    Mean,
+    Proportion,
+    clustered_mean,
+    clustered_proportion,
+)
 from chaosml.release.shadow import feedback_labels, feedback_route
 
 SCHEMA = "chaosml.release/1"
@@ -368,14 +376,34 @@ def same(predicted: pd.Series, truth: pd.Series) -> np.ndarray:
     return np.asarray(np.where(numeric, a == b, text), dtype=bool)
 
 
-def _mean(values: np.ndarray) -> Mean:
-    values = values[~np.isnan(values)]
-    return Mean(n=len(values), total=float(values.sum()), total_sq=float((values * values).sum()))
+def users_of(keys: np.ndarray | None, n: int) -> np.ndarray:
+    """Each row's cluster: its user (the recorded key's digest); a row without a key is a
+    cluster of its own, as is every row when no key was recorded."""
+    if keys is None:
+        return np.arange(n)
+    codes, _ = pd.factorize(pd.Series(keys, dtype=object), use_na_sentinel=True)
+    alone = codes < 0
+    codes[alone] = codes.max(initial=-1) + 1 + np.arange(int(alone.sum()))
+    return codes
 
 
-def _proportion(values: np.ndarray) -> Proportion:
-    values = values[~np.isnan(values)]
-    return Proportion(n=len(values), successes=int(values.sum()))
+def _per_user(values: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per user with any value: rows, sum and sum of squares of ``values`` (NaN: no value)."""
+    ok = ~np.isnan(values)
+    values, users = values[ok], users[ok]
+    _, codes = np.unique(users, return_inverse=True)
+    rows = np.bincount(codes)
+    return rows, np.bincount(codes, weights=values), np.bincount(codes, weights=values * values)
+
+
+def _mean(values: np.ndarray, users: np.ndarray) -> Mean:
+    rows, total, total_sq = _per_user(values, users)
+    return clustered_mean(rows.tolist(), total.tolist(), total_sq.tolist())
+
+
+def _proportion(values: np.ndarray, users: np.ndarray) -> Proportion:
+    rows, hits, _ = _per_user(values, users)
+    return clustered_proportion(rows.tolist(), np.rint(hits).astype(int).tolist())
 
 
 def figures(
@@ -401,6 +429,7 @@ def figures(
             known = rows["id"].astype(str).map(labels)
             has = known.notna().to_numpy()
             error[has] = ~same(rows["prediction"][has], known[has])
+        users = users_of(rows["key"].to_numpy() if "key" in rows.columns else None, len(rows))
         masks = dict(slice_masks(suite, rows))
         for family in families:
             mask = masks.get(family.slice)
@@ -410,9 +439,12 @@ def figures(
                 continue
             one, two = mask & (arm == "candidate"), mask & (arm == "primary")
             if family.figure == "score":
-                out[family.key] = (_mean(score[one]), _mean(score[two]))
+                out[family.key] = (_mean(score[one], users[one]), _mean(score[two], users[two]))
             else:
-                out[family.key] = (_proportion(error[one]), _proportion(error[two]))
+                out[family.key] = (
+                    _proportion(error[one], users[one]),
+                    _proportion(error[two], users[two]),
+                )
     arms = state.get("arms", {})
     out[("overall", "http_errors")] = (
         _errors_of(arms.get("candidate", {})),

@@ -60,9 +60,19 @@ canary starts and rolls back when some family's always-valid p-value reaches ``a
 is no worse on any family is ever rolled back, is at most ``alpha``, under any dependence
 between the figures (the union bound needs none), at any number of looks.
 
-**Assumptions.** Observations independent within and between arms (rows, not users: with sticky
-users, a user's rows are correlated and the variance is understated), the normal approximation
-of the difference of means (held by the minimum counts), and families fixed in advance. With a
+**Clusters.** A sticky canary assigns users, not rows, and one user's rows are alike (the same
+person, the same kind of request), so rows are not independent and their variance understates
+the mean's. Where each row's user is known (the split records its key), an arm's figure is
+computed from per-user sums (``clustered_proportion``, ``clustered_mean``): the variance of the
+mean is the clustered one (the delta method for a ratio of sums, Deng, Knoblich, Lu, "Applying
+the delta method in metric analytics", KDD 2018), entered as the counts of independent rows that
+have that variance (the rows divided by the design effect, which is at least 1). The minimum
+counts then apply to those effective rows. The proxy's service figures (HTTP errors, slow
+requests) are counted per request without users: they stay per row.
+
+**Assumptions.** Observations (users, where known; else rows) independent within and between
+arms, the normal approximation of the difference of means (held by the minimum counts), and
+families fixed in advance. With a
 plug-in variance the guarantee is asymptotic (Johari et al. 2022).
 
 The confidence sequence (``FamilyResult.ci``) is the set of differences the same mixture does
@@ -106,17 +116,24 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 @dataclass(frozen=True, slots=True)
 class Proportion:
-    """One arm's sufficient statistics of a 0/1 figure: rows seen and rows where it is 1."""
+    """One arm's sufficient statistics of a 0/1 figure: rows seen and rows where it is 1
+    (``rows``: the rows behind them, when ``n`` counts effective rows of clustered ones)."""
 
     n: int = 0
     successes: int = 0
+    rows: int | None = None
+
+    @property
+    def observed(self) -> int:
+        return self.n if self.rows is None else self.rows
 
     def __post_init__(self) -> None:
         if not 0 <= self.successes <= self.n:
             raise InputError(BAD_PROPORTION.format(n=self.n, successes=self.successes))
 
     def __add__(self, other: Proportion) -> Proportion:
-        return Proportion(n=self.n + other.n, successes=self.successes + other.successes)
+        rows = None if self.rows is None and other.rows is None else self.observed + other.observed
+        return Proportion(n=self.n + other.n, successes=self.successes + other.successes, rows=rows)
 
     @property
     def mean(self) -> float | None:
@@ -125,11 +142,17 @@ class Proportion:
 
 @dataclass(frozen=True, slots=True)
 class Mean:
-    """One arm's sufficient statistics of a continuous figure: count, sum, sum of squares."""
+    """One arm's sufficient statistics of a continuous figure: count, sum, sum of squares
+    (``rows``: the rows behind them, when ``n`` counts effective rows of clustered ones)."""
 
     n: int = 0
     total: float = 0.0
     total_sq: float = 0.0
+    rows: int | None = None
+
+    @property
+    def observed(self) -> int:
+        return self.n if self.rows is None else self.rows
 
     def __post_init__(self) -> None:
         if self.n < 0 or not (math.isfinite(self.total) and math.isfinite(self.total_sq)):
@@ -141,10 +164,12 @@ class Mean:
         return cls(n=len(xs), total=math.fsum(xs), total_sq=math.fsum(x * x for x in xs))
 
     def __add__(self, other: Mean) -> Mean:
+        rows = None if self.rows is None and other.rows is None else self.observed + other.observed
         return Mean(
             n=self.n + other.n,
             total=self.total + other.total,
             total_sq=self.total_sq + other.total_sq,
+            rows=rows,
         )
 
     @property
@@ -163,6 +188,62 @@ class Mean:
 
 
 Counts = Proportion | Mean
+
+
+def design_effect(n: Sequence[float], total: Sequence[float], per_row: float) -> float:
+    """How much more the mean of rows that come in clusters (one user's rows) varies than if
+    its rows were independent: the clustered variance of the ratio ``sum(total) / sum(n)``
+    (the delta method, with the K/(K-1) small-sample factor) over the independent-rows variance
+    ``per_row / sum(n)``; at least 1 (clusters never count as more evidence than rows). A single
+    cluster (no variation between clusters to see) gives ``sum(n)``: its rows are one
+    observation of users."""
+    rows = math.fsum(n)
+    k = len(n)
+    if k and max(n) <= 1:  # every row a cluster of its own: independent rows
+        return 1.0
+    if k < 2:
+        return max(rows, 1.0)
+    if rows <= 0 or per_row <= 0:
+        return 1.0
+    mean = math.fsum(total) / rows
+    spread = math.fsum((t - mean * m) ** 2 for t, m in zip(total, n, strict=True))
+    clustered = k / (k - 1) * spread / (rows * rows)
+    return max(1.0, clustered / (per_row / rows))
+
+
+def clustered_proportion(n: Sequence[int], successes: Sequence[int]) -> Proportion:
+    """One arm's 0/1 figure from per-cluster counts (rows and successes of each user), as the
+    counts of independent rows with the same rate and the clustered variance: both divided by
+    the design effect (rows rounded down, so never more evidence than there is)."""
+    rows, hits = int(sum(n)), int(sum(successes))
+    if not rows:
+        return Proportion()
+    rate = hits / rows
+    if max(n) <= 1:
+        deff = 1.0  # independent rows
+    elif len(n) < 2:
+        deff = float(rows)  # one user: one observation
+    elif 0 < hits < rows:
+        deff = design_effect(n, successes, rate * (1.0 - rate))
+    else:  # no variation to measure (the variance floor of the test takes over)
+        deff = 1.0
+    effective = int(rows / deff)
+    hits = min(effective, round(rate * effective))
+    return Proportion(n=effective, successes=hits, rows=rows)
+
+
+def clustered_mean(n: Sequence[int], total: Sequence[float], total_sq: Sequence[float]) -> Mean:
+    """One arm's continuous figure from per-cluster sums, as the sums of independent rows with the
+    same mean and per-row variance, scaled down by the design effect."""
+    whole = Mean(n=int(sum(n)), total=math.fsum(total), total_sq=math.fsum(total_sq))
+    if not whole.n:
+        return whole
+    deff = design_effect(n, total, whole.variance)
+    effective = int(whole.n / deff)
+    scale = effective / whole.n
+    return Mean(
+        n=effective, total=whole.total * scale, total_sq=whole.total_sq * scale, rows=whole.n
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,9 +569,11 @@ def _check(state: _State, candidate: Counts, primary: Counts) -> None:
             raise InputError(
                 WRONG_KIND.format(name=family.name, kind=family.kind, got=type(counts).__name__)
             )
-        if counts.n < before.n:
+        if counts.observed < before.observed:  # (effective rows may shrink: not the rows)
             raise InputError(
-                SHRANK.format(name=family.name, arm=arm, before=before.n, after=counts.n)
+                SHRANK.format(
+                    name=family.name, arm=arm, before=before.observed, after=counts.observed
+                )
             )
 
 
@@ -507,5 +590,8 @@ __all__ = [
     "Kind",
     "Mean",
     "Proportion",
+    "clustered_mean",
+    "clustered_proportion",
+    "design_effect",
     "mixture_log_ratio",
 ]

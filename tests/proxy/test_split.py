@@ -471,6 +471,8 @@ def test_the_recorded_parts_are_what_the_clients_got(
         assert (arm == "candidate") == on_candidate(user.encode(), 0.5)
         rows = by_id.loc[answer["ids"]]
         assert (rows["arm"] == arm).all() and (rows["status"] == 200).all()
+        # the user's key as its digest: one user's rows share it, the value is not written
+        assert (rows["key"] == blake2b(user.encode(), digest_size=8).hexdigest()).all()
         assert rows["prediction"].tolist() == answer["predictions"]
         assert rows["score"].tolist() == answer["scores"]
     # the rows as sent: each id's features are the request's row
