@@ -815,7 +815,8 @@ def shadow_command(
         Path | None,
         typer.Option(
             help="A CSV or Parquet file of id and label: joined by id into the "
-            "recorded rows, then the paired comparison on them."
+            "recorded rows (with the labels the proxy recorded from the target's feedback URL, "
+            "when it passes the proxy; the file has the last word), then the paired comparison."
         ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Where run folders go: OUT/<run-id>/.")] = Path(
@@ -826,7 +827,8 @@ def shadow_command(
     """Run a candidate model in the shadow of the target's: the target's proxy fault point copies
     each request it answers to the candidate (the client gets the primary's answer only), both
     answers are recorded with the rows, and each slice's disagreement is reported with an
-    interval and the mean score shift (with --labels, also the paired comparison).
+    interval and the mean score shift, live every 10 s and at the end (with labels, from the
+    target's feedback URL through the proxy or --labels, also the paired comparison).
 
     Exits 0, 1 if a slice disagrees on more than the suite's compare.max_drop of its rows (the
     interval's lower bound above it; with labels: the paired comparison regresses), 2 on bad
@@ -877,7 +879,8 @@ def canary_command(
         Path | None,
         typer.Option(
             help="A CSV or Parquet file of id and label, read again at every look as feedback "
-            "arrives: the error rate per slice is judged on the labelled rows."
+            "arrives (beside the labels the proxy records from the target's feedback URL, when "
+            "it passes the proxy): the error rate per slice is judged on the labelled rows."
         ),
     ] = None,
     data: Annotated[

@@ -2,18 +2,23 @@
 
 The target's proxy fault point (``fault_points.proxy``) copies each request it answers to the
 candidate and records both answers with the rows (``chaosml.proxy.shadow``) under
-``.chaosml/shadow/<run-id>/``. After the duration (or Ctrl-C) the copy is removed, always, and the
-recorded pairs are read back: per slice of the suite, the share of rows on which the two versions
-disagree with a Wilson interval (simultaneous: Bonferroni over the judged slices), and the mean score shift (candidate minus primary). With labels
-(``--labels``: a CSV or Parquet file of ``id`` and the label, joined by id into ``rows.parquet``),
-also the paired comparison of ``slices compare`` on the labelled rows.
+``.chaosml/shadow/<run-id>/``. While it runs, every ``PROGRESS`` seconds, it prints its counts
+and each slice's disagreement so far (``LiveView``, from the parts the proxy writes under
+``_live/``). After the duration (or Ctrl-C) the copy is removed, always, and the recorded pairs
+are read back: per slice of the suite, the share of rows on which the two versions disagree with
+a Wilson interval (simultaneous: Bonferroni over the judged slices), and the mean score shift
+(candidate minus primary). With labels (recorded by the proxy from the feedback POSTed to the
+target's feedback URL, when it passes the proxy, and ``--labels``, a CSV or Parquet file of
+``id`` and the label, which has the last word; joined by id into ``rows.parquet``), also the
+paired comparison of ``slices compare`` on the labelled rows.
 
-Verdict: no rows recorded fails (nothing shows the candidate agrees); without labels, the candidate fails when some slice (of at least the suite's ``min_size``
-rows) disagrees with the primary on more than ``compare.max_drop`` of its rows, at the suite's
-confidence (the interval's lower bound above it): a version that changes at most that share of a
-slice's answers cannot lose more than that share of its accuracy, so passing bounds the loss;
-failing says the change is too large to accept unlabelled. With labels, the paired comparison
-decides (it measures the loss instead of bounding it).
+Verdict: no rows recorded fails (nothing shows the candidate agrees); without labels, the
+candidate fails when some slice (of at least the suite's ``min_size`` rows) disagrees with the
+primary on more than ``compare.max_drop`` of its rows, at the suite's confidence (the interval's
+lower bound above it): a version that changes at most that share of a slice's answers cannot
+lose more than that share of its accuracy, so passing bounds the loss; failing says the change
+is too large to accept unlabelled. With labels, the paired comparison decides (it measures the
+loss instead of bounding it).
 """
 
 from __future__ import annotations
