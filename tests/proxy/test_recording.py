@@ -78,10 +78,10 @@ def test_a_split_flush_that_cannot_be_written_is_counted_and_not_carried_over(
     parts = Parts(tmp_path, CODECS["records"], NEVER)
     try:
         request, garbage = exchange(0, 3, scores=["high", "low", "none"])
-        parts.decode(("candidate", 200, request, garbage, 1.0))
+        parts.decode(("candidate", 200, request, garbage, 1.0, None))
         parts.write()
         request, answer = exchange(10, 4)
-        parts.decode(("primary", 200, request, answer, 2.0))
+        parts.decode(("primary", 200, request, answer, 2.0, b"u"))
         parts.write()
     finally:
         parts.close()
