@@ -38,10 +38,11 @@ def free_address() -> str:
         return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
-def target_file(folder: Path, api: str, listen: str, data: Path) -> Path:
+def target_file(folder: Path, api: str, listen: str, data: Path, feedback: bool = False) -> Path:
     path = folder / "target.yaml"
+    fed = f"feedback: http://{listen}/feedback\n" if feedback else ""
     path.write_text(
-        f"url: http://{listen}/predict\ncodec: records\ndata: {data}\n"
+        f"url: http://{listen}/predict\ncodec: records\ndata: {data}\n{fed}"
         f"fault_points:\n  proxy: {{api: '{api}', proxy: model}}\n"
         f"alerts:\n  - {{type: webhook, listen: '{free_address()}'}}\n"
     )
@@ -52,9 +53,13 @@ def canary_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "chaosml", "canary", "--suite", str(SUITE), *args]
 
 
-def traffic(demo: DemoArtifacts, listen: str, labels: Path) -> Users:
-    """The demo's rows through the proxy as users, labels fed back by id (as the demo does)."""
-    return Users(pd.read_parquet(demo.data), f"http://{listen}/predict", labels)
+def traffic(demo: DemoArtifacts, listen: str, labels: Path | None) -> Users:
+    """The demo's rows through the proxy as users, labels fed back by id: into ``labels``, or
+    (None) POSTed through the proxy to the feedback URL, as the demo does."""
+    rows = pd.read_parquet(demo.data)
+    if labels is None:
+        return Users(rows, f"http://{listen}/predict", feedback=f"http://{listen}/feedback")
+    return Users(rows, f"http://{listen}/predict", labels)
 
 
 @contextmanager
@@ -77,16 +82,24 @@ def wait_for_split(client: ControlClient, run: subprocess.Popen[str]) -> dict[st
 
 
 def canary(
-    demo: DemoArtifacts, tmp_path: Path, primary: str, candidate: str, steps: str, *extra: str
+    demo: DemoArtifacts,
+    tmp_path: Path,
+    primary: str,
+    candidate: str,
+    steps: str,
+    *extra: str,
+    feedback: bool = False,
 ) -> tuple[int, dict[str, Any], str, Path]:
     """Run the command to its end under traffic: (exit code, its JSON, stderr, run folder);
-    the JSON's ``upstream`` is the proxy's upstream once it ended."""
-    labels = tmp_path / "labels.csv"
+    the JSON's ``upstream`` is the proxy's upstream once it ended. Labels come from a file, or
+    with ``feedback`` through the proxy's feedback endpoint."""
+    labels = None if feedback else tmp_path / "labels.csv"
     with proxied(primary) as (client, api, listen):
-        target = target_file(tmp_path, api, listen, demo.data)
+        target = target_file(tmp_path, api, listen, demo.data, feedback)
         command = canary_cli("--target", str(target), "--candidate", f"http://{candidate}/predict")
         command += ["--steps", steps, "--look", "1s", "--lease", "5s", "--key", "header:x-user-id"]
-        command += ["--labels", str(labels), "--json", "--out", str(tmp_path / "runs")]
+        command += ["--json", "--out", str(tmp_path / "runs")]
+        command += [] if labels is None else ["--labels", str(labels)]
         command += ["--junit", str(tmp_path / "canary.xml"), "--html", str(tmp_path / "c.html")]
         command += extra
         with (
@@ -130,8 +143,13 @@ def offline_errors(demo: DemoArtifacts) -> dict[str, tuple[float, float]]:
 def test_a_canary_of_v2_is_rolled_back_for_what_is_true_of_it(
     demo: DemoArtifacts, model_v1: str, model_v2: str, tmp_path: Path
 ) -> None:
-    code, report, err, folder = canary(demo, tmp_path, model_v1, model_v2, "20%:30s,50%:60s,100%")
+    code, report, err, folder = canary(
+        demo, tmp_path, model_v1, model_v2, "20%:30s,50%:60s,100%", feedback=True
+    )
     assert code == 1, err
+    # the labels came through the proxy's feedback endpoint, recorded beside the rows
+    assert "labels: recorded from the feedback POSTed through the proxy" in err
+    assert report["split"]["feedback"]["labels"] > 0
     assert report["schema"] == "chaosml.release/1" and report["verdict"] == "rolled_back"
     rollback = report["rollback"]
     if rollback["figure"] == "slow_requests":  # v2 answers slower than v1: true of it?
