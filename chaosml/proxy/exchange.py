@@ -35,6 +35,7 @@ from chaosml.proxy.http import (
     serialize_head,
 )
 from chaosml.proxy.pipeline import Framed, acted, skip, unreadable_type
+from chaosml.proxy.splice import move_body
 from chaosml.proxy.stream import reset, write_shaped
 from chaosml.proxy.toxics import Toxic, effect_of
 from chaosml.proxy.upstream import Pool, Upstream
@@ -163,6 +164,7 @@ class Exchange:
         self.arm: Arm | None = None  # and its arm
         self.recorded: bytes | None = None  # the request body a split records, once answered
         self.status: int | None = None  # its upstream's answer (0: unreachable, None: none yet)
+        self.bare = False  # nothing reads or shapes the current answer: its body may be spliced
         self._peer: bytes | None = None
 
     async def run(self) -> Head | None:
@@ -248,6 +250,9 @@ class Exchange:
                 else:
                     split.unrecorded(f"request: {body.unheld}")
         self.upstream = address = plan.stale or address
+        self.bare = not (plan.late or plan.changers or self.recorded is not None) and (
+            self.proxy.mirror is None or self.shadowed is None
+        )
         sent = await self.forward(address, head, body, Shaper(self.writer, up, self.proxy))
         if sent is None:
             self.record(502, b"")  # a split's request answered by the proxy: recorded as such
@@ -393,6 +398,7 @@ class Exchange:
             answer = None
             try:
                 conn = conn or await pool.open()
+                conn.parser.stop_at_body = self.bare and head.method != b"HEAD"
                 shaper.writer = conn.writer
                 await self.send(head, body, shaper)
                 answer = await self.answer_head(head, conn)
@@ -570,7 +576,7 @@ class Exchange:
         pieces = held + pieces
         frame = chunk if chunked else (lambda piece: piece)
         await self.emit(shaper, out + b"".join(frame(p) for p in pieces))
-        if not ended:
+        if not ended and not await move_body(conn, self.writer, answer, framed=chunked):
             async for piece in self.pieces(conn.parser, shaper.effect.delay):
                 await self.emit(shaper, frame(piece))
         if chunked:
