@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import os
 import re
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ STAGED = 64 * 1024  # bytes from Python (small chunks, say) sent on before more 
 LINE = 512  # bytes read at once for a chunk's size line (the data after them is spliced)
 MAX_LINE = 64 * 1024  # a chunk's size line (or trailer line) longer than this is malformed
 SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(;[^\r\n]*)?")  # a chunk's size, its extensions
+SAME = re.compile(rb"[1-9a-f][0-9a-f]{0,15}")  # a size as the proxy writes it (not the last)
 
 
 def buffered(reader: asyncio.StreamReader) -> bytearray:
@@ -62,7 +64,9 @@ class Splicer:
         self.held = 0  # bytes in the pipe
         self.staged: list[bytes] = []  # bytes from Python for the pipe, written in one go
         self.staged_size = 0
-        self.source = os.dup(source)
+        self.sock = socket.socket(fileno=os.dup(source))  # (to peek at what it holds)
+        self.sock.setblocking(False)
+        self.source = self.sock.fileno()
         self.out = os.dup(target.get_extra_info("socket").fileno())
         self.pipe_out, self.pipe_in = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         with contextlib.suppress(OSError):  # above the system's limit: the pipe as it is
@@ -95,7 +99,8 @@ class Splicer:
 
     def close(self) -> None:
         """Give the source's socket back to its transport."""
-        for fd in (self.source, self.out, self.pipe_in, self.pipe_out):
+        self.sock.close()
+        for fd in (self.out, self.pipe_in, self.pipe_out):
             if fd >= 0:
                 os.close(fd)
         self.source = self.out = self.pipe_in = self.pipe_out = -1
@@ -137,6 +142,25 @@ class Splicer:
                 continue
             self.held += moved
             return moved
+
+    async def peek(self) -> bytes:
+        """What the source holds (b"" at its end), left there, as much as the pipe has room
+        for; waits until it holds something."""
+        while True:
+            if self.held * 2 >= self.size:
+                await self.flush()
+            try:
+                return self.sock.recv(self.size - self.held, socket.MSG_PEEK)
+            except BlockingIOError:
+                await self._idle()
+
+    async def move(self, count: int) -> None:
+        """``count`` bytes the source holds into the pipe (``peek`` saw them; they fit)."""
+        while count:
+            moved = await self.fill(count)
+            if not moved:
+                raise ConnectionError("the stream ended inside a message")
+            count -= moved
 
     async def _idle(self) -> None:
         """The source has nothing yet: what the pipe holds goes on; then, if the source still
@@ -250,8 +274,23 @@ async def body_with_length(splicer: Splicer, data: bytes, length: int) -> bytes:
 async def chunked_body(splicer: Splicer, data: bytes, framed: bool) -> bytes:
     """A chunked body (``data``: what was read of it) to the target, its chunks framed again
     (``framed``; else their data only) up to its last one, which is left to the caller, and its
-    trailers dropped; what followed it."""
+    trailers dropped; what followed it. Chunks already framed as the proxy frames them move as
+    they came, size lines included; the others have their size line read and written anew."""
+    due = False  # a chunk's data went on: its CRLF is next (in, and out if ``framed``)
     while True:
+        if framed and not data:
+            whole = framed_as_sent(await splicer.peek(), due)
+            if whole:
+                await splicer.move(whole)
+                due = True
+                continue
+        if due:
+            end, data = await _line(splicer, data)
+            if end:
+                raise ValueError("malformed HTTP: a chunk longer than its size")
+            if framed:
+                splicer.put(b"\r\n")
+            due = False
         line, data = await _line(splicer, data)
         found = SIZE.fullmatch(line)
         if found is None:
@@ -273,11 +312,26 @@ async def chunked_body(splicer: Splicer, data: bytes, framed: bool) -> bytes:
             if not moved:
                 raise ConnectionError("the stream ended inside a message")
             left -= moved
-        end, data = await _line(splicer, data)
-        if end:
-            raise ValueError("malformed HTTP: a chunk longer than its size")
-        if framed:
-            splicer.put(b"\r\n")
+        due = True
+
+
+def framed_as_sent(data: bytes, due: bool) -> int:
+    """How many bytes at the start of ``data`` are whole chunks (each but its CRLF after the
+    data, which comes first if ``due``) that the proxy would frame as they are: a size in
+    lower-case hex without leading zeros or extensions, and data (not the last chunk)."""
+    start = end = 2 if due else 0
+    if due and not data.startswith(b"\r\n"):
+        return 0
+    while (line := data.find(b"\r\n", start, start + 18)) > 0:
+        if SAME.fullmatch(data, start, line) is None:
+            break
+        stop = line + 2 + int(data[start:line], 16)
+        if stop > len(data):
+            break
+        end, start = stop, stop + 2
+        if data[stop:start] != b"\r\n":
+            break
+    return end if end > (2 if due else 0) else 0
 
 
 async def _line(splicer: Splicer, data: bytes) -> tuple[bytes, bytes]:
