@@ -162,6 +162,25 @@ class Splicer:
                 raise ConnectionError("the stream ended inside a message")
             count -= moved
 
+    async def fill_now(self, count: int) -> int | None:
+        """Up to ``count`` bytes the source holds into the pipe (0 at its end), None if it holds
+        none yet."""
+        await self._stage()
+        if self.held >= self.size:
+            await self.flush()
+        try:
+            moved = os.splice(
+                self.source, self.pipe_in, min(count, self.size - self.held), flags=MOVE
+            )
+        except BlockingIOError:
+            return None
+        self.held += moved
+        return moved
+
+    async def readable(self) -> None:
+        """Until the source holds something, or ended."""
+        await self._ready(self.source, self.loop.add_reader, self.loop.remove_reader)
+
     async def _idle(self) -> None:
         """The source has nothing yet: what the pipe holds goes on; then, if the source still
         has nothing, wait for it."""

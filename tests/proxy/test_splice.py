@@ -1,20 +1,26 @@
-"""Answers whose bodies nothing reads or shapes move between sockets inside the kernel: each test
-runs spliced and with splicing off (the oracle: bodies read through Python), and sees the same."""
+"""Bytes no toxic acts on move between sockets inside the kernel: an HTTP answer's body that nothing
+reads or shapes, a raw TCP stream while no toxic acts on it. Each test runs spliced and with
+splicing off (the oracle: the bytes read through Python), and sees the same."""
 
 from __future__ import annotations
 
+import socket
 import socketserver
 import threading
 import time
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from toxiproxy import Toxiproxy
 
 from chaosml.proxy import splice
+from chaosml.proxy.stream import Link
 from tests.proxy.test_http_stream import block
 from tests.proxy.test_protocol import connect
+from tests.proxy.test_tcp_toxics import add, api, create
+
+__all__ = ["api"]  # a fixture
 
 CHUNK = 64 * 1024
 
@@ -239,3 +245,103 @@ def test_a_toxic_added_during_an_answer_acts_from_the_next_request(
     client.get("/chunks/4")
     assert len(client.rest()) == 1000  # the next one meets it: cut, and the connection closed
     assert bool(moves.chunked) is moves.on
+
+
+class Feed(socketserver.StreamRequestHandler):
+    """A raw TCP upstream: ``N\\n`` answers N bytes; ``echo\\n`` answers all that follows, once
+    the client half-closed."""
+
+    def handle(self) -> None:
+        while line := self.rfile.readline():
+            if line == b"echo\n":
+                self.wfile.write(self.rfile.read())
+                return
+            self.wfile.write(block(int(line)))
+
+
+@pytest.fixture
+def feed() -> Iterator[str]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Feed)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(params=["spliced", "read"])
+def pieces(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Moves:
+    """Times a raw relay spliced a stream, upstream (``sized``) and downstream (``chunked``)."""
+    counted = Moves(request.param == "spliced")
+    if not counted.on:
+        monkeypatch.setattr(splice, "AVAILABLE", False)
+    spliced = Link.spliced
+
+    async def counting(link: Link, stream: str, *args: Any) -> bool:
+        try:
+            return await spliced(link, stream, *args)
+        finally:
+            if stream not in link.unspliced:  # (its sockets could be spliced)
+                (counted.sized if stream == "upstream" else counted.chunked).append(1)
+
+    monkeypatch.setattr(Link, "spliced", counting)
+    return counted
+
+
+def raw_connect(api: str, feed: str) -> socket.socket:
+    sock = socket.create_connection(create(api, feed), timeout=15)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def receive(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n and (more := sock.recv(1 << 20)):
+        data += more
+    return data
+
+
+def test_raw_bytes_pass_whole_both_ways_and_the_end_as_a_half_close(
+    api: str, feed: str, pieces: Moves
+) -> None:
+    with raw_connect(api, feed) as sock:
+        for size in (8 << 20, 100, 300_000):
+            sock.sendall(b"%d\n" % size)
+            assert receive(sock, size) == block(size)
+        sent = block(3 << 20)
+        sock.sendall(b"echo\n" + sent)
+        sock.shutdown(socket.SHUT_WR)  # the upstream answers once it saw the end
+        assert receive(sock, len(sent) + 1) == sent
+    assert bool(pieces.chunked and pieces.sized) is pieces.on  # (both ways were spliced)
+
+
+@pytest.mark.parametrize(
+    ("toxic", "stream"), [("limit_data", "downstream"), ("limit_data", "upstream")]
+)
+def test_a_toxic_added_while_bytes_are_spliced_acts_on_the_next_ones(
+    api: str, feed: str, pieces: Moves, toxic: str, stream: str
+) -> None:
+    with raw_connect(api, feed) as sock:
+        sock.sendall(b"65536\n")
+        assert receive(sock, 65536) == block(65536)
+        add(api, type=toxic, stream=stream, attributes={"bytes": 3})
+        sock.sendall(b"65536\n")
+        # downstream: 3 bytes of the answer pass; upstream: 3 bytes of the request ("655")
+        # reach the upstream, which answers nothing for a line it did not get whole
+        expected = block(3) if stream == "downstream" else b""
+        assert receive(sock, 65536) == expected  # and the connection closed
+    assert bool(pieces.chunked) is pieces.on
+
+
+def test_latency_added_while_bytes_are_spliced_delays_the_next_ones(
+    api: str, feed: str, pieces: Moves
+) -> None:
+    with raw_connect(api, feed) as sock:
+        sock.sendall(b"1000\n")
+        assert receive(sock, 1000) == block(1000)
+        add(api, type="latency", stream="downstream", attributes={"latency": 300})
+        started = time.monotonic()
+        sock.sendall(b"1000\n")
+        assert receive(sock, 1000) == block(1000)
+        assert time.monotonic() - started >= 0.3
+    assert bool(pieces.chunked) is pieces.on
