@@ -7,7 +7,8 @@ and sent again with its new length. A body over the limit, or of a content type 
 is relayed as it comes and counted as a skip in the evidence of each toxic that wanted it.
 Transport toxics act on the bytes as on a raw stream: ``latency`` delays each piece from its
 arrival, ``bandwidth`` and ``slicer`` pace and cut the bytes written, ``limit_data`` closes once
-that many bytes passed, in the direction of their stream.
+that many bytes passed, in the direction of their stream. An answer's body that nothing reads or
+shapes moves from socket to socket inside the kernel (``chaosml.proxy.splice``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from chaosml.proxy.http import (
     serialize_head,
 )
 from chaosml.proxy.pipeline import Framed, acted, skip, unreadable_type
-from chaosml.proxy.splice import move_body
+from chaosml.proxy.splice import move_body, worth_moving
 from chaosml.proxy.stream import reset, write_shaped
 from chaosml.proxy.toxics import Toxic, effect_of
 from chaosml.proxy.upstream import Pool, Upstream
@@ -572,6 +573,8 @@ class Exchange:
         out = serialize_head(
             answer, length=answer.length, chunked=chunked, close=not keep, request=False
         )
+        if not worth_moving(conn, answer):
+            conn.parser.resume()  # (its body, if held back, is read here after all)
         pieces, ended = conn.parser.ready()
         pieces = held + pieces
         frame = chunk if chunked else (lambda piece: piece)

@@ -509,6 +509,14 @@ class StreamParser:
                 return data
         return data
 
+    def resume(self) -> None:
+        """Parse what was held back after the head: its body is read here after all."""
+        if self.at_body:
+            data, self.pending = self.pending, b""
+            if data:
+                self._feed_part(data)
+            self.at_body = False
+
     def take_body(self) -> bytes:
         """What was read after the head given last, whose body is read elsewhere from here on
         (then ``restart``)."""

@@ -241,23 +241,30 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def worth_moving(conn: Upstream, answer: Head) -> bool:
+    """Whether the body of ``answer`` (the head ``conn``'s parser gave last, with nothing of its
+    body parsed) is to move by splice: framed by a length or chunked, and not all read already."""
+    parser, length = conn.parser, answer.length
+    if not parser.at_body or not AVAILABLE:
+        return False
+    read = buffered(conn.reader)
+    if length is not None:  # (not worth a pipe if most of it was read with the head)
+        return not answer.chunked and length - len(parser.pending) - len(read) >= FROM
+    # (a body until close is read as before, and one read whole with its head most likely was)
+    end = (parser.pending[-7:] + read[-7:]).endswith(b"\r\n0\r\n\r\n")
+    return answer.chunked and not end
+
+
 async def move_body(
     conn: Upstream, target: asyncio.StreamWriter, answer: Head, *, framed: bool
 ) -> bool:
     """The body of ``answer`` (the head ``conn``'s parser gave last, with nothing of its body
-    parsed) from ``conn`` to ``target``, chunks ``framed`` again if it is chunked (all but the
-    last); False if it cannot move this way (then the parser reads it as it would have)."""
+    parsed, ``worth_moving``) from ``conn`` to ``target``, chunks ``framed`` again if it is
+    chunked (all but the last); False if it cannot move this way (then the parser reads it)."""
     parser, length = conn.parser, answer.length
-    chunked = answer.chunked and length is None
-    if not parser.at_body or not (chunked or (length is not None and not answer.chunked)):
-        return False  # (a body until close is read as before)
-    read = buffered(conn.reader)
-    if length is not None and length - len(parser.pending) - len(read) < FROM:
-        return False  # (most of it read already: not worth a pipe)
-    if chunked and (parser.pending[-7:] + read[-7:]).endswith(b"\r\n0\r\n\r\n"):
-        return False  # (all of it read already, most likely)
-    splicer = Splicer.between(conn.reader, conn.writer, target)
+    splicer = Splicer.between(conn.reader, conn.writer, target) if parser.at_body else None
     if splicer is None:
+        parser.resume()
         return False
     try:
         data = parser.take_body() + splicer.take()

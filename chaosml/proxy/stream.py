@@ -18,7 +18,9 @@ Toxicity is rolled when a connection first meets a toxic, and again when the tox
 or toxicity are updated (a lease renewal that changes nothing is no update). Toxics added, changed
 or removed while a connection is open apply from its next chunk; a chunk waiting out a latency is
 released as soon as the latency shrinks or goes. Payload toxics and ``http_error`` have no meaning
-on a raw stream: each is counted once per connection as skipped.
+on a raw stream: each is counted once per connection as skipped. While no toxic acts on a
+direction (and every chunk read before was delivered), its bytes move from socket to socket inside
+the kernel (``chaosml.proxy.splice``), the toxics looked at again before each piece.
 
 Two differences from Toxiproxy, on purpose: the end of one direction is passed on as a half-close
 (Toxiproxy closes the whole connection), and ``reset_peer`` always resets (Toxiproxy sends a FIN
