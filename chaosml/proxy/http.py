@@ -505,7 +505,10 @@ class StreamParser:
                 self.upgraded += data
                 return b""
             if len(self.events) > given:  # the final head came: its body follows, or it ended
-                self.at_body = isinstance(self.events[-1], Head)
+                head = self.events[-1]
+                length = head.length if isinstance(head, Head) else None
+                # (a body that came whole with its head is parsed with it)
+                self.at_body = isinstance(head, Head) and (length is None or len(data) < length)
                 return data
         return data
 

@@ -1,8 +1,9 @@
 """Bodies moved from one socket to another inside the kernel: Linux ``splice`` through a pipe,
 waited for on the event loop.
 
-The proxy's HTTP path moves an answer's body this way when nothing acts on it (no transport
-toxic on the answer, no fault reading it, no shadow or recording copying it): only the framing
+The raw TCP relay moves a direction's bytes this way while no toxic acts on it (``stream``). The
+HTTP path moves an answer's body this way when nothing acts on it (no transport toxic on the
+answer, no fault reading it, no shadow or recording copying it): only the framing
 passes through Python (a chunk's size line, the bytes read with the head), the body's bytes
 never do. A chunked body leaves as it does otherwise, each chunk framed again by the proxy and
 trailers dropped; a body with a Content-Length leaves byte for byte. Where ``splice`` is missing
@@ -64,11 +65,17 @@ class Splicer:
         self.held = 0  # bytes in the pipe
         self.staged: list[bytes] = []  # bytes from Python for the pipe, written in one go
         self.staged_size = 0
-        self.sock = socket.socket(fileno=os.dup(source))  # (to peek at what it holds)
+        self.pipe_out, self.pipe_in = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            self.out = os.dup(target.get_extra_info("socket").fileno())
+            self.sock = socket.socket(fileno=os.dup(source))  # (to peek at what it holds)
+        except OSError:
+            for fd in (self.out, self.pipe_in, self.pipe_out):
+                if fd >= 0:
+                    os.close(fd)
+            raise
         self.sock.setblocking(False)
         self.source = self.sock.fileno()
-        self.out = os.dup(target.get_extra_info("socket").fileno())
-        self.pipe_out, self.pipe_in = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         with contextlib.suppress(OSError):  # above the system's limit: the pipe as it is
             fcntl.fcntl(self.pipe_in, F_SETPIPE_SZ, PIPE)
         self.size = fcntl.fcntl(self.pipe_in, F_GETPIPE_SZ)
@@ -85,7 +92,10 @@ class Splicer:
         fd = socket_of(source)
         if not AVAILABLE or fd is None or socket_of(target) is None:
             return None
-        splicer = cls(reader, fd, target)
+        try:
+            splicer = cls(reader, fd, target)
+        except OSError:  # out of descriptors, say: relayed as they come
+            return None
         splicer.transport = source.transport
         return splicer
 
