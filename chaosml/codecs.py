@@ -99,8 +99,11 @@ def _records(rows: Any) -> list[dict[str, Any]] | None:
     return None
 
 
+AS_IS = frozenset({type(None), bool, int, str})  # what ``plain`` gives back unchanged
+
+
 def _values(array: np.ndarray) -> list[Any]:
-    return [plain(v) for v in array.tolist()]
+    return [v if type(v) in AS_IS else plain(v) for v in array.tolist()]
 
 
 def partial_table(records: list[dict[str, Any]], names: Iterable[str]) -> Table:

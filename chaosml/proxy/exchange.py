@@ -7,7 +7,8 @@ and sent again with its new length. A body over the limit, or of a content type 
 is relayed as it comes and counted as a skip in the evidence of each toxic that wanted it.
 Transport toxics act on the bytes as on a raw stream: ``latency`` delays each piece from its
 arrival, ``bandwidth`` and ``slicer`` pace and cut the bytes written, ``limit_data`` closes once
-that many bytes passed, in the direction of their stream.
+that many bytes passed, in the direction of their stream. An answer's body that nothing reads or
+shapes moves from socket to socket inside the kernel (``chaosml.proxy.splice``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from chaosml.proxy.http import (
     serialize_head,
 )
 from chaosml.proxy.pipeline import Framed, acted, skip, unreadable_type
+from chaosml.proxy.splice import move_body, worth_moving
 from chaosml.proxy.stream import reset, write_shaped
 from chaosml.proxy.toxics import Toxic, effect_of
 from chaosml.proxy.upstream import Pool, Upstream
@@ -164,6 +166,7 @@ class Exchange:
         self.recorded: bytes | None = None  # the request body a split records, once answered
         self.keyed: bytes | None = None  # and its key (None: none was read)
         self.status: int | None = None  # its upstream's answer (0: unreachable, None: none yet)
+        self.bare = False  # nothing reads or shapes the current answer: its body may be spliced
         self._peer: bytes | None = None
 
     async def run(self) -> Head | None:
@@ -254,6 +257,9 @@ class Exchange:
                 else:
                     split.unrecorded(f"request: {body.unheld}")
         self.upstream = address = plan.stale or address
+        self.bare = not (plan.late or plan.changers or self.recorded is not None) and (
+            self.proxy.mirror is None or self.shadowed is None
+        )
         sent = await self.forward(address, head, body, Shaper(self.writer, up, self.proxy))
         if sent is None:
             self.record(502, b"")  # a split's request answered by the proxy: recorded as such
@@ -412,6 +418,7 @@ class Exchange:
             answer = None
             try:
                 conn = conn or await pool.open()
+                conn.parser.stop_at_body = self.bare and head.method != b"HEAD"
                 shaper.writer = conn.writer
                 await self.send(head, body, shaper)
                 answer = await self.answer_head(head, conn)
@@ -585,11 +592,13 @@ class Exchange:
         out = serialize_head(
             answer, length=answer.length, chunked=chunked, close=not keep, request=False
         )
+        if not worth_moving(conn, answer):
+            conn.parser.resume()  # (its body, if held back, is read here after all)
         pieces, ended = conn.parser.ready()
         pieces = held + pieces
         frame = chunk if chunked else (lambda piece: piece)
         await self.emit(shaper, out + b"".join(frame(p) for p in pieces))
-        if not ended:
+        if not ended and not await move_body(conn, self.writer, answer, framed=chunked):
             async for piece in self.pieces(conn.parser, shaper.effect.delay):
                 await self.emit(shaper, frame(piece))
         if chunked:

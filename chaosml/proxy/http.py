@@ -405,17 +405,26 @@ class StreamParser:
     ) -> None:
         self.reader, self.writer, self.clock, self.max_head = reader, writer, clock, max_head
         self.response = response
-        self.parser: httptools.HttpRequestParser | httptools.HttpResponseParser = (
-            httptools.HttpResponseParser(self) if response else httptools.HttpRequestParser(self)
-        )
-        self.events: deque[Head | bytes | None] = deque()  # heads, body pieces, ends (None)
-        self.pending = initial
+        self.restart(initial)
         self.error: ValueError | None = None
         self.upgraded: bytes | None = None
+        self.eof = False
+        self.stop_at_body = False  # hold back what follows the next head (``at_body`` then)
+
+    def restart(self, data: bytes = b"") -> None:
+        """A fresh parser (``data``: what it has to parse first), after a body read elsewhere."""
+        self.parser: httptools.HttpRequestParser | httptools.HttpResponseParser = (
+            httptools.HttpResponseParser(self)
+            if self.response
+            else httptools.HttpRequestParser(self)
+        )
+        self.events: deque[Head | bytes | None] = deque()  # heads, body pieces, ends (None)
+        self.pending = data
         self.current = Head()
         self.in_message = self.heading = self.interim = False
+        self.at_body = False  # a head was given, and nothing of its body parsed
         self.head_size = 0
-        self.eof = False
+        self.tail = b""  # the last bytes fed while a head came in (its end may span two reads)
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -468,6 +477,57 @@ class StreamParser:
             self.events.append(None)
 
     def _feed(self, data: bytes) -> None:
+        if self.stop_at_body and (self.heading or not self.in_message):
+            data = self._feed_head(data)
+            if self.at_body:
+                self.pending = data
+                return
+        if data:  # (b"" would tell httptools the stream ended)
+            self._feed_part(data)
+
+    def _feed_head(self, data: bytes) -> bytes:
+        """Feed ``data`` up to the end of the next final head (1xx ones are skipped), which
+        httptools, strict about CRLF, ends at its first blank line; what follows it."""
+        given = len(self.events)
+        while data:
+            tail = self.tail if self.heading else b""
+            joined = tail + data
+            end = joined.find(b"\r\n\r\n")
+            if end < 0:
+                self.tail = joined[-3:]
+                return data
+            cut, self.tail = end + 4 - len(tail), b""
+            self._feed_part(data[:cut])
+            data = data[cut:]
+            if self.error is not None:
+                return b""
+            if self.upgraded is not None:  # what follows is another protocol's
+                self.upgraded += data
+                return b""
+            if len(self.events) > given:  # the final head came: its body follows, or it ended
+                head = self.events[-1]
+                length = head.length if isinstance(head, Head) else None
+                # (a body that came whole with its head is parsed with it)
+                self.at_body = isinstance(head, Head) and (length is None or len(data) < length)
+                return data
+        return data
+
+    def resume(self) -> None:
+        """Parse what was held back after the head: its body is read here after all."""
+        if self.at_body:
+            data, self.pending = self.pending, b""
+            if data:
+                self._feed_part(data)
+            self.at_body = False
+
+    def take_body(self) -> bytes:
+        """What was read after the head given last, whose body is read elsewhere from here on
+        (then ``restart``)."""
+        data, self.pending, self.at_body = self.pending, b"", False
+        return data
+
+    def _feed_part(self, data: bytes) -> None:
+        self.at_body = False
         began = self.heading or not self.in_message
         try:
             self.parser.feed_data(data)

@@ -18,7 +18,9 @@ Toxicity is rolled when a connection first meets a toxic, and again when the tox
 or toxicity are updated (a lease renewal that changes nothing is no update). Toxics added, changed
 or removed while a connection is open apply from its next chunk; a chunk waiting out a latency is
 released as soon as the latency shrinks or goes. Payload toxics and ``http_error`` have no meaning
-on a raw stream: each is counted once per connection as skipped.
+on a raw stream: each is counted once per connection as skipped. While no toxic acts on a
+direction (and every chunk read before was delivered), its bytes move from socket to socket inside
+the kernel (``chaosml.proxy.splice``), the toxics looked at again before each piece.
 
 Two differences from Toxiproxy, on purpose: the end of one direction is passed on as a half-close
 (Toxiproxy closes the whole connection), and ``reset_peer`` always resets (Toxiproxy sends a FIN
@@ -42,6 +44,7 @@ from chaosml._net import split_address
 from chaosml.faults.evidence import skip_reason
 from chaosml.faults.transport import Effect, slices
 from chaosml.proxy.http import READ_SIZE
+from chaosml.proxy.splice import Splicer, buffered
 from chaosml.proxy.toxics import STREAMS, Toxic, effect_of
 
 if TYPE_CHECKING:
@@ -135,8 +138,10 @@ class _Line:
     def __init__(self) -> None:
         self.items: deque[tuple[float, bytes] | None] = deque()
         self.size = 0
+        self.busy = False  # the chunk taken last is being delivered
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
+        self._drained = asyncio.Event()
 
     async def room(self, capacity: Callable[[], int]) -> None:
         while self.size >= capacity():
@@ -158,8 +163,21 @@ class _Line:
             await self._ready.wait()
         item = self.items.popleft()
         self.size -= len(item[1]) if item else 0
+        self.busy = item is not None
         self._room.set()
         return item
+
+    def delivered(self) -> None:
+        """The chunk taken last reached the other side."""
+        self.busy = False
+        if not self.items:
+            self._drained.set()
+
+    async def drained(self) -> None:
+        """Until every chunk put has been delivered."""
+        while self.items or self.busy:
+            self._drained.clear()
+            await self._drained.wait()
 
 
 class Link:
@@ -186,10 +204,15 @@ class Link:
         self.delayed = dict.fromkeys(STREAMS, False)  # a latency holds this stream's chunks
         self.lines = {stream: _Line() for stream in STREAMS}
         self.pacers = {stream: Pacer() for stream in STREAMS}
+        self.unspliced: set[str] = set()  # streams whose sockets cannot be spliced
+        self.holed = False  # a timeout that dropped data was removed: the connection ends
 
     def look(self) -> None:
         """Bring ``met`` up to date with the proxy's toxics; ``_Closed`` if a ``timeout`` this
-        connection met was removed (its dropped data would leave a hole in the stream)."""
+        connection met was removed (its dropped data would leave a hole in the stream), and
+        again on every later look, whichever direction looked first."""
+        if self.holed:
+            raise _Closed("timeout removed")
         active = self.proxy.active()
         seen = tuple(map(id, active))
         if seen == self.seen:
@@ -217,6 +240,7 @@ class Link:
         for name in [n for n in self.met if n not in names]:
             gone = self.met.pop(name)
             if gone.effect.hold is not None:
+                self.holed = True
                 raise _Closed("timeout removed")
             moved = True
         self.payload = payload
@@ -271,8 +295,12 @@ class Link:
         """Pump both ways until both ends closed, or a toxic (or an error) ends the connection;
         ``said``: what the upstream already sent, delivered first."""
         pumps = [
-            asyncio.ensure_future(self.pump("upstream", self.reader, upstream_writer, self.first)),
-            asyncio.ensure_future(self.pump("downstream", upstream_reader, self.writer, said)),
+            asyncio.ensure_future(
+                self.pump("upstream", self.reader, upstream_writer, self.first, self.writer)
+            ),
+            asyncio.ensure_future(
+                self.pump("downstream", upstream_reader, self.writer, said, upstream_writer)
+            ),
         ]
         watch = asyncio.ensure_future(self.watch(upstream_writer))
         pending: set[asyncio.Future[None]] = {*pumps, watch}
@@ -293,8 +321,10 @@ class Link:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         first: bytes = b"",
+        source: asyncio.StreamWriter | None = None,
     ) -> None:
-        """Relay one direction until its reader ends, then half-close the other side."""
+        """Relay one direction until its reader ends, then half-close the other side; while no
+        toxic acts on it, its bytes move in the kernel (``source``: the reader's connection)."""
         loop = asyncio.get_running_loop()
         line = self.lines[stream]
 
@@ -304,22 +334,85 @@ class Link:
         async def read() -> None:
             if first:
                 line.put((loop.time(), first))
-            with contextlib.suppress(OSError):
-                while True:
-                    await line.room(capacity)
-                    chunk = await reader.read(READ_SIZE)
-                    if not chunk:
-                        break
-                    line.put((loop.time(), chunk))
-            line.put(None)
+            try:
+                with contextlib.suppress(OSError):
+                    while True:
+                        await line.room(capacity)
+                        if source is not None and await self.bare(stream, line, reader):
+                            if await self.spliced(stream, reader, source, writer):
+                                break
+                            continue
+                        chunk = await reader.read(READ_SIZE)
+                        if not chunk:
+                            break
+                        line.put((loop.time(), chunk))
+            finally:
+                line.put(None)
 
         reading = asyncio.ensure_future(read())
         try:
             while (item := await line.get()) is not None:
                 await self.deliver(stream, *item, writer)
+                line.delivered()
+            failed = reading.exception() if reading.done() and not reading.cancelled() else None
+            if failed is not None:
+                raise failed  # spliced bytes could not be delivered
             await self.end(stream, writer)
         finally:
             reading.cancel()
+            if reading.done() and not reading.cancelled():
+                reading.exception()  # (retrieved: raised above, or ended with the connection)
+
+    def untouched(self, stream: str) -> bool:
+        """No toxic acts on ``stream``'s data now."""
+        self.look()
+        return stream not in self.stopped and not self.hitting(stream)
+
+    async def bare(self, stream: str, line: _Line, reader: asyncio.StreamReader) -> bool:
+        """Whether ``stream``'s next bytes may be spliced: no toxic acts on it, and every byte
+        read before has been delivered (waited for)."""
+        if stream in self.unspliced or not self.untouched(stream):
+            return False
+        await line.drained()
+        return not buffered(reader) and self.untouched(stream)
+
+    async def spliced(
+        self,
+        stream: str,
+        reader: asyncio.StreamReader,
+        source: asyncio.StreamWriter,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        """Move ``stream``'s bytes in the kernel, a piece at a time, the toxics looked at again
+        before each piece: True at the stream's end, False once a toxic acts on it (or the
+        sockets cannot be spliced)."""
+        splicer = Splicer.between(reader, source, writer)
+        if splicer is None:
+            self.unspliced.add(stream)
+            return False
+        splicer.put(splicer.take())  # (nothing: its reader held none)
+        try:
+            while self.untouched(stream):
+                moved = await splicer.fill_now(splicer.size)
+                if moved is None:  # nothing yet: what came goes on, and the toxics are looked
+                    await self.delivered(splicer)  # at again once more comes
+                    await splicer.readable()
+                    continue
+                if not moved:
+                    await self.delivered(splicer)
+                    return True
+                for toxic in self.payload:  # counted by the data they could not act on
+                    self._skip(toxic)
+                await self.delivered(splicer)
+            return False
+        finally:
+            splicer.close()
+
+    async def delivered(self, splicer: Splicer) -> None:
+        try:
+            await splicer.flush()
+        except OSError as exc:  # the other side's error, not this stream's end
+            raise Undeliverable(str(exc)) from exc
 
     async def deliver(
         self, stream: str, arrived: float, data: bytes, writer: asyncio.StreamWriter
@@ -422,3 +515,7 @@ class Link:
 
 class _Closed(Exception):
     """A toxic ended the connection."""
+
+
+class Undeliverable(Exception):
+    """Spliced bytes could not be written (as a write error when delivering a chunk)."""
