@@ -36,6 +36,7 @@ from chaosml.proxy.http import (
     serialize_head,
 )
 from chaosml.proxy.pipeline import Framed, acted, skip, unreadable_type
+from chaosml.proxy.splice import FROM as SPLICE_FROM
 from chaosml.proxy.splice import move_body, worth_moving
 from chaosml.proxy.stream import reset, write_shaped
 from chaosml.proxy.toxics import Toxic, effect_of
@@ -257,8 +258,12 @@ class Exchange:
                 else:
                     split.unrecorded(f"request: {body.unheld}")
         self.upstream = address = plan.stale or address
-        self.bare = not (plan.late or plan.changers or self.recorded is not None) and (
-            self.proxy.mirror is None or self.shadowed is None
+        # (held back for a splice only once this proxy met an answer worth one: holding back
+        # costs a small answer a few microseconds, and most models' answers are small)
+        self.bare = (
+            self.proxy.large_answers
+            and not (plan.late or plan.changers or self.recorded is not None)
+            and (self.proxy.mirror is None or self.shadowed is None)
         )
         sent = await self.forward(address, head, body, Shaper(self.writer, up, self.proxy))
         if sent is None:
@@ -592,6 +597,8 @@ class Exchange:
         out = serialize_head(
             answer, length=answer.length, chunked=chunked, close=not keep, request=False
         )
+        if answer.chunked or (answer.length or 0) >= SPLICE_FROM:
+            self.proxy.large_answers = True  # the next answers' bodies may be spliced
         if not worth_moving(conn, answer):
             conn.parser.resume()  # (its body, if held back, is read here after all)
         pieces, ended = conn.parser.ready()

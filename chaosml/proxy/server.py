@@ -151,6 +151,7 @@ class Proxy(OwnsToxics):
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     mirror: Mirror | None = None  # a shadow: each answered request copied to a candidate
     split: Split | None = None  # a canary: a sticky share of requests sent to a candidate
+    large_answers: bool = False  # an answer worth splicing came: answers' bodies may be spliced
     _server: asyncio.base_events.Server | None = field(default=None, init=False)
     _pools: dict[str, Pool] = field(default_factory=dict, init=False)
     _connections: Connections = field(default_factory=Connections, init=False)

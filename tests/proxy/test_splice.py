@@ -167,10 +167,29 @@ class Client:
 
 @pytest.fixture
 def client(toxiproxy: Toxiproxy, upstream: str) -> Iterator[Client]:
+    """A client of a proxy that has met one answer worth splicing (on another connection)."""
     proxy = toxiproxy.create(upstream=upstream, name="spliced")
+    warm = Client(proxy.listen)
+    warm.get(f"/sized/{1 << 17}")
+    assert warm.body() == block(1 << 17)
+    warm.close()
     opened = Client(proxy.listen)
     yield opened
     opened.close()
+
+
+def test_a_proxy_splices_once_it_has_met_an_answer_worth_it(
+    toxiproxy: Toxiproxy, upstream: str, moves: Moves
+) -> None:
+    proxy = toxiproxy.create(upstream=upstream, name="fresh")
+    client = Client(proxy.listen)
+    try:
+        for _ in range(2):  # the first is read through Python: small answers pay nothing
+            client.get(f"/sized/{5 << 20}")
+            assert client.body() == block(5 << 20)
+    finally:
+        client.close()
+    assert moves.sized == ([5 << 20] if moves.on else [])
 
 
 def test_a_chunked_answer_arrives_whole_and_the_connection_serves_on(
