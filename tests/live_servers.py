@@ -4,8 +4,11 @@ the request it received, and the chaosml proxy driven through toxiproxy-python."
 from __future__ import annotations
 
 import os
+import socketserver
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -23,6 +26,19 @@ from chaosml.demo.harness import find_binary
 from chaosml.demo.service import serving, serving_app
 from chaosml.demo.train import DemoArtifacts
 from chaosml.proxy.api import ProxyServer, running
+
+
+@contextmanager
+def threaded_server(handler: type[socketserver.BaseRequestHandler]) -> Iterator[str]:
+    """``handler`` serving each connection on a thread of its own on loopback: its address."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def require_binaries(*names: tuple[str, ...]) -> None:

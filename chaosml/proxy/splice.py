@@ -139,19 +139,9 @@ class Splicer:
 
     async def fill(self, count: int) -> int:
         """Up to ``count`` bytes from the source into the pipe (0 at the source's end)."""
-        while True:
-            await self._stage()
-            if self.held >= self.size:
-                await self.flush()
-            try:
-                moved = os.splice(
-                    self.source, self.pipe_in, min(count, self.size - self.held), flags=MOVE
-                )
-            except BlockingIOError:
-                await self._idle()
-                continue
-            self.held += moved
-            return moved
+        while (moved := await self.fill_now(count)) is None:
+            await self._idle()
+        return moved
 
     async def peek(self) -> bytes:
         """What the source holds (b"" at its end), left there, as much as the pipe has room

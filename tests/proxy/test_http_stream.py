@@ -17,7 +17,7 @@ from toxiproxy import Toxiproxy
 
 from chaosml.proxy.api import ProxyServer
 from chaosml.proxy.server import Limits
-from tests.live_servers import wait_for
+from tests.live_servers import threaded_server, wait_for
 from tests.proxy.test_evidence import evidence
 from tests.proxy.test_protocol import connect, read_response
 
@@ -104,12 +104,8 @@ class Upstream(socketserver.StreamRequestHandler):
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Upstream)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with threaded_server(Upstream) as address:
+        yield address
 
 
 def first_part_then_rest(listen: str) -> bytes:

@@ -16,6 +16,7 @@ from toxiproxy import Toxiproxy
 
 from chaosml.proxy import splice
 from chaosml.proxy.stream import Link
+from tests.live_servers import threaded_server
 from tests.proxy.test_http_stream import block
 from tests.proxy.test_protocol import connect
 from tests.proxy.test_tcp_toxics import add, api, create
@@ -64,12 +65,8 @@ class Upstream(socketserver.StreamRequestHandler):
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Upstream)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with threaded_server(Upstream) as address:
+        yield address
 
 
 class Moves:
