@@ -121,3 +121,18 @@ def test_split_figures_are_only_the_split_s_own(tmp_path: Path) -> None:
     assert set(stats) == {("overall", "error"), ("overall", "http_errors")}
     one, two = stats[("overall", "error")]
     assert (one.n, one.successes, two.n, two.successes) == (3, 3, 3, 0)
+
+
+def test_labels_of_mixed_sources_and_types_join_as_one_type() -> None:
+    from chaosml.release.canary import known_labels
+
+    fed = pd.DataFrame({"id": ["a", "b"], "label": [1, True]})
+    given = pd.Series(["0", "1"], index=["b", "c"], dtype=object)
+    labels = known_labels(fed, given)
+    assert labels is not None
+    assert labels.to_dict() == {"a": 1.0, "b": 0.0, "c": 1.0}  # the file has the last word
+    words = known_labels(pd.DataFrame({"id": ["a"], "label": ["yes"]}), given)
+    assert words is not None and set(map(type, words)) == {str}
+    # no feedback yet and a labels file of its header only: no labels, no error
+    empty = pd.DataFrame({"id": pd.Series(dtype=object), "label": pd.Series(dtype=object)})
+    assert known_labels(empty, pd.Series([], dtype=object)) is None

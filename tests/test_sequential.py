@@ -507,6 +507,24 @@ def test_rows_of_their_own_and_one_user_are_the_edges() -> None:
     assert clustered_proportion([], []) == Proportion()
 
 
+def test_an_arm_without_variation_takes_the_other_arm_s_design_effect() -> None:
+    from chaosml.release.sequential import (
+        clustered_proportion,
+        clustered_proportions,
+        design_effect,
+    )
+
+    alike = ([10] * 40, [0, 10] * 4 + [1] * 32)  # users alike inside: a design effect above 1
+    none = ([10] * 40, [0] * 40)  # no error at all: nothing to measure its clustering by
+    deff = design_effect(alike[0], alike[1], 0.18 * 0.82)
+    assert deff > 2
+    one, two = clustered_proportions([alike, none])
+    assert one == clustered_proportion(*alike)  # the arm with variation sets it
+    assert two.rows == 400 and two.n == int(400 / deff) and two.successes == 0
+    with pytest.raises(InputError):
+        design_effect([2, 2], [1.0, float("nan")], 0.25)
+
+
 def simulate_users(
     runs: int, seed: int, *, rows_per_user: int, users_per_look: int, strength: float
 ) -> list[list[tuple[list[int], list[int], list[int], list[int]]]]:
@@ -535,7 +553,7 @@ def simulate_users(
 def test_a_null_canary_of_sticky_users_stays_within_alpha_only_with_the_clustered_variance() -> (
     None
 ):
-    from chaosml.release.sequential import clustered_proportion
+    from chaosml.release.sequential import clustered_proportions
 
     # 500 canaries, 40 looks, users of 10 rows each whose rows correlate at 1/3 (design effect 4)
     data = simulate_users(500, 20261202, rows_per_user=10, users_per_look=30, strength=2.0)
@@ -546,8 +564,9 @@ def test_a_null_canary_of_sticky_users_stays_within_alpha_only_with_the_clustere
         for looks in data:
             gate = Gate(ALPHA, family)
             for n_c, x_c, n_p, x_p in looks:
-                if clustered:
-                    arms = (clustered_proportion(n_c, x_c), clustered_proportion(n_p, x_p))
+                if clustered:  # as the canary does: one design effect for both arms
+                    one, two = clustered_proportions([(n_c, x_c), (n_p, x_p)])
+                    arms = (one, two)
                 else:
                     arms = (Proportion(sum(n_c), sum(x_c)), Proportion(sum(n_p), sum(x_p)))
                 if gate.look({("overall", "error"): arms}).rolled_back:

@@ -515,10 +515,12 @@ class Control:
         its way ends where it went, so no client sees the switch (an update of ``upstream``
         restarts the listener, as Toxiproxy's does). A split whose lease ran out is not promoted
         (409)."""
+        self._fixed()  # (it changes the upstream, as an update does)
         target, split = self._split(proxy)
         if not split.live(time.monotonic()):
             raise ApiError(EXPIRED, 409)
         primary, target.upstream, target.split = target.upstream, split.candidate, None
+        target.pool(primary).close()  # its idle connections (one busy now idles until the end)
         await asyncio.to_thread(split.close)
         return 200, {**split.to_json(primary), "upstream": target.upstream}
 

@@ -8,7 +8,9 @@ reads each such request's labels as it relays it, on the recorder's thread, and 
 Parquet part files ``_labels/part-000001.parquet`` and on (``id`` as text, ``label``, ``time``), so
 a shadow's or a canary's labels join its recorded rows by id with no labels file.
 
-The request still goes to the service (the split routes it by its key, like any other), and it
+The request still goes to the service (the split routes it by its key, like any other: a header
+or the client's address; a feedback body has no rows, so with a column key it goes to the
+primary), and it
 is neither copied to a shadow's candidate nor counted in a split's figures: it is not a prediction.
 A body that is not labels is a drop, counted by its reason.
 """
@@ -102,7 +104,12 @@ class Labels(Recording):
             return
         pending, self._pending = self._pending, []
         try:
-            table = pa.Table.from_pandas(frame_of(pending), preserve_index=False)
+            frame = frame_of(pending)
+            try:
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):  # labels of mixed types: as text
+                frame["label"] = [None if v is None else str(v) for v in frame["label"]]
+                table = pa.Table.from_pandas(frame, preserve_index=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
             self.drop(f"labels unwritable: {type(exc).__name__}", len(pending))
             return

@@ -157,11 +157,14 @@ class Recorder(Recording):
         """This flush's rows with both answers (``primary.prediction``, ``candidate.score``, ...)
         as one more part under ``_live/``, for a running shadow's live view (the files above are
         readable only once closed); its reader removes each part once read."""
-        table = tables["rows"]
-        for name in ("primary", "candidate"):
-            for column in ("prediction", "score"):
-                table = table.append_column(f"{name}.{column}", tables[name].column(column))
-        error = write_part(self.folder / LIVE, self.live_parts + 1, table)
+        try:  # the live view never costs the recording
+            table = tables["rows"]
+            for name in ("primary", "candidate"):
+                for column in ("prediction", "score"):
+                    table = table.append_column(f"{name}.{column}", tables[name].column(column))
+            error = write_part(self.folder / LIVE, self.live_parts + 1, table)
+        except Exception as exc:  # e.g. a column Arrow cannot append
+            error = f"{type(exc).__name__}: {exc}"
         if error is None:
             self.live_parts += 1
         else:
@@ -187,6 +190,10 @@ class Recorder(Recording):
             self.error = f"cannot write {self.folder}: {exc}"
             self.drop("not written", exchanges)
             self.count_rows(-rows)
+
+
+class Unconnected(OSError):
+    """The candidate could not be connected to (what the back-off counts)."""
 
 
 class Mirror:
@@ -288,7 +295,7 @@ class Mirror:
                 status, answer = await asyncio.wait_for(self._call(head, request), self.timeout)
             except TimeoutError:
                 self.drop("candidate timeout")
-            except ConnectionRefusedError:
+            except Unconnected:
                 self.drop("candidate error")
                 self._refused()
             except (OSError, ValueError, asyncio.IncompleteReadError):
@@ -310,13 +317,17 @@ class Mirror:
         The next copy after the pause tries again; an answer ends the pause."""
         self._refusals += 1
         if self._refusals >= REFUSALS:
-            pause = min(0.1 * 2 ** (self._refusals - REFUSALS), BACKOFF)
+            pause = min(0.1 * 2 ** min(self._refusals - REFUSALS, 8), BACKOFF)
             self._down_until = time.monotonic() + pause
 
     async def _call(self, head: Head, request: bytes) -> tuple[int, bytes]:
         conn: Upstream | None = self._pool.take()
         for attempt in (0, 1):
-            conn = conn or await self._pool.open()
+            if conn is None:
+                try:
+                    conn = await self._pool.open()
+                except OSError as exc:  # refused, or no address of the name answered
+                    raise Unconnected(str(exc)) from exc
             try:
                 sent = head
                 if self.path is not None:

@@ -50,10 +50,10 @@ from chaosml.release.sequential import (
     Gate,
     Mean,
     Proportion,
-    clustered_mean,
-    clustered_proportion,
+    clustered_means,
+    clustered_proportions,
 )
-from chaosml.release.shadow import feedback_labels, feedback_route
+from chaosml.release.shadow import feedback_labels, feedback_route, uniform
 
 SCHEMA = "chaosml.release/1"
 METHOD = "mSPRT (normal mixture), always-valid p-values, Bonferroni over the families"
@@ -396,14 +396,21 @@ def _per_user(values: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.nda
     return rows, np.bincount(codes, weights=values), np.bincount(codes, weights=values * values)
 
 
-def _mean(values: np.ndarray, users: np.ndarray) -> Mean:
-    rows, total, total_sq = _per_user(values, users)
-    return clustered_mean(rows.tolist(), total.tolist(), total_sq.tolist())
+def _means(values: np.ndarray, users: np.ndarray, *arms: np.ndarray) -> tuple[Mean, Mean]:
+    """The arms' (masks of the rows) means over their users, with one design effect."""
+    sums = [_per_user(values[arm], users[arm]) for arm in arms]
+    one, two = clustered_means([(n.tolist(), t.tolist(), q.tolist()) for n, t, q in sums])
+    return one, two
 
 
-def _proportion(values: np.ndarray, users: np.ndarray) -> Proportion:
-    rows, hits, _ = _per_user(values, users)
-    return clustered_proportion(rows.tolist(), np.rint(hits).astype(int).tolist())
+def _proportions(
+    values: np.ndarray, users: np.ndarray, *arms: np.ndarray
+) -> tuple[Proportion, Proportion]:
+    """The arms' (masks of the rows) rates over their users, with one design effect."""
+    sums = [_per_user(values[arm], users[arm]) for arm in arms]
+    counts = [(n.tolist(), np.rint(hits).astype(int).tolist()) for n, hits, _ in sums]
+    one, two = clustered_proportions(counts)
+    return one, two
 
 
 def figures(
@@ -439,12 +446,9 @@ def figures(
                 continue
             one, two = mask & (arm == "candidate"), mask & (arm == "primary")
             if family.figure == "score":
-                out[family.key] = (_mean(score[one], users[one]), _mean(score[two], users[two]))
+                out[family.key] = _means(score, users, one, two)
             else:
-                out[family.key] = (
-                    _proportion(error[one], users[one]),
-                    _proportion(error[two], users[two]),
-                )
+                out[family.key] = _proportions(error, users, one, two)
     arms = state.get("arms", {})
     out[("overall", "http_errors")] = (
         _errors_of(arms.get("candidate", {})),
@@ -502,9 +506,10 @@ def _errors_of(arm: dict[str, Any]) -> Proportion:
 def known_labels(fed: pd.DataFrame, given: pd.Series | None) -> pd.Series | None:
     """The labels by id from feedback and from ``--labels`` (which has the last word)."""
     fed_labels = pd.Series(fed["label"].to_numpy(), index=fed["id"].to_numpy())
-    if given is None and not len(fed_labels):
+    parts = [s.astype(object) for s in (fed_labels, given) if s is not None and len(s)]
+    if not parts:
         return None
-    both = pd.concat([s for s in (fed_labels, given) if s is not None and len(s)])
+    both = uniform(pd.concat(parts))
     return both[~both.index.duplicated(keep="last")]
 
 

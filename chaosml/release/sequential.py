@@ -190,6 +190,16 @@ class Mean:
 Counts = Proportion | Mean
 
 
+def _spread(n: Sequence[float], total: Sequence[float]) -> tuple[float, float]:
+    """The clustered variance's numerator of ``sum(total) / sum(n)`` (K/(K-1) times the squared
+    deviations of the clusters' totals from their share of it), and the rows."""
+    rows = math.fsum(n)
+    mean = math.fsum(total) / rows
+    k = len(n)
+    spread = math.fsum((t - mean * m) ** 2 for t, m in zip(total, n, strict=True))
+    return k / (k - 1) * spread, rows
+
+
 def design_effect(n: Sequence[float], total: Sequence[float], per_row: float) -> float:
     """How much more the mean of rows that come in clusters (one user's rows) varies than if
     its rows were independent: the clustered variance of the ratio ``sum(total) / sum(n)``
@@ -197,53 +207,89 @@ def design_effect(n: Sequence[float], total: Sequence[float], per_row: float) ->
     ``per_row / sum(n)``; at least 1 (clusters never count as more evidence than rows). A single
     cluster (no variation between clusters to see) gives ``sum(n)``: its rows are one
     observation of users."""
-    rows = math.fsum(n)
-    k = len(n)
-    if k and max(n) <= 1:  # every row a cluster of its own: independent rows
+    return shared_design_effect([(n, total, per_row)])
+
+
+def shared_design_effect(arms: Sequence[tuple[Sequence[float], Sequence[float], float]]) -> float:
+    """One design effect for several arms (per arm: its clusters' rows and totals, and its
+    per-row variance): the arms' clustered variances over their independent-rows variances,
+    each summed with the weights that make it the pooled ratio. An arm with no variation of its
+    own (every row 0, say) tells nothing of its clustering and takes the others'; under the
+    null the arms are one population. At least 1; the rows when there is one user in all."""
+    if not all(math.isfinite(x) for _, total, per_row in arms for x in (*total, per_row)):
+        raise InputError("a design effect of values that are not all finite")
+    sizes = [m for n, _, _ in arms for m in n]
+    if not sizes:
         return 1.0
-    if k < 2:
-        return max(rows, 1.0)
-    if rows <= 0 or per_row <= 0:
+    if max(sizes) <= 1:  # every row a cluster of its own: independent rows
         return 1.0
-    mean = math.fsum(total) / rows
-    spread = math.fsum((t - mean * m) ** 2 for t, m in zip(total, n, strict=True))
-    clustered = k / (k - 1) * spread / (rows * rows)
-    return max(1.0, clustered / (per_row / rows))
+    if len(sizes) < 2:
+        return max(math.fsum(sizes), 1.0)  # one user: one observation
+    clustered = independent = 0.0
+    for n, total, per_row in arms:
+        if len(n) < 2 or per_row <= 0:
+            continue
+        spread, rows = _spread(n, total)
+        clustered += spread / rows  # (each arm's variance times its rows)
+        independent += per_row
+    if independent <= 0:  # no arm has variation to measure (the test's floor takes over)
+        return 1.0
+    return max(1.0, clustered / independent)
+
+
+def _effective_proportion(rows: int, hits: int, deff: float) -> Proportion:
+    if not rows:
+        return Proportion()
+    effective = int(rows / deff)
+    rate = hits / rows
+    return Proportion(n=effective, successes=min(effective, round(rate * effective)), rows=rows)
+
+
+def clustered_proportions(
+    arms: Sequence[tuple[Sequence[int], Sequence[int]]],
+) -> list[Proportion]:
+    """Each arm's 0/1 figure from per-cluster counts (rows and successes of each user), as the
+    counts of independent rows with the same rate and the clustered variance: both divided by
+    the arms' shared design effect (rows rounded down, so never more evidence than there is;
+    the successes rounded, so the rate moves by at most half an effective row)."""
+    deff = shared_design_effect(
+        [(n, s, (sum(s) / sum(n)) * (1 - sum(s) / sum(n)) if sum(n) else 0.0) for n, s in arms]
+    )
+    return [_effective_proportion(int(sum(n)), int(sum(s)), deff) for n, s in arms]
 
 
 def clustered_proportion(n: Sequence[int], successes: Sequence[int]) -> Proportion:
-    """One arm's 0/1 figure from per-cluster counts (rows and successes of each user), as the
-    counts of independent rows with the same rate and the clustered variance: both divided by
-    the design effect (rows rounded down, so never more evidence than there is)."""
-    rows, hits = int(sum(n)), int(sum(successes))
-    if not rows:
-        return Proportion()
-    rate = hits / rows
-    if max(n) <= 1:
-        deff = 1.0  # independent rows
-    elif len(n) < 2:
-        deff = float(rows)  # one user: one observation
-    elif 0 < hits < rows:
-        deff = design_effect(n, successes, rate * (1.0 - rate))
-    else:  # no variation to measure (the variance floor of the test takes over)
-        deff = 1.0
-    effective = int(rows / deff)
-    hits = min(effective, round(rate * effective))
-    return Proportion(n=effective, successes=hits, rows=rows)
+    """One arm's figure as ``clustered_proportions`` gives it, from its users alone."""
+    return clustered_proportions([(n, successes)])[0]
+
+
+def clustered_means(
+    arms: Sequence[tuple[Sequence[int], Sequence[float], Sequence[float]]],
+) -> list[Mean]:
+    """Each arm's continuous figure from per-cluster sums, as the sums of independent rows with
+    the same mean and per-row variance, scaled down by the arms' shared design effect."""
+    wholes = [Mean(n=int(sum(n)), total=math.fsum(t), total_sq=math.fsum(q)) for n, t, q in arms]
+    deff = shared_design_effect(
+        [(n, t, w.variance if w.n > 1 else 0.0) for (n, t, _), w in zip(arms, wholes, strict=True)]
+    )
+    out = []
+    for whole in wholes:
+        effective = int(whole.n / deff)
+        scale = effective / whole.n if whole.n else 0.0
+        out.append(
+            Mean(
+                n=effective,
+                total=whole.total * scale,
+                total_sq=whole.total_sq * scale,
+                rows=whole.n,
+            )
+        )
+    return out
 
 
 def clustered_mean(n: Sequence[int], total: Sequence[float], total_sq: Sequence[float]) -> Mean:
-    """One arm's continuous figure from per-cluster sums, as the sums of independent rows with the
-    same mean and per-row variance, scaled down by the design effect."""
-    whole = Mean(n=int(sum(n)), total=math.fsum(total), total_sq=math.fsum(total_sq))
-    if not whole.n:
-        return whole
-    deff = design_effect(n, total, whole.variance)
-    effective = int(whole.n / deff)
-    scale = effective / whole.n
-    return Mean(
-        n=effective, total=whole.total * scale, total_sq=whole.total_sq * scale, rows=whole.n
-    )
+    """One arm's figure as ``clustered_means`` gives it, from its users alone."""
+    return clustered_means([(n, total, total_sq)])[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -591,7 +637,10 @@ __all__ = [
     "Mean",
     "Proportion",
     "clustered_mean",
+    "clustered_means",
     "clustered_proportion",
+    "clustered_proportions",
     "design_effect",
     "mixture_log_ratio",
+    "shared_design_effect",
 ]

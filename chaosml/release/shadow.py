@@ -141,6 +141,19 @@ def feedback_route(target: Any) -> tuple[str | None, str | None]:
     return feedback.path or "/", None
 
 
+def uniform(labels: pd.Series) -> pd.Series:
+    """Labels of one type, whatever mix of sources and parts they came from: as they are when
+    they already are; numbers when every label reads as one (``1``, ``"1"``, ``True``); text
+    otherwise."""
+    known = labels.dropna()
+    if known.map(type).nunique() <= 1:
+        return labels
+    numbers = pd.to_numeric(labels, errors="coerce")
+    if numbers.notna().sum() == len(known):
+        return numbers
+    return labels.map(lambda v: v if pd.isna(v) else str(v))
+
+
 def feedback_labels(folder: Path) -> pd.DataFrame:
     """The labels the proxy recorded from feedback under ``folder`` so far (``id``, ``label``),
     part by part (a part's labels may be typed unlike another's)."""
@@ -334,6 +347,7 @@ def analyse(
     candidate = pd.read_parquet(folder / "candidate.parquet")
     slices = disagreement(suite, rows, primary, candidate)
     table = pd.concat(known_labels, ignore_index=True).dropna(subset=["label"])
+    table["label"] = uniform(table["label"].astype(object))
     if not len(table):
         return slices, None, 0
     if "id" not in rows.columns:

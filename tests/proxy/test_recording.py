@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -115,3 +116,39 @@ def test_flushes_are_held_and_written_in_row_groups_of_the_bound_s_size(
     recorded = pd.read_parquet(tmp_path / "rows.parquet")
     assert recorded["id"].tolist() == [str(i) for i in (*range(4), *range(10, 14), *range(20, 24))]
     assert recorded["age"].tolist() == [float(i) for i in recorded["id"].astype(int)]
+
+
+def test_feedback_labels_of_mixed_types_in_one_flush_are_written_as_text(tmp_path: Path) -> None:
+    from chaosml.proxy.feedback import Labels
+
+    labels = Labels(tmp_path, "/feedback", NEVER)
+    try:
+        labels.decode((b'{"labels": [{"id": "a", "label": 1}, {"id": "b", "label": "1"}]}', 1.0))
+        labels.decode((b'{"id": 7, "label": true}', 2.0))
+        labels.decode((b'{"nothing": "here"}', 3.0))
+        labels.write()
+    finally:
+        labels.close()
+    counts = labels.counts()
+    assert counts["labels"] == 3 and counts["requests"] == 2
+    assert counts["drops"] == {"feedback unreadable": 1}
+    written = pd.read_parquet(tmp_path / "part-000001.parquet")
+    assert written["id"].tolist() == ["a", "b", "7"]
+    assert written["label"].tolist() == ["1", "1", "True"]
+
+
+def test_a_candidate_down_for_hours_pauses_at_most_the_longest_pause(tmp_path: Path) -> None:
+    import asyncio
+
+    from chaosml.proxy.shadow import BACKOFF, Mirror
+
+    async def refused_often() -> float:
+        mirror = Mirror("127.0.0.1:9", "records", tmp_path)
+        try:
+            for _ in range(5000):  # an hour of a dead candidate under traffic
+                mirror._refused()
+            return mirror._down_until - time.monotonic()
+        finally:
+            await mirror.close()
+
+    assert 0 < asyncio.run(refused_often()) <= BACKOFF
