@@ -66,11 +66,13 @@ class Splicer:
         self.staged: list[bytes] = []  # bytes from Python for the pipe, written in one go
         self.staged_size = 0
         self.pipe_out, self.pipe_in = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        copy = -1
         try:
             self.out = os.dup(target.get_extra_info("socket").fileno())
-            self.sock = socket.socket(fileno=os.dup(source))  # (to peek at what it holds)
+            copy = os.dup(source)
+            self.sock = socket.socket(fileno=copy)  # (to peek at what it holds)
         except OSError:
-            for fd in (self.out, self.pipe_in, self.pipe_out):
+            for fd in (self.out, copy, self.pipe_in, self.pipe_out):
                 if fd >= 0:
                     os.close(fd)
             raise
