@@ -124,7 +124,7 @@ def test_split_figures_are_only_the_split_s_own(tmp_path: Path) -> None:
 
 
 def test_labels_of_mixed_sources_and_types_join_as_one_type() -> None:
-    from chaosml.release.canary import known_labels
+    from chaosml.release.labels import known_labels
 
     fed = pd.DataFrame({"id": ["a", "b"], "label": [1, True]})
     given = pd.Series(["0", "1"], index=["b", "c"], dtype=object)

@@ -13,16 +13,16 @@ import hashlib
 import math
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import pandas as pd
 
+from chaosml._signals import raising
 from chaosml.alerts import AlertSource, Poller, make_source
 from chaosml.alerts.poller import Track
 from chaosml.errors import ChaosmlError, InputError, UnreachableError
@@ -103,22 +103,13 @@ class RunOptions:
     until_detected: bool = False
 
 
-@contextmanager
-def _signals() -> Iterator[None]:
+def _signals() -> AbstractContextManager[None]:
     """SIGTERM and SIGINT raise ``Interrupted`` in the main thread, so ``finally`` rolls back."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
-    def handler(signum: int, frame: Any) -> None:
-        raise Interrupted(f"stopped by {signal.Signals(signum).name}; no fault is left active")
+    def interrupted(signum: int) -> Interrupted:
+        return Interrupted(f"stopped by {signal.Signals(signum).name}; no fault is left active")
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return raising((signal.SIGINT, signal.SIGTERM), interrupted)
 
 
 def derive_seed(seed: int, *parts: object) -> int:

@@ -260,10 +260,8 @@ class Exchange:
         self.upstream = address = plan.stale or address
         # (held back for a splice only once this proxy met an answer worth one: holding back
         # costs a small answer a few microseconds, and most models' answers are small)
-        self.bare = (
-            self.proxy.large_answers
-            and not (plan.late or plan.changers or self.recorded is not None)
-            and (self.proxy.mirror is None or self.shadowed is None)
+        self.bare = self.proxy.large_answers and not (
+            plan.late or plan.changers or self.recorded is not None or self.shadowed is not None
         )
         sent = await self.forward(address, head, body, Shaper(self.writer, up, self.proxy))
         if sent is None:

@@ -31,11 +31,10 @@ import math
 import os
 import re
 import signal
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chaosml._signals import raising
 from chaosml.errors import InputError, UnreachableError
+from chaosml.release.labels import feedback_labels, feedback_route, known_labels, read_labels
 from chaosml.release.sequential import (
     Counts,
     Family,
@@ -53,7 +54,6 @@ from chaosml.release.sequential import (
     clustered_means,
     clustered_proportions,
 )
-from chaosml.release.shadow import feedback_labels, feedback_route, uniform
 
 SCHEMA = "chaosml.release/1"
 METHOD = "mSPRT (normal mixture), always-valid p-values, Bonferroni over the families"
@@ -342,23 +342,6 @@ class Recorded:
         return pd.concat(self.frames, ignore_index=True)
 
 
-def read_labels(path: Path | None, label: str) -> pd.Series | None:
-    """The labels known so far, by id (a file that is still growing is read as it is now)."""
-    if path is None or not path.is_file():
-        return None
-    try:
-        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"--labels {path}: cannot read: {exc}") from None
-    except pd.errors.EmptyDataError:
-        return None
-    column = label if label in table.columns else "label"
-    if "id" not in table.columns or column not in table.columns:
-        raise InputError(f"--labels {path}: expected columns id and {label} (or label)")
-    table = table.dropna(subset=[column]).drop_duplicates("id", keep="last")
-    return pd.Series(table[column].to_numpy(), index=table["id"].astype(str))
-
-
 def same(predicted: pd.Series, truth: pd.Series) -> np.ndarray:
     """Whether each prediction is its label: as numbers where both read as numbers (a served
     ``1.0`` is the label ``1``, and ``True`` is 1), else as text."""
@@ -501,16 +484,6 @@ def _errors_of(arm: dict[str, Any]) -> Proportion:
 
 
 # --- the controller ---------------------------------------------------------------------------
-
-
-def known_labels(fed: pd.DataFrame, given: pd.Series | None) -> pd.Series | None:
-    """The labels by id from feedback and from ``--labels`` (which has the last word)."""
-    fed_labels = pd.Series(fed["label"].to_numpy(), index=fed["id"].to_numpy())
-    parts = [s.astype(object) for s in (fed_labels, given) if s is not None and len(s)]
-    if not parts:
-        return None
-    both = uniform(pd.concat(parts))
-    return both[~both.index.duplicated(keep="last")]
 
 
 @dataclass(kw_only=True)
@@ -878,21 +851,9 @@ class Controller:
         return None
 
 
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def _sigterm_interrupts() -> AbstractContextManager[None]:
     """SIGTERM ends a canary as Ctrl-C does (the split removed, the report written)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return raising((signal.SIGTERM,), lambda signum: KeyboardInterrupt())
 
 
 def run_canary(

@@ -126,46 +126,6 @@ def _reachable(address: str, what: str) -> None:
         raise UnreachableError(f"{what} {address} unreachable: {exc.strerror or exc}") from None
 
 
-def feedback_route(target: Any) -> tuple[str | None, str | None]:
-    """The path of the target's feedback endpoint when its labels pass the target's proxy (the
-    feedback URL's host and port are the target ``url``'s), so the proxy can record them; else
-    None, with why not (None when the target names no feedback URL)."""
-    if target.feedback is None:
-        return None, None
-    feedback, served = urlsplit(str(target.feedback)), urlsplit(str(target.url))
-    if (feedback.hostname, feedback.port) != (served.hostname, served.port):
-        return None, (
-            f"the target's feedback URL {target.feedback} does not pass its proxy "
-            f"({served.netloc}): no labels from feedback, only from --labels"
-        )
-    return feedback.path or "/", None
-
-
-def uniform(labels: pd.Series) -> pd.Series:
-    """Labels of one type, whatever mix of sources and parts they came from: as they are when
-    they already are; numbers when every label reads as one (``1``, ``"1"``, ``True``); text
-    otherwise."""
-    known = labels.dropna()
-    if known.map(type).nunique() <= 1:
-        return labels
-    numbers = pd.to_numeric(labels, errors="coerce")
-    if numbers.notna().sum() == len(known):
-        return numbers
-    return labels.map(lambda v: v if pd.isna(v) else str(v))
-
-
-def feedback_labels(folder: Path) -> pd.DataFrame:
-    """The labels the proxy recorded from feedback under ``folder`` so far (``id``, ``label``),
-    part by part (a part's labels may be typed unlike another's)."""
-    from chaosml.proxy.feedback import FOLDER
-
-    frames = [pd.read_parquet(part) for part in sorted((folder / FOLDER).glob("part-*.parquet"))]
-    if not frames:
-        return pd.DataFrame({"id": pd.Series(dtype=object), "label": pd.Series(dtype=object)})
-    table = pd.concat([f[["id", "label"]].astype({"label": object}) for f in frames])
-    return table.astype({"id": str}).reset_index(drop=True)
-
-
 def slice_masks(suite: Any, rows: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
     """Each slice of the suite on ``rows``: ``overall`` first, then the suite's, ``by`` groups
     named as the slice engines name them (``region=APAC``, ``sex=F & region=APAC``)."""
@@ -311,48 +271,32 @@ def _live(s: SliceShadow) -> str:
     )
 
 
-def _labels_table(labels: Path) -> pd.DataFrame:
-    if not labels.is_file():
-        raise InputError(f"--labels {labels}: no such file")
-    try:
-        if labels.suffix == ".parquet":
-            return pd.read_parquet(labels)
-        return pd.read_csv(labels)
-    except (OSError, ValueError) as exc:  # pandas' and pyarrow's parse errors are ValueErrors
-        raise InputError(f"--labels {labels}: cannot read: {exc}") from None
-
-
 def analyse(
     folder: Path, suite_path: Path, labels: Path | None = None, *, config_path: Path | None = None
 ) -> tuple[list[SliceShadow], Any, int]:
     """The per-slice disagreement of the recorded pairs, and with labels the paired comparison
     (and how many rows were labelled)."""
+    from chaosml.release.labels import feedback_labels, known_labels, read_labels
     from chaosml.slices.compare import compare_versions
     from chaosml.slices.suite import load_suite
     from chaosml.versions import PredictionsFile
 
     suite = load_suite(suite_path)
     label = suite.label or "label"
-    known_labels = [feedback_labels(folder)]  # the feedback first: a labels file has the last word
-    if labels is not None:
-        table = _labels_table(labels)
-        column = label if label in table.columns else "label"
-        if "id" not in table.columns or column not in table.columns:
-            raise InputError(f"--labels {labels}: expected columns id and {label} (or label)")
-        known_labels.append(pd.DataFrame({"id": table["id"].astype(str), "label": table[column]}))
+    if labels is not None and not labels.is_file():
+        raise InputError(f"--labels {labels}: no such file")
+    given = read_labels(labels, label)
     if not (folder / "rows.parquet").is_file():
         return [], None, 0
     rows = pd.read_parquet(folder / "rows.parquet")
     primary = pd.read_parquet(folder / "primary.parquet")
     candidate = pd.read_parquet(folder / "candidate.parquet")
     slices = disagreement(suite, rows, primary, candidate)
-    table = pd.concat(known_labels, ignore_index=True).dropna(subset=["label"])
-    table["label"] = uniform(table["label"].astype(object))
-    if not len(table):
+    found = known_labels(feedback_labels(folder), given)  # a labels file has the last word
+    if found is None:
         return slices, None, 0
     if "id" not in rows.columns:
         raise InputError("labels: the recorded answers carry no ids to join labels by")
-    found = table.drop_duplicates("id", keep="last").set_index("id")["label"]
     rows[label] = rows["id"].astype(str).map(found).infer_objects()
     rows.to_parquet(folder / "rows.parquet", index=False)
     known = rows[label].notna().to_numpy()
@@ -403,6 +347,8 @@ def run_shadow(
     folder.mkdir(parents=True, exist_ok=True)
     token = os.environ.get(point.token_env) if point.token_env else None
     client = ControlClient(address=point.api, token=token)
+    from chaosml.release.labels import feedback_route
+
     feedback, why_not = feedback_route(target)
     if why_not is not None:
         say(why_not)
