@@ -104,25 +104,30 @@ class FaultPointClient:
             "attributes": attributes,
         }
 
-    def add(self, fault: FaultSpec, name: str, seed: int | None) -> AddedToxic:
-        body = self.toxic_body(fault, name, seed)
-        where = path("proxies", self.spec.proxy, "toxics")
-        self._call(lambda client: client.add_toxic(self.spec.proxy, body), "POST", where)
-        return AddedToxic(self.name, self.spec.proxy, name, body)
+    def toxic(self, fault: FaultSpec, name: str, seed: int | None) -> AddedToxic:
+        """The toxic ``add`` would create for ``fault`` (not sent yet)."""
+        return AddedToxic(self.name, self.spec.proxy, name, self.toxic_body(fault, name, seed))
+
+    def add(self, toxic: AddedToxic) -> None:
+        where = path("proxies", toxic.proxy, "toxics")
+        self._call(lambda client: client.add_toxic(toxic.proxy, toxic.body), "POST", where)
 
     def renew(self, toxic: AddedToxic) -> None:
         where = path("proxies", toxic.proxy, "toxics", toxic.name)
         lease = self.spec.lease
         self._call(lambda client: client.renew(toxic.proxy, toxic.name, lease), "POST", where)
 
-    def remove(self, toxic: AddedToxic) -> None:
-        """Remove the toxic; gone already (its lease ran out) counts as removed."""
+    def remove(self, toxic: AddedToxic) -> bool:
+        """Remove the toxic: True if it was there, False if it was gone already (its lease ran
+        out, or its add never reached the fault point)."""
         where = path("proxies", toxic.proxy, "toxics", toxic.name)
         try:
             self._call(lambda client: client.remove_toxic(toxic.proxy, toxic.name), "DELETE", where)
         except FaultPointError as exc:
             if "HTTP 404" not in str(exc):
                 raise
+            return False
+        return True
 
     def evidence(self, toxic: AddedToxic) -> dict[str, Any] | None:
         """What the fault point says the toxic did (chaosml points; None if it has no record)."""

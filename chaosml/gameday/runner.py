@@ -336,14 +336,19 @@ class GameDay:
             record.injected_at = self.clock()
             record.steady_state = sorted({t.name for t in self.poller.active() if t.fired})
             for position in range(len(scenario.faults)):
-                added.append(self._inject(position, scenario, record))
+                self._inject(position, scenario, record, added)
             self._phase(record, load, "fault", scenario.phases.fault, scenario)
         finally:
             record.rolled_back_at = self._rollback(added, record)
             self._save()
         self._phase(record, load, "recovery", scenario.phases.recovery, scenario, settle=True)
 
-    def _inject(self, position: int, scenario: Scenario, record: ScenarioRecord) -> AddedToxic:
+    def _inject(
+        self, position: int, scenario: Scenario, record: ScenarioRecord, added: list[AddedToxic]
+    ) -> None:
+        """Add the scenario's fault at ``position``. It joins ``added`` before it is sent: a stop
+        while the fault point answers (the toxic exists there, its 201 not read yet) still
+        rolls it back."""
         fault = scenario.faults[position]
         client = self.points.get(fault.point)
         if client is None:
@@ -363,11 +368,12 @@ class GameDay:
         )
         record.faults.append(entry)
         self._save()  # before the toxic exists: a SIGKILL after this leaves its record
-        toxic = client.add(fault, name, seed)
+        toxic = client.toxic(fault, name, seed)
+        added.append(toxic)
+        client.add(toxic)
         self.leases.add(toxic)
         entry.added_at = self.clock()
         self._save()
-        return toxic
 
     def _rollback(self, added: list[AddedToxic], record: ScenarioRecord) -> float:
         """Remove every toxic this scenario added (retrying), then read what each did; failures
@@ -377,8 +383,9 @@ class GameDay:
             client = self.points[toxic.point]
             for attempt in range(3):
                 try:
-                    client.remove(toxic)
-                    entry.removed_at = self.clock()
+                    # gone already counts as removed once it was added (its lease ran out)
+                    if client.remove(toxic) or entry.added_at is not None:
+                        entry.removed_at = self.clock()
                     break
                 except FaultPointError as exc:
                     if attempt == 2:
@@ -387,6 +394,8 @@ class GameDay:
                         time.sleep(0.2)
         rolled_back = self.clock()
         for toxic, entry in zip(added, record.faults, strict=False):
+            if entry.added_at is None:  # stopped while it was being added: nothing to read
+                continue
             if self._evidence(self.points[toxic.point], toxic, entry):
                 record.unreachable = True
         return rolled_back

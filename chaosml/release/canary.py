@@ -26,6 +26,7 @@ with ``--switch`` the proxy's upstream becomes the candidate.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -602,6 +603,7 @@ class Controller:
                 feedback=self.feedback,
             )
         except ControlFailed as exc:
+            self._unsplit(client)  # it may have been made before the answer failed
             raise UnreachableError(
                 f"fault_points.proxy: the control API {self.point.api} is unreachable or failed: {exc}"
             ) from None
@@ -609,6 +611,9 @@ class Controller:
             raise InputError(
                 f"fault_points.proxy: {self.point.api} refused the split: {exc}"
             ) from None
+        except BaseException:  # Ctrl-C while the proxy answered: the split may exist already
+            self._unsplit(client)
+            raise
         began = self.clock()
         self.say(
             f"canary of {self.candidate_url} on {self.point.proxy} at {self.point.api}: "
@@ -705,6 +710,13 @@ class Controller:
             result.state = client.remove_split(proxy)
         except (ControlFailed, ControlRefused) as exc:
             self.say(f"could not remove the split: {exc}; its lease ends it")
+
+    def _unsplit(self, client: Any) -> None:
+        """Remove a split that may or may not have been made (gone or never made is fine)."""
+        from chaosml.proxy.client import ControlFailed, ControlRefused
+
+        with contextlib.suppress(ControlFailed, ControlRefused):  # else its lease ends it
+            client.remove_split(self.point.proxy)
 
     def _poller(self) -> Any:
         from chaosml.alerts.poller import Poller

@@ -1,0 +1,170 @@
+"""Rollback at the edges of an add: a stop that lands while a fault point is answering the add
+(the toxic exists there, the runner has not read its 201 yet) still removes it, and a second
+Ctrl-C does not interrupt the rollback. Against a real proxy on loopback; the stop is placed by
+wrapping the control client's add, the one place a signal can land at that moment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chaosml.gameday.journal import Journal, ScenarioRecord
+from chaosml.gameday.runner import GameDay, Interrupted, RunOptions
+from chaosml.gameday.target import load_target
+from chaosml.proxy.api import ProxyServer, running
+from chaosml.proxy.client import ControlClient
+from chaosml.scenario import load_scenarios
+
+
+def scenario_file(tmp_path: Path) -> Path:
+    path = tmp_path / "faults.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "two-faults",
+                "phases": {"steady": "1s", "fault": "5s", "recovery": "1s"},
+                "faults": [
+                    {"type": "latency", "latency": 100, "at": "proxy"},
+                    {"type": "http_error", "status": 503, "at": "proxy"},
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.parametrize("stopped_at", [0, 1], ids=["first-add", "second-add"])
+def test_a_stop_while_a_fault_is_being_added_still_rolls_it_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stopped_at: int
+) -> None:
+    with running(ProxyServer(api="127.0.0.1:0")) as server:
+        control = ControlClient(address=server.api)
+        control.request(
+            "POST",
+            "/proxies",
+            {"name": "model", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:9"},
+        )
+        target_path = tmp_path / "target.yaml"
+        target_path.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "loopback",
+                    "url": "http://127.0.0.1:9/predict",
+                    "fault_points": {"proxy": {"api": server.api, "proxy": "model"}},
+                    "alerts": [{"type": "webhook", "listen": "127.0.0.1:0"}],
+                }
+            ),
+            encoding="utf-8",
+        )
+        (file,) = load_scenarios([scenario_file(tmp_path)])
+        gameday = GameDay(
+            scenarios=[file],
+            target=load_target(target_path),
+            options=RunOptions(runs=tmp_path / "runs"),
+        )
+        gameday.journal = Journal.create(tmp_path / "runs", started_at=time.time())
+        record = ScenarioRecord(name="two-faults", started_at=time.time())
+        adds: list[str] = []
+        original = ControlClient.add_toxic
+
+        def add_then_stop(self: ControlClient, proxy: str, body: dict[str, Any]) -> Any:
+            answer = original(self, proxy, body)  # the fault point has the toxic now
+            adds.append(body["name"])
+            if len(adds) == stopped_at + 1:
+                raise Interrupted("stopped by SIGINT; no fault is left active")
+            return answer
+
+        monkeypatch.setattr(ControlClient, "add_toxic", add_then_stop)
+        added: list[Any] = []
+
+        def inject_both() -> None:
+            for position in range(2):
+                gameday._inject(position, file.scenario, record, added)
+
+        with pytest.raises(Interrupted):
+            inject_both()
+        assert len(control.toxics("model")) == stopped_at + 1  # the stopped add took effect
+        gameday._rollback(added, record)
+        assert control.toxics("model") == []
+        assert [f.removed_at is not None for f in record.faults] == [True] * (stopped_at + 1)
+        # the stopped add was never confirmed: the journal does not claim when it was added
+        assert record.faults[stopped_at].added_at is None
+
+
+def test_an_add_that_never_reached_the_point_is_not_claimed_removed(tmp_path: Path) -> None:
+    with running(ProxyServer(api="127.0.0.1:0")) as server:
+        control = ControlClient(address=server.api)
+        control.request(
+            "POST",
+            "/proxies",
+            {"name": "model", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:9"},
+        )
+        target_path = tmp_path / "target.yaml"
+        target_path.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "loopback",
+                    "url": "http://127.0.0.1:9/predict",
+                    "fault_points": {"proxy": {"api": server.api, "proxy": "model"}},
+                    "alerts": [{"type": "webhook", "listen": "127.0.0.1:0"}],
+                }
+            ),
+            encoding="utf-8",
+        )
+        (file,) = load_scenarios([scenario_file(tmp_path)])
+        gameday = GameDay(
+            scenarios=[file],
+            target=load_target(target_path),
+            options=RunOptions(runs=tmp_path / "runs"),
+        )
+        gameday.journal = Journal.create(tmp_path / "runs", started_at=time.time())
+        record = ScenarioRecord(name="two-faults", started_at=time.time())
+        added: list[Any] = []
+        gameday._inject(0, file.scenario, record, added)
+        point = gameday.points["proxy"]
+        added.append(point.toxic(file.scenario.faults[1], "chaosml-never-sent", None))
+        record.faults.append(
+            record.faults[0].model_copy(update={"toxic": "chaosml-never-sent", "added_at": None})
+        )
+        gameday._rollback(added, record)
+        assert control.toxics("model") == []
+        assert record.faults[0].removed_at is not None
+        assert record.faults[1].removed_at is None  # nothing was there to remove
+
+
+def test_a_second_ctrl_c_does_not_interrupt_the_rollback() -> None:
+    script = textwrap.dedent(
+        """
+        import os, signal, sys, time
+        from chaosml._signals import raising
+
+        class Stop(Exception):
+            pass
+
+        done = []
+        try:
+            with raising((signal.SIGINT,), lambda signum: Stop()):
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(5)
+                finally:  # the rollback, with the user's second Ctrl-C in the middle of it
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.05)
+                    done.append("rolled back")
+        except Stop:
+            print(done[0] if done else "rollback interrupted")
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert run.stdout.strip() == "rolled back", run.stderr
+    assert "rolling back first" in run.stderr
