@@ -38,6 +38,7 @@ from chaosml.load.protocol import Event, event, read_command
 
 PREDICT = "predict"
 PLAN, PLANNED = "chaosml-plan", "chaosml-planned"  # the plan to a worker; its answer
+PLAN_AGAIN = 2.0  # seconds before the plan goes again to a worker that has not answered
 MARK_TIMEOUT = 3.0  # seconds for every worker to answer a phase mark (then ``exact`` is False)
 # monotonic seconds, requests, failures, response-time histogram (ms -> count)
 Snapshot = tuple[float, int, int, dict[int, int]]
@@ -282,9 +283,23 @@ def _runners(env: Environment, plan: LoadPlan) -> tuple[Any, list[subprocess.Pop
     )
     try:
         _wait(lambda: len(runner.clients.ready) >= plan.workers, "connected")
-        runner.send_message(PLAN, plan.to_json())
-        # a worker reads the data when the plan arrives: until it has, it would not start users
-        _wait(lambda: len(planned) >= plan.workers, "loaded the plan")
+        # A worker reads the data when the plan arrives: until it has, it would not start users.
+        # The plan goes again to each worker that has not answered: one that took the master's
+        # ack and the plan in one go, before its handler for the plan was registered, dropped it.
+        text, sent = plan.to_json(), dict[str, float]()
+
+        def all_planned() -> bool:
+            now = time.monotonic()
+            for client in runner.clients.ready:
+                if (
+                    client.id not in planned
+                    and now - sent.get(client.id, -PLAN_AGAIN) >= PLAN_AGAIN
+                ):
+                    runner.send_message(PLAN, text, client_id=client.id)
+                    sent[client.id] = now
+            return len(planned) >= plan.workers
+
+        _wait(all_planned, "loaded the plan")
         errors = [e for e in planned.values() if e]
         if errors:
             raise RuntimeError(f"a worker could not load the plan: {errors[0]}")
@@ -310,6 +325,9 @@ def worker(master: str) -> None:
     runner = env.create_worker_runner(host, int(port))
 
     def on_plan(environment: Environment, msg: Any, **_: Any) -> None:
+        if env.user_classes:  # the plan again, as the master had no answer yet: answer again
+            runner.send_message(PLANNED, {"error": None})
+            return
         try:
             env.user_classes = [user_class(LoadPlan.from_json(msg.data))]
         except Exception as exc:

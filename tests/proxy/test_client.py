@@ -64,15 +64,16 @@ def test_the_game_days_client_drives_a_token_protected_point(
         point = FaultPointClient("edge", spec, timeout=2)
         point._request("POST", "/proxies", {"name": "model", "upstream": echo_service})
         point.check()
-        added = point.add(FaultSpec.model_validate({"type": "latency"}), "lat", seed=1)
+        added = point.toxic(FaultSpec.model_validate({"type": "latency"}), "lat", seed=1)
+        point.add(added)
         assert [t["name"] for t in point.toxics()] == ["lat"]
         for _ in range(6):  # renewed every 0.25 s, it outlives its 1 s lease
             time.sleep(0.25)
             point.renew(added)
         assert [t["name"] for t in point.toxics()] == ["lat"]
         assert point.evidence(added) is not None
-        point.remove(added)
-        point.remove(added)  # already gone: fine
+        assert point.remove(added)
+        assert not point.remove(added)  # already gone: fine, and said
         assert point.toxics() == []
         assert point.evidence(added) is not None  # a removed toxic's record stays readable
         with pytest.raises(FaultPointRefused, match=r"'edge' .*HTTP 400: invalid toxic type"):
