@@ -1171,11 +1171,6 @@ def demo_serve(
             window=window,
         )
         sock = _bind(host, port)
-    # A request is a few rows: the model's OpenMP threads would only spin between requests
-    # (three times the CPU per predict call on this kind of machine, for no gain in latency).
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
     # Serving on the socket bound here announces the port it has, also for --port 0.
     stderr.print(f"serving demo model {version} on http://{host}:{sock.getsockname()[1]}/predict")
     uvicorn.Server(uvicorn.Config(app_, log_level="warning")).run(sockets=[sock])
