@@ -864,8 +864,9 @@ class Controller:
 
 
 def _sigterm_interrupts() -> AbstractContextManager[None]:
-    """SIGTERM ends a canary as Ctrl-C does (the split removed, the report written)."""
-    return raising((signal.SIGTERM,), lambda signum: KeyboardInterrupt())
+    """SIGTERM ends a canary as Ctrl-C does (the split removed, the report written); only the
+    first of them does, so a second Ctrl-C cannot cut the rollback short."""
+    return raising((signal.SIGINT, signal.SIGTERM), lambda signum: KeyboardInterrupt())
 
 
 def run_canary(

@@ -23,11 +23,14 @@ loss instead of bounding it).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
+from chaosml._signals import raising
 from chaosml.errors import InputError, UnreachableError
 
 SCHEMA = "chaosml.shadow/1"
@@ -352,34 +356,39 @@ def run_shadow(
     feedback, why_not = feedback_route(target)
     if why_not is not None:
         say(why_not)
-    try:
-        client.set_shadow(
-            point.proxy, address, target.codec, str(folder), path, feedback=feedback, live=True
-        )
-    except ControlFailed as exc:
-        raise UnreachableError(
-            f"fault_points.proxy: the control API {point.api} is unreachable or failed: {exc}"
-        ) from None
-    except ControlRefused as exc:
-        raise InputError(f"fault_points.proxy: {point.api} refused the shadow: {exc}") from None
-    say(f"shadowing {point.proxy} at {point.api} with {candidate_url}; recording into {folder}")
-    if feedback is not None:
-        say(f"labels: recorded from the feedback POSTed through the proxy to {feedback}")
-    started, interrupted = time.monotonic(), False
     live = LiveView(suite, folder)
-    try:
-        ends = time.monotonic() + duration
-        while (left := ends - time.monotonic()) > 0:  # progress every PROGRESS seconds
-            wait(min(PROGRESS, left))
-            if time.monotonic() < ends:
-                at = f"{duration - max(ends - time.monotonic(), 0):.0f} s of {duration:g}"
-                _progress(client, point.proxy, live, say, at)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        counts = client.remove_shadow(point.proxy)
-        live.close()
-    seconds = time.monotonic() - started
+    with _sigterm_interrupts():
+        try:
+            client.set_shadow(
+                point.proxy, address, target.codec, str(folder), path, feedback=feedback, live=True
+            )
+        except ControlFailed as exc:
+            _unshadow(client, point.proxy)  # it may have been made before the answer failed
+            raise UnreachableError(
+                f"fault_points.proxy: the control API {point.api} is unreachable or failed: {exc}"
+            ) from None
+        except ControlRefused as exc:
+            raise InputError(f"fault_points.proxy: {point.api} refused the shadow: {exc}") from None
+        except BaseException:  # Ctrl-C while the proxy answered: the shadow may exist already
+            _unshadow(client, point.proxy)
+            raise
+        counts, seconds, interrupted = _shadowing(
+            client,
+            point,
+            live=live,
+            duration=duration,
+            say=say,
+            wait=wait,
+            announce=[
+                f"shadowing {point.proxy} at {point.api} with {candidate_url}; "
+                f"recording into {folder}",
+                *(
+                    [f"labels: recorded from the feedback POSTed through the proxy to {feedback}"]
+                    if feedback is not None
+                    else []
+                ),
+            ],
+        )
     say(
         f"{counts['mirrored']} requests copied, {counts['recorded_rows']} rows recorded, "
         f"{counts['dropped']} copies dropped"
@@ -398,6 +407,51 @@ def run_shadow(
         labelled=labelled,
         interrupted=interrupted,
     )
+
+
+def _sigterm_interrupts() -> AbstractContextManager[None]:
+    """SIGTERM ends a shadow as Ctrl-C does (the shadow removed, the report written); only the
+    first of them does, so a second Ctrl-C cannot cut the removal short."""
+    return raising((signal.SIGINT, signal.SIGTERM), lambda signum: KeyboardInterrupt())
+
+
+def _unshadow(client: Any, proxy: str) -> None:
+    """Remove a shadow that may or may not have been made (gone or never made is fine)."""
+    from chaosml.proxy.client import ControlFailed, ControlRefused
+
+    with contextlib.suppress(ControlFailed, ControlRefused):
+        client.remove_shadow(proxy)
+
+
+def _shadowing(
+    client: Any,
+    point: Any,
+    *,
+    live: LiveView,
+    duration: float,
+    say: Callable[[str], None],
+    wait: Callable[[float], None],
+    announce: list[str],
+) -> tuple[dict[str, Any], float, bool]:
+    """The shadow's run once it is set: the ``announce`` lines, then progress and the live view
+    every 10 s until ``duration`` or Ctrl-C, then the shadow removed (in any case); its final
+    counts, the seconds it ran and whether it was interrupted."""
+    started, interrupted = time.monotonic(), False
+    try:
+        for line in announce:
+            say(line)
+        ends = time.monotonic() + duration
+        while (left := ends - time.monotonic()) > 0:  # progress every PROGRESS seconds
+            wait(min(PROGRESS, left))
+            if time.monotonic() < ends:
+                at = f"{duration - max(ends - time.monotonic(), 0):.0f} s of {duration:g}"
+                _progress(client, point.proxy, live, say, at)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        counts = client.remove_shadow(point.proxy)
+        live.close()
+    return counts, time.monotonic() - started, interrupted
 
 
 def _progress(client: Any, proxy: str, live: LiveView, say: Callable[[str], None], at: str) -> None:

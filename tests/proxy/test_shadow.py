@@ -458,3 +458,40 @@ def test_the_command_says_what_is_wrong_in_one_line(
     errors = [line for line in done.stderr.splitlines() if line.startswith("chaosml: error: ")]
     assert len(errors) == 1 and message in errors[0], done.stderr
     assert done.stderr.strip().splitlines()[-1] == errors[0]  # said last, on one line
+
+
+@pytest.mark.parametrize(
+    "signals", [[signal.SIGTERM], [signal.SIGINT, signal.SIGINT]], ids=["sigterm", "ctrl-c-twice"]
+)
+def test_sigterm_or_a_second_ctrl_c_still_removes_the_shadow_and_reports(
+    demo: DemoArtifacts, v1: str, v2: str, tmp_path: Path, signals: list[signal.Signals]
+) -> None:
+    bodies = payloads(demo, 5)
+    with running(ProxyServer(api="127.0.0.1:0")) as server:
+        client = ControlClient(address=server.api)
+        listen = client.create_proxy("model", v1, "127.0.0.1:0")["listen"]
+        target = target_file(tmp_path, server.api)
+        command = shadow_cli("--target", str(target), "--candidate", f"http://{v2}/predict")
+        command += ["--duration", "1h", "--json", "--out", str(tmp_path / "runs")]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
+            try:
+                for _ in range(600):  # until the command has set the shadow (at most 60 s)
+                    try:
+                        client.shadow("model")
+                        break
+                    except ControlRefused:
+                        assert run.poll() is None, run.stderr.read() if run.stderr else ""
+                        time.sleep(0.1)
+                send(listen, bodies)
+                for sig in signals:
+                    run.send_signal(sig)
+                out, err = run.communicate(timeout=180)  # a bound on a wait, not a timing
+            finally:
+                if run.poll() is None:
+                    run.kill()
+        with pytest.raises(ControlRefused):  # the shadow is removed
+            client.shadow("model")
+    assert run.returncode == 130, err
+    assert b"Traceback" not in err
+    report = json.loads(out)
+    assert report["interrupted"] and report["counts"]["mirrored"] == len(bodies)
