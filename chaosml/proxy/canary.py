@@ -462,7 +462,8 @@ def _weight(body: dict[str, Any], name: str = "weight") -> float | None:
     return float(value)
 
 
-def _lease(body: dict[str, Any]) -> float | None:
+def lease_from(body: dict[str, Any]) -> float | None:
+    """A body's ``lease``: seconds > 0, or None (absent or null: no lease)."""
     value = body.get("lease")
     if value is None:
         return None
@@ -512,7 +513,7 @@ def split_from(body: Any, *, proxy_codec: str, check_address: Any) -> Split:
     weight = _weight(body)
     if weight is None:
         raise ApiError("missing required field: weight", 400)
-    key, lease = _key(body.get("key")), _lease(body)
+    key, lease = _key(body.get("key")), lease_from(body)
     codec = typed(body, "codec", str, "a string")
     if codec is not None and codec not in CODECS:
         raise ApiError(f"invalid attribute 'codec': expected one of {', '.join(CODECS)}", 400)
@@ -544,7 +545,7 @@ def change_from(body: Any) -> tuple[float | None, float | None]:
     if not isinstance(body, dict):
         raise ApiError("bad request body: expected a JSON object", 400)
     _unknown(body, CHANGES)
-    return _weight(body), _lease(body)
+    return _weight(body), lease_from(body)
 
 
 # --- /metrics -----------------------------------------------------------------------------------

@@ -126,12 +126,14 @@ class ControlClient:
         *,
         feedback: str | None = None,
         live: bool = False,
+        lease: float | None = None,
     ) -> dict[str, Any]:
         """Copy the proxy's answered requests to ``candidate`` (chaosml's own endpoint); with
         ``feedback`` (a path), the labels POSTed there are recorded too; ``live``: each flush
-        is also written as a part for a live view."""
+        is also written as a part for a live view; ``lease``: the proxy removes the shadow
+        unless it is renewed (``renew_shadow``) within that many seconds."""
         body: dict[str, Any] = {"candidate": candidate, "codec": codec, "folder": folder}
-        body.update({"path": route, "live": live})
+        body.update({"path": route, "live": live, "lease": lease})
         if feedback is not None:
             body["feedback"] = feedback
         answer: dict[str, Any] = self.request("POST", path("proxies", proxy, "shadow"), body)
@@ -139,6 +141,12 @@ class ControlClient:
 
     def shadow(self, proxy: str) -> dict[str, Any]:
         answer: dict[str, Any] = self.request("GET", path("proxies", proxy, "shadow"))
+        return answer
+
+    def renew_shadow(self, proxy: str, lease: float | None = None) -> dict[str, Any]:
+        """Renew the shadow's lease (for ``lease`` seconds, if given)."""
+        body = {} if lease is None else {"lease": lease}
+        answer: dict[str, Any] = self.request("PATCH", path("proxies", proxy, "shadow"), body)
         return answer
 
     def remove_shadow(self, proxy: str) -> dict[str, Any]:

@@ -20,7 +20,14 @@ import numpy as np
 
 from chaosml._net import split_address as _split
 from chaosml.proxy.api_http import Handler, is_loopback_host
-from chaosml.proxy.canary import EXPIRED, Split, SplitCollector, change_from, split_from
+from chaosml.proxy.canary import (
+    EXPIRED,
+    Split,
+    SplitCollector,
+    change_from,
+    lease_from,
+    split_from,
+)
 from chaosml.proxy.metrics import ProxyMetrics
 from chaosml.proxy.server import Proxy, Timeouts, split_address
 from chaosml.proxy.toxics import ApiError, build_toxic, typed
@@ -91,6 +98,8 @@ class Control:
     _lock: asyncio.Lock | None = field(default=None, init=False)
     _split_series: bool = field(default=False, init=False)  # the splits' collector registered
     _seeds: np.random.SeedSequence = field(init=False)
+    # lapsed shadows being closed (their files closed whole): held so the tasks are not lost
+    _closing: set[asyncio.Future[Any]] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self._seeds = np.random.SeedSequence(self.seed)
@@ -117,6 +126,11 @@ class Control:
             split = getattr(proxy, "split", None)
             if split is not None:
                 split.live(now)
+            mirror = getattr(proxy, "mirror", None)
+            if mirror is not None and mirror.lapsed(now):  # nobody renews it: stop copying
+                proxy.mirror = None
+                self._closing.add(task := asyncio.ensure_future(mirror.close()))
+                task.add_done_callback(self._closing.discard)
 
     async def stop_all(self) -> None:
         async with self.lock:
@@ -426,6 +440,7 @@ class Control:
             raise ApiError("invalid attribute: 'timeout' and 'queue' must be positive", 400)
         feedback = feedback_path(body)
         live = typed(body, "live", bool, "a boolean")
+        lease = lease_from(body)
         if target.mirror is not None:
             raise ApiError("shadow already set", 409)
         target.mirror = Mirror(
@@ -438,6 +453,7 @@ class Control:
             path=where,
             feedback=feedback,
             live=bool(live),
+            lease=lease,
         )
         target.mirror.start()
         return 201, target.mirror.counts()
@@ -446,6 +462,19 @@ class Control:
         mirror = self._proxy(proxy).mirror
         if mirror is None:
             raise ApiError("shadow not found", 404)
+        return 200, mirror.counts()
+
+    async def change_shadow(self, body: Any, proxy: str) -> tuple[int, Any]:
+        """Renew the shadow's lease (``{}``), or give it a new one (``{"lease": seconds}``)."""
+        mirror = self._proxy(proxy).mirror
+        if mirror is None:
+            raise ApiError("shadow not found", 404)
+        if body is not None and not isinstance(body, dict):
+            raise ApiError("bad request body: expected a JSON object", 400)
+        extra = sorted(set(body or {}) - {"lease"})
+        if extra:
+            raise ApiError(f"unknown field '{extra[0]}': expected lease", 400)
+        mirror.renew(lease_from(body or {}))
         return 200, mirror.counts()
 
     async def delete_shadow(self, body: Any, proxy: str) -> tuple[int, Any]:
@@ -556,6 +585,7 @@ class Control:
             ("GET", toxic + "/evidence", self.show_evidence),
             ("POST", route + "/shadow", self.set_shadow),
             ("GET", route + "/shadow", self.show_shadow),
+            ("PATCH", route + "/shadow", self.change_shadow),
             ("DELETE", route + "/shadow", self.delete_shadow),
             ("POST", route + "/split", self.set_split),
             ("PATCH", route + "/split", self.change_split),

@@ -212,8 +212,10 @@ class Mirror:
         path: str | None = None,
         feedback: str | None = None,
         live: bool = False,
+        lease: float | None = None,
     ) -> None:
         self.candidate, self.codec, self.folder, self.timeout = candidate, codec, folder, timeout
+        self.lease, self.expires_at = lease, None if lease is None else time.monotonic() + lease
         self.path = path  # the candidate's path for every copy (None: the request's own)
         self.mirrored = 0  # copies offered
         self.answered = 0  # copies the candidate answered 2xx
@@ -227,6 +229,16 @@ class Mirror:
         self.recorder = Recorder(folder, CODECS[codec], self.drops, flush, live=live)
         # the feedback labels met on their way to the service (``chaosml.proxy.feedback``)
         self.labels = None if feedback is None else Labels(folder / FOLDER, feedback, flush)
+
+    def renew(self, lease: float | None) -> None:
+        """The lease renewed (for ``lease`` seconds, if given; else for the one it had)."""
+        if lease is not None:
+            self.lease = lease
+        self.expires_at = None if self.lease is None else time.monotonic() + self.lease
+
+    def lapsed(self, now: float) -> bool:
+        """Whether the lease ran out by ``now`` (monotonic): the shadow is then removed."""
+        return self.expires_at is not None and now >= self.expires_at
 
     def start(self) -> None:
         self._workers = [asyncio.ensure_future(self._work()) for _ in range(self._concurrency)]
@@ -262,6 +274,7 @@ class Mirror:
             "drops": drops,
             "error": self.recorder.error,
             "feedback": None if self.labels is None else self.labels.counts(),
+            "lease": self.lease,
             "live": None
             if not self.recorder.live
             else {

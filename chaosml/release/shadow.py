@@ -45,7 +45,10 @@ from chaosml.errors import InputError, UnreachableError
 SCHEMA = "chaosml.shadow/1"
 ROOT = Path(".chaosml/shadow")
 MISSING = "<missing>"
-PROGRESS = 10.0  # seconds between the progress lines of a running shadow
+PROGRESS = 10.0  # seconds between the progress lines of a running shadow (each renews the lease)
+# the proxy removes a shadow not renewed for this long: a `chaosml shadow` killed with SIGKILL
+# leaves nothing copying once it runs out
+LEASE = 60.0
 
 
 @dataclass
@@ -359,8 +362,15 @@ def run_shadow(
     live = LiveView(suite, folder)
     with _sigterm_interrupts():
         try:
-            client.set_shadow(
-                point.proxy, address, target.codec, str(folder), path, feedback=feedback, live=True
+            first = client.set_shadow(
+                point.proxy,
+                address,
+                target.codec,
+                str(folder),
+                path,
+                feedback=feedback,
+                live=True,
+                lease=LEASE,
             )
         except ControlFailed as exc:
             _unshadow(client, point.proxy)  # it may have been made before the answer failed
@@ -375,6 +385,7 @@ def run_shadow(
         counts, seconds, interrupted = _shadowing(
             client,
             point,
+            counts=first,
             live=live,
             duration=duration,
             say=say,
@@ -427,6 +438,7 @@ def _shadowing(
     client: Any,
     point: Any,
     *,
+    counts: dict[str, Any],
     live: LiveView,
     duration: float,
     say: Callable[[str], None],
@@ -445,23 +457,43 @@ def _shadowing(
             wait(min(PROGRESS, left))
             if time.monotonic() < ends:
                 at = f"{duration - max(ends - time.monotonic(), 0):.0f} s of {duration:g}"
-                _progress(client, point.proxy, live, say, at)
+                counts = _progress(client, point.proxy, live, say, at) or counts
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        counts = client.remove_shadow(point.proxy)
+        counts = _removed(client, point.proxy, say) or counts
         live.close()
     return counts, time.monotonic() - started, interrupted
 
 
-def _progress(client: Any, proxy: str, live: LiveView, say: Callable[[str], None], at: str) -> None:
-    """A running shadow's progress line, and its live figures per slice so far."""
+def _removed(client: Any, proxy: str, say: Callable[[str], None]) -> dict[str, Any] | None:
+    """Remove the shadow: its final counts, or None (and a line saying why) if the proxy had
+    removed it already, its lease having run out unrenewed."""
+    from chaosml.proxy.client import ControlRefused
+
+    try:
+        return dict(client.remove_shadow(proxy))
+    except ControlRefused as exc:
+        if exc.status != 404:
+            raise
+        say(
+            "the proxy had removed the shadow (its lease ran out unrenewed): "
+            "the counts are those of the last progress line"
+        )
+        return None
+
+
+def _progress(
+    client: Any, proxy: str, live: LiveView, say: Callable[[str], None], at: str
+) -> dict[str, Any] | None:
+    """A running shadow's lease renewed, its progress line and its live figures per slice so
+    far; its counts (None if the proxy could not be read)."""
     from chaosml.proxy.client import ControlFailed, ControlRefused
 
     try:
-        now = client.shadow(proxy)
+        now = dict(client.renew_shadow(proxy))
     except (ControlFailed, ControlRefused):  # progress only: the end decides
-        return
+        return None
     labels = now.get("feedback") or {}
     fed = f", {labels['labels']} labels from feedback" if labels else ""
     say(
@@ -471,6 +503,7 @@ def _progress(client: Any, proxy: str, live: LiveView, say: Callable[[str], None
     live.read()
     for line in live.lines():
         say(line)
+    return now
 
 
 def render_shadow(result: ShadowResult, console: Any) -> None:

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from chaosml._wait import wait_until
 from chaosml.demo.data import LABEL
 from chaosml.demo.release import served
 from chaosml.demo.service import serving_app
@@ -251,7 +252,10 @@ def test_the_shadow_endpoints_answer_as_the_control_api_does(tmp_path: Path) -> 
             ("POST", where, {"candidate": "nohost", "folder": str(tmp_path)}, 400),
             ("POST", where, {"candidate": upstream, "folder": "x", "codec": "avro"}, 400),
             ("POST", where, {"candidate": upstream, "folder": "x", "timeout": -1}, 400),
+            ("POST", where, {"candidate": upstream, "folder": "x", "lease": 0}, 400),
+            ("POST", where, {"candidate": upstream, "folder": "x", "lease": True}, 400),
             ("GET", where, None, 404),
+            ("PATCH", where, {}, 404),
             ("DELETE", where, None, 404),
         ]
         for method, path, body, status in cases:
@@ -259,7 +263,12 @@ def test_the_shadow_endpoints_answer_as_the_control_api_does(tmp_path: Path) -> 
                 client.request(method, path, body)
             assert caught.value.status == status, (method, path, body)
         made = client.set_shadow("model", upstream, "records", str(tmp_path))
-        assert made["mirrored"] == 0 and made["candidate"] == upstream
+        assert made["mirrored"] == 0 and made["candidate"] == upstream and made["lease"] is None
+        for body in ({"lease": -1}, {"weight": 1}, [1]):
+            with pytest.raises(ControlRefused) as caught:
+                client.request("PATCH", where, body)
+            assert caught.value.status == 400, body
+        assert client.renew_shadow("model", 30)["lease"] == 30
         with pytest.raises(ControlRefused) as caught:
             client.set_shadow("model", upstream, "records", str(tmp_path))
         assert caught.value.status == 409
@@ -495,3 +504,37 @@ def test_sigterm_or_a_second_ctrl_c_still_removes_the_shadow_and_reports(
     assert b"Traceback" not in err
     report = json.loads(out)
     assert report["interrupted"] and report["counts"]["mirrored"] == len(bodies)
+
+
+def test_a_shadow_nobody_renews_is_removed_once_its_lease_runs_out(
+    demo: DemoArtifacts, v1: str, v2: str, tmp_path: Path
+) -> None:
+    bodies = payloads(demo, 4)
+    with running(ProxyServer(api="127.0.0.1:0", reap_interval=0.05)) as server:
+        client = ControlClient(address=server.api)
+        listen = client.create_proxy("model", v1, "127.0.0.1:0")["listen"]
+        client.set_shadow("model", v2, "records", str(tmp_path), lease=1.0)
+        for _ in range(4):  # renewed every half lease, it outlives its lease
+            time.sleep(0.5)
+            assert client.renew_shadow("model")["lease"] == 1.0
+        send(listen, bodies)
+
+        def gone() -> bool:
+            try:
+                client.shadow("model")
+            except ControlRefused as exc:
+                return exc.status == 404
+            return False
+
+        assert wait_until(gone, 30), "the shadow outlived its lease"  # a bound, not a timing
+
+        def recorded() -> int:  # its files are closed whole once the copies under way end
+            try:
+                return len(pd.read_parquet(tmp_path / "rows.parquet"))
+            except (OSError, ValueError):
+                return 0
+
+        assert wait_until(lambda: recorded() == len(bodies) * BATCH, 30)
+        # traffic after it passes and is not copied
+        assert [a.status_code for a in send(listen, bodies)] == [200] * len(bodies)
+        assert recorded() == len(bodies) * BATCH
