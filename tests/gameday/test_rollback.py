@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from chaosml.gameday.runner import GameDay, Interrupted, RunOptions
 from chaosml.gameday.target import load_target
 from chaosml.proxy.api import ProxyServer, running
 from chaosml.proxy.client import ControlClient
-from chaosml.scenario import load_scenarios
+from chaosml.scenario import Scenario, load_scenarios
 
 
 def scenario_file(tmp_path: Path) -> Path:
@@ -41,103 +43,85 @@ def scenario_file(tmp_path: Path) -> Path:
     return path
 
 
+@dataclass
+class Rig:
+    """A game day of one two-fault scenario against a real proxy, its scenario record begun."""
+
+    control: ControlClient
+    gameday: GameDay
+    scenario: Scenario
+    record: ScenarioRecord = field(
+        default_factory=lambda: ScenarioRecord(name="two-faults", started_at=time.time())
+    )
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    with running(ProxyServer(api="127.0.0.1:0")) as server:
+        control = ControlClient(address=server.api)
+        control.create_proxy("model", "127.0.0.1:9", "127.0.0.1:0")
+        target_path = tmp_path / "target.yaml"
+        target = {
+            "name": "loopback",
+            "url": "http://127.0.0.1:9/predict",
+            "fault_points": {"proxy": {"api": server.api, "proxy": "model"}},
+            "alerts": [{"type": "webhook", "listen": "127.0.0.1:0"}],
+        }
+        target_path.write_text(yaml.safe_dump(target), encoding="utf-8")
+        (file,) = load_scenarios([scenario_file(tmp_path)])
+        gameday = GameDay(
+            scenarios=[file],
+            target=load_target(target_path),
+            options=RunOptions(runs=tmp_path / "runs"),
+        )
+        gameday.journal = Journal.create(tmp_path / "runs", started_at=time.time())
+        yield Rig(control, gameday, file.scenario)
+
+
 @pytest.mark.parametrize("stopped_at", [0, 1], ids=["first-add", "second-add"])
 def test_a_stop_while_a_fault_is_being_added_still_rolls_it_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stopped_at: int
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, stopped_at: int
 ) -> None:
-    with running(ProxyServer(api="127.0.0.1:0")) as server:
-        control = ControlClient(address=server.api)
-        control.request(
-            "POST",
-            "/proxies",
-            {"name": "model", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:9"},
-        )
-        target_path = tmp_path / "target.yaml"
-        target_path.write_text(
-            yaml.safe_dump(
-                {
-                    "name": "loopback",
-                    "url": "http://127.0.0.1:9/predict",
-                    "fault_points": {"proxy": {"api": server.api, "proxy": "model"}},
-                    "alerts": [{"type": "webhook", "listen": "127.0.0.1:0"}],
-                }
-            ),
-            encoding="utf-8",
-        )
-        (file,) = load_scenarios([scenario_file(tmp_path)])
-        gameday = GameDay(
-            scenarios=[file],
-            target=load_target(target_path),
-            options=RunOptions(runs=tmp_path / "runs"),
-        )
-        gameday.journal = Journal.create(tmp_path / "runs", started_at=time.time())
-        record = ScenarioRecord(name="two-faults", started_at=time.time())
-        adds: list[str] = []
-        original = ControlClient.add_toxic
+    adds: list[str] = []
+    original = ControlClient.add_toxic
 
-        def add_then_stop(self: ControlClient, proxy: str, body: dict[str, Any]) -> Any:
-            answer = original(self, proxy, body)  # the fault point has the toxic now
-            adds.append(body["name"])
-            if len(adds) == stopped_at + 1:
-                raise Interrupted("stopped by SIGINT; no fault is left active")
-            return answer
+    def add_then_stop(self: ControlClient, proxy: str, body: dict[str, Any]) -> Any:
+        answer = original(self, proxy, body)  # the fault point has the toxic now
+        adds.append(body["name"])
+        if len(adds) == stopped_at + 1:
+            raise Interrupted("stopped by SIGINT; no fault is left active")
+        return answer
 
-        monkeypatch.setattr(ControlClient, "add_toxic", add_then_stop)
-        added: list[Any] = []
+    monkeypatch.setattr(ControlClient, "add_toxic", add_then_stop)
+    added: list[Any] = []
 
-        def inject_both() -> None:
-            for position in range(2):
-                gameday._inject(position, file.scenario, record, added)
+    def inject_both() -> None:
+        for position in range(2):
+            rig.gameday._inject(position, rig.scenario, rig.record, added)
 
-        with pytest.raises(Interrupted):
-            inject_both()
-        assert len(control.toxics("model")) == stopped_at + 1  # the stopped add took effect
-        gameday._rollback(added, record)
-        assert control.toxics("model") == []
-        assert [f.removed_at is not None for f in record.faults] == [True] * (stopped_at + 1)
-        # the stopped add was never confirmed: the journal does not claim when it was added
-        assert record.faults[stopped_at].added_at is None
+    with pytest.raises(Interrupted):
+        inject_both()
+    assert len(rig.control.toxics("model")) == stopped_at + 1  # the stopped add took effect
+    rig.gameday._rollback(added, rig.record)
+    assert rig.control.toxics("model") == []
+    assert [f.removed_at is not None for f in rig.record.faults] == [True] * (stopped_at + 1)
+    # the stopped add was never confirmed: the journal does not claim when it was added
+    assert rig.record.faults[stopped_at].added_at is None
 
 
-def test_an_add_that_never_reached_the_point_is_not_claimed_removed(tmp_path: Path) -> None:
-    with running(ProxyServer(api="127.0.0.1:0")) as server:
-        control = ControlClient(address=server.api)
-        control.request(
-            "POST",
-            "/proxies",
-            {"name": "model", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:9"},
-        )
-        target_path = tmp_path / "target.yaml"
-        target_path.write_text(
-            yaml.safe_dump(
-                {
-                    "name": "loopback",
-                    "url": "http://127.0.0.1:9/predict",
-                    "fault_points": {"proxy": {"api": server.api, "proxy": "model"}},
-                    "alerts": [{"type": "webhook", "listen": "127.0.0.1:0"}],
-                }
-            ),
-            encoding="utf-8",
-        )
-        (file,) = load_scenarios([scenario_file(tmp_path)])
-        gameday = GameDay(
-            scenarios=[file],
-            target=load_target(target_path),
-            options=RunOptions(runs=tmp_path / "runs"),
-        )
-        gameday.journal = Journal.create(tmp_path / "runs", started_at=time.time())
-        record = ScenarioRecord(name="two-faults", started_at=time.time())
-        added: list[Any] = []
-        gameday._inject(0, file.scenario, record, added)
-        point = gameday.points["proxy"]
-        added.append(point.toxic(file.scenario.faults[1], "chaosml-never-sent", None))
-        record.faults.append(
-            record.faults[0].model_copy(update={"toxic": "chaosml-never-sent", "added_at": None})
-        )
-        gameday._rollback(added, record)
-        assert control.toxics("model") == []
-        assert record.faults[0].removed_at is not None
-        assert record.faults[1].removed_at is None  # nothing was there to remove
+def test_an_add_that_never_reached_the_point_is_not_claimed_removed(rig: Rig) -> None:
+    added: list[Any] = []
+    rig.gameday._inject(0, rig.scenario, rig.record, added)
+    point = rig.gameday.points["proxy"]
+    added.append(point.toxic(rig.scenario.faults[1], "chaosml-never-sent", None))
+    record = rig.record
+    record.faults.append(
+        record.faults[0].model_copy(update={"toxic": "chaosml-never-sent", "added_at": None})
+    )
+    rig.gameday._rollback(added, record)
+    assert rig.control.toxics("model") == []
+    assert record.faults[0].removed_at is not None
+    assert record.faults[1].removed_at is None  # nothing was there to remove
 
 
 def test_a_second_ctrl_c_does_not_interrupt_the_rollback() -> None:

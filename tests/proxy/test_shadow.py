@@ -296,6 +296,18 @@ def shadow_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "chaosml", "shadow", "--suite", str(SUITE), *args]
 
 
+def until_shadowing(client: ControlClient, run: subprocess.Popen[bytes]) -> None:
+    """Until the command ``run`` has set the shadow on proxy ``model`` (at most 60 s)."""
+    for _ in range(600):
+        try:
+            client.shadow("model")
+            return
+        except ControlRefused:
+            assert run.poll() is None, run.stderr.read() if run.stderr else ""
+            time.sleep(0.1)
+    pytest.fail("the command did not set the shadow within 60 s")
+
+
 def test_the_command_records_judges_and_joins_labels_and_ctrl_c_ends_it_with_its_report(
     demo: DemoArtifacts, v1: str, v2: str, tmp_path: Path
 ) -> None:
@@ -311,13 +323,7 @@ def test_the_command_records_judges_and_joins_labels_and_ctrl_c_ends_it_with_its
         command += ["--out", str(tmp_path / "runs")]
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
             try:
-                for _ in range(600):  # until the command has set the shadow (at most 60 s)
-                    try:
-                        client.shadow("model")
-                        break
-                    except ControlRefused:
-                        assert run.poll() is None, run.stderr.read() if run.stderr else ""
-                        time.sleep(0.1)
+                until_shadowing(client, run)
                 answers = send(listen, bodies)
                 ids = [i for a in answers for i in a.json()["ids"]]
                 # feedback for all but the last batch: labels join by id, unlabelled rows stay
@@ -484,13 +490,7 @@ def test_sigterm_or_a_second_ctrl_c_still_removes_the_shadow_and_reports(
         command += ["--duration", "1h", "--json", "--out", str(tmp_path / "runs")]
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
             try:
-                for _ in range(600):  # until the command has set the shadow (at most 60 s)
-                    try:
-                        client.shadow("model")
-                        break
-                    except ControlRefused:
-                        assert run.poll() is None, run.stderr.read() if run.stderr else ""
-                        time.sleep(0.1)
+                until_shadowing(client, run)
                 send(listen, bodies)
                 for sig in signals:
                     run.send_signal(sig)
