@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 
 import pandas as pd
 
-from chaosml._signals import raising
+from chaosml._signals import holding, raising
 from chaosml.alerts import AlertSource, Poller, make_source
 from chaosml.alerts.poller import Track
 from chaosml.errors import ChaosmlError, InputError, UnreachableError
@@ -339,8 +339,9 @@ class GameDay:
                 self._inject(position, scenario, record, added)
             self._phase(record, load, "fault", scenario.phases.fault, scenario)
         finally:
-            record.rolled_back_at = self._rollback(added, record)
-            self._save()
+            with holding():  # a Ctrl-C now is raised once every fault is removed
+                record.rolled_back_at = self._rollback(added, record)
+                self._save()
         self._phase(record, load, "recovery", scenario.phases.recovery, scenario, settle=True)
 
     def _inject(

@@ -286,7 +286,8 @@ def _runners(env: Environment, plan: LoadPlan) -> tuple[Any, list[subprocess.Pop
         # A worker reads the data when the plan arrives: until it has, it would not start users.
         # The plan goes again to each worker that has not answered: one that took the master's
         # ack and the plan in one go, before its handler for the plan was registered, dropped it.
-        text, sent = plan.to_json(), dict[str, float]()
+        text = plan.to_json()
+        sent: dict[str, float] = {}  # worker id -> when the plan last went to it
 
         def all_planned() -> bool:
             now = time.monotonic()

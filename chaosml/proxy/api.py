@@ -127,7 +127,7 @@ class ProxyServer:
         try:
             while True:
                 await asyncio.sleep(self.reap_interval)
-                self.control.expire()  # drops toxics whose lease ran out
+                self.control.expire()  # toxics, splits and shadows whose lease ran out
         finally:
             await self.stop()
 

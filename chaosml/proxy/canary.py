@@ -447,7 +447,7 @@ class Parts(Recording):
 # --- the control API's bodies -----------------------------------------------------------------
 
 
-def _unknown(body: dict[str, Any], known: tuple[str, ...]) -> None:
+def unknown_fields(body: dict[str, Any], known: tuple[str, ...]) -> None:
     for name in body:
         if name not in known:
             raise ApiError(UNKNOWN_FIELD.format(name=name, expected=", ".join(known)), 400)
@@ -505,7 +505,7 @@ def split_from(body: Any, *, proxy_codec: str, check_address: Any) -> Split:
     ``candidate``."""
     if not isinstance(body, dict):
         raise ApiError("bad request body: expected a JSON object", 400)
-    _unknown(body, FIELDS)
+    unknown_fields(body, FIELDS)
     candidate = typed(body, "candidate", str, "a string")
     if not candidate:
         raise ApiError("missing required field: candidate", 400)
@@ -544,7 +544,7 @@ def change_from(body: Any) -> tuple[float | None, float | None]:
         return None, None
     if not isinstance(body, dict):
         raise ApiError("bad request body: expected a JSON object", 400)
-    _unknown(body, CHANGES)
+    unknown_fields(body, CHANGES)
     return _weight(body), lease_from(body)
 
 

@@ -27,6 +27,7 @@ from chaosml.proxy.canary import (
     change_from,
     lease_from,
     split_from,
+    unknown_fields,
 )
 from chaosml.proxy.metrics import ProxyMetrics
 from chaosml.proxy.server import Proxy, Timeouts, split_address
@@ -118,8 +119,9 @@ class Control:
         return proxy
 
     def expire(self) -> None:
-        """Drop every toxic whose lease ran out, and send all of a split's traffic to the primary
-        once its lease ran out."""
+        """Drop every toxic whose lease ran out, send all of a split's traffic to the primary
+        once its lease ran out, and remove a shadow whose lease ran out (its files closed
+        whole in the background)."""
         now = time.monotonic()
         for proxy in list(self.proxies.values()):
             proxy.active()
@@ -137,6 +139,8 @@ class Control:
             for proxy in list(self.proxies.values()):
                 await proxy.stop()
                 await self._unshadow(proxy)
+            # lapsed shadows still closing: their files are closed whole before the loop ends
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def _unshadow(self, proxy: Proxy) -> None:
         """The proxy's shadow and split removed (their recordings closed whole)."""
@@ -471,9 +475,7 @@ class Control:
             raise ApiError("shadow not found", 404)
         if body is not None and not isinstance(body, dict):
             raise ApiError("bad request body: expected a JSON object", 400)
-        extra = sorted(set(body or {}) - {"lease"})
-        if extra:
-            raise ApiError(f"unknown field '{extra[0]}': expected lease", 400)
+        unknown_fields(body or {}, ("lease",))
         mirror.renew(lease_from(body or {}))
         return 200, mirror.counts()
 

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chaosml._signals import raising
+from chaosml._signals import holding, raising
 from chaosml.errors import InputError, UnreachableError
 from chaosml.release.labels import feedback_labels, feedback_route, known_labels, read_labels
 from chaosml.release.sequential import (
@@ -592,41 +592,48 @@ class Controller:
         journal = (folder / "looks.jsonl").open("a")
         first = options.steps[0]
         try:
-            client.set_split(
-                self.point.proxy,
-                self.address,
-                first.weight,
-                key=options.key,
-                lease=options.lease,
-                folder=str(folder),
-                codec=self.target.codec,
-                feedback=self.feedback,
-            )
-        except ControlFailed as exc:
-            self._unsplit(client)  # it may have been made before the answer failed
-            raise UnreachableError(
-                f"fault_points.proxy: the control API {self.point.api} is unreachable or failed: {exc}"
-            ) from None
-        except ControlRefused as exc:
-            raise InputError(
-                f"fault_points.proxy: {self.point.api} refused the split: {exc}"
-            ) from None
-        except BaseException:  # Ctrl-C while the proxy answered: the split may exist already
-            self._unsplit(client)
+            try:
+                client.set_split(
+                    self.point.proxy,
+                    self.address,
+                    first.weight,
+                    key=options.key,
+                    lease=options.lease,
+                    folder=str(folder),
+                    codec=self.target.codec,
+                    feedback=self.feedback,
+                )
+            except ControlFailed as exc:
+                self._unsplit(client)  # it may have been made before the answer failed
+                raise UnreachableError(
+                    f"fault_points.proxy: the control API {self.point.api} is unreachable or failed: {exc}"
+                ) from None
+            except ControlRefused as exc:
+                raise InputError(
+                    f"fault_points.proxy: {self.point.api} refused the split: {exc}"
+                ) from None
+            except BaseException:  # Ctrl-C while the proxy answered: the split may exist already
+                self._unsplit(client)
+                raise
+        except BaseException:
+            for source in poller.sources:
+                source.stop()
+            journal.close()
             raise
         began = self.clock()
-        self.say(
-            f"canary of {self.candidate_url} on {self.point.proxy} at {self.point.api}: "
-            f"{', '.join(s.label() for s in options.steps)}; recording into {folder}"
-        )
-        if self.no_feedback is not None:
-            self.say(self.no_feedback)
-        elif self.feedback is not None:
+        try:  # from here on, whatever happens, the split is ended in the ``finally``
             self.say(
-                f"labels: recorded from the feedback POSTed through the proxy to {self.feedback}"
+                f"canary of {self.candidate_url} on {self.point.proxy} at {self.point.api}: "
+                f"{', '.join(s.label() for s in options.steps)}; recording into {folder}"
             )
-        baseline = self._active(poller)
-        try:
+            if self.no_feedback is not None:
+                self.say(self.no_feedback)
+            elif self.feedback is not None:
+                self.say(
+                    f"labels: recorded from the feedback POSTed through the proxy to "
+                    f"{self.feedback}"
+                )
+            baseline = self._active(poller)
             for index, step in enumerate(options.steps):
                 if index:
                     client.change_split(self.point.proxy, weight=step.weight, lease=options.lease)
@@ -685,7 +692,11 @@ class Controller:
             self.say(f"rolled back: {result.rollback.detail}")
         finally:
             journal.close()
-            self._end_split(client, result)
+            try:
+                with holding():  # a Ctrl-C now waits until the split is ended
+                    self._end_split(client, result)
+            except KeyboardInterrupt:
+                result.interrupted = True
             for source in poller.sources:
                 source.stop()
         result.seconds = self.clock() - began

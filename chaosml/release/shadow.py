@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
-from chaosml._signals import raising
+from chaosml._signals import holding, raising
 from chaosml.errors import InputError, UnreachableError
 
 SCHEMA = "chaosml.shadow/1"
@@ -385,6 +385,7 @@ def run_shadow(
         counts, seconds, interrupted = _shadowing(
             client,
             point,
+            folder=folder,
             counts=first,
             live=live,
             duration=duration,
@@ -434,10 +435,16 @@ def _unshadow(client: Any, proxy: str) -> None:
         client.remove_shadow(proxy)
 
 
+class _Lost(Exception):
+    """The proxy no longer has this run's shadow (its lease ran out, and maybe another run's
+    shadow is set there now): the run ends, and removes nothing."""
+
+
 def _shadowing(
     client: Any,
     point: Any,
     *,
+    folder: Path,
     counts: dict[str, Any],
     live: LiveView,
     duration: float,
@@ -446,9 +453,9 @@ def _shadowing(
     announce: list[str],
 ) -> tuple[dict[str, Any], float, bool]:
     """The shadow's run once it is set: the ``announce`` lines, then progress and the live view
-    every 10 s until ``duration`` or Ctrl-C, then the shadow removed (in any case); its final
-    counts, the seconds it ran and whether it was interrupted."""
-    started, interrupted = time.monotonic(), False
+    every 10 s until ``duration`` or Ctrl-C, then the shadow removed (in any case, if it is
+    still this run's); its final counts, the seconds it ran and whether it was interrupted."""
+    started, interrupted, ours = time.monotonic(), False, True
     try:
         for line in announce:
             say(line)
@@ -457,22 +464,44 @@ def _shadowing(
             wait(min(PROGRESS, left))
             if time.monotonic() < ends:
                 at = f"{duration - max(ends - time.monotonic(), 0):.0f} s of {duration:g}"
-                counts = _progress(client, point.proxy, live, say, at) or counts
+                counts = _progress(client, point.proxy, live, say, at, folder) or counts
     except KeyboardInterrupt:
         interrupted = True
+    except _Lost as lost:
+        say(f"{lost}: the shadow ends here; the counts are those of the last progress line")
+        ours = False
     finally:
-        counts = _removed(client, point.proxy, say) or counts
-        live.close()
+        try:
+            with holding():  # a Ctrl-C now waits until the shadow is removed
+                if ours:
+                    counts = _removed(client, point.proxy, say, folder) or counts
+                live.close()
+        except KeyboardInterrupt:
+            interrupted = True
     return counts, time.monotonic() - started, interrupted
 
 
-def _removed(client: Any, proxy: str, say: Callable[[str], None]) -> dict[str, Any] | None:
-    """Remove the shadow: its final counts, or None (and a line saying why) if the proxy had
-    removed it already, its lease having run out unrenewed."""
+def _ours(state: dict[str, Any], folder: Path) -> None:
+    """``_Lost`` unless ``state`` is the shadow this run set (the one recording into ``folder``)."""
+    if state.get("folder") != str(folder):
+        raise _Lost(
+            f"the proxy's shadow is another run's now (recording into {state.get('folder')})"
+        )
+
+
+def _removed(
+    client: Any, proxy: str, say: Callable[[str], None], folder: Path
+) -> dict[str, Any] | None:
+    """Remove the shadow if it is still this run's: its final counts, or None (and a line
+    saying why) if the proxy had removed it already, its lease having run out unrenewed."""
     from chaosml.proxy.client import ControlRefused
 
     try:
+        _ours(client.shadow(proxy), folder)
         return dict(client.remove_shadow(proxy))
+    except _Lost as lost:
+        say(f"{lost}: left as it is; the counts are those of the last progress line")
+        return None
     except ControlRefused as exc:
         if exc.status != 404:
             raise
@@ -484,15 +513,22 @@ def _removed(client: Any, proxy: str, say: Callable[[str], None]) -> dict[str, A
 
 
 def _progress(
-    client: Any, proxy: str, live: LiveView, say: Callable[[str], None], at: str
+    client: Any, proxy: str, live: LiveView, say: Callable[[str], None], at: str, folder: Path
 ) -> dict[str, Any] | None:
     """A running shadow's lease renewed, its progress line and its live figures per slice so
-    far; its counts (None if the proxy could not be read)."""
+    far; its counts (None if the proxy could not be read). ``_Lost`` if the proxy no longer has
+    it: a renewal cannot bring a removed shadow back, and another run's is not renewed."""
     from chaosml.proxy.client import ControlFailed, ControlRefused
 
     try:
+        now = dict(client.shadow(proxy))
+        _ours(now, folder)
         now = dict(client.renew_shadow(proxy))
-    except (ControlFailed, ControlRefused):  # progress only: the end decides
+    except ControlRefused as exc:
+        if exc.status == 404:
+            raise _Lost("the proxy removed the shadow (its lease ran out unrenewed)") from None
+        return None
+    except ControlFailed:  # progress only: the end decides
         return None
     labels = now.get("feedback") or {}
     fed = f", {labels['labels']} labels from feedback" if labels else ""

@@ -151,4 +151,34 @@ def test_a_second_ctrl_c_does_not_interrupt_the_rollback() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
     )
     assert run.stdout.strip() == "rolled back", run.stderr
-    assert "rolling back first" in run.stderr
+    assert "cleaning up first" in run.stderr
+
+
+def test_a_first_ctrl_c_during_a_cleanup_is_raised_once_it_is_done() -> None:
+    script = textwrap.dedent(
+        """
+        import os, signal, time
+        from chaosml._signals import holding, raising
+
+        class Stop(Exception):
+            pass
+
+        done = []
+        try:
+            with raising((signal.SIGINT,), lambda signum: Stop()):
+                try:
+                    done.append("fault phase ended by itself")
+                finally:  # the rollback after a phase that ended normally, Ctrl-C in the middle
+                    with holding():
+                        os.kill(os.getpid(), signal.SIGINT)
+                        time.sleep(0.05)
+                        done.append("rolled back")
+                done.append("went on after the rollback")
+        except Stop:
+            print(", ".join(done))
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert run.stdout.strip() == "fault phase ended by itself, rolled back", run.stderr

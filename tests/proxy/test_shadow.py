@@ -509,20 +509,13 @@ def test_a_shadow_nobody_renews_is_removed_once_its_lease_runs_out(
     with running(ProxyServer(api="127.0.0.1:0", reap_interval=0.05)) as server:
         client = ControlClient(address=server.api)
         listen = client.create_proxy("model", v1, "127.0.0.1:0")["listen"]
-        client.set_shadow("model", v2, "records", str(tmp_path), lease=1.0)
-        for _ in range(4):  # renewed every half lease, it outlives its lease
-            time.sleep(0.5)
-            assert client.renew_shadow("model")["lease"] == 1.0
+        client.set_shadow("model", v2, "records", str(tmp_path), lease=3.0)
+        for _ in range(3):  # renewed every half lease, it outlives its lease
+            time.sleep(1.5)
+            assert client.renew_shadow("model")["lease"] == 3.0
         send(listen, bodies)
-
-        def gone() -> bool:
-            try:
-                client.shadow("model")
-            except ControlRefused as exc:
-                return exc.status == 404
-            return False
-
-        assert wait_until(gone, 30), "the shadow outlived its lease"  # a bound, not a timing
+        # a bound on a wait, not a timing
+        assert wait_until(lambda: _no_shadow(client), 30), "the shadow outlived its lease"
 
         def recorded() -> int:  # its files are closed whole once the copies under way end
             try:
@@ -534,3 +527,47 @@ def test_a_shadow_nobody_renews_is_removed_once_its_lease_runs_out(
         # traffic after it passes and is not copied
         assert [a.status_code for a in send(listen, bodies)] == [200] * len(bodies)
         assert recorded() == len(bodies) * BATCH
+
+
+def _no_shadow(client: ControlClient) -> bool:
+    try:
+        client.shadow("model")
+    except ControlRefused as exc:
+        return exc.status == 404
+    return False
+
+
+def test_a_run_whose_shadow_lapsed_ends_and_leaves_another_run_s_shadow_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chaosml.release import shadow as shadow_run
+
+    monkeypatch.setattr(shadow_run, "PROGRESS", 0.5)  # a progress line (and renewal) each 0.5 s
+    app = Starlette(routes=[])
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    with (
+        serving_app(app) as upstream,
+        running(ProxyServer(api="127.0.0.1:0", reap_interval=0.05)) as server,
+    ):
+        client = ControlClient(address=server.api)
+        client.create_proxy("model", upstream, "127.0.0.1:0")
+        first = client.set_shadow("model", upstream, "records", str(mine), lease=0.2)
+        # the run stalled past its lease: the proxy removed its shadow, another run set its own
+        assert wait_until(lambda: _no_shadow(client), 30)
+        client.set_shadow("model", upstream, "records", str(theirs), lease=60)
+        lines: list[str] = []
+        point = type("Point", (), {"proxy": "model", "api": server.api})()
+        counts, _, interrupted = shadow_run._shadowing(
+            client,
+            point,
+            folder=mine,
+            counts=first,
+            live=shadow_run.LiveView(None, mine),
+            duration=30,
+            say=lines.append,
+            wait=time.sleep,
+            announce=[],
+        )
+        assert not interrupted and counts == first
+        assert any("another run's now" in line for line in lines), lines
+        assert client.shadow("model")["folder"] == str(theirs)  # left as it is
