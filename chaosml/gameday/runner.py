@@ -59,6 +59,10 @@ CHECK_SECONDS = 0.1  # how often a phase checks stop conditions between polls
 PhaseName = Literal["steady", "fault", "recovery"]
 
 
+# seconds before the rollback looks again for an add it never saw answered
+LATE_ADD = 0.5
+
+
 class Interrupted(ChaosmlError):
     """The game day was stopped (Ctrl-C or SIGTERM); everything was rolled back."""
 
@@ -393,6 +397,7 @@ class GameDay:
                         entry.error = f"not removed: {exc}"
                     else:
                         time.sleep(0.2)
+        self._late_adds(added, record)
         rolled_back = self.clock()
         for toxic, entry in zip(added, record.faults, strict=False):
             if entry.added_at is None:  # stopped while it was being added: nothing to read
@@ -400,6 +405,27 @@ class GameDay:
             if self._evidence(self.points[toxic.point], toxic, entry):
                 record.unreachable = True
         return rolled_back
+
+    def _late_adds(self, added: list[AddedToxic], record: ScenarioRecord) -> None:
+        """An add the runner never saw answered may still be applied after its removal (a
+        fault point slow under load): look again once, a moment later, and remove it then."""
+        unconfirmed = [
+            (toxic, entry)
+            for toxic, entry in zip(added, record.faults, strict=False)
+            if entry.added_at is None and entry.removed_at is None
+        ]
+        if not unconfirmed:
+            return
+        time.sleep(LATE_ADD)
+        for toxic, entry in unconfirmed:
+            client = self.points[toxic.point]
+            try:
+                if any(t.get("name") == toxic.name for t in client.toxics()) and client.remove(
+                    toxic
+                ):
+                    entry.removed_at = self.clock()
+            except FaultPointError as exc:
+                entry.error = f"not known to be removed: {exc}"
 
     def _evidence(self, client: FaultPointClient, toxic: AddedToxic, entry: FaultRecord) -> bool:
         """Read what the toxic did and judge it; True if a component was unreachable meanwhile

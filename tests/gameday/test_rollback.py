@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chaosml.gameday.journal import Journal, ScenarioRecord
+from chaosml.gameday.journal import FaultRecord, Journal, ScenarioRecord
 from chaosml.gameday.runner import GameDay, Interrupted, RunOptions
 from chaosml.gameday.target import load_target
 from chaosml.proxy.api import ProxyServer, running
@@ -182,3 +183,29 @@ def test_a_first_ctrl_c_during_a_cleanup_is_raised_once_it_is_done() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
     )
     assert run.stdout.strip() == "fault phase ended by itself, rolled back", run.stderr
+
+
+def test_an_unanswered_add_applied_after_its_removal_is_removed_on_a_second_look(
+    rig: Rig,
+) -> None:
+    point = rig.gameday.points["proxy"]
+    late = point.toxic(rig.scenario.faults[0], "chaosml-late", None)
+    rig.record.faults.append(
+        FaultRecord(
+            type="latency",
+            point="proxy",
+            proxy="model",
+            toxic=late.name,
+            stream="downstream",
+            toxicity=1.0,
+        )
+    )
+    # the point applies the add a moment after the rollback's first removal found nothing
+    applied = threading.Timer(0.1, lambda: rig.control.add_toxic("model", late.body))
+    applied.start()
+    try:
+        rig.gameday._rollback([late], rig.record)
+    finally:
+        applied.join()
+    assert rig.control.toxics("model") == []
+    assert rig.record.faults[0].removed_at is not None
