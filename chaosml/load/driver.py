@@ -38,6 +38,7 @@ from chaosml.load.protocol import Event, event, read_command
 
 PREDICT = "predict"
 PLAN, PLANNED = "chaosml-plan", "chaosml-planned"  # the plan to a worker; its answer
+WORKER = (sys.executable, "-m", "chaosml.load", "worker")  # a worker process's command line
 PLAN_AGAIN = 2.0  # seconds before the plan goes again to a worker that has not answered
 MARK_TIMEOUT = 3.0  # seconds for every worker to answer a phase mark (then ``exact`` is False)
 # monotonic seconds, requests, failures, response-time histogram (ms -> count)
@@ -272,7 +273,7 @@ def _runners(env: Environment, plan: LoadPlan) -> tuple[Any, list[subprocess.Pop
     runner: Any = env.create_master_runner("127.0.0.1", port)
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "chaosml.load", "worker", "--master", f"127.0.0.1:{port}"],
+            [*WORKER, "--master", f"127.0.0.1:{port}"],
             stdin=subprocess.DEVNULL,
         )
         for _ in range(plan.workers)

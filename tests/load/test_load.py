@@ -3,6 +3,9 @@ feedback labels, runs distributed with two workers, and the runner can stop it a
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -83,3 +86,53 @@ def test_an_unreadable_plan_is_reported(echo_service: str, tmp_path: Any) -> Non
     plan = LoadPlan(url=f"http://{echo_service}/predict", data=str(tmp_path / "none.parquet"))
     with pytest.raises(LoadStopped, match="load driver did not start"):
         LoadProcess(plan).start()
+
+
+DROPS_ITS_FIRST_PLAN = """
+import sys
+import locust.runners
+
+register = locust.runners.WorkerRunner.register_message
+
+def late(self, name, listener, concurrent=False):
+    if name == "chaosml-plan":  # the first plan is lost, as when it comes with the master's ack
+        inner, seen = listener, []
+
+        def listener(*args, **kwargs):
+            seen.append(1)
+            return None if len(seen) == 1 else inner(*args, **kwargs)
+
+    return register(self, name, listener, concurrent)
+
+locust.runners.WorkerRunner.register_message = late
+from chaosml.load.driver import worker
+worker(sys.argv[-1])
+"""
+
+MASTER = """
+import json, sys, time
+import chaosml.load.driver as driver
+from locust.env import Environment
+from chaosml.load.plan import LoadPlan
+
+driver.WORKER = (sys.executable, "-c", sys.argv[2])
+plan = LoadPlan(url="http://127.0.0.1:9/predict", data=sys.argv[1], users=1, rate=1, workers=1)
+runner, workers = driver._runners(Environment(user_classes=[]), plan)
+print(json.dumps({"workers": len(workers)}))
+runner.quit()
+for process in workers:
+    process.kill()
+    process.wait()
+"""
+
+
+def test_a_worker_that_lost_the_plan_gets_it_again(demo: DemoArtifacts) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", MASTER, str(demo.data), DROPS_ITS_FIRST_PLAN],
+        capture_output=True,
+        text=True,
+        timeout=120,  # a bound on a wait: without the plan sent again it fails after 60 s
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"workers": 1}
