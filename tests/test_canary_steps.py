@@ -136,3 +136,26 @@ def test_labels_of_mixed_sources_and_types_join_as_one_type() -> None:
     # no feedback yet and a labels file of its header only: no labels, no error
     empty = pd.DataFrame({"id": pd.Series(dtype=object), "label": pd.Series(dtype=object)})
     assert known_labels(empty, pd.Series([], dtype=object)) is None
+
+
+def test_a_stopped_canary_removes_its_own_split_and_no_other(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from chaosml.proxy.api import ProxyServer, running
+    from chaosml.proxy.client import ControlClient, ControlRefused
+    from chaosml.release.canary import Controller
+
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    controller = SimpleNamespace(point=SimpleNamespace(proxy="model"))
+    with running(ProxyServer(api="127.0.0.1:0")) as server:
+        client = ControlClient(address=server.api)
+        client.create_proxy("model", "127.0.0.1:9", "127.0.0.1:0")
+        client.set_split("model", "127.0.0.1:9", 0.5, folder=str(theirs), codec="records")
+        Controller._unsplit(controller, client, mine)  # type: ignore[arg-type]
+        assert client.split("model")["folder"] == str(theirs)  # another run's: it stays
+        client.remove_split("model")
+        client.set_split("model", "127.0.0.1:9", 0.5, folder=str(mine), codec="records")
+        Controller._unsplit(controller, client, mine)  # type: ignore[arg-type]
+        with pytest.raises(ControlRefused):
+            client.split("model")
+        Controller._unsplit(controller, client, mine)  # type: ignore[arg-type]  # gone: fine

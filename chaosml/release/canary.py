@@ -604,7 +604,7 @@ class Controller:
                     feedback=self.feedback,
                 )
             except ControlFailed as exc:
-                self._unsplit(client)  # it may have been made before the answer failed
+                self._unsplit(client, folder)  # it may have been made before the answer failed
                 raise UnreachableError(
                     f"fault_points.proxy: the control API {self.point.api} is unreachable or failed: {exc}"
                 ) from None
@@ -613,7 +613,7 @@ class Controller:
                     f"fault_points.proxy: {self.point.api} refused the split: {exc}"
                 ) from None
             except BaseException:  # Ctrl-C while the proxy answered: the split may exist already
-                self._unsplit(client)
+                self._unsplit(client, folder)
                 raise
         except BaseException:
             for source in poller.sources:
@@ -722,12 +722,14 @@ class Controller:
         except (ControlFailed, ControlRefused) as exc:
             self.say(f"could not remove the split: {exc}; its lease ends it")
 
-    def _unsplit(self, client: Any) -> None:
-        """Remove a split that may or may not have been made (gone or never made is fine)."""
+    def _unsplit(self, client: Any, folder: Path) -> None:
+        """Remove the split this run may or may not have made (gone or never made is fine);
+        a split recording elsewhere is another run's, and stays."""
         from chaosml.proxy.client import ControlFailed, ControlRefused
 
         with contextlib.suppress(ControlFailed, ControlRefused):  # else its lease ends it
-            client.remove_split(self.point.proxy)
+            if client.split(self.point.proxy).get("folder") == str(folder):
+                client.remove_split(self.point.proxy)
 
     def _poller(self) -> Any:
         from chaosml.alerts.poller import Poller
