@@ -33,6 +33,7 @@ from chaosml.errors import UnreachableError
 BATCH = 20
 SHADOW_SECONDS = 20.0
 STEPS = "20%:30s,50%:45s,100%"
+FAILED_PAUSE = 0.1  # seconds a user waits after a request that failed
 
 
 class Users:
@@ -73,6 +74,7 @@ class Users:
                     ids = self._post(self.url, body, user)["ids"]
                 except (OSError, ValueError, KeyError):
                     self.failed += 1
+                    self.stop.wait(FAILED_PAUSE)  # a proxy that is down is not hammered
                     continue
                 self.sent += 1
                 labels = self.truth[start : start + BATCH]
