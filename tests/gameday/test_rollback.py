@@ -125,16 +125,28 @@ def test_an_add_that_never_reached_the_point_is_not_claimed_removed(rig: Rig) ->
     assert record.faults[1].removed_at is None  # nothing was there to remove
 
 
+SIGNALS = """
+import os, signal, time
+from chaosml._signals import holding, raising
+
+class Stop(Exception):
+    pass
+
+done = []
+"""
+
+
+def run_script(body: str) -> subprocess.CompletedProcess[str]:
+    """``body`` after ``SIGNALS``, in a process of its own (signals go to its main thread)."""
+    script = SIGNALS + textwrap.dedent(body)
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
 def test_a_second_ctrl_c_does_not_interrupt_the_rollback() -> None:
-    script = textwrap.dedent(
+    run = run_script(
         """
-        import os, signal, sys, time
-        from chaosml._signals import raising
-
-        class Stop(Exception):
-            pass
-
-        done = []
         try:
             with raising((signal.SIGINT,), lambda signum: Stop()):
                 try:
@@ -148,23 +160,13 @@ def test_a_second_ctrl_c_does_not_interrupt_the_rollback() -> None:
             print(done[0] if done else "rollback interrupted")
         """
     )
-    run = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
-    )
     assert run.stdout.strip() == "rolled back", run.stderr
     assert "cleaning up first" in run.stderr
 
 
 def test_a_first_ctrl_c_during_a_cleanup_is_raised_once_it_is_done() -> None:
-    script = textwrap.dedent(
+    run = run_script(
         """
-        import os, signal, time
-        from chaosml._signals import holding, raising
-
-        class Stop(Exception):
-            pass
-
-        done = []
         try:
             with raising((signal.SIGINT,), lambda signum: Stop()):
                 try:
@@ -178,9 +180,6 @@ def test_a_first_ctrl_c_during_a_cleanup_is_raised_once_it_is_done() -> None:
         except Stop:
             print(", ".join(done))
         """
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
     )
     assert run.stdout.strip() == "fault phase ended by itself, rolled back", run.stderr
 
