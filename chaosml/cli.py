@@ -809,7 +809,8 @@ def shadow_command(
     candidate: CandidateOption,
     suite: ReleaseSuiteOption,
     duration: Annotated[
-        str, typer.Option(help="How long to shadow, e.g. 30s, 10m (Ctrl-C ends it early).")
+        str,
+        typer.Option(help="How long to shadow, e.g. 30s, 10m (Ctrl-C or SIGTERM ends it early)."),
     ] = "10m",
     labels: Annotated[
         Path | None,
