@@ -8,8 +8,8 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 CLEANING_UP = b"chaosml: stopping: cleaning up first (SIGKILL skips it)\n"
@@ -21,7 +21,7 @@ class _State:
 
     exception: Callable[[int], BaseException] | None = None
     raised: bool = False  # the block's one exception was raised, or is held back
-    held: list[int] = field(default_factory=list)  # signals that came while ``holding``
+    held: int | None = None  # the signal that came while ``holding``, raised at its end
     holding: int = 0  # depth of ``holding`` blocks
 
 
@@ -53,15 +53,14 @@ def raising(
             _say_cleaning_up()
             return
         if _state.holding:
-            _state.held.append(signum)
-            _state.raised = True
+            _state.held, _state.raised = signum, True
             _say_cleaning_up()
             return
         _state.raised = True
         raise exception(signum)
 
     outer = (_state.exception, _state.raised, _state.held)
-    _state.exception, _state.raised, _state.held = exception, False, []
+    _state.exception, _state.raised, _state.held = exception, False, None
     previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
@@ -83,6 +82,12 @@ def holding() -> Iterator[None]:
         yield
     finally:
         _state.holding -= 1
-        held, _state.held = _state.held, []
-        if held and _state.exception is not None and _state.holding == 0:
-            raise _state.exception(held[0])
+        if _state.holding == 0 and _state.held is not None and _state.exception is not None:
+            held, _state.held = _state.held, None
+            raise _state.exception(held)
+
+
+def keyboard_interrupts() -> AbstractContextManager[None]:
+    """``raising`` for a command that ends on ``KeyboardInterrupt`` (a canary, a shadow):
+    SIGTERM ends it as Ctrl-C does, its cleanup done and its report written."""
+    return raising((signal.SIGINT, signal.SIGTERM), lambda signum: KeyboardInterrupt())

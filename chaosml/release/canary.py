@@ -31,11 +31,9 @@ import json
 import math
 import os
 import re
-import signal
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chaosml._signals import holding, raising
+from chaosml._signals import holding, keyboard_interrupts
 from chaosml.errors import InputError, UnreachableError
 from chaosml.release.labels import feedback_labels, feedback_route, known_labels, read_labels
 from chaosml.release.sequential import (
@@ -876,12 +874,6 @@ class Controller:
         return None
 
 
-def _sigterm_interrupts() -> AbstractContextManager[None]:
-    """SIGTERM ends a canary as Ctrl-C does (the split removed, the report written); only the
-    first of them does, so a second Ctrl-C cannot cut the rollback short."""
-    return raising((signal.SIGINT, signal.SIGTERM), lambda signum: KeyboardInterrupt())
-
-
 def run_canary(
     target_path: Path,
     candidate_url: str,
@@ -891,7 +883,7 @@ def run_canary(
     say: Callable[[str], None] = lambda line: None,
 ) -> CanaryResult:
     controller = Controller(target_path, candidate_url, suite_path, options, say=say)
-    with _sigterm_interrupts():
+    with keyboard_interrupts():
         return controller.run()
 
 

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
-from chaosml._signals import holding, raising
+from chaosml._signals import holding, keyboard_interrupts
 from chaosml.errors import InputError, UnreachableError
 
 SCHEMA = "chaosml.shadow/1"
@@ -360,7 +358,7 @@ def run_shadow(
     if why_not is not None:
         say(why_not)
     live = LiveView(suite, folder)
-    with _sigterm_interrupts():
+    with keyboard_interrupts():
         try:
             first = client.set_shadow(
                 point.proxy,
@@ -419,12 +417,6 @@ def run_shadow(
         labelled=labelled,
         interrupted=interrupted,
     )
-
-
-def _sigterm_interrupts() -> AbstractContextManager[None]:
-    """SIGTERM ends a shadow as Ctrl-C does (the shadow removed, the report written); only the
-    first of them does, so a second Ctrl-C cannot cut the removal short."""
-    return raising((signal.SIGINT, signal.SIGTERM), lambda signum: KeyboardInterrupt())
 
 
 def _unshadow(client: Any, proxy: str) -> None:
