@@ -284,4 +284,8 @@ def test_distributed_load_counts_every_request_the_service_served(
     counted = [p.load.requests for p in record.phases if p.load is not None]
     assert len(counted) == 3 and all(p.load and p.load.exact for p in record.phases)
     assert sum(c or 0 for c in counted) == after - before
-    assert record.load_shortfall is None
+    # the two workers share the plan's rate, not each run it (a machine that is slow may deliver
+    # less, and the record then says so, but never twice the plan)
+    for phase in record.phases[:2]:  # the recovery ends at once: no alert to resolve
+        assert phase.load and phase.load.rps and phase.load.planned_rps
+        assert phase.load.rps <= 1.15 * phase.load.planned_rps, phase.name
