@@ -17,7 +17,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "gameday": ("locust", "gevent", "toxiproxy", "requests", "pyarrow", "scipy"),
     "slices": ("pyarrow", "scipy", "sklearn", "skops", "joblib"),
     "report": ("matplotlib",),
-    "demo": ("fastapi", "uvicorn", "locust", "sklearn", "skops", "matplotlib"),
+    "demo": ("fastapi", "uvicorn", "threadpoolctl", "locust", "sklearn", "skops", "matplotlib"),
 }
 NEEDS_EXTRA = "needs chaosml[{extra}]: pip install 'chaosml[{extra}]' ({module} not found)"
 
