@@ -179,7 +179,7 @@ CHECKS: dict[str, Callable[[Path, str], None]] = {
     "Canary release": check_canary,
 }
 # Started first with --full, so that no worker is left with one of them at the end.
-LONGEST = {"Quickstart", "Game days"}
+LONGEST = {"Quickstart", "Game days", "Canary release", "At scale: Dask and Spark"}
 
 
 def test_the_quickstart_installs_what_ci_installs() -> None:

@@ -9,6 +9,7 @@ under the same lock the writers hold, so nothing that arrives while they read is
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,11 @@ class ReceivedAlert:
 class _Server(ThreadingHTTPServer):
     request_queue_size = 256  # Alertmanager sends bursts; the default backlog (5) refuses them
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a sender that hung up mid-request has nothing to be told: no traceback on the terminal
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 @dataclass(kw_only=True)

@@ -4,7 +4,9 @@ a reader is taking what came before."""
 from __future__ import annotations
 
 import threading
+import time
 
+import pytest
 import requests
 
 from chaosml.alerts import WebhookAlerts, WebhookReceiver
@@ -76,3 +78,21 @@ def test_as_a_source_firing_until_resolved_with_delivery_time() -> None:
     assert source.poll() == []
     assert requests.post(url, data=b"not json", timeout=5).status_code == 400
     source.stop()
+
+
+def test_a_sender_that_hangs_up_mid_request_prints_no_traceback(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    import socket
+    import struct
+
+    receiver = WebhookReceiver().start()
+    for _ in range(5):
+        with socket.create_connection((receiver.host, receiver.port)) as sock:
+            # a reset instead of a close: the receiver's answer then meets a dead connection
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.sendall(b'POST /alerts HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{"alerts"')
+    sent = requests.post(receiver.url, json=notification(0, 0), timeout=5)
+    assert sent.status_code == 200 and len(receiver.alerts) == 2  # and it still receives
+    time.sleep(0.2)  # the handlers of the reset connections have ended
+    assert "Traceback" not in capfd.readouterr().err
