@@ -3,7 +3,8 @@ answer, and request throughput with and without a payload toxic, each against th
 reached directly in the same run (alternating direct, proxied, ... and keeping the best of each).
 
 The upstream is a small asyncio HTTP/1.1 server in its own process; the proxy is `chaosml proxy`
-in its own process; the clients are plain sockets in this one. The request load is a pure-Python
+in its own process; the clients are plain sockets in this one. Where ``socat`` is installed, a
+relay written in C stands in front of the same upstream too: what any relay costs on this machine. The request load is a pure-Python
 keep-alive loop (one thread per connection), not wrk: it is the baseline for the request ratios,
 and being Python too it loads the machine as the proxy does, so read those ratios as the proxy's
 cost against a Python client, not against a C load generator. Everything listens on 127.0.0.1.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -237,6 +239,24 @@ def report(
         f"  raw TCP relay {relayed[0]:8.1f} MB/s   HTTP path {relayed[1]:8.1f} MB/s   "
         f"ratio {relayed[1] / relayed[0]:.3f}"
     )
+    # what any relay costs on this machine: socat, a relay in C, in front of the same upstream
+    if shutil.which("socat"):
+        port = free_port()
+        socat = subprocess.Popen(
+            ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", f"TCP:127.0.0.1:{direct}"]
+        )
+        try:
+            wait_port(port)
+            c = best(lambda at: stream_rate(at, size), direct, port, options.rounds)
+        finally:
+            socat.terminate()
+            socat.wait(10)
+        print(
+            f"  direct {c[0]:8.1f} MB/s   socat (a relay in C) {c[1]:8.1f} MB/s   "
+            f"ratio {c[1] / c[0]:.3f}"
+        )
+    else:
+        print("  (socat is not installed: no relay in C to compare with)")
 
     delays = [best(first_byte, direct, proxied, 1, higher=False) for _ in range(50)]
     direct_ms = statistics.median(d for d, _ in delays) * 1000
