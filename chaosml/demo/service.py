@@ -52,10 +52,10 @@ def create_app(
     with the folder's other demo versions as alternates) wraps its predict call.
 
     Each prediction runs on one of the service's threads, with at most ``model_threads`` OpenMP
-    threads of its own (None: OpenMP's default, a thread per core). A request's batch is small: a
-    gradient-boosted model that starts a thread per core for ten rows spends more than half its
-    CPU time starting and waking them (15.8 against 8.3 ms per request here), so a service that
-    answers requests in parallel gives each prediction one thread, as model servers do."""
+    threads of its own (None: OpenMP's default, a thread per core). A request's batch is small,
+    and a gradient-boosted model that wakes a thread per core for ten rows spends more CPU on
+    the threads than they save (``benchmarks/service_threads.py``), so a service that answers
+    requests in parallel gives each prediction one thread, as model servers do."""
     model = load_model(model_path)
     features = list(getattr(model, "feature_names_in_", []))
     classes = np.asarray(model.classes_)
