@@ -4,10 +4,11 @@ reached directly in the same run (alternating direct, proxied, ... and keeping t
 
 The upstream is a small asyncio HTTP/1.1 server in its own process; the proxy is `chaosml proxy`
 in its own process; the clients are plain sockets in this one. Where ``socat`` is installed, a
-relay written in C stands in front of the same upstream too: what any relay costs on this machine. The request load is a pure-Python
-keep-alive loop (one thread per connection), not wrk: it is the baseline for the request ratios,
-and being Python too it loads the machine as the proxy does, so read those ratios as the proxy's
-cost against a Python client, not against a C load generator. Everything listens on 127.0.0.1.
+relay written in C (256 KiB buffers) stands in front of the same upstream too: what a relay costs
+on this machine when it is not Python. The request load is a pure-Python keep-alive loop (one
+thread per connection), not wrk: it is the baseline for the request ratios, and being Python too
+it loads the machine as the proxy does, so read those ratios as the proxy's cost against a Python
+client, not against a C load generator. Everything listens on 127.0.0.1.
 
 A proxy holds back an answer's head from its body, so that a large body can be spliced, only
 once it has met an answer worth splicing (chunked, or 64 KiB and more); the request figures are
@@ -239,11 +240,17 @@ def report(
         f"  raw TCP relay {relayed[0]:8.1f} MB/s   HTTP path {relayed[1]:8.1f} MB/s   "
         f"ratio {relayed[1] / relayed[0]:.3f}"
     )
-    # what any relay costs on this machine: socat, a relay in C, in front of the same upstream
+    # what a relay costs on this machine when it is not Python: socat, in front of the same upstream
     if shutil.which("socat"):
         port = free_port()
         socat = subprocess.Popen(
-            ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", f"TCP:127.0.0.1:{direct}"]
+            [
+                "socat",
+                "-b",
+                "262144",
+                f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+                f"TCP:127.0.0.1:{direct}",
+            ]
         )
         try:
             wait_port(port)

@@ -134,36 +134,3 @@ def test_a_lease_that_is_not_renewed_ends_the_fault(
     assert wait_for(lambda: set(predict(service[0], rows).json()["predictions"]) == {0, 1}, 15)
     with pytest.raises(NotFound):
         point.destroy_toxic("constant_prediction_downstream")
-
-
-def test_a_prediction_runs_on_one_openmp_thread(
-    demo: DemoArtifacts, rows: list[dict[str, Any]]
-) -> None:
-    # ten rows through a gradient-boosted model: a thread per core would cost more CPU than the
-    # prediction itself; the service's prediction threads each keep OpenMP to one
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_info
-
-    def openmp() -> set[int]:
-        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"}
-
-    seen: list[set[int]] = []
-
-    class Looking(FaultPoint):
-        def __call__(self, predict: Any, columns: Any) -> Any:
-            seen.append(openmp())
-            return super().__call__(predict, columns)
-
-    with ThreadPoolExecutor(1) as plain:  # what a thread of its own gets by default
-        default = plain.submit(openmp).result()
-    assert default, "OpenMP is not loaded: the model does not use it"
-    for threads, expected in ((1, {1}), (None, default)):
-        seen.clear()
-        point = Looking(alternates={})
-        app = create_app(
-            demo.v2, version="v2", monitors=False, fault_point=point, model_threads=threads
-        )
-        with serving_app(app) as address:
-            assert predict(address, rows[:10]).status_code == 200
-        assert seen == [expected], threads

@@ -81,9 +81,8 @@ def create_app(
         fault_point = FaultPoint.from_env(others)
     point, predict_model = fault_point, predictor(model)
     app.state.fault_point = point
-    app.router.on_shutdown.append(point.close)
-    executor = _model_executor(model_threads)
-    app.router.on_shutdown.append(functools.partial(executor.shutdown, wait=False))
+    threads = ModelThreads(model_threads)
+    app.router.on_shutdown.extend([threads.close, point.close])  # the threads, then what they call
     monitor = None
     if monitors:
         reference = reference if reference is not None else make_credit(5000, seed=1)
@@ -110,7 +109,7 @@ def create_app(
             if codec is None:
                 raise CodecError("unknown payload format")
             batch = codec.decode_request(payload)
-            answer = await _run(executor, point, predict_model, batch.columns)
+            answer = await threads.run(point, predict_model, batch.columns)
         except InjectedError as exc:
             # the toxic's body (text, JSON by default) as it is
             return Response(exc.body, status_code=exc.status, media_type="application/json")
@@ -143,26 +142,39 @@ def create_app(
     return app
 
 
-def _model_executor(threads: int | None) -> ThreadPoolExecutor:
+class ModelThreads:
     """The threads predictions run on, each limited to ``threads`` OpenMP threads of the model's
-    own. OpenMP keeps the limit per thread, so it is set in each of them and nowhere else (a BLAS
-    limit would be the whole process's)."""
+    own (None: OpenMP's default). OpenMP keeps the limit per thread, so it is set in each of them
+    and nowhere else (a BLAS limit would be the whole process's); it reaches the OpenMP runtimes
+    loaded when the thread starts, and the model was loaded before the first request. The pool
+    starts at the first prediction and again after ``close``, so an app served twice predicts
+    both times."""
 
-    def limit() -> None:
+    def __init__(self, threads: int | None) -> None:
         if threads is not None:
-            from threadpoolctl import threadpool_limits
+            from threadpoolctl import threadpool_limits  # missing: say so now, not per request
 
-            threadpool_limits(limits=threads, user_api="openmp")
+            self._limit: Callable[[], object] | None = functools.partial(
+                threadpool_limits, limits=threads, user_api="openmp"
+            )
+        else:
+            self._limit = None
+        self._pool: ThreadPoolExecutor | None = None
 
-    return ThreadPoolExecutor(thread_name_prefix="predict", initializer=limit)
+    async def run(self, func: Callable[..., Any], *args: Any) -> Any:
+        """``func(*args)`` on one of the threads, in this request's context (as
+        ``asyncio.to_thread``)."""
+        if self._pool is None:  # the event loop's thread alone starts and stops the pool
+            self._pool = ThreadPoolExecutor(thread_name_prefix="predict", initializer=self._limit)
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, functools.partial(context.run, func, *args)
+        )
 
-
-async def _run(executor: ThreadPoolExecutor, func: Callable[..., Any], *args: Any) -> Any:
-    """``func(*args)`` on ``executor``, in this request's context (as ``asyncio.to_thread``)."""
-    context = contextvars.copy_context()
-    return await asyncio.get_running_loop().run_in_executor(
-        executor, functools.partial(context.run, func, *args)
-    )
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
 
 def _answer(

@@ -3,12 +3,14 @@ a reader is taking what came before."""
 
 from __future__ import annotations
 
+import sys
 import threading
-import time
+from typing import Any
 
 import pytest
 import requests
 
+from chaosml._wait import wait_until
 from chaosml.alerts import WebhookAlerts, WebhookReceiver
 
 
@@ -87,12 +89,26 @@ def test_a_sender_that_hangs_up_mid_request_prints_no_traceback(
     import struct
 
     receiver = WebhookReceiver().start()
-    for _ in range(5):
-        with socket.create_connection((receiver.host, receiver.port)) as sock:
-            # a reset instead of a close: the receiver's answer then meets a dead connection
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            sock.sendall(b'POST /alerts HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{"alerts"')
-    sent = requests.post(receiver.url, json=notification(0, 0), timeout=5)
-    assert sent.status_code == 200 and len(receiver.alerts) == 2  # and it still receives
-    time.sleep(0.2)  # the handlers of the reset connections have ended
-    assert "Traceback" not in capfd.readouterr().err
+    server = receiver._server
+    assert server is not None
+    handled: list[BaseException | None] = []
+    on_error = server.handle_error
+
+    def counted(request: Any, client_address: Any) -> None:
+        handled.append(sys.exc_info()[1])
+        on_error(request, client_address)
+
+    server.handle_error = counted  # type: ignore[method-assign]
+    try:
+        for _ in range(5):
+            with socket.create_connection((receiver.host, receiver.port)) as sock:
+                # a reset instead of a close: the receiver's answer meets a dead connection
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.sendall(b'POST /alerts HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{"alerts"')
+        assert wait_until(lambda: len(handled) == 5, 10), handled
+        assert all(isinstance(e, ConnectionError) for e in handled), handled
+        sent = requests.post(receiver.url, json=notification(0, 0), timeout=5)
+        assert sent.status_code == 200 and len(receiver.alerts) == 2  # and it still receives
+        assert "Traceback" not in capfd.readouterr().err
+    finally:
+        receiver.stop()

@@ -22,6 +22,7 @@ from chaosml.demo.harness import ReferenceStack, monitoring_stack
 from chaosml.demo.rules import RULES, Rule, rules_file
 from chaosml.gameday import GameDay, RunOptions, load_scenarios, load_target, run_files
 from chaosml.gameday.coverage import GamedayReport
+from chaosml.load import SHORTFALL_LIMIT, shortfall
 from tests.gameday.conftest import SCALE, SCENARIOS, scenario, toxics
 from tests.live_servers import wait_for
 
@@ -284,8 +285,12 @@ def test_distributed_load_counts_every_request_the_service_served(
     counted = [p.load.requests for p in record.phases if p.load is not None]
     assert len(counted) == 3 and all(p.load and p.load.exact for p in record.phases)
     assert sum(c or 0 for c in counted) == after - before
-    # the two workers share the plan's rate, not each run it (a machine that is slow may deliver
-    # less, and the record then says so, but never twice the plan)
+    # The two workers share the plan's rate, and do not each run it (twice the plan): 1.5 times
+    # lies between, as a phase's requests are counted to its mark's round trip. A slow machine
+    # may deliver less, and the record then names each phase that ran short.
     for phase in record.phases[:2]:  # the recovery ends at once: no alert to resolve
         assert phase.load and phase.load.rps and phase.load.planned_rps
-        assert phase.load.rps <= 1.15 * phase.load.planned_rps, phase.name
+        assert phase.load.rps <= 1.5 * phase.load.planned_rps, phase.name
+        short = shortfall(phase.load.model_dump())
+        named = f"{phase.name} {phase.load.rps:.1f} of" in (record.load_shortfall or "")
+        assert named == (short is not None and short > SHORTFALL_LIMIT), record.load_shortfall
