@@ -4,7 +4,8 @@ waited for on the event loop.
 The raw TCP relay moves a direction's bytes this way while no toxic acts on it (``stream``). The
 HTTP path moves an answer's body this way when nothing acts on it (no transport toxic on the
 answer, no fault reading it, no shadow or recording copying it): only the framing
-passes through Python (a chunk's size line, the bytes read with the head), the body's bytes
+passes through Python (a chunk's size line, looked at where it waits and moved with its data
+when the proxy would write it the same; the bytes read with the head), the body's bytes
 never do. A chunked body leaves as it does otherwise, each chunk framed again by the proxy and
 trailers dropped; a body with a Content-Length leaves byte for byte. Where ``splice`` is missing
 (not Linux) or a connection has no socket of its own, bodies are relayed as they come.
@@ -145,14 +146,15 @@ class Splicer:
             await self._idle()
         return moved
 
-    async def peek(self) -> bytes:
+    async def peek(self, most: int | None = None) -> bytes:
         """What the source holds (b"" at its end), left there, as much as the pipe has room
-        for; waits until it holds something."""
+        for (or ``most`` bytes); waits until it holds something."""
         while True:
             if self.held * 2 >= self.size:
                 await self.flush()
+            room = self.size - self.held
             try:
-                return self.sock.recv(self.size - self.held, socket.MSG_PEEK)
+                return self.sock.recv(room if most is None else min(most, room), socket.MSG_PEEK)
             except BlockingIOError:
                 await self._idle()
 
@@ -307,7 +309,7 @@ async def chunked_body(splicer: Splicer, data: bytes, framed: bool) -> bytes:
     due = False  # a chunk's data went on: its CRLF is next (in, and out if ``framed``)
     while True:
         if framed and not data:
-            whole = framed_as_sent(await splicer.peek(), due)
+            whole = next_chunk(await splicer.peek(HEAD), due)
             if whole:
                 await splicer.move(whole)
                 due = True
@@ -343,23 +345,21 @@ async def chunked_body(splicer: Splicer, data: bytes, framed: bool) -> bytes:
         due = True
 
 
-def framed_as_sent(data: bytes, due: bool) -> int:
-    """How many bytes at the start of ``data`` are whole chunks (each but its CRLF after the
-    data, which comes first if ``due``) that the proxy would frame as they are: a size in
-    lower-case hex without leading zeros or extensions, and data (not the last chunk)."""
-    start = end = 2 if due else 0
+HEAD = 20  # bytes that hold a chunk's size line as the proxy writes it, and the CRLF before it
+
+
+def next_chunk(data: bytes, due: bool) -> int:
+    """How many bytes the next chunk takes (its size line, its data; the CRLF before it first if
+    ``due``) when ``data``, the source's first bytes, shows the proxy would frame it as it is;
+    0 if it would not (the last chunk, a size with extensions or leading zeros, a line not all
+    there). The CRLF after its data is checked as the next chunk's ``due``."""
+    start = 2 if due else 0
     if due and not data.startswith(b"\r\n"):
         return 0
-    while (line := data.find(b"\r\n", start, start + 18)) > 0:
-        if SAME.fullmatch(data, start, line) is None:
-            break
-        stop = line + 2 + int(data[start:line], 16)
-        if stop > len(data):
-            break
-        end, start = stop, stop + 2
-        if data[stop:start] != b"\r\n":
-            break
-    return end if end > (2 if due else 0) else 0
+    line = data.find(b"\r\n", start, start + 18)
+    if line < 0 or SAME.fullmatch(data, start, line) is None:
+        return 0
+    return line + 2 + int(data[start:line], 16)
 
 
 async def _line(splicer: Splicer, data: bytes) -> tuple[bytes, bytes]:

@@ -15,6 +15,7 @@ import pytest
 from toxiproxy import Toxiproxy
 
 from chaosml.proxy import splice
+from chaosml.proxy.splice import next_chunk
 from chaosml.proxy.stream import Link
 from tests.live_servers import threaded_server
 from tests.proxy.test_http_stream import block
@@ -359,3 +360,24 @@ def test_latency_added_while_bytes_are_spliced_delays_the_next_ones(
         assert receive(sock, 1000) == block(1000)
         assert time.monotonic() - started >= 0.3
     assert bool(pieces.chunked) is pieces.on
+
+
+@pytest.mark.parametrize(
+    ("data", "due", "whole"),
+    [
+        (b"10\r\n", False, 4 + 16),  # its size line and its 16 bytes, seen or not
+        (b"\r\n10\r\nxy", True, 2 + 4 + 16),  # the CRLF after the chunk before, first
+        (b"ffffffffffffffff\r\n", False, 18 + 0xFFFFFFFFFFFFFFFF),
+        (b"10", False, 0),  # the line is not all there
+        (b"\r", True, 0),  # nor the CRLF before it
+        (b"x\r\n10\r\n", True, 0),  # the chunk before was longer than its size
+        (b"0\r\n\r\n", False, 0),  # the last chunk: the caller's
+        (b"010\r\n", False, 0),  # framed anew: a leading zero,
+        (b"1A\r\n", False, 0),  # upper-case hex,
+        (b"10;x=1\r\n", False, 0),  # an extension
+    ],
+)
+def test_a_chunk_moves_whole_only_when_framed_as_the_proxy_frames_it(
+    data: bytes, due: bool, whole: int
+) -> None:
+    assert next_chunk(data, due) == whole
