@@ -34,7 +34,9 @@ class Upstream(socketserver.StreamRequestHandler):
       and a trailer after the last chunk;
     - ``GET /sized/N``: N bytes with a Content-Length;
     - ``GET /slow/N``: N chunks of ``CHUNK`` bytes, 50 ms apart;
-    - ``GET /bad``: one chunk, then a chunk size that is not hex.
+    - ``GET /bad``: one chunk, then a chunk size that is not hex;
+    - ``GET /plain/N``: N chunks sized as the proxy sizes them (lower-case hex, no extension);
+    - ``GET /longer/N``: likewise, then a chunk with more data than its size.
     """
 
     connections: ClassVar[list[int]] = []
@@ -51,6 +53,14 @@ class Upstream(socketserver.StreamRequestHandler):
                 continue
             self.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
             data = block(n * CHUNK)
+            if kind in ("plain", "longer"):
+                for start in range(0, len(data), CHUNK):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (CHUNK, data[start : start + CHUNK]))
+                self.wfile.write(b"1\r\nxy\r\n" if kind == "longer" else b"0\r\n\r\n")
+                self.wfile.flush()
+                if kind == "longer":
+                    return
+                continue
             for start in range(0, len(data), CHUNK):
                 if kind == "slow":
                     self.wfile.flush()
@@ -203,6 +213,36 @@ def test_a_chunked_answer_arrives_whole_and_the_connection_serves_on(
     # 1 MiB cannot have come with its head: moved by splice (the shorter ones may have)
     assert (len(moves.chunked) >= 1) is moves.on
     assert not moves.sized  # (5 bytes: read with their head)
+
+
+def test_chunks_framed_as_the_proxy_frames_them_arrive_whole_and_the_connection_serves_on(
+    client: Client, moves: Moves
+) -> None:
+    Upstream.connections.clear()
+    for count in (64, 1, 16):
+        client.get(f"/plain/{count}")
+        assert client.body() == block(count * CHUNK)
+    client.get("/sized/5")
+    assert client.body() == block(5)
+    assert not Upstream.connections  # the upstream connection was reused each time
+    assert (len(moves.chunked) >= 1) is moves.on
+
+
+def test_a_chunk_longer_than_its_size_ends_the_connection_after_what_came_before(
+    client: Client, moves: Moves
+) -> None:
+    client.get("/longer/20")
+    client.head()
+    framed, data = client.rest(), b""  # up to the end of the stream
+    while framed:
+        line, _, framed = framed.partition(b"\r\n")
+        size = int(line, 16)
+        data, framed = data + framed[:size], framed[size:]
+        if framed[:2] != b"\r\n":  # the one chunk longer than its size: what it held went on
+            break
+        framed = framed[2:]
+    assert data.startswith(block(20 * CHUNK)), len(data)
+    assert bool(moves.chunked) is moves.on
 
 
 def test_a_sized_answer_arrives_byte_for_byte(client: Client, moves: Moves) -> None:
