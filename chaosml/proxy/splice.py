@@ -146,15 +146,14 @@ class Splicer:
             await self._idle()
         return moved
 
-    async def peek(self, most: int | None = None) -> bytes:
-        """What the source holds (b"" at its end), left there, as much as the pipe has room
-        for (or ``most`` bytes); waits until it holds something."""
+    async def peek(self, count: int) -> bytes:
+        """Up to ``count`` bytes of what the source holds (b"" at its end), left there; waits
+        until it holds something."""
         while True:
             if self.held * 2 >= self.size:
                 await self.flush()
-            room = self.size - self.held
             try:
-                return self.sock.recv(room if most is None else min(most, room), socket.MSG_PEEK)
+                return self.sock.recv(count, socket.MSG_PEEK)
             except BlockingIOError:
                 await self._idle()
 

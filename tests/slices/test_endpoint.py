@@ -10,9 +10,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from chaosml.errors import UnreachableError, VersionError
 from chaosml.slices.compare import compare_versions
 from chaosml.slices.suite import load_suite
 from chaosml.versions import ArtifactVersion, load_model
+from tests.live_servers import threaded_server
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "slices" / "credit.yaml"
@@ -131,14 +131,6 @@ class _Short(BaseHTTPRequestHandler):
         pass
 
 
-class _Quiet(ThreadingHTTPServer):
-    """The client stops at the first short answer and hangs up on the batches in flight."""
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
 def test_an_endpoint_down_or_answering_another_shape_is_one_clear_error(
     demo: DemoArtifacts, served: str
 ) -> None:
@@ -152,14 +144,8 @@ def test_an_endpoint_down_or_answering_another_shape_is_one_clear_error(
     health = EndpointVersion(name="health", url=served.replace("/predict", "/health"))
     with pytest.raises(VersionError, match=r"answered HTTP 405"):
         compare_versions(suite, artifact, health, rows, config=config)
-    server = _Quiet(("127.0.0.1", 0), _Short)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/predict"
-        short = EndpointVersion(name="short", url=url, batch=50)
+    # (the client stops at the first short answer and hangs up on the batches in flight)
+    with threaded_server(_Short) as address:
+        short = EndpointVersion(name="short", url=f"http://{address}/predict", batch=50)
         with pytest.raises(VersionError, match=r"answered 49 predictions for a batch of 50 rows"):
             compare_versions(suite, artifact, short, rows, config=config)
-    finally:
-        server.shutdown()
-        server.server_close()
